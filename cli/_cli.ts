@@ -1,0 +1,66 @@
+/**
+ * What every command-line runner shares: flag parsing that turns mistakes
+ * into one clear line, and a single way to stop with an exit code.
+ *
+ * @module
+ */
+// deno-lint-ignore-file no-console
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { flushLogs } from "./_logging.ts";
+
+/** Exit code for a mistake on the command line. */
+export const EXIT_USAGE = 2;
+
+/** A problem to report in one line and exit with, no stack trace. */
+export class CliError extends Error {
+  override name = "CliError";
+  readonly exitCode: number;
+
+  constructor(message: string, exitCode: number = EXIT_USAGE) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** `parseArgs` in strict mode, its errors turned into {@linkcode CliError}s. */
+export function parseFlags<T extends ParseArgsConfig["options"]>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (error) {
+    throw new CliError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** Reads an integer flag, naming the flag when the value is not one. */
+export function integerFlag(name: string, value: string | undefined, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < min) {
+    throw new CliError(`--${name} must be an integer >= ${min}, got "${value}"`);
+  }
+  return parsed;
+}
+
+/**
+ * Runs a command's main function: a {@linkcode CliError} or any other error
+ * becomes `kiln: message` on stderr (the stack only with `--verbose`), then
+ * the process exits with the code main returned.
+ */
+export async function runMain(name: string, main: (args: string[]) => Promise<number>): Promise<never> {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (error) {
+    const verbose = Deno.args.includes("--verbose");
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`${name}: ${message}`);
+    if (verbose && error instanceof Error && error.stack) console.error(error.stack);
+    code = error instanceof CliError ? error.exitCode : 1;
+  }
+  await flushLogs().catch(() => {});
+  Deno.exit(code);
+}

@@ -1,0 +1,163 @@
+/**
+ * `deno task submit`: sends source files to a master, streams the program's
+ * output live, and exits with the program's exit code.
+ *
+ * @module
+ */
+// deno-lint-ignore-file no-console
+import { constants } from "node:os";
+import { basename } from "node:path";
+import {
+  ConnectionError,
+  createDefaultRegistry,
+  type JobEvent,
+  type JobResult,
+  ProtocolError,
+  submitProgram,
+} from "../mod.ts";
+import { CliError, EXIT_USAGE, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import { setupLogging } from "./_logging.ts";
+
+/** Exit codes for what is not the program's own exit code. Documented in the README. */
+export const EXIT_CODES = {
+  compile_error: 100,
+  time_limit: 101,
+  memory_limit: 102,
+  output_limit: 103,
+  rejected: 104,
+  internal_error: 105,
+  /** The master is unreachable, the token is wrong, or the link broke. */
+  connection: 106,
+} as const;
+
+const USAGE = `Usage: deno task submit [options] FILE...
+
+  --master HOST:PORT  master to submit to (default 127.0.0.1:7700)
+  --token T           cluster token (default: $KILN_TOKEN)
+  --lang L            language (default: inferred from the first file's extension)
+  --entry NAME        entry file (default: the first FILE)
+  --stdin FILE|-      give the program this file, or our own stdin, as stdin
+  --arg A             a command-line argument for the program (repeatable)
+  --time-limit MS     wall time limit, at most the master's
+  --json              print one JSON object with the whole result instead of streaming
+  --log-level L       trace, debug, info, warning, error (default warning)
+  --verbose           print stack traces of errors
+  -h, --help          show this help
+
+Exit code: the program's own; 128+N when signal N killed it; ${EXIT_CODES.compile_error} compile error,
+${EXIT_CODES.time_limit} time limit, ${EXIT_CODES.memory_limit} memory limit, ${EXIT_CODES.output_limit} output limit, ${EXIT_CODES.rejected} rejected,
+${EXIT_CODES.internal_error} internal error, ${EXIT_CODES.connection} master unreachable or authentication failed, ${EXIT_USAGE} usage error.`;
+
+async function main(args: string[]): Promise<number> {
+  const { values, positionals: paths } = parseFlags(args, {
+    master: { type: "string", default: "127.0.0.1:7700" },
+    token: { type: "string" },
+    lang: { type: "string" },
+    entry: { type: "string" },
+    stdin: { type: "string" },
+    arg: { type: "string", multiple: true, default: [] },
+    "time-limit": { type: "string" },
+    json: { type: "boolean", default: false },
+    "log-level": { type: "string", default: "warning" },
+    verbose: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  }, true);
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (paths.length === 0) throw new CliError("no source file given; usage: deno task submit [options] FILE...");
+  try {
+    await setupLogging(values["log-level"]);
+  } catch (error) {
+    throw new CliError((error as Error).message);
+  }
+  const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
+  const language = values.lang ?? inferLanguage(paths[0]!);
+  const files = await Promise.all(paths.map(async (path) => ({ name: basename(path), content: await readSource(path) })));
+  const stdin = values.stdin === undefined ? undefined : await readStdin(values.stdin);
+
+  let result: JobResult;
+  try {
+    result = await submitProgram({
+      language,
+      files,
+      args: values.arg,
+      ...values.entry === undefined ? {} : { entry: values.entry },
+      ...stdin === undefined ? {} : { stdin },
+      ...wallTimeMs === undefined ? {} : { limits: { wallTimeMs } },
+    }, {
+      master: values.master,
+      token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
+      onEvent: values.json ? undefined : streamEvent,
+    });
+  } catch (error) {
+    if (error instanceof ConnectionError || error instanceof ProtocolError) {
+      throw new CliError(error.message, EXIT_CODES.connection);
+    }
+    throw error;
+  }
+
+  if (values.json) {
+    console.log(JSON.stringify(result));
+  } else {
+    report(result);
+  }
+  return exitCodeOf(result);
+}
+
+/** Writes live events: the program's output to our own streams, the rest as `kiln:` lines. */
+function streamEvent(event: JobEvent): void {
+  if (event.type === "output") {
+    const bytes = new TextEncoder().encode(event.data);
+    (event.stream === "stdout" ? Deno.stdout : Deno.stderr).writeSync(bytes);
+  } else if (event.type === "queued" && Deno.stderr.isTerminal()) {
+    console.error(`kiln: queued at position ${event.position}`);
+  }
+}
+
+/** After streaming: say what the program's output cannot say itself. */
+function report(result: JobResult): void {
+  if (result.compile && result.compile.verdict !== "ok") {
+    Deno.stderr.writeSync(new TextEncoder().encode(result.compile.stdout + result.compile.stderr));
+  }
+  if (result.truncated) console.error("kiln: output truncated");
+  if (result.verdict !== "ok" && result.verdict !== "runtime_error") {
+    console.error(`kiln: ${result.verdict.replace("_", " ")}${result.reason ? `: ${result.reason}` : ""}`);
+  } else if (result.signal) {
+    console.error(`kiln: program killed by ${result.signal}`);
+  }
+}
+
+function exitCodeOf(result: JobResult): number {
+  if (result.verdict === "ok" || result.verdict === "runtime_error") {
+    if (result.signal) return 128 + ((constants.signals as Record<string, number>)[result.signal] ?? 0);
+    return result.exitCode ?? EXIT_CODES.internal_error;
+  }
+  return EXIT_CODES[result.verdict];
+}
+
+function inferLanguage(path: string): string {
+  const runner = createDefaultRegistry().forFile(path);
+  if (!runner) {
+    throw new CliError(`cannot tell the language of "${basename(path)}" from its extension; pass --lang`);
+  }
+  return runner.name;
+}
+
+async function readSource(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new CliError(`no such file: ${path}`);
+    if (error instanceof Deno.errors.IsADirectory) throw new CliError(`${path} is a directory, not a source file`);
+    throw new CliError(`cannot read ${path}: ${(error as Error).message}`);
+  }
+}
+
+async function readStdin(source: string): Promise<string> {
+  if (source === "-") return await new Response(Deno.stdin.readable).text();
+  return await readSource(source);
+}
+
+if (import.meta.main) await runMain("kiln", main);

@@ -1,0 +1,136 @@
+/**
+ * Submitting programs to a kiln master from TypeScript.
+ *
+ * @module
+ */
+import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import type { JobRequest, JobResult } from "./job.ts";
+import { Connection } from "./protocol/connection.ts";
+import { ProtocolError } from "./protocol/errors.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "./protocol/frame.ts";
+import { clientHandshake } from "./protocol/handshake.ts";
+import type { JobEvent } from "./protocol/messages.ts";
+
+/** The master could not be reached at all. */
+export class ConnectionError extends Error {
+  override name = "ConnectionError";
+  /** The address that was dialed, as `host:port`. */
+  readonly address: string;
+
+  constructor(address: string, message: string, options?: ErrorOptions) {
+    super(`Cannot connect to master at ${address}: ${message}`, options);
+    this.address = address;
+  }
+}
+
+/** Options of {@linkcode submitProgram}. */
+export interface SubmitOptions {
+  /** The master, as `host:port` or an address object. @default "127.0.0.1:7700" */
+  master?: string | HostPort | undefined;
+  /** Shared token of the cluster. @default "" */
+  token?: string | undefined;
+  /** A display name for the master's logs. */
+  name?: string | undefined;
+  /** Receives every event of the job as it happens: accepted, queued, started, output, result. */
+  onEvent?: ((event: JobEvent) => void) | undefined;
+  /** Aborting it cancels the job on the master and rejects with the abort reason. */
+  signal?: AbortSignal | undefined;
+  /** Largest frame accepted from the master. @default 8 MiB */
+  maxFrameBytes?: number | undefined;
+  /** Time allowed for the handshake. @default 10000 */
+  handshakeTimeoutMs?: number | undefined;
+}
+
+/**
+ * Runs a program on a kiln cluster and resolves with its result. A job the
+ * cluster refuses still resolves, with verdict `rejected` and a reason;
+ * the promise rejects only when the master cannot be reached
+ * ({@linkcode ConnectionError}), the handshake fails or the link breaks
+ * ({@linkcode ProtocolError}), or `signal` aborts.
+ *
+ * @example Running a program and watching its output live
+ * ```ts ignore
+ * import { submitProgram } from "./client.ts";
+ *
+ * const result = await submitProgram({
+ *   language: "python",
+ *   files: [{ name: "main.py", content: "print('hello')" }],
+ * }, {
+ *   master: "127.0.0.1:7700",
+ *   onEvent: (event) => {
+ *     if (event.type === "queued") console.log(`waiting, position ${event.position}`);
+ *     if (event.type === "output") console.log(event.data);
+ *   },
+ * });
+ * console.log(result.verdict, result.timeMs);
+ * ```
+ */
+export async function submitProgram(request: JobRequest, options: SubmitOptions = {}): Promise<JobResult> {
+  const {
+    master = "127.0.0.1:7700",
+    token = "",
+    onEvent,
+    signal,
+    maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    handshakeTimeoutMs = 10_000,
+  } = options;
+  signal?.throwIfAborted();
+  const address = typeof master === "string" ? parseHostPort(master) : master;
+  const connection = new Connection(await dial(address), { maxFrameBytes });
+  let jobId: string | undefined;
+  const onAbort = () => {
+    if (jobId) connection.send({ type: "cancel", jobId }).catch(() => {});
+    connection.close();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await clientHandshake(connection, {
+      role: "client",
+      token,
+      timeoutMs: handshakeTimeoutMs,
+      ...options.name === undefined ? {} : { name: options.name },
+    });
+    await connection.send({ type: "submit", ref: "1", job: request });
+    while (true) {
+      const message = await connection.receive();
+      switch (message.type) {
+        case "accepted":
+          jobId = message.jobId;
+          onEvent?.(message);
+          break;
+        case "queued":
+        case "started":
+        case "output":
+          onEvent?.(message);
+          break;
+        case "result":
+          onEvent?.(message);
+          return message.result;
+        default:
+          throw new ProtocolError("unexpected_message", `the master sent an unexpected "${message.type}" message`);
+      }
+    }
+  } catch (error) {
+    signal?.throwIfAborted();
+    if (error instanceof ProtocolError && error.code === "closed") {
+      throw new ProtocolError("closed", "the master closed the connection before the job's result", { cause: error });
+    }
+    throw error;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    await connection.close();
+  }
+}
+
+async function dial(address: HostPort): Promise<Deno.Conn> {
+  try {
+    return await Deno.connect({ hostname: address.hostname, port: address.port });
+  } catch (error) {
+    const reason = error instanceof Deno.errors.ConnectionRefused
+      ? "connection refused (is the master running?)"
+      : error instanceof Error
+      ? error.message
+      : String(error);
+    throw new ConnectionError(formatHostPort(address), reason, { cause: error });
+  }
+}

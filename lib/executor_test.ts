@@ -1,0 +1,225 @@
+import assert from "node:assert/strict";
+import { effectiveLimits, executeJob } from "./executor.ts";
+import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
+import type { ResolvedRunner } from "./runners/registry.ts";
+import type { CommandSpec, LanguageRunner, StepContext } from "./runners/runner.ts";
+
+/**
+ * A runner made only for these tests, so the executor is tested without
+ * depending on any real language runner: the "program" is a bash script,
+ * and an optional "compile step" is another script.
+ */
+function scriptRunner(compile?: string): ResolvedRunner {
+  const runner: LanguageRunner = {
+    name: "script",
+    aliases: [],
+    extensions: [".sh"],
+    detect: () => Promise.resolve({ available: true, version: "bash", executables: { bash: "/bin/bash" } }),
+    run: (ctx: StepContext): CommandSpec => ({ command: "/bin/bash", args: [ctx.entry, ...ctx.args] }),
+    ...compile === undefined ? {} : {
+      compile: (): CommandSpec => ({ command: "/bin/bash", args: ["-c", compile] }),
+    },
+  };
+  return { runner, toolchain: { available: true, version: "bash", executables: { bash: "/bin/bash" } } };
+}
+
+function job(script: string, extra: Partial<JobRequest> = {}): JobRequest {
+  return { language: "script", files: [{ name: "main.sh", content: script }], ...extra };
+}
+
+/** A fresh directory to hold job workdirs, so a test can see that none is left. */
+async function withWorkRoot(test: (workRoot: string) => Promise<void>): Promise<void> {
+  const workRoot = await Deno.makeTempDir({ prefix: "kiln-test-" });
+  try {
+    await test(workRoot);
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(workRoot)), [], "a job workdir was left behind");
+  } finally {
+    await Deno.remove(workRoot, { recursive: true });
+  }
+}
+
+/** Whether a process lives (a zombie does not count: it is dead, waiting to be reaped). */
+async function isAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("executeJob() runs a program with stdin and args, in a workdir it removes", async () => {
+  await withWorkRoot(async (workRoot) => {
+    const result = await executeJob(
+      scriptRunner(),
+      job('read -r line; echo "got $line"; printf "%s|" "$@"; echo; echo oops >&2; pwd', {
+        stdin: "hello\n",
+        args: ["a b", "c"],
+      }),
+      { workRoot, jobId: "j1", nodeName: "n1" },
+    );
+    assert.equal(result.verdict, "ok");
+    assert.equal(result.jobId, "j1");
+    assert.equal(result.node, "n1");
+    assert.equal(result.exitCode, 0);
+    assert.equal(result.compile, null);
+    const [got, args, workdir] = result.stdout.split("\n");
+    assert.equal(got, "got hello");
+    assert.equal(args, "a b|c|");
+    assert.ok(workdir!.startsWith(`${workRoot}/kiln-job-`), workdir);
+    assert.equal(result.stderr, "oops\n");
+    assert.equal(result.truncated, false);
+  });
+});
+
+Deno.test("executeJob() gives the program a cleared environment", async () => {
+  Deno.env.set("KILN_TEST_SECRET", "do-not-leak");
+  try {
+    const result = await executeJob(scriptRunner(), job("env | sort"));
+    assert.equal(result.verdict, "ok");
+    assert.doesNotMatch(result.stdout, /KILN_TEST_SECRET/);
+    assert.match(result.stdout, /^PATH=\/usr\/local\/bin:\/usr\/bin:\/bin$/m);
+  } finally {
+    Deno.env.delete("KILN_TEST_SECRET");
+  }
+});
+
+Deno.test("executeJob() reports a non-zero exit and a fatal signal as runtime_error", async () => {
+  const exited = await executeJob(scriptRunner(), job("exit 3"));
+  assert.equal(exited.verdict, "runtime_error");
+  assert.equal(exited.exitCode, 3);
+  assert.equal(exited.signal, null);
+
+  const killed = await executeJob(scriptRunner(), job("kill -SEGV $$"));
+  assert.equal(killed.verdict, "runtime_error");
+  assert.equal(killed.exitCode, null);
+  assert.equal(killed.signal, "SIGSEGV");
+  assert.match(killed.reason ?? "", /SIGSEGV/);
+});
+
+Deno.test("executeJob() kills the whole process tree at the time limit", async () => {
+  await withWorkRoot(async (workRoot) => {
+    const chunks: string[] = [];
+    const result = await executeJob(
+      scriptRunner(),
+      // A child in the job's process group, and one that left it with setsid.
+      job("sleep 300 & echo $!; setsid sleep 300 & echo $!; wait"),
+      { workRoot, limits: { wallTimeMs: 500 }, onOutput: (_stream, data) => chunks.push(data) },
+    );
+    assert.equal(result.verdict, "time_limit");
+    assert.match(result.reason ?? "", /wall time limit of 500 ms/);
+    const pids = result.stdout.trim().split("\n").map(Number);
+    assert.equal(pids.length, 2);
+    for (const pid of pids) assert.equal(await isAlive(pid), false, `process ${pid} survived the job`);
+    assert.equal(chunks.join(""), result.stdout, "output was streamed as it was produced");
+  });
+});
+
+Deno.test("executeJob() kills what a program left running after it exited", async () => {
+  const result = await executeJob(scriptRunner(), job("sleep 300 & echo $!"));
+  assert.equal(result.verdict, "ok");
+  assert.equal(await isAlive(Number(result.stdout.trim())), false);
+});
+
+Deno.test("executeJob() caps output while it streams and stops the program", async () => {
+  const streamed: string[] = [];
+  const result = await executeJob(scriptRunner(), job("yes 'é kiln'"), {
+    limits: { outputBytes: 100_000 },
+    onOutput: (_stream, data) => streamed.push(data),
+  });
+  assert.equal(result.verdict, "output_limit");
+  assert.equal(result.truncated, true);
+  assert.match(result.reason ?? "", /100000 bytes/);
+  assert.ok(new TextEncoder().encode(result.stdout).byteLength <= 100_000);
+  assert.ok(result.stdout.startsWith("é kiln\né kiln\n"));
+  assert.equal(streamed.join(""), result.stdout);
+});
+
+Deno.test("executeJob() keeps output exactly at the limit whole", async () => {
+  const result = await executeJob(scriptRunner(), job("head -c 1000 /dev/zero | tr '\\0' x"), {
+    limits: { outputBytes: 1000 },
+  });
+  assert.equal(result.verdict, "ok");
+  assert.equal(result.truncated, false);
+  assert.equal(result.stdout, "x".repeat(1000));
+});
+
+Deno.test("executeJob() feeds large stdin while reading output", async () => {
+  const input = "0123456789abcdef\n".repeat(64 * 1024); // 1 MiB, more than a pipe holds
+  const result = await executeJob(scriptRunner(), job("cat"), { limits: { outputBytes: 2 * 1024 * 1024 } });
+  assert.equal(result.stdout, "");
+  const echoed = await executeJob(scriptRunner(), job("cat", { stdin: input }), {
+    limits: { outputBytes: 2 * 1024 * 1024 },
+  });
+  assert.equal(echoed.verdict, "ok");
+  assert.equal(echoed.stdout.length, input.length);
+  assert.equal(echoed.stdout, input);
+});
+
+Deno.test("executeJob() survives a program that ignores its stdin", async () => {
+  const result = await executeJob(scriptRunner(), job("exit 0", { stdin: "x".repeat(1024 * 1024) }));
+  assert.equal(result.verdict, "ok");
+});
+
+Deno.test("executeJob() stops at a failed compile step with the compiler's output", async () => {
+  const result = await executeJob(
+    scriptRunner("echo 'main.sh:1: syntax error' >&2; exit 1"),
+    job("echo never runs"),
+  );
+  assert.equal(result.verdict, "compile_error");
+  assert.equal(result.exitCode, null);
+  assert.equal(result.stdout, "");
+  assert.equal(result.compile?.verdict, "compile_error");
+  assert.equal(result.compile?.exitCode, 1);
+  assert.equal(result.compile?.stderr, "main.sh:1: syntax error\n");
+});
+
+Deno.test("executeJob() runs the program after a successful compile step", async () => {
+  const result = await executeJob(scriptRunner("echo built > artifact"), job("cat artifact"));
+  assert.equal(result.verdict, "ok");
+  assert.equal(result.compile?.verdict, "ok");
+  assert.equal(result.stdout, "built\n");
+});
+
+Deno.test("executeJob() limits the compile step by its own time limit", async () => {
+  const result = await executeJob(scriptRunner("sleep 300"), job("true"), { limits: { compileWallTimeMs: 300 } });
+  assert.equal(result.verdict, "time_limit");
+  assert.equal(result.compile?.verdict, "time_limit");
+  assert.match(result.reason ?? "", /compile step exceeded its wall time limit of 300 ms/);
+});
+
+Deno.test("executeJob() ends a cancelled job as internal_error with the reason", async () => {
+  const abort = new AbortController();
+  const started = Promise.withResolvers<void>();
+  const running = executeJob(scriptRunner(), job("echo up; sleep 300"), {
+    signal: abort.signal,
+    onOutput: () => started.resolve(),
+  });
+  await started.promise;
+  abort.abort("the client disconnected");
+  const result = await running;
+  assert.equal(result.verdict, "internal_error");
+  assert.equal(result.reason, "cancelled: the client disconnected");
+});
+
+Deno.test("executeJob() turns a missing executable into internal_error, leaving nothing behind", async () => {
+  await withWorkRoot(async (workRoot) => {
+    const broken: ResolvedRunner = {
+      ...scriptRunner(),
+      runner: { ...scriptRunner().runner, run: () => ({ command: "/nonexistent/kiln-interpreter", args: [] }) },
+    };
+    const result = await executeJob(broken, job("true"), { workRoot });
+    assert.equal(result.verdict, "internal_error");
+    assert.match(result.reason ?? "", /^cannot run job: .*nonexistent/);
+  });
+});
+
+Deno.test("effectiveLimits() lets a request lower limits, never raise them", () => {
+  assert.deepEqual(effectiveLimits(), DEFAULT_LIMITS);
+  const node = { wallTimeMs: 5000, outputBytes: 4096 };
+  assert.deepEqual(effectiveLimits(node, { wallTimeMs: 100, outputBytes: 1_000_000 }), {
+    ...DEFAULT_LIMITS,
+    wallTimeMs: 100,
+    outputBytes: 4096,
+  });
+});

@@ -1,0 +1,39 @@
+/**
+ * One authenticated client connection as the master sees it: where to send
+ * the events of its jobs, and which jobs die with it when it goes away.
+ *
+ * @module
+ */
+import type { Connection } from "../protocol/connection.ts";
+import type { Message } from "../protocol/messages.ts";
+
+/**
+ * A client connected to the master.
+ *
+ * @example Sending a job's events to its client
+ * ```ts ignore
+ * const session = new ClientSession(connection, "alice");
+ * session.send({ type: "queued", jobId, position: 3 });
+ * ```
+ */
+export class ClientSession {
+  /** Display name from the handshake, or the client's address. */
+  readonly name: string;
+  /** Ids of this client's jobs that have not ended yet. */
+  readonly jobs: Set<string> = new Set();
+  #connection: Connection;
+
+  constructor(connection: Connection, name: string) {
+    this.#connection = connection;
+    this.name = name;
+  }
+
+  /**
+   * Sends a message, in order with every earlier one. A client that has gone
+   * away simply misses it: its jobs are cancelled by the master, so nothing
+   * is lost that anyone is waiting for.
+   */
+  send(message: Message): void {
+    this.#connection.send(message).catch(() => {});
+  }
+}

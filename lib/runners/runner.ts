@@ -1,0 +1,102 @@
+/**
+ * The plug-in point for languages. A {@linkcode LanguageRunner} only
+ * *describes* how to compile and run a program (which executable, which
+ * arguments); the executor and the sandbox decide how those commands are
+ * actually launched, limited and killed. That keeps runners pure and lets
+ * every runner inherit every isolation layer for free.
+ *
+ * @module
+ */
+import type { SourceFile } from "../job.ts";
+
+/** A toolchain that was found and can be used. */
+export interface AvailableToolchain {
+  readonly available: true;
+  /** Human-readable version, e.g. `Python 3.11.2` or `gcc 12.2.0`. */
+  readonly version: string;
+  /**
+   * Absolute paths of the executables the runner resolved, by role
+   * (`compiler`, `interpreter`, ...). Resolved once, so shims such as
+   * pyenv's are not paid for on every job.
+   */
+  readonly executables: Readonly<Record<string, string>>;
+}
+
+/** A toolchain that is missing or broken, and why. */
+export interface UnavailableToolchain {
+  readonly available: false;
+  /** Why the runner cannot be used, e.g. `executable "javac" not found on PATH`. */
+  readonly reason: string;
+}
+
+/** What {@linkcode LanguageRunner.detect} reports. */
+export type Toolchain = AvailableToolchain | UnavailableToolchain;
+
+/** A command to launch, relative to nothing: `command` is an absolute path. */
+export interface CommandSpec {
+  /** Absolute path of the executable. */
+  readonly command: string;
+  readonly args: readonly string[];
+  /** Extra environment variables on top of the executor's minimal environment. */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** What a runner knows when it builds a compile or run command. */
+export interface StepContext {
+  /** Absolute path of the job's working directory; it holds the source files. */
+  readonly workdir: string;
+  /** File name (no directory) of the entry source file. */
+  readonly entry: string;
+  /** File names (no directory) of every source file, entry first. */
+  readonly files: readonly string[];
+  /** Command-line arguments for the program (used by the run step). */
+  readonly args: readonly string[];
+  /** The toolchain {@linkcode LanguageRunner.detect} found. */
+  readonly toolchain: AvailableToolchain;
+}
+
+/** Source files arranged for a runner, with the entry it should start from. */
+export interface ArrangedSources {
+  readonly files: readonly SourceFile[];
+  readonly entry: string;
+}
+
+/**
+ * One language kiln can compile and run.
+ *
+ * @example Registering a runner of your own
+ * ```ts
+ * import { RunnerRegistry, type LanguageRunner } from "../../mod.ts";
+ *
+ * const lua: LanguageRunner = {
+ *   name: "lua",
+ *   aliases: [],
+ *   extensions: [".lua"],
+ *   detect: () => Promise.resolve({ available: false, reason: "not installed" }),
+ *   run: (ctx) => ({ command: ctx.toolchain.executables.interpreter!, args: [ctx.entry, ...ctx.args] }),
+ * };
+ * const registry = new RunnerRegistry().register(lua);
+ * ```
+ */
+export interface LanguageRunner {
+  /** Canonical lower-case name, e.g. `python`. */
+  readonly name: string;
+  /** Other names clients may use, e.g. `py`, `python3`. */
+  readonly aliases: readonly string[];
+  /** File extensions with the dot, e.g. `.py`. */
+  readonly extensions: readonly string[];
+  /** Finds the toolchain and its version, or says why it is unusable. Never throws. */
+  detect(): Promise<Toolchain>;
+  /**
+   * Renames or adds files before they are written, e.g. Java moves a public
+   * class `Main` into `Main.java`. Optional.
+   */
+  arrange?(files: readonly SourceFile[], entry: string): ArrangedSources;
+  /**
+   * The compile step, for languages that have one. Its artifacts are written
+   * into the workdir; the run step reads them from there.
+   */
+  compile?(context: StepContext): CommandSpec;
+  /** The run step. */
+  run(context: StepContext): CommandSpec;
+}

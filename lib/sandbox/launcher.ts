@@ -1,0 +1,134 @@
+/**
+ * Launches one command of a job (a compile or a run step) and watches it to
+ * the end: a cleared environment, its own process group, stdin fed, output
+ * captured under a budget, a wall-time limit and cancellation that kill the
+ * whole process tree. Whatever happens, no process of the step outlives the
+ * returned promise.
+ *
+ * @module
+ */
+import type { OutputStream } from "../job.ts";
+import type { CommandSpec } from "../runners/runner.ts";
+import { OutputCapture } from "./output_capture.ts";
+import { killProcessTree } from "./process_tree.ts";
+
+/** How a launched step ended. */
+export type StepEnding = "exited" | "time_limit" | "output_limit" | "cancelled";
+
+/** Options of {@linkcode launch}. */
+export interface LaunchOptions {
+  /** Working directory of the process. */
+  readonly cwd: string;
+  /** The whole environment of the process: nothing of ours leaks in. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Text written to the program's stdin, which is then closed; none means empty stdin. */
+  readonly stdin?: string | undefined;
+  /** Wall-clock limit in milliseconds; the process tree is killed after it. */
+  readonly wallTimeMs: number;
+  /** Bytes of stdout and stderr together to keep; more kills the process tree. */
+  readonly outputBytes: number;
+  /** Cancels the step: the process tree is killed. */
+  readonly signal?: AbortSignal | undefined;
+  /** Receives output chunks as they are produced. */
+  readonly onOutput?: ((stream: OutputStream, data: string) => void) | undefined;
+}
+
+/** Everything known about a finished step. */
+export interface StepOutcome {
+  readonly ending: StepEnding;
+  /** Exit code, or null when a signal ended the process. */
+  readonly exitCode: number | null;
+  /** Signal that ended the process, or null. */
+  readonly signal: Deno.Signal | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly truncated: boolean;
+  /** Wall-clock time from spawn to exit, in milliseconds. */
+  readonly timeMs: number;
+}
+
+/**
+ * How long to keep reading output after the process died and its tree was
+ * killed. Only a process that escaped the kill can hold a pipe open longer.
+ */
+const PIPE_GRACE_MS = 250;
+
+/**
+ * Runs `spec` to its end under the given limits.
+ *
+ * @example Running a command with a time limit
+ * ```ts
+ * import { launch } from "./launcher.ts";
+ *
+ * const outcome = await launch(
+ *   { command: "/bin/sh", args: ["-c", "echo hello"] },
+ *   { cwd: "/tmp", env: { PATH: "/usr/bin:/bin" }, wallTimeMs: 1000, outputBytes: 1024 },
+ * );
+ * console.assert(outcome.stdout === "hello\n");
+ * ```
+ */
+export async function launch(spec: CommandSpec, options: LaunchOptions): Promise<StepOutcome> {
+  const child = new Deno.Command(spec.command, {
+    args: [...spec.args],
+    cwd: options.cwd,
+    env: { ...options.env },
+    clearEnv: true,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    // Leader of a new process group, so one kill reaches every descendant.
+    detached: true,
+  }).spawn();
+  const started = performance.now();
+
+  let ending: StepEnding = "exited";
+  const stop = (why: StepEnding) => {
+    if (ending !== "exited") return;
+    ending = why;
+    killProcessTree(child.pid);
+  };
+  const timer = setTimeout(() => stop("time_limit"), options.wallTimeMs);
+  const onAbort = () => stop("cancelled");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+
+  const capture = new OutputCapture({
+    limitBytes: options.outputBytes,
+    onOutput: options.onOutput,
+    onLimit: () => stop("output_limit"),
+  });
+  const captured = capture.drain(child.stdout, child.stderr);
+  const fed = options.stdin === undefined ? Promise.resolve() : feed(child.stdin, options.stdin);
+
+  try {
+    const status = await child.status;
+    const timeMs = performance.now() - started;
+    // The program is gone, but anything it left running must go too: that
+    // also closes the pipes those leftovers hold.
+    await killProcessTree(child.pid);
+    const graceTimer = setTimeout(() => capture.cancel(), PIPE_GRACE_MS);
+    const [text] = await Promise.all([captured, fed]).finally(() => clearTimeout(graceTimer));
+    return {
+      ending,
+      exitCode: status.signal === null ? status.code : null,
+      signal: status.signal,
+      ...text,
+      timeMs: Math.round(timeMs),
+    };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Writes stdin and closes it; a program that exits without reading it is fine. */
+async function feed(stdin: WritableStream<Uint8Array>, text: string): Promise<void> {
+  const writer = stdin.getWriter();
+  try {
+    await writer.write(new TextEncoder().encode(text));
+    await writer.close();
+  } catch {
+    // Broken pipe: the program closed stdin or died. Not our error to report.
+    writer.abort().catch(() => {});
+  }
+}

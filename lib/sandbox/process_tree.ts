@@ -1,0 +1,116 @@
+/**
+ * Killing a job means killing every process it started, not only the one we
+ * spawned: `child.kill()` leaves grandchildren alive, still holding the
+ * output pipes open. Each job is spawned as the leader of its own process
+ * group, and descendants that left the group (`setsid`) are found by walking
+ * `/proc` while their parent still lives.
+ *
+ * A process that double-forks out of the group after its parent died
+ * re-parents to init and cannot be found this way; the cgroup layer of the
+ * sandbox closes that gap.
+ *
+ * @module
+ */
+
+/** How many times to sweep for processes forked while we were killing. */
+const MAX_SWEEPS = 8;
+
+/** One row of `/proc`: the fields needed to find a job's processes. */
+interface ProcessInfo {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly pgrp: number;
+  /** Single-letter state; `Z` is a zombie, already dead. */
+  readonly state: string;
+}
+
+/**
+ * Sends SIGKILL to the process group led by `pid` and to every live
+ * descendant of `pid` that is still reachable through its parents, sweeping
+ * until none is left. Never throws.
+ *
+ * @example Killing a shell and the sleep it started
+ * ```ts
+ * import { killProcessTree } from "./process_tree.ts";
+ *
+ * const child = new Deno.Command("sh", { args: ["-c", "sleep 60 & wait"], detached: true }).spawn();
+ * await killProcessTree(child.pid);
+ * await child.status;
+ * ```
+ */
+export async function killProcessTree(pid: number): Promise<void> {
+  // Freeze the group first: a stopped process can neither fork nor exit, so
+  // the descendants found below keep the parent links that lead to them.
+  signal(-pid, "SIGSTOP");
+  for (let sweep = 0; sweep < MAX_SWEEPS; sweep++) {
+    const processes = await readProcesses();
+    if (processes === undefined) break; // No /proc: the group kill is all we have.
+    const targets = findJobProcesses(pid, processes);
+    if (targets.length === 0) break;
+    for (const target of targets) signal(target, "SIGSTOP");
+    for (const target of targets) signal(target, "SIGKILL");
+    // Let the kernel deliver the signals before the next sweep looks again.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  signal(-pid, "SIGKILL");
+}
+
+/**
+ * The live (non-zombie) processes that belong to the job led by `root`:
+ * members of its process group and descendants through their parents.
+ */
+export function findJobProcesses(root: number, processes: readonly ProcessInfo[]): number[] {
+  const children = new Map<number, ProcessInfo[]>();
+  for (const info of processes) {
+    const siblings = children.get(info.ppid);
+    if (siblings) siblings.push(info);
+    else children.set(info.ppid, [info]);
+  }
+  const found = new Set<number>();
+  for (const info of processes) {
+    if (info.pgrp === root && info.state !== "Z") found.add(info.pid);
+  }
+  const pending = [root];
+  while (pending.length > 0) {
+    for (const child of children.get(pending.pop()!) ?? []) {
+      if (child.state !== "Z") found.add(child.pid);
+      pending.push(child.pid);
+    }
+  }
+  return [...found];
+}
+
+/** Every process in `/proc`, or undefined where there is no `/proc`. */
+export async function readProcesses(): Promise<ProcessInfo[] | undefined> {
+  const processes: ProcessInfo[] = [];
+  try {
+    for await (const entry of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      const info = await readProcess(entry.name);
+      if (info) processes.push(info);
+    }
+  } catch {
+    return undefined;
+  }
+  return processes;
+}
+
+async function readProcess(pid: string): Promise<ProcessInfo | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // The command name (field 2) may contain spaces and parentheses, so
+    // fields are counted from the last ")": state, ppid, pgrp.
+    const [state = "", ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { pid: Number(pid), ppid: Number(ppid), pgrp: Number(pgrp), state };
+  } catch {
+    return undefined; // The process exited while we looked.
+  }
+}
+
+function signal(pid: number, name: Deno.Signal): void {
+  try {
+    Deno.kill(pid, name);
+  } catch {
+    // Already gone (ESRCH), which is what we want.
+  }
+}

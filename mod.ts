@@ -1,0 +1,51 @@
+/**
+ * kiln: a distributed compile-and-run cluster for Deno.
+ *
+ * A {@linkcode MasterNode} accepts programs over TCP, compiles and runs them
+ * in its own slots, and queues the rest; {@linkcode submitProgram} sends a
+ * program and resolves with its result while streaming its events. Languages
+ * are plug-ins: a {@linkcode LanguageRunner} in a {@linkcode RunnerRegistry}.
+ *
+ * @example Run a master and submit a program to it
+ * ```ts
+ * import { MasterNode, submitProgram } from "@kiln/kiln";
+ *
+ * await using master = new MasterNode({ port: 0, slots: 2, resourceLogIntervalMs: 0 });
+ * const result = await submitProgram({
+ *   language: "bash",
+ *   files: [{ name: "hello.sh", content: 'echo "hello, $1"' }],
+ *   args: ["kiln"],
+ * }, { master: master.addr });
+ * console.log(result.verdict, result.stdout); // ok hello, kiln
+ * ```
+ *
+ * @module
+ */
+export { MasterNode, type MasterNodeOptions } from "./lib/nodes/master_node.ts";
+export type { JobAcceptedDetail, JobQueuedDetail, JobStartDetail, MasterNodeEventMap } from "./lib/nodes/events.ts";
+export { ConnectionError, submitProgram, type SubmitOptions } from "./lib/client.ts";
+export { executeJob, type ExecuteOptions } from "./lib/executor.ts";
+export {
+  type CompileResult,
+  DEFAULT_LIMITS,
+  type JobLimits,
+  type JobRequest,
+  type JobResult,
+  type OutputStream,
+  type SourceFile,
+  type Verdict,
+  VERDICTS,
+} from "./lib/job.ts";
+export type {
+  ArrangedSources,
+  AvailableToolchain,
+  CommandSpec,
+  LanguageRunner,
+  StepContext,
+  Toolchain,
+  UnavailableToolchain,
+} from "./lib/runners/runner.ts";
+export { createDefaultRegistry, type ResolvedRunner, RunnerRegistry } from "./lib/runners/registry.ts";
+export { ProtocolError, type ProtocolErrorCode } from "./lib/protocol/errors.ts";
+export type { JobEvent } from "./lib/protocol/messages.ts";
+export type { HostPort } from "./lib/address.ts";
