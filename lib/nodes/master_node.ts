@@ -108,7 +108,7 @@ export interface MasterNode {
 // deno-lint-ignore no-unsafe-declaration-merging
 export class MasterNode extends EventTarget implements AsyncDisposable {
   /** The address the node listens on. */
-  readonly addr: Deno.NetAddr;
+  readonly addr: Deno.NetAddr & { transport: "tcp" };
   /** Resolves once the node has detected its toolchains and serves jobs. */
   readonly ready: Promise<void>;
   /** Resolves when the node has shut down. */
@@ -162,7 +162,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
-    this.addr = this.#listener.addr as Deno.NetAddr;
+    this.addr = this.#listener.addr as Deno.NetAddr & { transport: "tcp" };
     this.ready = this.#detectToolchains();
     this.#acceptLoop();
 

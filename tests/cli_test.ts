@@ -1,0 +1,407 @@
+/**
+ * The command-line runners as a user runs them: a real master process
+ * started by `cli/master.ts`, programs submitted by `cli/submit.ts`, every
+ * language, on 127.0.0.1.
+ */
+// deno-lint-ignore-file no-console
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { type KilnProcess, startMasterProcess } from "../cli/_processes.ts";
+import { createDefaultRegistry, type JobResult } from "../mod.ts";
+
+const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
+const TOKEN = "cli-test-token";
+
+interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `cli/submit.ts` with the given flags and files written to a temp dir. */
+async function submitCli(
+  master: KilnProcess | string,
+  files: Record<string, string>,
+  flags: string[] = [],
+  options: { token?: string; stdin?: string } = {},
+): Promise<CliRun> {
+  const dir = await Deno.makeTempDir({ prefix: "kiln-cli-test-" });
+  try {
+    const paths = [];
+    for (const [name, content] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, content);
+      paths.push(`${dir}/${name}`);
+    }
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        SUBMIT_CLI,
+        "--master",
+        typeof master === "string" ? master : master.address,
+        ...flags,
+        ...paths,
+      ],
+      env: { KILN_TOKEN: options.token ?? TOKEN, NO_COLOR: "1" },
+      stdin: options.stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (options.stdin !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(options.stdin));
+      await writer.close();
+    }
+    const { code, stdout, stderr } = await child.output();
+    return {
+      code,
+      stdout: new TextDecoder().decode(stdout),
+      stderr: new TextDecoder().decode(stderr),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** A program per language that greets the stdin line and lists its arguments. */
+const GREETERS: Record<string, [file: string, source: string]> = {
+  python: [
+    "greet.py",
+    `import sys
+name = sys.stdin.readline().strip()
+print(f"hello {name}")
+print(",".join(sys.argv[1:]))
+`,
+  ],
+  c: [
+    "greet.c",
+    `#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  char name[100];
+  if (!fgets(name, sizeof name, stdin)) return 1;
+  name[strcspn(name, "\\n")] = 0;
+  printf("hello %s\\n", name);
+  for (int i = 1; i < argc; i++) printf(i > 1 ? ",%s" : "%s", argv[i]);
+  printf("\\n");
+  return 0;
+}
+`,
+  ],
+  cpp: [
+    "greet.cpp",
+    `#include <iostream>
+#include <string>
+int main(int argc, char **argv) {
+  std::string name;
+  std::getline(std::cin, name);
+  std::cout << "hello " << name << "\\n";
+  for (int i = 1; i < argc; i++) std::cout << (i > 1 ? "," : "") << argv[i];
+  std::cout << "\\n";
+}
+`,
+  ],
+  java: [
+    "Greet.java",
+    `import java.io.*;
+public class Greet {
+  public static void main(String[] args) throws IOException {
+    String name = new BufferedReader(new InputStreamReader(System.in)).readLine();
+    System.out.println("hello " + name);
+    System.out.println(String.join(",", args));
+  }
+}
+`,
+  ],
+  javascript: [
+    "greet.js",
+    `const input = await new Response(Deno.stdin.readable).text();
+console.log("hello " + input.split("\\n")[0]);
+console.log(Deno.args.join(","));
+`,
+  ],
+  typescript: [
+    "greet.ts",
+    `const input: string = await new Response(Deno.stdin.readable).text();
+const name: string = input.split("\\n")[0] ?? "";
+console.log(\`hello \${name}\`);
+console.log(Deno.args.join(","));
+`,
+  ],
+  rust: [
+    "greet.rs",
+    `use std::io::BufRead;
+fn main() {
+    let mut name = String::new();
+    std::io::stdin().lock().read_line(&mut name).unwrap();
+    println!("hello {}", name.trim_end());
+    println!("{}", std::env::args().skip(1).collect::<Vec<_>>().join(","));
+}
+`,
+  ],
+  bash: [
+    "greet.sh",
+    `read -r name
+echo "hello $name"
+(IFS=,; echo "$*")
+`,
+  ],
+};
+
+const statuses = await createDefaultRegistry().detect();
+const available = new Set(
+  statuses.filter((s) => s.toolchain.available).map((s) => s.name),
+);
+for (const status of statuses) {
+  if (!status.toolchain.available) {
+    console.log(`cli test skips ${status.name}: ${status.toolchain.reason}`);
+  }
+}
+
+Deno.test("CLI: master and submit run every language with stdin and args", async (t) => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "2"],
+    stderr: "null",
+  });
+  // Submit every language at once (two run, the rest queue), then check each.
+  const languages = Object.keys(GREETERS).filter((language) =>
+    available.has(language)
+  );
+  const runs = new Map(
+    await Promise.all(languages.map(async (language) => {
+      const [file, source] = GREETERS[language]!;
+      const flags = [
+        "--json",
+        "--arg",
+        "one two",
+        "--arg",
+        "3",
+        "--stdin",
+        "-",
+      ];
+      return [
+        language,
+        await submitCli(master, { [file]: source }, flags, {
+          stdin: "kiln\nignored\n",
+        }),
+      ] as const;
+    })),
+  );
+  for (const language of Object.keys(GREETERS)) {
+    await t.step({
+      name: language,
+      ignore: !available.has(language),
+      fn: () => {
+        const run = runs.get(language)!;
+        assert.equal(run.code, 0, run.stderr);
+        const result: JobResult = JSON.parse(run.stdout);
+        assert.deepEqual(Object.keys(result).sort(), [
+          "compile",
+          "exitCode",
+          "jobId",
+          "language",
+          "node",
+          "queuedMs",
+          "signal",
+          "stderr",
+          "stdout",
+          "timeMs",
+          "truncated",
+          "verdict",
+        ]);
+        assert.equal(result.verdict, "ok", result.stderr + result.reason);
+        assert.equal(result.language, language);
+        assert.equal(result.stdout, "hello kiln\none two,3\n");
+        assert.equal(result.exitCode, 0);
+        assert.equal(result.signal, null);
+        assert.equal(result.truncated, false);
+        assert.equal(result.node, "master");
+        assert.match(result.jobId, /^[0-9a-f-]{36}$/);
+        assert.ok(result.timeMs > 0 && result.queuedMs >= 0);
+        const compiled = ["c", "cpp", "java", "typescript", "rust"].includes(
+          language,
+        );
+        if (compiled) {
+          assert.equal(result.compile?.verdict, "ok");
+          assert.ok(result.compile.timeMs > 0);
+          assert.deepEqual(Object.keys(result.compile).sort(), [
+            "exitCode",
+            "stderr",
+            "stdout",
+            "timeMs",
+            "verdict",
+          ]);
+        } else {
+          assert.equal(result.compile, null);
+        }
+      },
+    });
+  }
+});
+
+Deno.test("CLI: verdicts and exit codes of failing programs", async (t) => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "2"],
+    stderr: "null",
+  });
+
+  await t.step({
+    name: "compile error",
+    ignore: !available.has("c"),
+    fn: async () => {
+      const run = await submitCli(master, {
+        "bad.c": "int main(void) { return missing; }\n",
+      }, ["--json"]);
+      assert.equal(run.code, 100);
+      const result: JobResult = JSON.parse(run.stdout);
+      assert.equal(result.verdict, "compile_error");
+      assert.equal(result.compile?.verdict, "compile_error");
+      assert.match(
+        result.compile?.stderr ?? "",
+        /'missing' undeclared|‘missing’ undeclared/,
+      );
+      const plain = await submitCli(master, {
+        "bad.c": "int main(void) { return missing; }\n",
+      });
+      assert.equal(plain.code, 100);
+      assert.match(plain.stderr, /undeclared[\s\S]*kiln: compile error/);
+    },
+  });
+
+  await t.step({
+    name: "uncaught exception",
+    ignore: !available.has("python"),
+    fn: async () => {
+      const run = await submitCli(master, {
+        "crash.py": "raise ValueError('boom')\n",
+      }, ["--json"]);
+      assert.equal(run.code, 1);
+      const result: JobResult = JSON.parse(run.stdout);
+      assert.equal(result.verdict, "runtime_error");
+      assert.equal(result.exitCode, 1);
+      assert.match(result.stderr, /ValueError: boom/);
+    },
+  });
+
+  await t.step({
+    name: "killed by a signal",
+    ignore: !available.has("c"),
+    fn: async () => {
+      const run = await submitCli(master, {
+        "segv.c": "int main(void) { volatile int *p = 0; return *p; }\n",
+      });
+      assert.equal(run.code, 128 + 11);
+      assert.match(run.stderr, /kiln: program killed by SIGSEGV/);
+    },
+  });
+
+  await t.step("exit code passes through", async () => {
+    const run = await submitCli(master, {
+      "exit.sh": "echo out; echo err >&2; exit 7\n",
+    });
+    assert.equal(run.code, 7);
+    assert.equal(run.stdout, "out\n");
+    assert.equal(run.stderr, "err\n");
+  });
+
+  await t.step("time limit", async () => {
+    const run = await submitCli(
+      master,
+      { "loop.sh": "while :; do :; done\n" },
+      ["--time-limit", "300"],
+    );
+    assert.equal(run.code, 101);
+    assert.match(
+      run.stderr,
+      /kiln: time limit: wall time limit of 300 ms exceeded/,
+    );
+  });
+});
+
+Deno.test("CLI: mistakes get one clear line and a non-zero exit, no stack trace", async (t) => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "1"],
+    stderr: "null",
+  });
+  const cases: [
+    name: string,
+    run: () => Promise<CliRun>,
+    code: number,
+    message: RegExp,
+  ][] = [
+    [
+      "unknown language",
+      () => submitCli(master, { "a.sh": "true" }, ["--lang", "cobol"]),
+      104,
+      /^kiln: rejected: unknown language "cobol"; this cluster offers .*bash.*\n$/,
+    ],
+    [
+      "unknown extension",
+      () => submitCli(master, { "a.xyz": "" }),
+      2,
+      /^kiln: cannot tell the language of "a.xyz" from its extension; pass --lang\n$/,
+    ],
+    [
+      "missing file",
+      () => submitCli(master, {}, ["/nonexistent/prog.py"]),
+      2,
+      /^kiln: no such file: \/nonexistent\/prog.py\n$/,
+    ],
+    [
+      "no file at all",
+      () => submitCli(master, {}),
+      2,
+      /^kiln: no source file given/,
+    ],
+    [
+      "bad flag",
+      () => submitCli(master, { "a.sh": "" }, ["--frobnicate"]),
+      2,
+      /^kiln: Unknown option '--frobnicate'/,
+    ],
+    [
+      "wrong token",
+      () => submitCli(master, { "a.sh": "true" }, [], { token: "wrong" }),
+      106,
+      /^kiln: .*authentication failed.*\n$/,
+    ],
+  ];
+  for (const [name, run, code, message] of cases) {
+    await t.step(name, async () => {
+      const result = await run();
+      assert.equal(result.code, code, result.stderr);
+      assert.match(result.stderr, message);
+      assert.doesNotMatch(result.stderr, /\n\s+at /, "no stack trace");
+    });
+  }
+  await t.step("unreachable master", async () => {
+    // Port 1 on loopback: nothing listens there.
+    const result = await submitCli("127.0.0.1:1", { "a.sh": "true" });
+    assert.equal(result.code, 106);
+    assert.match(
+      result.stderr,
+      /^kiln: Cannot connect to master at 127.0.0.1:1: connection refused/,
+    );
+  });
+});
+
+Deno.test("CLI: master refuses bad flags and a busy port with one line", async () => {
+  const master = fileURLToPath(new URL("../cli/master.ts", import.meta.url));
+  const run = async (...args: string[]) => {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", master, ...args],
+    }).output();
+    return { code, stderr: new TextDecoder().decode(stderr) };
+  };
+  const slots = await run("--slots", "zero");
+  assert.equal(slots.code, 2);
+  assert.match(slots.stderr, /--slots must be an integer >= 1, got "zero"/);
+  await using busy = await startMasterProcess({ token: TOKEN, stderr: "null" });
+  const port = busy.address.split(":").at(-1)!;
+  const taken = await run("--port", port);
+  assert.equal(taken.code, 1);
+  assert.match(taken.stderr, /address already in use/);
+});

@@ -1,0 +1,265 @@
+/**
+ * The master through its public API, over real TCP on 127.0.0.1 with real
+ * programs: queueing, limits, cancellation, bad input and shutdown.
+ */
+import assert from "node:assert/strict";
+import {
+  type JobEvent,
+  type JobRequest,
+  type JobResult,
+  MasterNode,
+  type MasterNodeOptions,
+  submitProgram,
+} from "../mod.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
+import { encodeFrame } from "../lib/protocol/frame.ts";
+
+const TOKEN = "test-token";
+
+function startMaster(options: MasterNodeOptions = {}): MasterNode {
+  return new MasterNode({ port: 0, token: TOKEN, resourceLogIntervalMs: 0, ...options });
+}
+
+function bash(script: string, extra: Partial<JobRequest> = {}): JobRequest {
+  return { language: "bash", files: [{ name: "main.sh", content: script }], ...extra };
+}
+
+function submit(master: MasterNode, request: JobRequest, onEvent?: (event: JobEvent) => void) {
+  return submitProgram(request, { master: master.addr, token: TOKEN, ...onEvent ? { onEvent } : {} });
+}
+
+async function isAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients their positions", async () => {
+  await using master = startMaster({ slots: 2 });
+  let running = 0;
+  let maxRunning = 0;
+  master.addEventListener("jobstart", () => maxRunning = Math.max(maxRunning, ++running));
+  master.addEventListener("jobcomplete", () => running--);
+
+  const positions = new Map<number, number[]>();
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => {
+    positions.set(i, []);
+    return submit(master, bash('read -r n; echo "job $n: $1"', { stdin: `${i}\n`, args: [`arg ${i}`] }), (event) => {
+      if (event.type === "queued") positions.get(i)!.push(event.position);
+    });
+  }));
+
+  results.forEach((result, i) => {
+    assert.equal(result.verdict, "ok", `job ${i}: ${result.reason}`);
+    assert.equal(result.stdout, `job ${i}: arg ${i}\n`);
+    assert.equal(result.node, "master");
+  });
+  assert.equal(maxRunning, 2, "never more jobs at once than slots");
+  const queued = [...positions.values()].filter((p) => p.length > 0);
+  assert.ok(queued.length >= 18 - 2, `only ${queued.length} jobs were queued`);
+  for (const seen of queued) {
+    // Positions only ever move forward, and every queued job reached the front.
+    assert.deepEqual(seen, [...seen].sort((a, b) => b - a));
+    assert.equal(seen.at(-1), 1, `positions ${seen}`);
+  }
+  const waited = results.filter((r) => r.queuedMs > 0);
+  assert.ok(waited.length >= queued.length, "queued jobs report the time they waited");
+});
+
+Deno.test("master kills a program at its time limit, with the child it spawned, leaving no workdir", async () => {
+  const workRoot = await Deno.makeTempDir({ prefix: "kiln-test-" });
+  try {
+    await using master = startMaster({ slots: 1, workRoot, limits: { wallTimeMs: 2000 } });
+    const result = await submit(
+      master,
+      { language: "python", files: [{ name: "forever.py", content: FOREVER_PY }], limits: { wallTimeMs: 700 } },
+    );
+    assert.equal(result.verdict, "time_limit");
+    assert.match(result.reason ?? "", /700 ms/);
+    const childPid = Number(result.stdout.trim());
+    assert.ok(childPid > 0, `the program printed its child's pid: ${result.stdout}`);
+    assert.equal(await isAlive(childPid), false, "the spawned child outlived the job");
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(workRoot)), []);
+  } finally {
+    await Deno.remove(workRoot, { recursive: true });
+  }
+});
+
+const FOREVER_PY = `
+import subprocess, sys
+child = subprocess.Popen(["sleep", "600"])
+print(child.pid, flush=True)
+while True:
+    pass
+`;
+
+Deno.test("master rejects bad jobs with a reason, and still runs good ones", async () => {
+  await using master = startMaster({ slots: 1 });
+  const unknown = await submit(master, { language: "cobol", files: [{ name: "a.cob", content: "" }] });
+  assert.equal(unknown.verdict, "rejected");
+  assert.match(unknown.reason ?? "", /unknown language "cobol"; this cluster offers .*bash/);
+
+  const noFiles = await submit(master, { language: "bash", files: [] });
+  assert.equal(noFiles.verdict, "rejected");
+  assert.match(noFiles.reason ?? "", /invalid job: .*at least one source file/s);
+
+  const escape = await submit(master, { language: "bash", files: [{ name: "../evil.sh", content: "" }] });
+  assert.equal(escape.verdict, "rejected");
+  assert.match(escape.reason ?? "", /path separator/);
+
+  const badEntry = await submit(master, bash("true", { entry: "other.sh" }));
+  assert.equal(badEntry.verdict, "rejected");
+  assert.match(badEntry.reason ?? "", /entry does not name one of the files/);
+
+  const good = await submit(master, bash("echo fine"));
+  assert.equal(good.verdict, "ok");
+  assert.equal(good.stdout, "fine\n");
+});
+
+Deno.test("master keeps output bounded when a program prints 100 MB", async () => {
+  await using master = startMaster({ slots: 1 });
+  const chunks: string[] = [];
+  const result = await submit(
+    master,
+    {
+      language: "python",
+      files: [{ name: "flood.py", content: "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n    sys.stdout.write(line)\n" }],
+    },
+    (event) => event.type === "output" && chunks.push(event.data),
+  );
+  assert.equal(result.verdict, "output_limit");
+  assert.equal(result.truncated, true);
+  assert.ok(result.stdout.length <= 1024 * 1024, `kept ${result.stdout.length} bytes`);
+  assert.ok(result.stdout.startsWith("xxxx"));
+  assert.equal(chunks.join(""), result.stdout, "streamed output is what the result keeps");
+});
+
+Deno.test("master cancels a job whose client disconnects, and frees its slot", async () => {
+  await using master = startMaster({ slots: 1 });
+  const abort = new AbortController();
+  let pid = 0;
+  const completed = new Promise<JobResult>((resolve) =>
+    master.addEventListener("jobcomplete", (event) => resolve(event.detail), { once: true })
+  );
+  const gone = submitProgram(bash("sleep 600 & echo $!; wait"), {
+    master: master.addr,
+    token: TOKEN,
+    signal: abort.signal,
+    onEvent: (event) => {
+      if (event.type === "output") {
+        pid = Number(event.data.trim());
+        abort.abort(new Error("the user pressed Ctrl+C"));
+      }
+    },
+  });
+  await assert.rejects(gone, /Ctrl\+C/);
+  const result = await completed;
+  assert.equal(result.verdict, "internal_error");
+  assert.match(result.reason ?? "", /cancelled/);
+  assert.equal(await isAlive(pid), false, "the job's process survived its client");
+  const next = await submit(master, bash("echo next"));
+  assert.equal(next.stdout, "next\n", "the slot was freed");
+});
+
+Deno.test("master removes a queued job whose client disconnects, moving the others up", async () => {
+  await using master = startMaster({ slots: 1 });
+  // Each job holds its place until the test aborts it: no timing involved.
+  const hold = (name: string, onEvent: (event: JobEvent) => void = () => {}) => {
+    const abort = new AbortController();
+    const result = submitProgram(bash(`echo ${name}; sleep 600`), {
+      master: master.addr,
+      token: TOKEN,
+      signal: abort.signal,
+      onEvent,
+    }).catch((error: Error) => error.message);
+    return { abort: (why: string) => abort.abort(new Error(why)), result };
+  };
+  const firstStarted = Promise.withResolvers<void>();
+  const first = hold("first", (event) => event.type === "started" && firstStarted.resolve());
+  await firstStarted.promise;
+  const secondQueued = Promise.withResolvers<void>();
+  const second = hold("second", (event) => event.type === "queued" && secondQueued.resolve());
+  await secondQueued.promise;
+  const thirdPositions: number[] = [];
+  const thirdQueued = Promise.withResolvers<void>();
+  const thirdStarted = Promise.withResolvers<void>();
+  const third = hold("third", (event) => {
+    if (event.type === "queued") {
+      thirdPositions.push(event.position);
+      if (event.position === 2) thirdQueued.resolve();
+      if (event.position === 1) thirdStarted.resolve(); // moved up
+    }
+  });
+  await thirdQueued.promise;
+  assert.equal(master.queued, 2);
+
+  second.abort("second gave up");
+  assert.equal(await second.result, "second gave up");
+  await thirdStarted.promise;
+  assert.deepEqual(thirdPositions, [2, 1]);
+  assert.equal(master.queued, 1);
+
+  const runs = new Promise<string>((resolve) =>
+    master.addEventListener("jobstart", (event) => resolve(event.detail.jobId), { once: true })
+  );
+  first.abort("first done");
+  await runs;
+  assert.equal(master.queued, 0);
+  third.abort("third done");
+  await Promise.all([first.result, third.result]);
+});
+
+Deno.test("master closes a connection that sends garbage, and keeps serving", async () => {
+  await using master = startMaster({ slots: 1 });
+  for (const garbage of [
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+    encodeFrame({ type: "hello", role: "client" }),
+  ]) {
+    const conn = await Deno.connect(master.addr);
+    await conn.write(garbage);
+    // The master answers with an error frame (or nothing) and closes: reading reaches EOF.
+    const buffer = new Uint8Array(4096);
+    while ((await conn.read(buffer)) !== null);
+    conn.close();
+  }
+  const result = await submit(master, bash("echo still here"));
+  assert.equal(result.stdout, "still here\n");
+});
+
+Deno.test("master refuses messages a client may not send after the handshake", async () => {
+  await using master = startMaster({ slots: 1 });
+  const connection = new Connection(await Deno.connect(master.addr));
+  await clientHandshake(connection, { role: "client", token: TOKEN });
+  await connection.send({ type: "welcome", version: 1, node: "impostor" });
+  await assert.rejects(connection.receive(), /may not send "welcome"/);
+  await connection.close();
+});
+
+Deno.test("master ends queued and running jobs with a result when it shuts down", async () => {
+  const master = startMaster({ slots: 1 });
+  const started = Promise.withResolvers<void>();
+  const running = submit(master, bash("echo up; sleep 600"), (event) => event.type === "output" && started.resolve());
+  const queued = submit(master, bash("echo never"));
+  await started.promise;
+  await master.shutdown();
+  const [a, b] = await Promise.all([running, queued]);
+  assert.equal(a.verdict, "internal_error");
+  assert.match(a.reason ?? "", /shutting down/);
+  assert.equal(b.verdict, "internal_error");
+  assert.match(b.reason ?? "", /shut down before the job started/);
+  await master.finished;
+});
+
+Deno.test("master shuts down when its signal aborts", async () => {
+  const abort = new AbortController();
+  const master = startMaster({ signal: abort.signal });
+  abort.abort();
+  await master.finished;
+  // Refused, or reset when the connection raced the closing listener.
+  await assert.rejects(Deno.connect(master.addr), /refused|reset/i);
+});
