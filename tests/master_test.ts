@@ -3,6 +3,7 @@
  * programs: queueing, limits, cancellation, bad input and shutdown.
  */
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   type JobEvent,
   type JobRequest,
@@ -262,4 +263,34 @@ Deno.test("master shuts down when its signal aborts", async () => {
   await master.finished;
   // Refused, or reset when the connection raced the closing listener.
   await assert.rejects(Deno.connect(master.addr), /refused|reset/i);
+});
+
+Deno.test("master logs a resource line with CPU, RAM and programs running", async () => {
+  const records: string[] = [];
+  const logged = Promise.withResolvers<void>();
+  await configure({
+    sinks: {
+      memory: (record: LogRecord) => {
+        const text = record.message.map(String).join("");
+        records.push(text);
+        if (text.startsWith("resources:")) logged.resolve();
+      },
+    },
+    loggers: [
+      { category: ["kiln", "master"], lowestLevel: "info", sinks: ["memory"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+    ],
+    reset: true,
+  });
+  try {
+    await using _master = startMaster({
+      slots: 3,
+      resourceLogIntervalMs: 20,
+      sampleResources: () => Promise.resolve({ cpuPercent: 12.5, ramUsedMb: 2048, ramPercent: 8.3 }),
+    });
+    await logged.promise;
+    assert.ok(records.includes("resources: cpu 12.5%, ram 2048 MB (8.3%), programs 0/3, queued 0"), records.join("\n"));
+  } finally {
+    await reset();
+  }
 });

@@ -257,6 +257,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
 
   /** Validates a submission, then starts or queues it; rejects it with a reason otherwise. */
   async #submit(session: ClientSession, { ref, job: raw }: MessageOf<"submit">): Promise<void> {
+    const acceptedAt = performance.now();
     const jobId = crypto.randomUUID();
     session.send({ type: "accepted", ref, jobId });
     this.#emit("jobaccepted", { jobId, client: session.name });
@@ -283,7 +284,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       request: parsed.data,
       resolved: lookup.resolved,
       session,
-      acceptedAt: performance.now(),
+      acceptedAt,
       abort: new AbortController(),
       position: 0,
     };
