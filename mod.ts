@@ -22,8 +22,17 @@
  * @module
  */
 export { MasterNode, type MasterNodeOptions } from "./lib/nodes/master_node.ts";
-export type { JobAcceptedDetail, JobQueuedDetail, JobStartDetail, MasterNodeEventMap } from "./lib/nodes/events.ts";
-export { ConnectionError, submitProgram, type SubmitOptions } from "./lib/client.ts";
+export type {
+  JobAcceptedDetail,
+  JobQueuedDetail,
+  JobStartDetail,
+  MasterNodeEventMap,
+} from "./lib/nodes/events.ts";
+export {
+  ConnectionError,
+  type SubmitOptions,
+  submitProgram,
+} from "./lib/client.ts";
 export { executeJob, type ExecuteOptions } from "./lib/executor.ts";
 export {
   type CompileResult,
@@ -45,7 +54,17 @@ export type {
   Toolchain,
   UnavailableToolchain,
 } from "./lib/runners/runner.ts";
-export { createDefaultRegistry, type ResolvedRunner, RunnerRegistry } from "./lib/runners/registry.ts";
-export { ProtocolError, type ProtocolErrorCode } from "./lib/protocol/errors.ts";
+export {
+  createDefaultRegistry,
+  type ResolvedRunner,
+  RunnerRegistry,
+  type RunnerResolution,
+  type RunnerStatus,
+} from "./lib/runners/registry.ts";
+export type { DetectOptions } from "./lib/runners/detect.ts";
+export {
+  ProtocolError,
+  type ProtocolErrorCode,
+} from "./lib/protocol/errors.ts";
 export type { JobEvent } from "./lib/protocol/messages.ts";
 export type { HostPort } from "./lib/address.ts";

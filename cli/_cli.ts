@@ -36,11 +36,17 @@ export function parseFlags<T extends ParseArgsConfig["options"]>(
 }
 
 /** Reads an integer flag, naming the flag when the value is not one. */
-export function integerFlag(name: string, value: string | undefined, min: number): number | undefined {
+export function integerFlag(
+  name: string,
+  value: string | undefined,
+  min: number,
+): number | undefined {
   if (value === undefined) return undefined;
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < min) {
-    throw new CliError(`--${name} must be an integer >= ${min}, got "${value}"`);
+    throw new CliError(
+      `--${name} must be an integer >= ${min}, got "${value}"`,
+    );
   }
   return parsed;
 }
@@ -50,7 +56,10 @@ export function integerFlag(name: string, value: string | undefined, min: number
  * becomes `kiln: message` on stderr (the stack only with `--verbose`), then
  * the process exits with the code main returned.
  */
-export async function runMain(name: string, main: (args: string[]) => Promise<number>): Promise<never> {
+export async function runMain(
+  name: string,
+  main: (args: string[]) => Promise<number>,
+): Promise<never> {
   let code: number;
   try {
     code = await main(Deno.args);
@@ -58,7 +67,9 @@ export async function runMain(name: string, main: (args: string[]) => Promise<nu
     const verbose = Deno.args.includes("--verbose");
     const message = error instanceof Error ? error.message : String(error);
     console.error(`${name}: ${message}`);
-    if (verbose && error instanceof Error && error.stack) console.error(error.stack);
+    if (verbose && error instanceof Error && error.stack) {
+      console.error(error.stack);
+    }
     code = error instanceof CliError ? error.exitCode : 1;
   }
   await flushLogs().catch(() => {});

@@ -19,19 +19,30 @@ import {
 export type LogFormat = "text" | "json";
 
 /** Sends kiln's logs to stderr. Throws a TypeError naming a bad level or format. */
-export async function setupLogging(level: string, format: string = "text"): Promise<void> {
+export async function setupLogging(
+  level: string,
+  format: string = "text",
+): Promise<void> {
   if (!isLogLevel(level)) {
-    throw new TypeError(`unknown log level "${level}"; use trace, debug, info, warning, error or fatal`);
+    throw new TypeError(
+      `unknown log level "${level}"; use trace, debug, info, warning, error or fatal`,
+    );
   }
   if (format !== "text" && format !== "json") {
     throw new TypeError(`unknown log format "${format}"; use text or json`);
   }
-  const formatter = format === "json" ? jsonLinesFormatter : getTextFormatter({ timestamp: "time", category: "." });
+  const formatter = format === "json"
+    ? jsonLinesFormatter
+    : getTextFormatter({ timestamp: "time", category: "." });
   await configure({
     sinks: { stderr: getStreamSink(Deno.stderr.writable, { formatter }) },
     loggers: [
       { category: ["kiln"], lowestLevel: level as LogLevel, sinks: ["stderr"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["stderr"],
+      },
     ],
   });
 }

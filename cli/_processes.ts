@@ -29,7 +29,9 @@ export interface StartMasterOptions {
 const MASTER_CLI = fileURLToPath(new URL("./master.ts", import.meta.url));
 
 /** Starts `cli/master.ts` on a free port and waits for its `listening on` line. */
-export async function startMasterProcess(options: StartMasterOptions = {}): Promise<KilnProcess> {
+export async function startMasterProcess(
+  options: StartMasterOptions = {},
+): Promise<KilnProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MASTER_CLI, "--port", "0", ...options.args ?? []],
     env: { KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
@@ -50,7 +52,9 @@ export async function startMasterProcess(options: StartMasterOptions = {}): Prom
     return kilnProcess(match[1]!, child);
   }
   const status = await child.status;
-  throw new Error(`the master exited with code ${status.code} before it was listening`);
+  throw new Error(
+    `the master exited with code ${status.code} before it was listening`,
+  );
 }
 
 function kilnProcess(address: string, child: Deno.ChildProcess): KilnProcess {
@@ -73,11 +77,18 @@ function kilnProcess(address: string, child: Deno.ChildProcess): KilnProcess {
       clearTimeout(timer);
     }
   };
-  return { address, child, stop, [Symbol.asyncDispose]: async () => void await stop() };
+  return {
+    address,
+    child,
+    stop,
+    [Symbol.asyncDispose]: async () => void await stop(),
+  };
 }
 
 /** Splits a byte stream into text lines. */
-export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+export async function* readLines(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<string> {
   let pending = "";
   for await (const text of stream.pipeThrough(new TextDecoderStream())) {
     const parts = (pending + text).split("\n");

@@ -10,11 +10,17 @@
 // deno-lint-ignore-file no-console
 import { basename, extname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createDefaultRegistry, type JobResult, submitProgram } from "../mod.ts";
+import {
+  createDefaultRegistry,
+  type JobResult,
+  submitProgram,
+} from "../mod.ts";
 import { runMain } from "./_cli.ts";
 import { startMasterProcess } from "./_processes.ts";
 
-const PROGRAMS_DIR = fileURLToPath(new URL("../examples/programs/", import.meta.url));
+const PROGRAMS_DIR = fileURLToPath(
+  new URL("../examples/programs/", import.meta.url),
+);
 
 interface Row {
   language: string;
@@ -29,31 +35,51 @@ async function main(): Promise<number> {
   const token = crypto.randomUUID();
   const registry = createDefaultRegistry();
   const [master, statuses, programs] = await Promise.all([
-    startMasterProcess({ token, args: ["--slots", "2", "--log-level", "error"] }),
+    startMasterProcess({
+      token,
+      args: ["--slots", "2", "--log-level", "error"],
+    }),
     registry.detect(),
     listPrograms(),
   ]);
-  console.log(`kiln demo: master listening on ${master.address}, ${programs.length} sample programs\n`);
+  console.log(
+    `kiln demo: master listening on ${master.address}, ${programs.length} sample programs\n`,
+  );
 
   try {
     const rows = await Promise.all(programs.map(async (path): Promise<Row> => {
       const program = basename(path);
       const runner = registry.forFile(program);
       const status = statuses.find((s) => s.name === runner?.name);
-      if (!runner || !status) return skipped("?", program, "no runner for this extension");
-      if (!status.toolchain.available) return skipped(runner.name, program, status.toolchain.reason);
-      const stdin = await Deno.readTextFile(`${path}.stdin`).catch(() => undefined);
+      if (!runner || !status) {
+        return skipped("?", program, "no runner for this extension");
+      }
+      if (!status.toolchain.available) {
+        return skipped(runner.name, program, status.toolchain.reason);
+      }
+      const stdin = await Deno.readTextFile(`${path}.stdin`).catch(() =>
+        undefined
+      );
       const result = await submitProgram({
         language: runner.name,
         files: [{ name: program, content: await Deno.readTextFile(path) }],
         ...stdin === undefined ? {} : { stdin },
       }, { master: master.address, token, name: "demo" });
-      return row(runner.name, program + (stdin === undefined ? "" : " < stdin"), result);
+      return row(
+        runner.name,
+        program + (stdin === undefined ? "" : " < stdin"),
+        result,
+      );
     }));
     printTable(rows);
-    const failed = rows.filter((r) => r.verdict !== "ok" && r.verdict !== "skipped");
-    const ran = rows.length - rows.filter((r) => r.verdict === "skipped").length;
-    console.log(`\n${ran} ran, ${failed.length} failed, ${rows.length - ran} skipped`);
+    const failed = rows.filter((r) =>
+      r.verdict !== "ok" && r.verdict !== "skipped"
+    );
+    const ran = rows.length -
+      rows.filter((r) => r.verdict === "skipped").length;
+    console.log(
+      `\n${ran} ran, ${failed.length} failed, ${rows.length - ran} skipped`,
+    );
     return failed.length === 0 ? 0 : 1;
   } finally {
     await master.stop();
@@ -63,13 +89,17 @@ async function main(): Promise<number> {
 async function listPrograms(): Promise<string[]> {
   const paths: string[] = [];
   for await (const entry of Deno.readDir(PROGRAMS_DIR)) {
-    if (entry.isFile && extname(entry.name) !== ".stdin") paths.push(PROGRAMS_DIR + entry.name);
+    if (entry.isFile && extname(entry.name) !== ".stdin") {
+      paths.push(PROGRAMS_DIR + entry.name);
+    }
   }
   return paths.sort();
 }
 
 function row(language: string, program: string, result: JobResult): Row {
-  const output = result.verdict === "ok" ? result.stdout : (result.reason ?? result.compile?.stderr ?? result.stderr);
+  const output = result.verdict === "ok"
+    ? result.stdout
+    : (result.reason ?? result.compile?.stderr ?? result.stderr);
   return {
     language,
     program,
@@ -81,15 +111,41 @@ function row(language: string, program: string, result: JobResult): Row {
 }
 
 function skipped(language: string, program: string, reason: string): Row {
-  return { language, program, verdict: "skipped", timeMs: "-", node: "-", output: reason };
+  return {
+    language,
+    program,
+    verdict: "skipped",
+    timeMs: "-",
+    node: "-",
+    output: reason,
+  };
 }
 
 function printTable(rows: Row[]): void {
-  const columns: (keyof Row)[] = ["language", "program", "verdict", "timeMs", "node", "output"];
-  const titles: Row = { language: "LANGUAGE", program: "PROGRAM", verdict: "VERDICT", timeMs: "TIME", node: "NODE", output: "OUTPUT" };
-  const widths = columns.map((c) => Math.max(titles[c].length, ...rows.map((r) => r[c].length)));
+  const columns: (keyof Row)[] = [
+    "language",
+    "program",
+    "verdict",
+    "timeMs",
+    "node",
+    "output",
+  ];
+  const titles: Row = {
+    language: "LANGUAGE",
+    program: "PROGRAM",
+    verdict: "VERDICT",
+    timeMs: "TIME",
+    node: "NODE",
+    output: "OUTPUT",
+  };
+  const widths = columns.map((c) =>
+    Math.max(titles[c].length, ...rows.map((r) => r[c].length))
+  );
   for (const r of [titles, ...rows]) {
-    console.log(columns.map((c, i) => c === "output" ? r[c] : r[c].padEnd(widths[i]!)).join("  "));
+    console.log(
+      columns.map((c, i) => c === "output" ? r[c] : r[c].padEnd(widths[i]!))
+        .join("  "),
+    );
   }
 }
 

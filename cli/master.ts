@@ -73,7 +73,10 @@ async function main(args: string[]): Promise<number> {
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
-      throw new CliError(`cannot listen on ${values.hostname}:${port}: address already in use`, 1);
+      throw new CliError(
+        `cannot listen on ${values.hostname}:${port}: address already in use`,
+        1,
+      );
     }
     throw error;
   }

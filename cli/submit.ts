@@ -15,7 +15,13 @@ import {
   ProtocolError,
   submitProgram,
 } from "../mod.ts";
-import { CliError, EXIT_USAGE, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import {
+  CliError,
+  EXIT_USAGE,
+  integerFlag,
+  parseFlags,
+  runMain,
+} from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
 /** Exit codes for what is not the program's own exit code. Documented in the README. */
@@ -66,7 +72,11 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (paths.length === 0) throw new CliError("no source file given; usage: deno task submit [options] FILE...");
+  if (paths.length === 0) {
+    throw new CliError(
+      "no source file given; usage: deno task submit [options] FILE...",
+    );
+  }
   try {
     await setupLogging(values["log-level"]);
   } catch (error) {
@@ -74,8 +84,15 @@ async function main(args: string[]): Promise<number> {
   }
   const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
   const language = values.lang ?? inferLanguage(paths[0]!);
-  const files = await Promise.all(paths.map(async (path) => ({ name: basename(path), content: await readSource(path) })));
-  const stdin = values.stdin === undefined ? undefined : await readStdin(values.stdin);
+  const files = await Promise.all(
+    paths.map(async (path) => ({
+      name: basename(path),
+      content: await readSource(path),
+    })),
+  );
+  const stdin = values.stdin === undefined
+    ? undefined
+    : await readStdin(values.stdin);
 
   let result: JobResult;
   try {
@@ -119,11 +136,17 @@ function streamEvent(event: JobEvent): void {
 /** After streaming: say what the program's output cannot say itself. */
 function report(result: JobResult): void {
   if (result.compile && result.compile.verdict !== "ok") {
-    Deno.stderr.writeSync(new TextEncoder().encode(result.compile.stdout + result.compile.stderr));
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(result.compile.stdout + result.compile.stderr),
+    );
   }
   if (result.truncated) console.error("kiln: output truncated");
   if (result.verdict !== "ok" && result.verdict !== "runtime_error") {
-    console.error(`kiln: ${result.verdict.replace("_", " ")}${result.reason ? `: ${result.reason}` : ""}`);
+    console.error(
+      `kiln: ${result.verdict.replace("_", " ")}${
+        result.reason ? `: ${result.reason}` : ""
+      }`,
+    );
   } else if (result.signal) {
     console.error(`kiln: program killed by ${result.signal}`);
   }
@@ -131,7 +154,10 @@ function report(result: JobResult): void {
 
 function exitCodeOf(result: JobResult): number {
   if (result.verdict === "ok" || result.verdict === "runtime_error") {
-    if (result.signal) return 128 + ((constants.signals as Record<string, number>)[result.signal] ?? 0);
+    if (result.signal) {
+      return 128 +
+        ((constants.signals as Record<string, number>)[result.signal] ?? 0);
+    }
     return result.exitCode ?? EXIT_CODES.internal_error;
   }
   return EXIT_CODES[result.verdict];
@@ -140,7 +166,11 @@ function exitCodeOf(result: JobResult): number {
 function inferLanguage(path: string): string {
   const runner = createDefaultRegistry().forFile(path);
   if (!runner) {
-    throw new CliError(`cannot tell the language of "${basename(path)}" from its extension; pass --lang`);
+    throw new CliError(
+      `cannot tell the language of "${
+        basename(path)
+      }" from its extension; pass --lang`,
+    );
   }
   return runner.name;
 }
@@ -149,8 +179,12 @@ async function readSource(path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new CliError(`no such file: ${path}`);
-    if (error instanceof Deno.errors.IsADirectory) throw new CliError(`${path} is a directory, not a source file`);
+    if (error instanceof Deno.errors.NotFound) {
+      throw new CliError(`no such file: ${path}`);
+    }
+    if (error instanceof Deno.errors.IsADirectory) {
+      throw new CliError(`${path} is a directory, not a source file`);
+    }
     throw new CliError(`cannot read ${path}: ${(error as Error).message}`);
   }
 }

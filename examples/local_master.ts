@@ -11,27 +11,47 @@
 import { MasterNode, submitProgram } from "../mod.ts";
 
 const token = crypto.randomUUID();
-await using master = new MasterNode({ port: 0, slots: 2, token, resourceLogIntervalMs: 0 });
+await using master = new MasterNode({
+  port: 0,
+  slots: 2,
+  token,
+  resourceLogIntervalMs: 0,
+});
 await master.ready;
 console.log(`master listening on ${master.addr.hostname}:${master.addr.port}`);
 
 const programs = [1, 2, 3, 4, 5].map((n) => ({
   language: "bash",
-  files: [{ name: `count${n}.sh`, content: `for i in 1 2 3; do echo "job ${n}: $i"; sleep 0.1; done` }],
+  files: [{
+    name: `count${n}.sh`,
+    content: `for i in 1 2 3; do echo "job ${n}: $i"; sleep 0.1; done`,
+  }],
 }));
 
-const results = await Promise.all(programs.map((program, i) =>
-  submitProgram(program, {
-    master: master.addr,
-    token,
-    onEvent: (event) => {
-      if (event.type === "queued") console.log(`job ${i + 1} waits at position ${event.position}`);
-      if (event.type === "started") console.log(`job ${i + 1} started on ${event.node}`);
-      if (event.type === "output") console.log(`job ${i + 1} says: ${event.data.trimEnd()}`);
-    },
-  })
-));
+const results = await Promise.all(
+  programs.map((program, i) =>
+    submitProgram(program, {
+      master: master.addr,
+      token,
+      onEvent: (event) => {
+        if (event.type === "queued") {
+          console.log(`job ${i + 1} waits at position ${event.position}`);
+        }
+        if (event.type === "started") {
+          console.log(`job ${i + 1} started on ${event.node}`);
+        }
+        if (event.type === "output") {
+          console.log(`job ${i + 1} says: ${event.data.trimEnd()}`);
+        }
+      },
+    })
+  ),
+);
 
 for (const [i, result] of results.entries()) {
-  console.log(`job ${i + 1}: ${result.verdict} in ${result.timeMs} ms after ${result.queuedMs} ms in the queue`);
+  console.log(
+    `job ${
+      i + 1
+    }: ${result.verdict} in ${result.timeMs} ms after ${result.queuedMs} ms in the queue`,
+  );
 }

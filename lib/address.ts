@@ -28,9 +28,16 @@ export interface HostPort {
  *
  * @throws {TypeError} when the text is not an address or the port is out of range.
  */
-export function parseHostPort(text: string, defaultPort: number = DEFAULT_PORT): HostPort {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*))(?::(\d+))?$/.exec(text.trim());
-  if (!match) throw new TypeError(`Cannot parse address "${text}": expected HOST:PORT`);
+export function parseHostPort(
+  text: string,
+  defaultPort: number = DEFAULT_PORT,
+): HostPort {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s]*))(?::(\d+))?$/.exec(
+    text.trim(),
+  );
+  if (!match) {
+    throw new TypeError(`Cannot parse address "${text}": expected HOST:PORT`);
+  }
   const hostname = match[1] ?? (match[2] || "127.0.0.1");
   const port = match[3] === undefined ? defaultPort : Number(match[3]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -41,5 +48,7 @@ export function parseHostPort(text: string, defaultPort: number = DEFAULT_PORT):
 
 /** Formats an address for humans and logs, bracketing IPv6 hosts. */
 export function formatHostPort({ hostname, port }: HostPort): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  return hostname.includes(":")
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
 }

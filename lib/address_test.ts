@@ -2,18 +2,33 @@ import assert from "node:assert/strict";
 import { formatHostPort, parseHostPort } from "./address.ts";
 
 Deno.test("parseHostPort() reads host and port", () => {
-  assert.deepEqual(parseHostPort("example.org:7000"), { hostname: "example.org", port: 7000 });
-  assert.deepEqual(parseHostPort("127.0.0.1:0"), { hostname: "127.0.0.1", port: 0 });
+  assert.deepEqual(parseHostPort("example.org:7000"), {
+    hostname: "example.org",
+    port: 7000,
+  });
+  assert.deepEqual(parseHostPort("127.0.0.1:0"), {
+    hostname: "127.0.0.1",
+    port: 0,
+  });
 });
 
 Deno.test("parseHostPort() reads bracketed IPv6", () => {
-  assert.deepEqual(parseHostPort("[::1]:7001"), { hostname: "::1", port: 7001 });
+  assert.deepEqual(parseHostPort("[::1]:7001"), {
+    hostname: "::1",
+    port: 7001,
+  });
   assert.deepEqual(parseHostPort("[::1]"), { hostname: "::1", port: 7700 });
 });
 
 Deno.test("parseHostPort() fills in defaults", () => {
-  assert.deepEqual(parseHostPort("localhost"), { hostname: "localhost", port: 7700 });
-  assert.deepEqual(parseHostPort(":9000"), { hostname: "127.0.0.1", port: 9000 });
+  assert.deepEqual(parseHostPort("localhost"), {
+    hostname: "localhost",
+    port: 7700,
+  });
+  assert.deepEqual(parseHostPort(":9000"), {
+    hostname: "127.0.0.1",
+    port: 9000,
+  });
   assert.deepEqual(parseHostPort("h", 1234), { hostname: "h", port: 1234 });
 });
 
@@ -25,5 +40,8 @@ Deno.test("parseHostPort() rejects nonsense with a clear message", () => {
 
 Deno.test("formatHostPort() brackets IPv6", () => {
   assert.equal(formatHostPort({ hostname: "::1", port: 1 }), "[::1]:1");
-  assert.equal(formatHostPort({ hostname: "127.0.0.1", port: 2 }), "127.0.0.1:2");
+  assert.equal(
+    formatHostPort({ hostname: "127.0.0.1", port: 2 }),
+    "127.0.0.1:2",
+  );
 });

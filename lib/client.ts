@@ -65,7 +65,10 @@ export interface SubmitOptions {
  * console.log(result.verdict, result.timeMs);
  * ```
  */
-export async function submitProgram(request: JobRequest, options: SubmitOptions = {}): Promise<JobResult> {
+export async function submitProgram(
+  request: JobRequest,
+  options: SubmitOptions = {},
+): Promise<JobResult> {
   const {
     master = "127.0.0.1:7700",
     token = "",
@@ -107,13 +110,20 @@ export async function submitProgram(request: JobRequest, options: SubmitOptions 
           onEvent?.(message);
           return message.result;
         default:
-          throw new ProtocolError("unexpected_message", `the master sent an unexpected "${message.type}" message`);
+          throw new ProtocolError(
+            "unexpected_message",
+            `the master sent an unexpected "${message.type}" message`,
+          );
       }
     }
   } catch (error) {
     signal?.throwIfAborted();
     if (error instanceof ProtocolError && error.code === "closed") {
-      throw new ProtocolError("closed", "the master closed the connection before the job's result", { cause: error });
+      throw new ProtocolError(
+        "closed",
+        "the master closed the connection before the job's result",
+        { cause: error },
+      );
     }
     throw error;
   } finally {
@@ -124,13 +134,18 @@ export async function submitProgram(request: JobRequest, options: SubmitOptions 
 
 async function dial(address: HostPort): Promise<Deno.Conn> {
   try {
-    return await Deno.connect({ hostname: address.hostname, port: address.port });
+    return await Deno.connect({
+      hostname: address.hostname,
+      port: address.port,
+    });
   } catch (error) {
     const reason = error instanceof Deno.errors.ConnectionRefused
       ? "connection refused (is the master running?)"
       : error instanceof Error
       ? error.message
       : String(error);
-    throw new ConnectionError(formatHostPort(address), reason, { cause: error });
+    throw new ConnectionError(formatHostPort(address), reason, {
+      cause: error,
+    });
   }
 }

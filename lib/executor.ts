@@ -20,11 +20,12 @@ import {
   DEFAULT_LIMITS,
   type JobLimits,
   type JobRequest,
-  type LimitOverrides,
   type JobResult,
+  type LimitOverrides,
   type OutputStream,
   type SourceFile,
 } from "./job.ts";
+import { JOB_PATH } from "./runners/detect.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
 import type { StepContext } from "./runners/runner.ts";
 import { launch, type StepOutcome } from "./sandbox/launcher.ts";
@@ -50,9 +51,6 @@ export interface ExecuteOptions {
   /** Directory under which the job's workdir is made. @default the system temp dir */
   workRoot?: string;
 }
-
-/** The only variables a program sees, besides what its runner adds. */
-const BASE_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 /**
  * Compiles and runs one job, returning its result.
@@ -97,10 +95,13 @@ export async function executeJob(
 
   let workdir: string | undefined;
   try {
-    workdir = await Deno.makeTempDir({ prefix: "kiln-job-", ...options.workRoot ? { dir: options.workRoot } : {} });
+    workdir = await Deno.makeTempDir({
+      prefix: "kiln-job-",
+      ...options.workRoot ? { dir: options.workRoot } : {},
+    });
     const context = await writeSources(resolved, request, workdir);
     const env = (extra: Readonly<Record<string, string>> = {}) => ({
-      PATH: BASE_PATH,
+      PATH: JOB_PATH,
       HOME: workdir!,
       TMPDIR: workdir!,
       LANG: "C.UTF-8",
@@ -138,11 +139,26 @@ export async function executeJob(
       signal: options.signal,
       onOutput: options.onOutput,
     });
-    return { ...base, ...runVerdict(outcome, limits, options.signal), stdout: outcome.stdout, stderr: outcome.stderr, truncated: outcome.truncated, exitCode: outcome.exitCode, signal: outcome.signal, timeMs: outcome.timeMs };
+    return {
+      ...base,
+      ...runVerdict(outcome, limits, options.signal),
+      stdout: outcome.stdout,
+      stderr: outcome.stderr,
+      truncated: outcome.truncated,
+      exitCode: outcome.exitCode,
+      signal: outcome.signal,
+      timeMs: outcome.timeMs,
+    };
   } catch (error) {
-    return { ...base, verdict: "internal_error", reason: `cannot run job: ${describe(error)}` };
+    return {
+      ...base,
+      verdict: "internal_error",
+      reason: `cannot run job: ${describe(error)}`,
+    };
   } finally {
-    if (workdir) await Deno.remove(workdir, { recursive: true }).catch(() => {});
+    if (workdir) {
+      await Deno.remove(workdir, { recursive: true }).catch(() => {});
+    }
   }
 }
 
@@ -172,12 +188,19 @@ async function writeSources(
   const { files, entry } = runner.arrange?.(request.files, requestedEntry) ??
     { files: request.files, entry: requestedEntry };
   for (const file of files) {
-    await Deno.writeTextFile(join(workdir, file.name), file.content, { createNew: true });
+    await Deno.writeTextFile(join(workdir, file.name), file.content, {
+      createNew: true,
+    });
   }
   return {
     workdir,
     entry,
-    files: [entry, ...files.map((f: SourceFile) => f.name).filter((name: string) => name !== entry)],
+    files: [
+      entry,
+      ...files.map((f: SourceFile) => f.name).filter((name: string) =>
+        name !== entry
+      ),
+    ],
     args: request.args ?? [],
     toolchain,
   };
@@ -205,7 +228,10 @@ function compileReason(
 ): { reason?: string } {
   switch (outcome.ending) {
     case "time_limit":
-      return { reason: `compile step exceeded its wall time limit of ${limits.compileWallTimeMs} ms` };
+      return {
+        reason:
+          `compile step exceeded its wall time limit of ${limits.compileWallTimeMs} ms`,
+      };
     case "output_limit":
       return { reason: `compiler output exceeded ${limits.outputBytes} bytes` };
     case "cancelled":
@@ -222,20 +248,38 @@ function runVerdict(
 ): Pick<JobResult, "verdict"> & { reason?: string } {
   switch (outcome.ending) {
     case "time_limit":
-      return { verdict: "time_limit", reason: `wall time limit of ${limits.wallTimeMs} ms exceeded` };
+      return {
+        verdict: "time_limit",
+        reason: `wall time limit of ${limits.wallTimeMs} ms exceeded`,
+      };
     case "output_limit":
-      return { verdict: "output_limit", reason: `output exceeded the limit of ${limits.outputBytes} bytes` };
+      return {
+        verdict: "output_limit",
+        reason: `output exceeded the limit of ${limits.outputBytes} bytes`,
+      };
     case "cancelled":
       return { verdict: "internal_error", reason: cancelledReason(signal) };
     case "exited":
-      if (outcome.signal !== null) return { verdict: "runtime_error", reason: `killed by ${outcome.signal}` };
-      if (outcome.exitCode !== 0) return { verdict: "runtime_error", reason: `exited with code ${outcome.exitCode}` };
+      if (outcome.signal !== null) {
+        return {
+          verdict: "runtime_error",
+          reason: `killed by ${outcome.signal}`,
+        };
+      }
+      if (outcome.exitCode !== 0) {
+        return {
+          verdict: "runtime_error",
+          reason: `exited with code ${outcome.exitCode}`,
+        };
+      }
       return { verdict: "ok" };
   }
 }
 
 function cancelledReason(signal: AbortSignal | undefined): string {
-  return typeof signal?.reason === "string" ? `cancelled: ${signal.reason}` : "cancelled";
+  return typeof signal?.reason === "string"
+    ? `cancelled: ${signal.reason}`
+    : "cancelled";
 }
 
 function describe(error: unknown): string {

@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { effectiveLimits, executeJob } from "./executor.ts";
 import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
-import type { CommandSpec, LanguageRunner, StepContext } from "./runners/runner.ts";
+import type {
+  CommandSpec,
+  LanguageRunner,
+  StepContext,
+} from "./runners/runner.ts";
 
 /**
  * A runner made only for these tests, so the executor is tested without
@@ -14,25 +18,53 @@ function scriptRunner(compile?: string): ResolvedRunner {
     name: "script",
     aliases: [],
     extensions: [".sh"],
-    detect: () => Promise.resolve({ available: true, version: "bash", executables: { bash: "/bin/bash" } }),
-    run: (ctx: StepContext): CommandSpec => ({ command: "/bin/bash", args: [ctx.entry, ...ctx.args] }),
+    detect: () =>
+      Promise.resolve({
+        available: true,
+        version: "bash",
+        executables: { bash: "/bin/bash" },
+      }),
+    run: (ctx: StepContext): CommandSpec => ({
+      command: "/bin/bash",
+      args: [ctx.entry, ...ctx.args],
+    }),
     ...compile === undefined ? {} : {
-      compile: (): CommandSpec => ({ command: "/bin/bash", args: ["-c", compile] }),
+      compile: (): CommandSpec => ({
+        command: "/bin/bash",
+        args: ["-c", compile],
+      }),
     },
   };
-  return { runner, toolchain: { available: true, version: "bash", executables: { bash: "/bin/bash" } } };
+  return {
+    runner,
+    toolchain: {
+      available: true,
+      version: "bash",
+      executables: { bash: "/bin/bash" },
+    },
+  };
 }
 
 function job(script: string, extra: Partial<JobRequest> = {}): JobRequest {
-  return { language: "script", files: [{ name: "main.sh", content: script }], ...extra };
+  return {
+    language: "script",
+    files: [{ name: "main.sh", content: script }],
+    ...extra,
+  };
 }
 
 /** A fresh directory to hold job workdirs, so a test can see that none is left. */
-async function withWorkRoot(test: (workRoot: string) => Promise<void>): Promise<void> {
+async function withWorkRoot(
+  test: (workRoot: string) => Promise<void>,
+): Promise<void> {
   const workRoot = await Deno.makeTempDir({ prefix: "kiln-test-" });
   try {
     await test(workRoot);
-    assert.deepEqual(await Array.fromAsync(Deno.readDir(workRoot)), [], "a job workdir was left behind");
+    assert.deepEqual(
+      await Array.fromAsync(Deno.readDir(workRoot)),
+      [],
+      "a job workdir was left behind",
+    );
   } finally {
     await Deno.remove(workRoot, { recursive: true });
   }
@@ -52,10 +84,13 @@ Deno.test("executeJob() runs a program with stdin and args, in a workdir it remo
   await withWorkRoot(async (workRoot) => {
     const result = await executeJob(
       scriptRunner(),
-      job('read -r line; echo "got $line"; printf "%s|" "$@"; echo; echo oops >&2; pwd', {
-        stdin: "hello\n",
-        args: ["a b", "c"],
-      }),
+      job(
+        'read -r line; echo "got $line"; printf "%s|" "$@"; echo; echo oops >&2; pwd',
+        {
+          stdin: "hello\n",
+          args: ["a b", "c"],
+        },
+      ),
       { workRoot, jobId: "j1", nodeName: "n1" },
     );
     assert.equal(result.verdict, "ok");
@@ -104,14 +139,28 @@ Deno.test("executeJob() kills the whole process tree at the time limit", async (
       scriptRunner(),
       // A child in the job's process group, and one that left it with setsid.
       job("sleep 300 & echo $!; setsid sleep 300 & echo $!; wait"),
-      { workRoot, limits: { wallTimeMs: 500 }, onOutput: (_stream, data) => chunks.push(data) },
+      {
+        workRoot,
+        limits: { wallTimeMs: 500 },
+        onOutput: (_stream, data) => chunks.push(data),
+      },
     );
     assert.equal(result.verdict, "time_limit");
     assert.match(result.reason ?? "", /wall time limit of 500 ms/);
     const pids = result.stdout.trim().split("\n").map(Number);
     assert.equal(pids.length, 2);
-    for (const pid of pids) assert.equal(await isAlive(pid), false, `process ${pid} survived the job`);
-    assert.equal(chunks.join(""), result.stdout, "output was streamed as it was produced");
+    for (const pid of pids) {
+      assert.equal(
+        await isAlive(pid),
+        false,
+        `process ${pid} survived the job`,
+      );
+    }
+    assert.equal(
+      chunks.join(""),
+      result.stdout,
+      "output was streamed as it was produced",
+    );
   });
 });
 
@@ -136,9 +185,13 @@ Deno.test("executeJob() caps output while it streams and stops the program", asy
 });
 
 Deno.test("executeJob() keeps output exactly at the limit whole", async () => {
-  const result = await executeJob(scriptRunner(), job("head -c 1000 /dev/zero | tr '\\0' x"), {
-    limits: { outputBytes: 1000 },
-  });
+  const result = await executeJob(
+    scriptRunner(),
+    job("head -c 1000 /dev/zero | tr '\\0' x"),
+    {
+      limits: { outputBytes: 1000 },
+    },
+  );
   assert.equal(result.verdict, "ok");
   assert.equal(result.truncated, false);
   assert.equal(result.stdout, "x".repeat(1000));
@@ -146,18 +199,27 @@ Deno.test("executeJob() keeps output exactly at the limit whole", async () => {
 
 Deno.test("executeJob() feeds large stdin while reading output", async () => {
   const input = "0123456789abcdef\n".repeat(64 * 1024); // 1 MiB, more than a pipe holds
-  const result = await executeJob(scriptRunner(), job("cat"), { limits: { outputBytes: 2 * 1024 * 1024 } });
-  assert.equal(result.stdout, "");
-  const echoed = await executeJob(scriptRunner(), job("cat", { stdin: input }), {
+  const result = await executeJob(scriptRunner(), job("cat"), {
     limits: { outputBytes: 2 * 1024 * 1024 },
   });
+  assert.equal(result.stdout, "");
+  const echoed = await executeJob(
+    scriptRunner(),
+    job("cat", { stdin: input }),
+    {
+      limits: { outputBytes: 2 * 1024 * 1024 },
+    },
+  );
   assert.equal(echoed.verdict, "ok");
   assert.equal(echoed.stdout.length, input.length);
   assert.equal(echoed.stdout, input);
 });
 
 Deno.test("executeJob() survives a program that ignores its stdin", async () => {
-  const result = await executeJob(scriptRunner(), job("exit 0", { stdin: "x".repeat(1024 * 1024) }));
+  const result = await executeJob(
+    scriptRunner(),
+    job("exit 0", { stdin: "x".repeat(1024 * 1024) }),
+  );
   assert.equal(result.verdict, "ok");
 });
 
@@ -175,17 +237,25 @@ Deno.test("executeJob() stops at a failed compile step with the compiler's outpu
 });
 
 Deno.test("executeJob() runs the program after a successful compile step", async () => {
-  const result = await executeJob(scriptRunner("echo built > artifact"), job("cat artifact"));
+  const result = await executeJob(
+    scriptRunner("echo built > artifact"),
+    job("cat artifact"),
+  );
   assert.equal(result.verdict, "ok");
   assert.equal(result.compile?.verdict, "ok");
   assert.equal(result.stdout, "built\n");
 });
 
 Deno.test("executeJob() limits the compile step by its own time limit", async () => {
-  const result = await executeJob(scriptRunner("sleep 300"), job("true"), { limits: { compileWallTimeMs: 300 } });
+  const result = await executeJob(scriptRunner("sleep 300"), job("true"), {
+    limits: { compileWallTimeMs: 300 },
+  });
   assert.equal(result.verdict, "time_limit");
   assert.equal(result.compile?.verdict, "time_limit");
-  assert.match(result.reason ?? "", /compile step exceeded its wall time limit of 300 ms/);
+  assert.match(
+    result.reason ?? "",
+    /compile step exceeded its wall time limit of 300 ms/,
+  );
 });
 
 Deno.test("executeJob() ends a cancelled job as internal_error with the reason", async () => {
@@ -206,7 +276,10 @@ Deno.test("executeJob() turns a missing executable into internal_error, leaving 
   await withWorkRoot(async (workRoot) => {
     const broken: ResolvedRunner = {
       ...scriptRunner(),
-      runner: { ...scriptRunner().runner, run: () => ({ command: "/nonexistent/kiln-interpreter", args: [] }) },
+      runner: {
+        ...scriptRunner().runner,
+        run: () => ({ command: "/nonexistent/kiln-interpreter", args: [] }),
+      },
     };
     const result = await executeJob(broken, job("true"), { workRoot });
     assert.equal(result.verdict, "internal_error");
@@ -217,9 +290,12 @@ Deno.test("executeJob() turns a missing executable into internal_error, leaving 
 Deno.test("effectiveLimits() lets a request lower limits, never raise them", () => {
   assert.deepEqual(effectiveLimits(), DEFAULT_LIMITS);
   const node = { wallTimeMs: 5000, outputBytes: 4096 };
-  assert.deepEqual(effectiveLimits(node, { wallTimeMs: 100, outputBytes: 1_000_000 }), {
-    ...DEFAULT_LIMITS,
-    wallTimeMs: 100,
-    outputBytes: 4096,
-  });
+  assert.deepEqual(
+    effectiveLimits(node, { wallTimeMs: 100, outputBytes: 1_000_000 }),
+    {
+      ...DEFAULT_LIMITS,
+      wallTimeMs: 100,
+      outputBytes: 4096,
+    },
+  );
 });

@@ -29,7 +29,10 @@ export type Verdict = typeof VERDICTS[number];
 const FileNameSchema = z.string()
   .min(1, "file name is empty")
   .max(255, "file name is longer than 255 characters")
-  .refine((name) => !/[/\\\0]/.test(name), "file name contains a path separator or NUL")
+  .refine(
+    (name) => !/[/\\\0]/.test(name),
+    "file name contains a path separator or NUL",
+  )
   .refine((name) => name !== "." && name !== "..", "file name is . or ..");
 
 /** One source file of a program, as UTF-8 text. */
@@ -72,7 +75,10 @@ export const JobRequestSchema = z.object({
   /** Language name, alias or file extension known to the cluster (`python`, `py`, `c++`). */
   language: z.string().min(1, "language is empty").max(64),
   /** Source files; the first is the entry point unless `entry` names another. */
-  files: z.array(SourceFileSchema).min(1, "a job needs at least one source file")
+  files: z.array(SourceFileSchema).min(
+    1,
+    "a job needs at least one source file",
+  )
     .refine(
       (files) => new Set(files.map((f) => f.name)).size === files.length,
       "two source files have the same name",
@@ -86,7 +92,8 @@ export const JobRequestSchema = z.object({
   /** Limits to lower below the node's own. */
   limits: LimitOverridesSchema.optional(),
 }).strict().refine(
-  (job) => job.entry === undefined || job.files.some((f) => f.name === job.entry),
+  (job) =>
+    job.entry === undefined || job.files.some((f) => f.name === job.entry),
   { message: "entry does not name one of the files", path: ["entry"] },
 );
 
@@ -95,7 +102,13 @@ export type JobRequest = z.infer<typeof JobRequestSchema>;
 
 /** The outcome of a compile step. */
 export const CompileResultSchema = z.object({
-  verdict: z.enum(["ok", "compile_error", "time_limit", "output_limit", "internal_error"]),
+  verdict: z.enum([
+    "ok",
+    "compile_error",
+    "time_limit",
+    "output_limit",
+    "internal_error",
+  ]),
   exitCode: z.number().int().nullable(),
   stdout: z.string(),
   stderr: z.string(),

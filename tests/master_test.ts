@@ -19,15 +19,32 @@ import { encodeFrame } from "../lib/protocol/frame.ts";
 const TOKEN = "test-token";
 
 function startMaster(options: MasterNodeOptions = {}): MasterNode {
-  return new MasterNode({ port: 0, token: TOKEN, resourceLogIntervalMs: 0, ...options });
+  return new MasterNode({
+    port: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+    ...options,
+  });
 }
 
 function bash(script: string, extra: Partial<JobRequest> = {}): JobRequest {
-  return { language: "bash", files: [{ name: "main.sh", content: script }], ...extra };
+  return {
+    language: "bash",
+    files: [{ name: "main.sh", content: script }],
+    ...extra,
+  };
 }
 
-function submit(master: MasterNode, request: JobRequest, onEvent?: (event: JobEvent) => void) {
-  return submitProgram(request, { master: master.addr, token: TOKEN, ...onEvent ? { onEvent } : {} });
+function submit(
+  master: MasterNode,
+  request: JobRequest,
+  onEvent?: (event: JobEvent) => void,
+) {
+  return submitProgram(request, {
+    master: master.addr,
+    token: TOKEN,
+    ...onEvent ? { onEvent } : {},
+  });
 }
 
 async function isAlive(pid: number): Promise<boolean> {
@@ -43,15 +60,25 @@ Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients the
   await using master = startMaster({ slots: 2 });
   let running = 0;
   let maxRunning = 0;
-  master.addEventListener("jobstart", () => maxRunning = Math.max(maxRunning, ++running));
+  master.addEventListener(
+    "jobstart",
+    () => maxRunning = Math.max(maxRunning, ++running),
+  );
   master.addEventListener("jobcomplete", () => running--);
 
   const positions = new Map<number, number[]>();
   const results = await Promise.all(Array.from({ length: 20 }, (_, i) => {
     positions.set(i, []);
-    return submit(master, bash('read -r n; echo "job $n: $1"', { stdin: `${i}\n`, args: [`arg ${i}`] }), (event) => {
-      if (event.type === "queued") positions.get(i)!.push(event.position);
-    });
+    return submit(
+      master,
+      bash('read -r n; echo "job $n: $1"', {
+        stdin: `${i}\n`,
+        args: [`arg ${i}`],
+      }),
+      (event) => {
+        if (event.type === "queued") positions.get(i)!.push(event.position);
+      },
+    );
   }));
 
   results.forEach((result, i) => {
@@ -68,22 +95,40 @@ Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients the
     assert.equal(seen.at(-1), 1, `positions ${seen}`);
   }
   const waited = results.filter((r) => r.queuedMs > 0);
-  assert.ok(waited.length >= queued.length, "queued jobs report the time they waited");
+  assert.ok(
+    waited.length >= queued.length,
+    "queued jobs report the time they waited",
+  );
 });
 
 Deno.test("master kills a program at its time limit, with the child it spawned, leaving no workdir", async () => {
   const workRoot = await Deno.makeTempDir({ prefix: "kiln-test-" });
   try {
-    await using master = startMaster({ slots: 1, workRoot, limits: { wallTimeMs: 2000 } });
+    await using master = startMaster({
+      slots: 1,
+      workRoot,
+      limits: { wallTimeMs: 2000 },
+    });
     const result = await submit(
       master,
-      { language: "python", files: [{ name: "forever.py", content: FOREVER_PY }], limits: { wallTimeMs: 700 } },
+      {
+        language: "python",
+        files: [{ name: "forever.py", content: FOREVER_PY }],
+        limits: { wallTimeMs: 700 },
+      },
     );
     assert.equal(result.verdict, "time_limit");
     assert.match(result.reason ?? "", /700 ms/);
     const childPid = Number(result.stdout.trim());
-    assert.ok(childPid > 0, `the program printed its child's pid: ${result.stdout}`);
-    assert.equal(await isAlive(childPid), false, "the spawned child outlived the job");
+    assert.ok(
+      childPid > 0,
+      `the program printed its child's pid: ${result.stdout}`,
+    );
+    assert.equal(
+      await isAlive(childPid),
+      false,
+      "the spawned child outlived the job",
+    );
     assert.deepEqual(await Array.fromAsync(Deno.readDir(workRoot)), []);
   } finally {
     await Deno.remove(workRoot, { recursive: true });
@@ -100,15 +145,27 @@ while True:
 
 Deno.test("master rejects bad jobs with a reason, and still runs good ones", async () => {
   await using master = startMaster({ slots: 1 });
-  const unknown = await submit(master, { language: "cobol", files: [{ name: "a.cob", content: "" }] });
+  const unknown = await submit(master, {
+    language: "cobol",
+    files: [{ name: "a.cob", content: "" }],
+  });
   assert.equal(unknown.verdict, "rejected");
-  assert.match(unknown.reason ?? "", /unknown language "cobol"; this cluster offers .*bash/);
+  assert.match(
+    unknown.reason ?? "",
+    /unknown language "cobol"; this cluster offers .*bash/,
+  );
 
   const noFiles = await submit(master, { language: "bash", files: [] });
   assert.equal(noFiles.verdict, "rejected");
-  assert.match(noFiles.reason ?? "", /invalid job: .*at least one source file/s);
+  assert.match(
+    noFiles.reason ?? "",
+    /invalid job: .*at least one source file/s,
+  );
 
-  const escape = await submit(master, { language: "bash", files: [{ name: "../evil.sh", content: "" }] });
+  const escape = await submit(master, {
+    language: "bash",
+    files: [{ name: "../evil.sh", content: "" }],
+  });
   assert.equal(escape.verdict, "rejected");
   assert.match(escape.reason ?? "", /path separator/);
 
@@ -128,15 +185,26 @@ Deno.test("master keeps output bounded when a program prints 100 MB", async () =
     master,
     {
       language: "python",
-      files: [{ name: "flood.py", content: "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n    sys.stdout.write(line)\n" }],
+      files: [{
+        name: "flood.py",
+        content:
+          "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n    sys.stdout.write(line)\n",
+      }],
     },
     (event) => event.type === "output" && chunks.push(event.data),
   );
   assert.equal(result.verdict, "output_limit");
   assert.equal(result.truncated, true);
-  assert.ok(result.stdout.length <= 1024 * 1024, `kept ${result.stdout.length} bytes`);
+  assert.ok(
+    result.stdout.length <= 1024 * 1024,
+    `kept ${result.stdout.length} bytes`,
+  );
   assert.ok(result.stdout.startsWith("xxxx"));
-  assert.equal(chunks.join(""), result.stdout, "streamed output is what the result keeps");
+  assert.equal(
+    chunks.join(""),
+    result.stdout,
+    "streamed output is what the result keeps",
+  );
 });
 
 Deno.test("master cancels a job whose client disconnects, and frees its slot", async () => {
@@ -144,7 +212,9 @@ Deno.test("master cancels a job whose client disconnects, and frees its slot", a
   const abort = new AbortController();
   let pid = 0;
   const completed = new Promise<JobResult>((resolve) =>
-    master.addEventListener("jobcomplete", (event) => resolve(event.detail), { once: true })
+    master.addEventListener("jobcomplete", (event) => resolve(event.detail), {
+      once: true,
+    })
   );
   const gone = submitProgram(bash("sleep 600 & echo $!; wait"), {
     master: master.addr,
@@ -161,7 +231,11 @@ Deno.test("master cancels a job whose client disconnects, and frees its slot", a
   const result = await completed;
   assert.equal(result.verdict, "internal_error");
   assert.match(result.reason ?? "", /cancelled/);
-  assert.equal(await isAlive(pid), false, "the job's process survived its client");
+  assert.equal(
+    await isAlive(pid),
+    false,
+    "the job's process survived its client",
+  );
   const next = await submit(master, bash("echo next"));
   assert.equal(next.stdout, "next\n", "the slot was freed");
 });
@@ -169,7 +243,10 @@ Deno.test("master cancels a job whose client disconnects, and frees its slot", a
 Deno.test("master removes a queued job whose client disconnects, moving the others up", async () => {
   await using master = startMaster({ slots: 1 });
   // Each job holds its place until the test aborts it: no timing involved.
-  const hold = (name: string, onEvent: (event: JobEvent) => void = () => {}) => {
+  const hold = (
+    name: string,
+    onEvent: (event: JobEvent) => void = () => {},
+  ) => {
     const abort = new AbortController();
     const result = submitProgram(bash(`echo ${name}; sleep 600`), {
       master: master.addr,
@@ -180,10 +257,16 @@ Deno.test("master removes a queued job whose client disconnects, moving the othe
     return { abort: (why: string) => abort.abort(new Error(why)), result };
   };
   const firstStarted = Promise.withResolvers<void>();
-  const first = hold("first", (event) => event.type === "started" && firstStarted.resolve());
+  const first = hold(
+    "first",
+    (event) => event.type === "started" && firstStarted.resolve(),
+  );
   await firstStarted.promise;
   const secondQueued = Promise.withResolvers<void>();
-  const second = hold("second", (event) => event.type === "queued" && secondQueued.resolve());
+  const second = hold(
+    "second",
+    (event) => event.type === "queued" && secondQueued.resolve(),
+  );
   await secondQueued.promise;
   const thirdPositions: number[] = [];
   const thirdQueued = Promise.withResolvers<void>();
@@ -205,7 +288,11 @@ Deno.test("master removes a queued job whose client disconnects, moving the othe
   assert.equal(master.queued, 1);
 
   const runs = new Promise<string>((resolve) =>
-    master.addEventListener("jobstart", (event) => resolve(event.detail.jobId), { once: true })
+    master.addEventListener(
+      "jobstart",
+      (event) => resolve(event.detail.jobId),
+      { once: true },
+    )
   );
   first.abort("first done");
   await runs;
@@ -216,11 +303,13 @@ Deno.test("master removes a queued job whose client disconnects, moving the othe
 
 Deno.test("master closes a connection that sends garbage, and keeps serving", async () => {
   await using master = startMaster({ slots: 1 });
-  for (const garbage of [
-    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-    new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
-    encodeFrame({ type: "hello", role: "client" }),
-  ]) {
+  for (
+    const garbage of [
+      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+      encodeFrame({ type: "hello", role: "client" }),
+    ]
+  ) {
     const conn = await Deno.connect(master.addr);
     await conn.write(garbage);
     // The master answers with an error frame (or nothing) and closes: reading reaches EOF.
@@ -244,7 +333,11 @@ Deno.test("master refuses messages a client may not send after the handshake", a
 Deno.test("master ends queued and running jobs with a result when it shuts down", async () => {
   const master = startMaster({ slots: 1 });
   const started = Promise.withResolvers<void>();
-  const running = submit(master, bash("echo up; sleep 600"), (event) => event.type === "output" && started.resolve());
+  const running = submit(
+    master,
+    bash("echo up; sleep 600"),
+    (event) => event.type === "output" && started.resolve(),
+  );
   const queued = submit(master, bash("echo never"));
   await started.promise;
   await master.shutdown();
@@ -278,7 +371,11 @@ Deno.test("master logs a resource line with CPU, RAM and programs running", asyn
     },
     loggers: [
       { category: ["kiln", "master"], lowestLevel: "info", sinks: ["memory"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["memory"],
+      },
     ],
     reset: true,
   });
@@ -286,10 +383,16 @@ Deno.test("master logs a resource line with CPU, RAM and programs running", asyn
     await using _master = startMaster({
       slots: 3,
       resourceLogIntervalMs: 20,
-      sampleResources: () => Promise.resolve({ cpuPercent: 12.5, ramUsedMb: 2048, ramPercent: 8.3 }),
+      sampleResources: () =>
+        Promise.resolve({ cpuPercent: 12.5, ramUsedMb: 2048, ramPercent: 8.3 }),
     });
     await logged.promise;
-    assert.ok(records.includes("resources: cpu 12.5%, ram 2048 MB (8.3%), programs 0/3, queued 0"), records.join("\n"));
+    assert.ok(
+      records.includes(
+        "resources: cpu 12.5%, ram 2048 MB (8.3%), programs 0/3, queued 0",
+      ),
+      records.join("\n"),
+    );
   } finally {
     await reset();
   }

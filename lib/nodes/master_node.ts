@@ -10,14 +10,26 @@ import { getLogger } from "@logtape/logtape";
 import { z } from "zod";
 import { formatHostPort } from "../address.ts";
 import { executeJob } from "../executor.ts";
-import { type JobRequest, JobRequestSchema, type JobResult, type LimitOverrides } from "../job.ts";
-import { type ResourceSampler, sampleResources } from "../monitor/resource_sampler.ts";
+import {
+  type JobRequest,
+  JobRequestSchema,
+  type JobResult,
+  type LimitOverrides,
+} from "../job.ts";
+import {
+  type ResourceSampler,
+  sampleResources,
+} from "../monitor/resource_sampler.ts";
 import { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import { serverHandshake } from "../protocol/handshake.ts";
 import type { MessageOf } from "../protocol/messages.ts";
-import { createDefaultRegistry, type ResolvedRunner, type RunnerRegistry } from "../runners/registry.ts";
+import {
+  createDefaultRegistry,
+  type ResolvedRunner,
+  type RunnerRegistry,
+} from "../runners/registry.ts";
 import { FifoQueue, type JobQueue } from "../scheduler/job_queue.ts";
 import { ClientSession } from "./client_session.ts";
 import type { MasterNodeEventMap } from "./events.ts";
@@ -105,7 +117,6 @@ export interface MasterNode {
  * console.log(result.stdout); // hi
  * ```
  */
-// deno-lint-ignore no-unsafe-declaration-merging
 export class MasterNode extends EventTarget implements AsyncDisposable {
   /** The address the node listens on. */
   readonly addr: Deno.NetAddr & { transport: "tcp" };
@@ -124,7 +135,10 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   readonly #workRoot: string | undefined;
   readonly #listener: Deno.Listener;
   readonly #queue: JobQueue<MasterJob> = new FifoQueue();
-  readonly #running = new Map<string, { job: MasterJob; done: Promise<void> }>();
+  readonly #running = new Map<
+    string,
+    { job: MasterJob; done: Promise<void> }
+  >();
   readonly #queued = new Map<string, MasterJob>();
   readonly #connections = new Set<Connection>();
   readonly #resourceTimer: ReturnType<typeof setInterval> | undefined;
@@ -149,7 +163,9 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       signal,
     } = options;
     if (!Number.isInteger(slots) || slots < 1) {
-      throw new RangeError(`Cannot start master: slots must be a positive integer, got ${slots}`);
+      throw new RangeError(
+        `Cannot start master: slots must be a positive integer, got ${slots}`,
+      );
     }
     this.#name = name;
     this.#slots = slots;
@@ -167,7 +183,10 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#acceptLoop();
 
     if (resourceLogIntervalMs > 0) {
-      this.#resourceTimer = setInterval(() => this.#logResources(sampler), resourceLogIntervalMs);
+      this.#resourceTimer = setInterval(
+        () => this.#logResources(sampler),
+        resourceLogIntervalMs,
+      );
     }
     signal?.addEventListener("abort", () => this.shutdown(), { once: true });
     if (signal?.aborted) this.shutdown();
@@ -191,11 +210,22 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#listener.close();
     for (const [, job] of [...this.#queue.entries()]) {
       this.#queue.remove(job);
-      this.#finish(job, this.#failure(job, "internal_error", "the master shut down before the job started"));
+      this.#finish(
+        job,
+        this.#failure(
+          job,
+          "internal_error",
+          "the master shut down before the job started",
+        ),
+      );
     }
-    for (const { job } of this.#running.values()) job.abort.abort("the master is shutting down");
+    for (const { job } of this.#running.values()) {
+      job.abort.abort("the master is shutting down");
+    }
     await Promise.all([...this.#running.values()].map(({ done }) => done));
-    await Promise.all([...this.#connections].map((connection) => connection.close()));
+    await Promise.all(
+      [...this.#connections].map((connection) => connection.close()),
+    );
     log.info("master {name} stopped", { name: this.#name });
     this.#resolveFinished();
   }
@@ -208,9 +238,15 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     const statuses = await this.#registry.detect();
     for (const status of statuses) {
       if (status.toolchain.available) {
-        log.info("language {name}: {version}", { name: status.name, version: status.toolchain.version });
+        log.info("language {name}: {version}", {
+          name: status.name,
+          version: status.toolchain.version,
+        });
       } else {
-        log.warn("language {name} unavailable: {reason}", { name: status.name, reason: status.toolchain.reason });
+        log.warn("language {name} unavailable: {reason}", {
+          name: status.name,
+          reason: status.toolchain.reason,
+        });
       }
     }
   }
@@ -219,13 +255,17 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     try {
       for await (const conn of this.#listener) this.#serve(conn);
     } catch (error) {
-      if (!this.#closing) log.error("stopped accepting connections: {error}", { error });
+      if (!this.#closing) {
+        log.error("stopped accepting connections: {error}", { error });
+      }
     }
   }
 
   /** One connection, from handshake to close. Never throws. */
   async #serve(conn: Deno.Conn): Promise<void> {
-    const connection = new Connection(conn, { maxFrameBytes: this.#maxFrameBytes });
+    const connection = new Connection(conn, {
+      maxFrameBytes: this.#maxFrameBytes,
+    });
     this.#connections.add(connection);
     let session: ClientSession | undefined;
     try {
@@ -235,20 +275,37 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         roles: ["client"],
         timeoutMs: this.#handshakeTimeoutMs,
       });
-      session = new ClientSession(connection, peer.name ?? connection.remoteAddr);
-      log.debug("client {client} connected from {addr}", { client: session.name, addr: connection.remoteAddr });
+      session = new ClientSession(
+        connection,
+        peer.name ?? connection.remoteAddr,
+      );
+      log.debug("client {client} connected from {addr}", {
+        client: session.name,
+        addr: connection.remoteAddr,
+      });
       for await (const message of connection) {
         if (message.type === "submit") await this.#submit(session, message);
-        else if (message.type === "cancel") this.#cancel(session, message.jobId, "cancelled by the client");
-        else throw new ProtocolError("unexpected_message", `a client may not send "${message.type}" messages`);
+        else if (message.type === "cancel") {
+          this.#cancel(session, message.jobId, "cancelled by the client");
+        } else {throw new ProtocolError(
+            "unexpected_message",
+            `a client may not send "${message.type}" messages`,
+          );}
       }
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      log.warn("closing connection from {addr}: {message}", { addr: connection.remoteAddr, message });
-      await connection.close(error instanceof ProtocolError ? error : undefined);
+      log.warn("closing connection from {addr}: {message}", {
+        addr: connection.remoteAddr,
+        message,
+      });
+      await connection.close(
+        error instanceof ProtocolError ? error : undefined,
+      );
     } finally {
       if (session) {
-        for (const jobId of session.jobs) this.#cancel(session, jobId, "the client disconnected");
+        for (const jobId of session.jobs) {
+          this.#cancel(session, jobId, "the client disconnected");
+        }
       }
       await connection.close();
       this.#connections.delete(connection);
@@ -256,7 +313,10 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   }
 
   /** Validates a submission, then starts or queues it; rejects it with a reason otherwise. */
-  async #submit(session: ClientSession, { ref, job: raw }: MessageOf<"submit">): Promise<void> {
+  async #submit(
+    session: ClientSession,
+    { ref, job: raw }: MessageOf<"submit">,
+  ): Promise<void> {
     const acceptedAt = performance.now();
     const jobId = crypto.randomUUID();
     session.send({ type: "accepted", ref, jobId });
@@ -264,19 +324,37 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     await this.ready;
 
     const rejection = (reason: string) => {
-      log.info("job {jobId} from {client} rejected: {reason}", { jobId, client: session.name, reason });
-      const result = { ...emptyResult(jobId), verdict: "rejected", reason } as const;
+      log.info("job {jobId} from {client} rejected: {reason}", {
+        jobId,
+        client: session.name,
+        reason,
+      });
+      const result = {
+        ...emptyResult(jobId),
+        verdict: "rejected",
+        reason,
+      } as const;
       session.send({ type: "result", jobId, result });
       this.#emit("jobcomplete", result);
     };
     if (this.#closing) return rejection("the master is shutting down");
     const parsed = JobRequestSchema.safeParse(raw);
-    if (!parsed.success) return rejection(`invalid job: ${z.prettifyError(parsed.error)}`);
+    if (!parsed.success) {
+      return rejection(`invalid job: ${z.prettifyError(parsed.error)}`);
+    }
     const lookup = await this.#registry.resolve(parsed.data.language);
     if (!lookup.ok) {
-      if (lookup.problem === "toolchain_unavailable") return rejection(lookup.reason);
-      const offered = (await this.#registry.available()).map(({ runner }) => runner.name).join(", ");
-      return rejection(`${lookup.reason}; this cluster offers ${offered || "no language at all"}`);
+      if (lookup.problem === "toolchain_unavailable") {
+        return rejection(lookup.reason);
+      }
+      const offered = (await this.#registry.available()).map(({ runner }) =>
+        runner.name
+      ).join(", ");
+      return rejection(
+        `${lookup.reason}; this cluster offers ${
+          offered || "no language at all"
+        }`,
+      );
     }
 
     const job: MasterJob = {
@@ -308,13 +386,18 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     const language = job.resolved.runner.name;
     job.session.send({ type: "started", jobId: job.id, node: this.#name });
     this.#emit("jobstart", { jobId: job.id, node: this.#name, language });
-    log.debug("job {jobId} ({language}) started on {node}", { jobId: job.id, language, node: this.#name });
+    log.debug("job {jobId} ({language}) started on {node}", {
+      jobId: job.id,
+      language,
+      node: this.#name,
+    });
     const done = executeJob(job.resolved, job.request, {
       jobId: job.id,
       nodeName: this.#name,
       limits: this.#limits,
       signal: job.abort.signal,
-      onOutput: (stream, data) => job.session.send({ type: "output", jobId: job.id, stream, data }),
+      onOutput: (stream, data) =>
+        job.session.send({ type: "output", jobId: job.id, stream, data }),
       ...this.#workRoot ? { workRoot: this.#workRoot } : {},
     }).then((result) => {
       this.#running.delete(job.id);
@@ -353,7 +436,10 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     const queued = this.#queued.get(jobId);
     if (queued && this.#queue.remove(queued)) {
       this.#queued.delete(jobId);
-      this.#finish(queued, this.#failure(queued, "internal_error", `cancelled: ${reason}`));
+      this.#finish(
+        queued,
+        this.#failure(queued, "internal_error", `cancelled: ${reason}`),
+      );
       this.#announcePositions();
       return;
     }
@@ -364,17 +450,24 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   #finish(job: MasterJob, result: JobResult): void {
     job.session.jobs.delete(job.id);
     job.session.send({ type: "result", jobId: job.id, result });
-    log.info("job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms", {
-      jobId: job.id,
-      language: result.language,
-      node: result.node,
-      verdict: result.verdict,
-      timeMs: result.timeMs,
-    });
+    log.info(
+      "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
+      {
+        jobId: job.id,
+        language: result.language,
+        node: result.node,
+        verdict: result.verdict,
+        timeMs: result.timeMs,
+      },
+    );
     this.#emit("jobcomplete", result);
   }
 
-  #failure(job: MasterJob, verdict: "internal_error", reason: string): JobResult {
+  #failure(
+    job: MasterJob,
+    verdict: "internal_error",
+    reason: string,
+  ): JobResult {
     return {
       ...emptyResult(job.id),
       language: job.resolved.runner.name,
@@ -387,20 +480,26 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   async #logResources(sample: ResourceSampler): Promise<void> {
     try {
       const { cpuPercent, ramUsedMb, ramPercent } = await sample();
-      log.info("resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}", {
-        cpuPercent,
-        ramUsedMb,
-        ramPercent,
-        running: this.#running.size,
-        slots: this.#slots,
-        queued: this.#queue.length,
-      });
+      log.info(
+        "resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}",
+        {
+          cpuPercent,
+          ramUsedMb,
+          ramPercent,
+          running: this.#running.size,
+          slots: this.#slots,
+          queued: this.#queue.length,
+        },
+      );
     } catch (error) {
       log.warn("cannot sample resources: {error}", { error });
     }
   }
 
-  #emit<K extends keyof MasterNodeEventMap>(type: K, detail: MasterNodeEventMap[K]["detail"]): void {
+  #emit<K extends keyof MasterNodeEventMap>(
+    type: K,
+    detail: MasterNodeEventMap[K]["detail"],
+  ): void {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 

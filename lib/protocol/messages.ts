@@ -139,6 +139,11 @@ export const MessageSchema = z.discriminatedUnion("type", [
 /** Any message of the protocol. */
 export type Message = z.infer<typeof MessageSchema>;
 /** The message whose `type` is `T`. */
-export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
+export type MessageOf<T extends Message["type"]> = Extract<
+  Message,
+  { type: T }
+>;
 /** Events a client sees for one job, in order: the job's side of the protocol. */
-export type JobEvent = MessageOf<"accepted" | "queued" | "started" | "output" | "result">;
+export type JobEvent = MessageOf<
+  "accepted" | "queued" | "started" | "output" | "result"
+>;

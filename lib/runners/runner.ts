@@ -11,6 +11,7 @@ import type { SourceFile } from "../job.ts";
 
 /** A toolchain that was found and can be used. */
 export interface AvailableToolchain {
+  /** Always `true`: the discriminant of {@linkcode Toolchain}. */
   readonly available: true;
   /** Human-readable version, e.g. `Python 3.11.2` or `gcc 12.2.0`. */
   readonly version: string;
@@ -24,6 +25,7 @@ export interface AvailableToolchain {
 
 /** A toolchain that is missing or broken, and why. */
 export interface UnavailableToolchain {
+  /** Always `false`: the discriminant of {@linkcode Toolchain}. */
   readonly available: false;
   /** Why the runner cannot be used, e.g. `executable "javac" not found on PATH`. */
   readonly reason: string;
@@ -36,6 +38,7 @@ export type Toolchain = AvailableToolchain | UnavailableToolchain;
 export interface CommandSpec {
   /** Absolute path of the executable. */
   readonly command: string;
+  /** Arguments, not including the executable itself. */
   readonly args: readonly string[];
   /** Extra environment variables on top of the executor's minimal environment. */
   readonly env?: Readonly<Record<string, string>>;
@@ -57,7 +60,9 @@ export interface StepContext {
 
 /** Source files arranged for a runner, with the entry it should start from. */
 export interface ArrangedSources {
+  /** Every file to write into the workdir, under its final name. */
   readonly files: readonly SourceFile[];
+  /** Final name of the entry file, one of `files`. */
   readonly entry: string;
 }
 
@@ -97,6 +102,6 @@ export interface LanguageRunner {
    * into the workdir; the run step reads them from there.
    */
   compile?(context: StepContext): CommandSpec;
-  /** The run step. */
+  /** The run step: runs the program (or its compiled artifact) with `context.args`. */
   run(context: StepContext): CommandSpec;
 }

@@ -30,7 +30,9 @@ export interface LaunchOptions {
   /** Cancels the step: the process tree is killed. */
   readonly signal?: AbortSignal | undefined;
   /** Receives output chunks as they are produced. */
-  readonly onOutput?: ((stream: OutputStream, data: string) => void) | undefined;
+  readonly onOutput?:
+    | ((stream: OutputStream, data: string) => void)
+    | undefined;
 }
 
 /** Everything known about a finished step. */
@@ -67,7 +69,10 @@ const PIPE_GRACE_MS = 250;
  * console.assert(outcome.stdout === "hello\n");
  * ```
  */
-export async function launch(spec: CommandSpec, options: LaunchOptions): Promise<StepOutcome> {
+export async function launch(
+  spec: CommandSpec,
+  options: LaunchOptions,
+): Promise<StepOutcome> {
   const child = new Deno.Command(spec.command, {
     args: [...spec.args],
     cwd: options.cwd,
@@ -98,7 +103,9 @@ export async function launch(spec: CommandSpec, options: LaunchOptions): Promise
     onLimit: () => stop("output_limit"),
   });
   const captured = capture.drain(child.stdout, child.stderr);
-  const fed = options.stdin === undefined ? Promise.resolve() : feed(child.stdin, options.stdin);
+  const fed = options.stdin === undefined
+    ? Promise.resolve()
+    : feed(child.stdin, options.stdin);
 
   try {
     const status = await child.status;
@@ -107,7 +114,9 @@ export async function launch(spec: CommandSpec, options: LaunchOptions): Promise
     // also closes the pipes those leftovers hold.
     await killProcessTree(child.pid);
     const graceTimer = setTimeout(() => capture.cancel(), PIPE_GRACE_MS);
-    const [text] = await Promise.all([captured, fed]).finally(() => clearTimeout(graceTimer));
+    const [text] = await Promise.all([captured, fed]).finally(() =>
+      clearTimeout(graceTimer)
+    );
     return {
       ending,
       exitCode: status.signal === null ? status.code : null,
@@ -122,7 +131,10 @@ export async function launch(spec: CommandSpec, options: LaunchOptions): Promise
 }
 
 /** Writes stdin and closes it; a program that exits without reading it is fine. */
-async function feed(stdin: WritableStream<Uint8Array>, text: string): Promise<void> {
+async function feed(
+  stdin: WritableStream<Uint8Array>,
+  text: string,
+): Promise<void> {
   const writer = stdin.getWriter();
   try {
     await writer.write(new TextEncoder().encode(text));

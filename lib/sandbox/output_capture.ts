@@ -22,7 +22,9 @@ export interface OutputCaptureOptions {
   /** Bytes of stdout and stderr together to keep. */
   readonly limitBytes: number;
   /** Called with each kept chunk, decoded, as it arrives. */
-  readonly onOutput?: ((stream: OutputStream, data: string) => void) | undefined;
+  readonly onOutput?:
+    | ((stream: OutputStream, data: string) => void)
+    | undefined;
   /** Called once, when output first goes past the budget. */
   readonly onLimit?: (() => void) | undefined;
 }
@@ -57,7 +59,10 @@ export class OutputCapture {
     stdout: ReadableStream<Uint8Array>,
     stderr: ReadableStream<Uint8Array>,
   ): Promise<CapturedText> {
-    await Promise.all([this.#read("stdout", stdout), this.#read("stderr", stderr)]);
+    await Promise.all([
+      this.#read("stdout", stdout),
+      this.#read("stderr", stderr),
+    ]);
     return {
       stdout: this.#text.stdout.join(""),
       stderr: this.#text.stderr.join(""),
@@ -73,7 +78,10 @@ export class OutputCapture {
     for (const reader of this.#readers) reader.cancel().catch(() => {});
   }
 
-  async #read(stream: OutputStream, readable: ReadableStream<Uint8Array>): Promise<void> {
+  async #read(
+    stream: OutputStream,
+    readable: ReadableStream<Uint8Array>,
+  ): Promise<void> {
     const reader = readable.getReader();
     this.#readers.add(reader);
     const decoder = new TextDecoder();
@@ -82,7 +90,9 @@ export class OutputCapture {
         const { done, value } = await reader.read();
         if (done) break;
         if (this.#truncated) continue; // Keep draining so the writer never blocks.
-        const kept = value.byteLength <= this.#remaining ? value : value.subarray(0, this.#remaining);
+        const kept = value.byteLength <= this.#remaining
+          ? value
+          : value.subarray(0, this.#remaining);
         this.#remaining -= kept.byteLength;
         this.#keep(stream, decoder.decode(kept, { stream: true }));
         if (kept !== value) {

@@ -59,7 +59,10 @@ export async function killProcessTree(pid: number): Promise<void> {
  * The live (non-zombie) processes that belong to the job led by `root`:
  * members of its process group and descendants through their parents.
  */
-export function findJobProcesses(root: number, processes: readonly ProcessInfo[]): number[] {
+export function findJobProcesses(
+  root: number,
+  processes: readonly ProcessInfo[],
+): number[] {
   const children = new Map<number, ProcessInfo[]>();
   for (const info of processes) {
     const siblings = children.get(info.ppid);
@@ -100,7 +103,8 @@ async function readProcess(pid: string): Promise<ProcessInfo | undefined> {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
     // The command name (field 2) may contain spaces and parentheses, so
     // fields are counted from the last ")": state, ppid, pgrp.
-    const [state = "", ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const [state = "", ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2)
+      .split(" ");
     return { pid: Number(pid), ppid: Number(ppid), pgrp: Number(pgrp), state };
   } catch {
     return undefined; // The process exited while we looked.

@@ -1,0 +1,342 @@
+import assert from "node:assert/strict";
+import { Connection } from "./connection.ts";
+import { ProtocolError } from "./errors.ts";
+import { encodeFrame } from "./frame.ts";
+import type { Message } from "./messages.ts";
+import { readFramesUntilEof, socketPair } from "./_testing.ts";
+
+const CANCEL: Message = { type: "cancel", jobId: "j1" };
+
+/** A Connection on the accepted end, and the raw dialing socket to misbehave with. */
+async function connectionAndRawPeer(
+  options = {},
+): Promise<{ connection: Connection; peer: Deno.TcpConn }> {
+  const { server, client } = await socketPair();
+  return { connection: new Connection(server, options), peer: client };
+}
+
+async function connectionPair(): Promise<
+  { server: Connection; client: Connection }
+> {
+  const { server, client } = await socketPair();
+  return {
+    server: new Connection(server, { peerName: "client" }),
+    client: new Connection(client, { peerName: "master" }),
+  };
+}
+
+/** Waits for `promise` to reject and returns the ProtocolError, checking its code. */
+async function rejection(
+  promise: Promise<unknown>,
+  code: string,
+  pattern?: RegExp,
+): Promise<ProtocolError> {
+  const error = await promise.then(
+    (value) =>
+      assert.fail(`expected a ${code} error, got ${JSON.stringify(value)}`),
+    (error: unknown) => error,
+  );
+  assert.ok(
+    error instanceof ProtocolError,
+    `expected a ProtocolError, got ${error}`,
+  );
+  assert.equal(error.code, code, error.message);
+  if (pattern) assert.match(error.message, pattern);
+  return error;
+}
+
+function raw(body: string, declared?: number): Uint8Array {
+  const bytes = new TextEncoder().encode(body);
+  const frame = new Uint8Array(4 + bytes.length);
+  new DataView(frame.buffer).setUint32(0, declared ?? bytes.length);
+  frame.set(bytes, 4);
+  return frame;
+}
+
+Deno.test("Connection sends and receives messages both ways, in order", async () => {
+  const { server, client } = await connectionPair();
+  assert.match(server.remoteAddr, /^127\.0\.0\.1:\d+$/);
+  const outputs: Message[] = Array.from({ length: 50 }, (_, i) => ({
+    type: "output",
+    jobId: "j1",
+    stream: "stdout",
+    data: `${i}:${"x".repeat(20_000)}`,
+  }));
+  // Not awaited one by one: the write chain must keep frames whole and ordered.
+  const sending = Promise.all(outputs.map((message) => client.send(message)));
+  for (const expected of outputs) {
+    assert.deepEqual(await server.receive(), expected);
+  }
+  await sending;
+  await server.send(CANCEL);
+  assert.deepEqual(await client.receive(), CANCEL);
+  await Promise.all([server.close(), client.close()]);
+});
+
+Deno.test("Connection reads a frame written one byte at a time", async () => {
+  const { connection, peer } = await connectionAndRawPeer();
+  const received = connection.receive();
+  for (const byte of encodeFrame(CANCEL)) {
+    await peer.write(new Uint8Array([byte]));
+  }
+  assert.deepEqual(await received, CANCEL);
+  peer.close();
+  await connection.close();
+});
+
+Deno.test("Connection reads several frames written at once", async () => {
+  const { connection, peer } = await connectionAndRawPeer();
+  const messages: Message[] = [CANCEL, {
+    type: "queued",
+    jobId: "j1",
+    position: 2,
+  }, { type: "started", jobId: "j1", node: "m" }];
+  await peer.write(
+    new Uint8Array(messages.flatMap((message) => [...encodeFrame(message)])),
+  );
+  for (const message of messages) {
+    assert.deepEqual(await connection.receive(), message);
+  }
+  peer.close();
+  await connection.close();
+});
+
+Deno.test("Connection refuses an oversized frame from its header, without waiting for the body", async () => {
+  const { connection, peer } = await connectionAndRawPeer();
+  // A 4 GiB length and nothing more: a decoder waiting for the body would hang here.
+  await peer.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+  await rejection(
+    connection.receive(),
+    "frame_too_large",
+    /4294967295 bytes exceeds the limit/,
+  );
+  await connection.closed;
+  // The peer is told why before the connection closes.
+  const [told] = await readFramesUntilEof(peer);
+  assert.deepEqual(told, {
+    type: "error",
+    code: "frame_too_large",
+    message: "frame of 4294967295 bytes exceeds the limit of 8388608 bytes",
+  });
+});
+
+Deno.test("Connection closes on garbage bytes and tells the peer", async () => {
+  const cases: [Uint8Array, string][] = [
+    [
+      new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      "frame_too_large",
+    ],
+    [raw("hello"), "malformed"],
+    [new Uint8Array([0, 0, 0, 2, 0xff, 0xfe]), "malformed"],
+  ];
+  for (const [bytes, code] of cases) {
+    const { connection, peer } = await connectionAndRawPeer();
+    await peer.write(bytes);
+    await rejection(connection.receive(), code);
+    // Later calls keep failing the same way instead of reading on.
+    await rejection(connection.receive(), code);
+    await rejection(connection.send(CANCEL), "closed");
+    assert.deepEqual(
+      (await readFramesUntilEof(peer)).map((frame) =>
+        (frame as { code: string }).code
+      ),
+      [code],
+    );
+  }
+});
+
+Deno.test("Connection reports a stream cut inside a frame as truncated", async () => {
+  for (const bytes of [raw('{"type":', 100), new Uint8Array([0, 0])]) {
+    const { connection, peer } = await connectionAndRawPeer();
+    await peer.write(bytes);
+    await peer.closeWrite();
+    await rejection(
+      connection.receive(),
+      "truncated",
+      /stream ended inside a frame/,
+    );
+    await connection.closed;
+    peer.close();
+  }
+});
+
+Deno.test("Connection ends cleanly at the peer's EOF: closed, and iteration stops", async () => {
+  const { server, client } = await connectionPair();
+  await client.send(CANCEL);
+  await client.send({ type: "queued", jobId: "j1", position: 1 });
+  await client.close();
+  const seen: Message[] = [];
+  for await (const message of server) seen.push(message);
+  assert.deepEqual(seen.map((message) => message.type), ["cancel", "queued"]);
+  await server.closed;
+  await rejection(server.receive(), "closed", /client closed the connection/);
+});
+
+Deno.test("Connection rejects invalid messages readably and stays usable", async () => {
+  const { connection, peer } = await connectionAndRawPeer();
+  const cases: [unknown, RegExp][] = [
+    [
+      { type: "nope" },
+      /^invalid message: ✖ Invalid discriminator value\. Expected 'hello' \| .* → at type$/,
+    ],
+    [
+      { type: "cancel" },
+      /^invalid message: ✖ Invalid input: expected string, received undefined → at jobId$/,
+    ],
+    [
+      { type: "cancel", jobId: "j1", extra: 1 },
+      /^invalid message: ✖ Unrecognized key: "extra"$/,
+    ],
+    [
+      [1, 2],
+      /^invalid message: ✖ Invalid input: expected object, received array$/,
+    ],
+  ];
+  for (const [value, pattern] of cases) {
+    await peer.write(encodeFrame(value));
+    await rejection(connection.receive(), "invalid_message", pattern);
+  }
+  await peer.write(encodeFrame(CANCEL));
+  assert.deepEqual(await connection.receive(), CANCEL);
+  peer.close();
+  await connection.close();
+});
+
+Deno.test("Connection turns the peer's error message into a ProtocolError and closes", async () => {
+  const { server, client } = await connectionPair();
+  await server.close({
+    code: "auth_failed",
+    message: "authentication failed: wrong token",
+  });
+  const error = await rejection(
+    client.receive(),
+    "auth_failed",
+    /^master said: authentication failed: wrong token$/,
+  );
+  assert.equal(error.peerCode, "auth_failed");
+  await client.closed;
+
+  // A code this build does not know is kept as peerCode; iteration throws it.
+  const other = await connectionPair();
+  await other.server.close({
+    code: "shutting_down",
+    message: "the master is shutting down",
+  });
+  const unknown = await rejection(
+    (async () => {
+      for await (const _ of other.client) assert.fail("no message expected");
+    })(),
+    "closed",
+    /master said: the master is shutting down/,
+  );
+  assert.equal(unknown.peerCode, "shutting_down");
+  await other.client.closed;
+});
+
+Deno.test("Connection.receive() times out and leaves the connection usable", async () => {
+  const { server, client } = await connectionPair();
+  await rejection(
+    server.receive({ timeoutMs: 20 }),
+    "timeout",
+    /no message from client within 20 ms/,
+  );
+  await rejection(server.receive(20), "timeout");
+  await client.send(CANCEL);
+  assert.deepEqual(await server.receive(), CANCEL);
+  await Promise.all([server.close(), client.close()]);
+});
+
+Deno.test("Connection closes a peer that stays silent past idleTimeoutMs, telling it", async () => {
+  const { connection, peer } = await connectionAndRawPeer({
+    idleTimeoutMs: 50,
+    peerName: "secondary",
+  });
+  await rejection(
+    connection.receive(),
+    "timeout",
+    /secondary was silent for 50 ms/,
+  );
+  await connection.closed;
+  assert.deepEqual(await readFramesUntilEof(peer), [{
+    type: "error",
+    code: "timeout",
+    message: "secondary was silent for 50 ms",
+  }]);
+});
+
+Deno.test("Connection serves concurrent receive() calls in call order", async () => {
+  const { server, client } = await connectionPair();
+  const pending = [server.receive(), server.receive(), server.receive()];
+  for (let position = 1; position <= 3; position++) {
+    await client.send({ type: "queued", jobId: "j", position });
+  }
+  const received = await Promise.all(pending);
+  assert.deepEqual(
+    received.map((message) => message.type === "queued" && message.position),
+    [1, 2, 3],
+  );
+  await Promise.all([server.close(), client.close()]);
+});
+
+Deno.test("Connection.close() is idempotent, fails pending calls and later sends", async () => {
+  const { server, client } = await connectionPair();
+  const pending = server.receive();
+  const closing = [
+    server.close(),
+    server.close({ code: "timeout", message: "ignored: already closing" }),
+  ];
+  await rejection(pending, "closed", /the connection is closed/);
+  await Promise.all(closing);
+  await server.closed;
+  await rejection(server.send(CANCEL), "closed");
+  await rejection(server.receive(), "closed");
+  await rejection(client.receive(), "closed", /master closed the connection/); // no error message was sent
+  await client.close();
+});
+
+Deno.test("Connection.close(reason) does not hang on a peer that never reads", async () => {
+  const { connection, peer } = await connectionAndRawPeer({
+    closeTimeoutMs: 100,
+  });
+  // More than the kernel buffers hold, so writes stall until the close cancels them.
+  const big: Message = {
+    type: "output",
+    jobId: "j",
+    stream: "stdout",
+    data: "x".repeat(4 * 1024 * 1024),
+  };
+  const sends = Array.from(
+    { length: 12 },
+    () => connection.send(big).then(() => "sent", (error) => error),
+  );
+  await connection.close({ code: "timeout", message: "peer does not read" });
+  const outcomes = await Promise.all(sends);
+  assert.ok(
+    outcomes.some((outcome) =>
+      outcome instanceof ProtocolError && outcome.code === "closed"
+    ),
+  );
+  peer.close();
+});
+
+Deno.test("Connection rejects bad options and messages over the frame limit", async () => {
+  const { server, client } = await socketPair();
+  assert.throws(
+    () => new Connection(server, { idleTimeoutMs: -1 }),
+    RangeError,
+  );
+  assert.throws(() => new Connection(server, { maxFrameBytes: 0 }), RangeError);
+  const connection = new Connection(server, { maxFrameBytes: 64 });
+  await rejection(
+    connection.send({
+      type: "output",
+      jobId: "j",
+      stream: "stdout",
+      data: "x".repeat(64),
+    }),
+    "frame_too_large",
+  );
+  await assert.rejects(connection.receive(-5), RangeError);
+  await connection.close();
+  client.close();
+});
