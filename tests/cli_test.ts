@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { type KilnProcess, startMasterProcess } from "../cli/_processes.ts";
-import { createDefaultRegistry, type JobResult } from "../mod.ts";
+import {
+  createDefaultRegistry,
+  type JobResult,
+  submitProgram,
+} from "../mod.ts";
 
 const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
 const TOKEN = "cli-test-token";
@@ -404,4 +408,65 @@ Deno.test("CLI: master refuses bad flags and a busy port with one line", async (
   const taken = await run("--port", port);
   assert.equal(taken.code, 1);
   assert.match(taken.stderr, /address already in use/);
+});
+
+/** Peak resident memory of a process, in MB, from /proc. */
+async function peakRssMb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)![1]) / 1024;
+}
+
+Deno.test("CLI: 20 concurrent jobs against --slots 2 all complete; queued ones get positions", async () => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "2"],
+    stderr: "null",
+  });
+  const positions: number[][] = [];
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => {
+    const seen: number[] = [];
+    positions.push(seen);
+    return submitProgram({
+      language: "bash",
+      files: [{ name: "job.sh", content: 'read -r n; echo "$((n * n))"' }],
+      stdin: `${i}\n`,
+    }, {
+      master: master.address,
+      token: TOKEN,
+      onEvent: (e) => e.type === "queued" && seen.push(e.position),
+    });
+  }));
+  results.forEach((result, i) =>
+    assert.equal(result.stdout, `${i * i}\n`, result.reason)
+  );
+  const queued = positions.filter((seen) => seen.length > 0);
+  assert.ok(queued.length >= 16, `${queued.length} of 20 were queued`);
+  for (const seen of queued) {
+    assert.equal(seen.at(-1), 1, `positions ${seen} never reached the front`);
+  }
+});
+
+Deno.test("CLI: a program printing 100 MB is truncated and the master's memory stays bounded", async () => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "1"],
+    stderr: "null",
+  });
+  const before = await peakRssMb(master.child.pid);
+  const run = await submitCli(master, {
+    "flood.sh": "head -c 104857600 /dev/zero | tr '\\0' 'x'\necho done\n",
+  }, ["--json"]);
+  const result: JobResult = JSON.parse(run.stdout);
+  assert.equal(result.verdict, "output_limit");
+  assert.equal(result.truncated, true);
+  assert.equal(
+    result.stdout.length,
+    1024 * 1024,
+    "exactly the output limit is kept",
+  );
+  const after = await peakRssMb(master.child.pid);
+  assert.ok(
+    after - before < 64,
+    `the master's peak memory grew from ${before} MB to ${after} MB`,
+  );
 });

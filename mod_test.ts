@@ -1,0 +1,16 @@
+import assert from "node:assert/strict";
+import * as kiln from "./mod.ts";
+
+Deno.test("mod.ts exports exactly the curated public API", () => {
+  assert.deepEqual(Object.keys(kiln).sort(), [
+    "ConnectionError",
+    "DEFAULT_LIMITS",
+    "MasterNode",
+    "ProtocolError",
+    "RunnerRegistry",
+    "VERDICTS",
+    "createDefaultRegistry",
+    "executeJob",
+    "submitProgram",
+  ]);
+});
