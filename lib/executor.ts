@@ -16,6 +16,7 @@
  */
 import { join } from "node:path";
 import {
+  blankResult,
   type CompileResult,
   DEFAULT_LIMITS,
   type JobLimits,
@@ -77,20 +78,11 @@ export async function executeJob(
   options: ExecuteOptions = {},
 ): Promise<JobResult> {
   const jobId = options.jobId ?? crypto.randomUUID();
-  const base: JobResult = {
-    jobId,
-    verdict: "internal_error",
+  const base = blankResult(jobId, {
     language: resolved.runner.name,
-    exitCode: null,
-    signal: null,
-    stdout: "",
-    stderr: "",
-    truncated: false,
-    compile: null,
-    timeMs: 0,
     node: options.nodeName ?? null,
-    queuedMs: 0,
-  };
+  });
+
   const limits = effectiveLimits(options.limits, request.limits);
 
   let workdir: string | undefined;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { isProcessAlive } from "./sandbox/process_tree.ts";
 import { effectiveLimits, executeJob } from "./executor.ts";
 import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
@@ -67,16 +68,6 @@ async function withWorkRoot(
     );
   } finally {
     await Deno.remove(workRoot, { recursive: true });
-  }
-}
-
-/** Whether a process lives (a zombie does not count: it is dead, waiting to be reaped). */
-async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
   }
 }
 
@@ -151,7 +142,7 @@ Deno.test("executeJob() kills the whole process tree at the time limit", async (
     assert.equal(pids.length, 2);
     for (const pid of pids) {
       assert.equal(
-        await isAlive(pid),
+        await isProcessAlive(pid),
         false,
         `process ${pid} survived the job`,
       );
@@ -167,7 +158,7 @@ Deno.test("executeJob() kills the whole process tree at the time limit", async (
 Deno.test("executeJob() kills what a program left running after it exited", async () => {
   const result = await executeJob(scriptRunner(), job("sleep 300 & echo $!"));
   assert.equal(result.verdict, "ok");
-  assert.equal(await isAlive(Number(result.stdout.trim())), false);
+  assert.equal(await isProcessAlive(Number(result.stdout.trim())), false);
 });
 
 Deno.test("executeJob() caps output while it streams and stops the program", async () => {

@@ -147,5 +147,31 @@ export const JobResultSchema = z.object({
 /** Everything a client learns about a finished job. */
 export type JobResult = z.infer<typeof JobResultSchema>;
 
+/**
+ * A result in which nothing happened yet: no output, no exit, verdict
+ * `internal_error` until someone says otherwise. The base every result is
+ * built on, so a new field gets its default in one place.
+ */
+export function blankResult(
+  jobId: string,
+  fields: Partial<JobResult> = {},
+): JobResult {
+  return {
+    jobId,
+    verdict: "internal_error",
+    language: null,
+    exitCode: null,
+    signal: null,
+    stdout: "",
+    stderr: "",
+    truncated: false,
+    compile: null,
+    timeMs: 0,
+    node: null,
+    queuedMs: 0,
+    ...fields,
+  };
+}
+
 /** Which output stream a chunk came from. */
 export type OutputStream = "stdout" | "stderr";

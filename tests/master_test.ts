@@ -3,6 +3,7 @@
  * programs: queueing, limits, cancellation, bad input and shutdown.
  */
 import assert from "node:assert/strict";
+import { isProcessAlive } from "../lib/sandbox/process_tree.ts";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   type JobEvent,
@@ -45,15 +46,6 @@ function submit(
     token: TOKEN,
     ...onEvent ? { onEvent } : {},
   });
-}
-
-async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients their positions", async () => {
@@ -125,7 +117,7 @@ Deno.test("master kills a program at its time limit, with the child it spawned, 
       `the program printed its child's pid: ${result.stdout}`,
     );
     assert.equal(
-      await isAlive(childPid),
+      await isProcessAlive(childPid),
       false,
       "the spawned child outlived the job",
     );
@@ -232,7 +224,7 @@ Deno.test("master cancels a job whose client disconnects, and frees its slot", a
   assert.equal(result.verdict, "internal_error");
   assert.match(result.reason ?? "", /cancelled/);
   assert.equal(
-    await isAlive(pid),
+    await isProcessAlive(pid),
     false,
     "the job's process survived its client",
   );

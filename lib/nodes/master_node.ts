@@ -11,6 +11,7 @@ import { z } from "zod";
 import { formatHostPort } from "../address.ts";
 import { executeJob } from "../executor.ts";
 import {
+  blankResult,
   type JobRequest,
   JobRequestSchema,
   type JobResult,
@@ -214,7 +215,6 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         job,
         this.#failure(
           job,
-          "internal_error",
           "the master shut down before the job started",
         ),
       );
@@ -329,11 +329,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         client: session.name,
         reason,
       });
-      const result = {
-        ...emptyResult(jobId),
-        verdict: "rejected",
-        reason,
-      } as const;
+      const result = blankResult(jobId, { verdict: "rejected", reason });
       session.send({ type: "result", jobId, result });
       this.#emit("jobcomplete", result);
     };
@@ -438,7 +434,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       this.#queued.delete(jobId);
       this.#finish(
         queued,
-        this.#failure(queued, "internal_error", `cancelled: ${reason}`),
+        this.#failure(queued, `cancelled: ${reason}`),
       );
       this.#announcePositions();
       return;
@@ -463,18 +459,13 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#emit("jobcomplete", result);
   }
 
-  #failure(
-    job: MasterJob,
-    verdict: "internal_error",
-    reason: string,
-  ): JobResult {
-    return {
-      ...emptyResult(job.id),
+  /** A result for a job that never ran to its end, because of `reason`. */
+  #failure(job: MasterJob, reason: string): JobResult {
+    return blankResult(job.id, {
       language: job.resolved.runner.name,
-      verdict,
       reason,
       queuedMs: Math.round(performance.now() - job.acceptedAt),
-    };
+    });
   }
 
   async #logResources(sample: ResourceSampler): Promise<void> {
@@ -507,22 +498,4 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   override toString(): string {
     return formatHostPort(this.addr);
   }
-}
-
-/** A result with nothing in it yet: the base of rejections and failures. */
-function emptyResult(jobId: string): JobResult {
-  return {
-    jobId,
-    verdict: "internal_error",
-    language: null,
-    exitCode: null,
-    signal: null,
-    stdout: "",
-    stderr: "",
-    truncated: false,
-    compile: null,
-    timeMs: 0,
-    node: null,
-    queuedMs: 0,
-  };
 }

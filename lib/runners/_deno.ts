@@ -7,6 +7,7 @@
  */
 import {
   type DetectOptions,
+  executableFor,
   findExecutable,
   firstLine,
   notFound,
@@ -15,6 +16,7 @@ import {
 } from "./detect.ts";
 import type {
   AvailableToolchain,
+  CommandSpec,
   StepContext,
   UnavailableToolchain,
 } from "./runner.ts";
@@ -95,6 +97,27 @@ export function denoEnv(workdir: string): Record<string, string> {
  */
 export function denoEntry(context: Pick<StepContext, "entry">): string {
   return `./${context.entry}`;
+}
+
+/**
+ * A `deno` subcommand on the entry file, as both Deno runners launch it:
+ * `deno check <flags> ./<entry>` or `deno run <flags> ./<entry> <args...>`.
+ */
+export function denoCommand(
+  subcommand: "check" | "run",
+  context: StepContext,
+): CommandSpec {
+  const flags = subcommand === "run" ? DENO_RUN_FLAGS : DENO_COMMON_FLAGS;
+  return {
+    command: executableFor(context.toolchain, "runtime"),
+    args: [
+      subcommand,
+      ...flags,
+      denoEntry(context),
+      ...subcommand === "run" ? context.args : [],
+    ],
+    env: denoEnv(context.workdir),
+  };
 }
 
 /** What {@linkcode detectDeno} found. */

@@ -4,14 +4,11 @@
  * @module
  */
 import {
-  DENO_RUN_FLAGS,
-  denoEntry,
-  denoEnv,
+  denoCommand,
   type DenoRunnerOptions,
   denoToolchain,
   detectDeno,
 } from "./_deno.ts";
-import { executableFor } from "./detect.ts";
 import type {
   CommandSpec,
   LanguageRunner,
@@ -56,10 +53,6 @@ export class JavaScriptRunner implements LanguageRunner {
 
   /** `deno run <flags> ./<entry> <args...>` with its own DENO_DIR. */
   run(context: StepContext): CommandSpec {
-    return {
-      command: executableFor(context.toolchain, "runtime"),
-      args: ["run", ...DENO_RUN_FLAGS, denoEntry(context), ...context.args],
-      env: denoEnv(context.workdir),
-    };
+    return denoCommand("run", context);
   }
 }

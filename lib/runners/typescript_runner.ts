@@ -4,15 +4,11 @@
  * @module
  */
 import {
-  DENO_COMMON_FLAGS,
-  DENO_RUN_FLAGS,
-  denoEntry,
-  denoEnv,
+  denoCommand,
   type DenoRunnerOptions,
   denoToolchain,
   detectDeno,
 } from "./_deno.ts";
-import { executableFor } from "./detect.ts";
 import type {
   CommandSpec,
   LanguageRunner,
@@ -56,19 +52,11 @@ export class TypeScriptRunner implements LanguageRunner {
 
   /** `deno check <flags> ./<entry>` */
   compile(context: StepContext): CommandSpec {
-    return {
-      command: executableFor(context.toolchain, "runtime"),
-      args: ["check", ...DENO_COMMON_FLAGS, denoEntry(context)],
-      env: denoEnv(context.workdir),
-    };
+    return denoCommand("check", context);
   }
 
   /** `deno run <flags> ./<entry> <args...>` */
   run(context: StepContext): CommandSpec {
-    return {
-      command: executableFor(context.toolchain, "runtime"),
-      args: ["run", ...DENO_RUN_FLAGS, denoEntry(context), ...context.args],
-      env: denoEnv(context.workdir),
-    };
+    return denoCommand("run", context);
   }
 }

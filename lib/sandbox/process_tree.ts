@@ -98,6 +98,22 @@ export async function readProcesses(): Promise<ProcessInfo[] | undefined> {
   return processes;
 }
 
+/**
+ * Whether a process is alive. A zombie is not: it is dead, only waiting for
+ * its parent to collect its exit status.
+ *
+ * @example Checking on a process
+ * ```ts
+ * import { isProcessAlive } from "./process_tree.ts";
+ *
+ * console.assert(await isProcessAlive(Deno.pid));
+ * ```
+ */
+export async function isProcessAlive(pid: number): Promise<boolean> {
+  const info = await readProcess(String(pid));
+  return info !== undefined && info.state !== "Z";
+}
+
 async function readProcess(pid: string): Promise<ProcessInfo | undefined> {
   try {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
