@@ -70,15 +70,19 @@ export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   outputBytes: 1024 * 1024,
 });
 
+/** Most source files one job may have. */
+export const MAX_FILES = 256;
+/** Most command-line arguments one job may have. */
+export const MAX_ARGS = 256;
+
 /** What a client asks a cluster to run. */
 export const JobRequestSchema = z.object({
   /** Language name, alias or file extension known to the cluster (`python`, `py`, `c++`). */
   language: z.string().min(1, "language is empty").max(64),
   /** Source files; the first is the entry point unless `entry` names another. */
-  files: z.array(SourceFileSchema).min(
-    1,
-    "a job needs at least one source file",
-  )
+  files: z.array(SourceFileSchema)
+    .min(1, "a job needs at least one source file")
+    .max(MAX_FILES, `a job may have at most ${MAX_FILES} source files`)
     .refine(
       (files) => new Set(files.map((f) => f.name)).size === files.length,
       "two source files have the same name",
@@ -88,7 +92,11 @@ export const JobRequestSchema = z.object({
   /** Text given to the program on standard input. */
   stdin: z.string().optional(),
   /** Command-line arguments of the program. */
-  args: z.array(z.string()).optional(),
+  args: z.array(
+    z.string().refine((arg) => !arg.includes("\0"), "an argument contains NUL"),
+  )
+    .max(MAX_ARGS, `a job may have at most ${MAX_ARGS} arguments`)
+    .optional(),
   /** Limits to lower below the node's own. */
   limits: LimitOverridesSchema.optional(),
 }).strict().refine(

@@ -389,3 +389,14 @@ Deno.test("master logs a resource line with CPU, RAM and programs running", asyn
     await reset();
   }
 });
+
+Deno.test("master rejects a job with too many files or a NUL in an argument", async () => {
+  await using master = startMaster({ slots: 1 });
+  const files = Array.from({ length: 257 }, (_, i) => ({ name: `f${i}.sh`, content: "" }));
+  const many = await submit(master, { language: "bash", files });
+  assert.equal(many.verdict, "rejected");
+  assert.match(many.reason ?? "", /at most 256 source files/);
+  const nul = await submit(master, bash("true", { args: ["a\0b"] }));
+  assert.equal(nul.verdict, "rejected");
+  assert.match(nul.reason ?? "", /argument contains NUL/);
+});
