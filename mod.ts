@@ -40,6 +40,7 @@ export {
   type JobLimits,
   type JobRequest,
   type JobResult,
+  type LimitOverrides,
   type OutputStream,
   type SourceFile,
   type Verdict,
@@ -63,8 +64,21 @@ export {
 } from "./lib/runners/registry.ts";
 export type { DetectOptions } from "./lib/runners/detect.ts";
 export {
+  PROTOCOL_ERROR_CODES,
   ProtocolError,
   type ProtocolErrorCode,
+  type ProtocolErrorOptions,
 } from "./lib/protocol/errors.ts";
-export type { JobEvent } from "./lib/protocol/messages.ts";
+export type {
+  AcceptedEvent,
+  JobEvent,
+  OutputEvent,
+  QueuedEvent,
+  ResultEvent,
+  StartedEvent,
+} from "./lib/protocol/messages.ts";
 export type { HostPort } from "./lib/address.ts";
+export type {
+  ResourceSample,
+  ResourceSampler,
+} from "./lib/monitor/resource_sampler.ts";

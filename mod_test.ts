@@ -6,6 +6,7 @@ Deno.test("mod.ts exports exactly the curated public API", () => {
     "ConnectionError",
     "DEFAULT_LIMITS",
     "MasterNode",
+    "PROTOCOL_ERROR_CODES",
     "ProtocolError",
     "RunnerRegistry",
     "VERDICTS",

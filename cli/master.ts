@@ -5,14 +5,14 @@
  */
 // deno-lint-ignore-file no-console
 import { MasterNode } from "../mod.ts";
-import { formatHostPort } from "../lib/address.ts";
+import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
 const USAGE = `Usage: deno task master [options]
 
   --hostname H       address to listen on (default 127.0.0.1)
-  --port P           port to listen on, 0 for any free one (default 7700)
+  --port P           port to listen on, 0 for any free one (default ${DEFAULT_PORT})
   --slots N          jobs run at once (default: number of CPUs)
   --token T          shared cluster token (default: $KILN_TOKEN; prefer the variable,
                      a command line is visible to every local user)
@@ -27,7 +27,7 @@ const USAGE = `Usage: deno task master [options]
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     hostname: { type: "string", default: "127.0.0.1" },
-    port: { type: "string", default: "7700" },
+    port: { type: "string", default: String(DEFAULT_PORT) },
     slots: { type: "string" },
     token: { type: "string" },
     name: { type: "string", default: "master" },

@@ -15,6 +15,7 @@ import {
   ProtocolError,
   submitProgram,
 } from "../mod.ts";
+import { DEFAULT_PORT } from "../lib/address.ts";
 import {
   CliError,
   EXIT_USAGE,
@@ -38,7 +39,7 @@ export const EXIT_CODES = {
 
 const USAGE = `Usage: deno task submit [options] FILE...
 
-  --master HOST:PORT  master to submit to (default 127.0.0.1:7700)
+  --master HOST:PORT  master to submit to (default 127.0.0.1:${DEFAULT_PORT})
   --token T           cluster token (default: $KILN_TOKEN)
   --lang L            language (default: inferred from the first file's extension)
   --entry NAME        entry file (default: the first FILE)
@@ -56,7 +57,7 @@ ${EXIT_CODES.internal_error} internal error, ${EXIT_CODES.connection} master unr
 
 async function main(args: string[]): Promise<number> {
   const { values, positionals: paths } = parseFlags(args, {
-    master: { type: "string", default: "127.0.0.1:7700" },
+    master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     token: { type: "string" },
     lang: { type: "string" },
     entry: { type: "string" },

@@ -10,7 +10,9 @@ export const DEFAULT_PORT = 7700;
 
 /** A host and a port to dial or listen on. */
 export interface HostPort {
+  /** A host name, or an IPv4 or IPv6 address (without brackets). */
   readonly hostname: string;
+  /** A TCP port, 0-65535. */
   readonly port: number;
 }
 

@@ -3,20 +3,30 @@
  *
  * @module
  */
-import { formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import {
+  DEFAULT_PORT,
+  formatHostPort,
+  type HostPort,
+  parseHostPort,
+} from "./address.ts";
 import type { JobRequest, JobResult } from "./job.ts";
 import { Connection } from "./protocol/connection.ts";
 import { ProtocolError } from "./protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./protocol/frame.ts";
-import { clientHandshake } from "./protocol/handshake.ts";
+import {
+  clientHandshake,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+} from "./protocol/handshake.ts";
 import type { JobEvent } from "./protocol/messages.ts";
 
 /** The master could not be reached at all. */
 export class ConnectionError extends Error {
+  /** Always `"ConnectionError"`. */
   override name = "ConnectionError";
   /** The address that was dialed, as `host:port`. */
   readonly address: string;
 
+  /** Says which address could not be reached, and why. */
   constructor(address: string, message: string, options?: ErrorOptions) {
     super(`Cannot connect to master at ${address}: ${message}`, options);
     this.address = address;
@@ -70,12 +80,12 @@ export async function submitProgram(
   options: SubmitOptions = {},
 ): Promise<JobResult> {
   const {
-    master = "127.0.0.1:7700",
+    master = `127.0.0.1:${DEFAULT_PORT}`,
     token = "",
     onEvent,
     signal,
     maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
-    handshakeTimeoutMs = 10_000,
+    handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
   } = options;
   signal?.throwIfAborted();
   const address = typeof master === "string" ? parseHostPort(master) : master;

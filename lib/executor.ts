@@ -26,9 +26,9 @@ import {
   type OutputStream,
   type SourceFile,
 } from "./job.ts";
-import { JOB_PATH } from "./runners/detect.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
 import type { StepContext } from "./runners/runner.ts";
+import { jobEnvironment } from "./sandbox/environment.ts";
 import { launch, type StepOutcome } from "./sandbox/launcher.ts";
 
 /** Options of {@linkcode executeJob}. */
@@ -92,19 +92,12 @@ export async function executeJob(
       ...options.workRoot ? { dir: options.workRoot } : {},
     });
     const context = await writeSources(resolved, request, workdir);
-    const env = (extra: Readonly<Record<string, string>> = {}) => ({
-      PATH: JOB_PATH,
-      HOME: workdir!,
-      TMPDIR: workdir!,
-      LANG: "C.UTF-8",
-      ...extra,
-    });
 
     if (resolved.runner.compile) {
       const spec = resolved.runner.compile(context);
       const outcome = await launch(spec, {
         cwd: workdir,
-        env: env(spec.env),
+        env: jobEnvironment(workdir, spec.env),
         wallTimeMs: limits.compileWallTimeMs,
         outputBytes: limits.outputBytes,
         signal: options.signal,
@@ -124,7 +117,7 @@ export async function executeJob(
     const spec = resolved.runner.run(context);
     const outcome = await launch(spec, {
       cwd: workdir,
-      env: env(spec.env),
+      env: jobEnvironment(workdir, spec.env),
       stdin: request.stdin ?? "",
       wallTimeMs: limits.wallTimeMs,
       outputBytes: limits.outputBytes,

@@ -290,3 +290,20 @@ Deno.test("effectiveLimits() lets a request lower limits, never raise them", () 
     },
   );
 });
+
+Deno.test("executeJob() returns on time when an escaped process holds stdin and stdout", async () => {
+  // `setsid` plus a subshell: the sleep leaves the process group and loses
+  // its parent, the one case the kill cannot reach without the sandbox.
+  const result = await executeJob(
+    scriptRunner(),
+    job("(setsid sleep 30 <&0 & echo $!)", { stdin: "x".repeat(1024 * 1024) }),
+    { limits: { wallTimeMs: 5000 } },
+  );
+  const pid = Number(result.stdout.trim());
+  try {
+    assert.equal(result.verdict, "ok");
+    assert.ok(pid > 0, result.stdout);
+  } finally {
+    if (pid > 0) Deno.kill(pid, "SIGKILL");
+  }
+});

@@ -3,8 +3,9 @@
  * ({@linkcode JobRequest}), the limits it runs under ({@linkcode JobLimits}),
  * and what it gets back ({@linkcode JobResult}).
  *
- * Each shape is a zod schema, so the same definition validates messages at
- * run time and gives the static type.
+ * Each shape is a plain interface for readers and callers, and a zod schema
+ * checked against it (`satisfies`) that validates untrusted input at run
+ * time with messages a client can act on.
  *
  * @module
  */
@@ -25,6 +26,99 @@ export const VERDICTS = [
 /** How a job ended: see {@linkcode VERDICTS}. */
 export type Verdict = typeof VERDICTS[number];
 
+/** One source file of a program. */
+export interface SourceFile {
+  /** A plain file name: no directory, no `/`, `\\` or NUL, not `.` or `..`. */
+  name: string;
+  /** The file's text (UTF-8). */
+  content: string;
+}
+
+/** Limits a job runs under. A request may lower a node's limits, never raise them. */
+export interface JobLimits {
+  /** Wall-clock time for the run step, in milliseconds. */
+  wallTimeMs: number;
+  /** Wall-clock time for the compile step, in milliseconds. */
+  compileWallTimeMs: number;
+  /** Bytes of stdout and stderr together that are kept; more ends the job with `output_limit`. */
+  outputBytes: number;
+}
+
+/** Some limits, each one optional: what a request or a node's options may set. */
+export type LimitOverrides = {
+  [K in keyof JobLimits]?: JobLimits[K] | undefined;
+};
+
+/** What a client asks a cluster to run. */
+export interface JobRequest {
+  /** Language name, alias or file extension known to the cluster (`python`, `py`, `c++`). */
+  language: string;
+  /** Source files; the first is the entry point unless `entry` names another. */
+  files: SourceFile[];
+  /** Name of the entry file, one of `files`. */
+  entry?: string | undefined;
+  /** Text given to the program on standard input; none means empty stdin. */
+  stdin?: string | undefined;
+  /** Command-line arguments of the program. */
+  args?: string[] | undefined;
+  /** Limits to lower below the node's own. */
+  limits?: LimitOverrides | undefined;
+}
+
+/** The outcome of a compile step. */
+export interface CompileResult {
+  /** `ok` when the compiler exited 0; otherwise what stopped it. */
+  verdict:
+    | "ok"
+    | "compile_error"
+    | "time_limit"
+    | "output_limit"
+    | "internal_error";
+  /** The compiler's exit code, or null when a signal ended it. */
+  exitCode: number | null;
+  /** What the compiler wrote to stdout, capped at the output limit. */
+  stdout: string;
+  /** What the compiler wrote to stderr (its diagnostics), capped at the output limit. */
+  stderr: string;
+  /** Wall-clock time of the compile step, in milliseconds. */
+  timeMs: number;
+}
+
+/** Everything a client learns about a finished job. */
+export interface JobResult {
+  /** The id the master gave the job when it accepted it. */
+  jobId: string;
+  /** How the job ended. */
+  verdict: Verdict;
+  /** Language the job ran as (the runner's canonical name), when it was resolved. */
+  language: string | null;
+  /** Exit code of the program, or null when it was killed by a signal or never ran. */
+  exitCode: number | null;
+  /** Name of the signal that ended the program (`SIGSEGV`), or null. */
+  signal: string | null;
+  /** What the program wrote to stdout, capped at the output limit. */
+  stdout: string;
+  /** What the program wrote to stderr, capped at the output limit. */
+  stderr: string;
+  /** Whether stdout or stderr were cut: at the output limit, or to fit one frame. */
+  truncated: boolean;
+  /** The compile step, or null when the language has none or it never ran. */
+  compile: CompileResult | null;
+  /** Wall-clock time of the run step, in milliseconds. */
+  timeMs: number;
+  /** Name of the node that ran the job, or null when none did. */
+  node: string | null;
+  /** Time from acceptance to start, in milliseconds. */
+  queuedMs: number;
+  /** Why the job was rejected, failed, hit a limit or ended in error. */
+  reason?: string | undefined;
+}
+
+/** Most source files one job may have. */
+export const MAX_FILES = 256;
+/** Most command-line arguments one job may have. */
+export const MAX_ARGS = 256;
+
 /** A file name that can be written into a job's workdir and nowhere else. */
 const FileNameSchema = z.string()
   .min(1, "file name is empty")
@@ -35,33 +129,24 @@ const FileNameSchema = z.string()
   )
   .refine((name) => name !== "." && name !== "..", "file name is . or ..");
 
-/** One source file of a program, as UTF-8 text. */
+/** Validates a {@linkcode SourceFile}. */
 export const SourceFileSchema = z.object({
   name: FileNameSchema,
   content: z.string(),
-}).strict();
+}).strict() satisfies z.ZodType<SourceFile>;
 
-/** One source file of a program, as UTF-8 text. */
-export type SourceFile = z.infer<typeof SourceFileSchema>;
+const LimitSchema = z.number().int().positive();
 
-/** Limits a job runs under. A request may lower a node's limits, never raise them. */
+/** Validates {@linkcode JobLimits}. */
 export const JobLimitsSchema = z.object({
-  /** Wall-clock time for the run step, in milliseconds. */
-  wallTimeMs: z.number().int().positive(),
-  /** Wall-clock time for the compile step, in milliseconds. */
-  compileWallTimeMs: z.number().int().positive(),
-  /** Bytes of stdout and stderr together that are kept; more ends the job with `output_limit`. */
-  outputBytes: z.number().int().positive(),
-}).strict();
+  wallTimeMs: LimitSchema,
+  compileWallTimeMs: LimitSchema,
+  outputBytes: LimitSchema,
+}).strict() satisfies z.ZodType<JobLimits>;
 
-/** Limits a job runs under. */
-export type JobLimits = z.infer<typeof JobLimitsSchema>;
-
-/** Some limits, each one optional: what a request or a node's options may set. */
-export const LimitOverridesSchema = JobLimitsSchema.partial();
-
-/** Some limits, each one optional: what a request or a node's options may set. */
-export type LimitOverrides = z.infer<typeof LimitOverridesSchema>;
+/** Validates {@linkcode LimitOverrides}. */
+export const LimitOverridesSchema = JobLimitsSchema
+  .partial() satisfies z.ZodType<LimitOverrides>;
 
 /** The limits a node applies when neither it nor the request says otherwise. */
 export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
@@ -70,16 +155,9 @@ export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   outputBytes: 1024 * 1024,
 });
 
-/** Most source files one job may have. */
-export const MAX_FILES = 256;
-/** Most command-line arguments one job may have. */
-export const MAX_ARGS = 256;
-
-/** What a client asks a cluster to run. */
+/** Validates a {@linkcode JobRequest} from an untrusted client, with readable messages. */
 export const JobRequestSchema = z.object({
-  /** Language name, alias or file extension known to the cluster (`python`, `py`, `c++`). */
   language: z.string().min(1, "language is empty").max(64),
-  /** Source files; the first is the entry point unless `entry` names another. */
   files: z.array(SourceFileSchema)
     .min(1, "a job needs at least one source file")
     .max(MAX_FILES, `a job may have at most ${MAX_FILES} source files`)
@@ -87,28 +165,21 @@ export const JobRequestSchema = z.object({
       (files) => new Set(files.map((f) => f.name)).size === files.length,
       "two source files have the same name",
     ),
-  /** Name of the entry file, one of `files`. */
   entry: z.string().optional(),
-  /** Text given to the program on standard input. */
   stdin: z.string().optional(),
-  /** Command-line arguments of the program. */
   args: z.array(
     z.string().refine((arg) => !arg.includes("\0"), "an argument contains NUL"),
   )
     .max(MAX_ARGS, `a job may have at most ${MAX_ARGS} arguments`)
     .optional(),
-  /** Limits to lower below the node's own. */
   limits: LimitOverridesSchema.optional(),
 }).strict().refine(
   (job) =>
     job.entry === undefined || job.files.some((f) => f.name === job.entry),
   { message: "entry does not name one of the files", path: ["entry"] },
-);
+) satisfies z.ZodType<JobRequest>;
 
-/** What a client asks a cluster to run. */
-export type JobRequest = z.infer<typeof JobRequestSchema>;
-
-/** The outcome of a compile step. */
+/** Validates a {@linkcode CompileResult}. */
 export const CompileResultSchema = z.object({
   verdict: z.enum([
     "ok",
@@ -121,39 +192,24 @@ export const CompileResultSchema = z.object({
   stdout: z.string(),
   stderr: z.string(),
   timeMs: z.number(),
-}).strict();
+}).strict() satisfies z.ZodType<CompileResult>;
 
-/** The outcome of a compile step. */
-export type CompileResult = z.infer<typeof CompileResultSchema>;
-
-/** Everything a client learns about a finished job. */
+/** Validates a {@linkcode JobResult}. */
 export const JobResultSchema = z.object({
   jobId: z.string(),
   verdict: z.enum(VERDICTS),
-  /** Language the job ran as (the runner's canonical name), when it was resolved. */
   language: z.string().nullable(),
-  /** Exit code of the program, or null when it was killed by a signal or never ran. */
   exitCode: z.number().int().nullable(),
-  /** Name of the signal that ended the program (`SIGSEGV`), or null. */
   signal: z.string().nullable(),
   stdout: z.string(),
   stderr: z.string(),
-  /** Whether stdout or stderr were cut at the output limit. */
   truncated: z.boolean(),
-  /** The compile step, or null when the language has none or it never ran. */
   compile: CompileResultSchema.nullable(),
-  /** Wall-clock time of the run step, in milliseconds. */
   timeMs: z.number(),
-  /** Name of the node that ran the job, or null when none did. */
   node: z.string().nullable(),
-  /** Time spent waiting in the queue, in milliseconds. */
   queuedMs: z.number(),
-  /** Why the job was rejected or failed; set for `rejected`, `internal_error` and limits. */
   reason: z.string().optional(),
-}).strict();
-
-/** Everything a client learns about a finished job. */
-export type JobResult = z.infer<typeof JobResultSchema>;
+}).strict() satisfies z.ZodType<JobResult>;
 
 /**
  * A result in which nothing happened yet: no output, no exit, verdict
@@ -179,6 +235,61 @@ export function blankResult(
     queuedMs: 0,
     ...fields,
   };
+}
+
+/**
+ * The result, cut until its JSON takes at most `maxBytes` bytes of UTF-8.
+ * Output is limited in bytes as the program writes it, but JSON escaping can
+ * make it up to six times longer (`\u0001`), so the longest text field is
+ * halved until the whole fits, and `truncated` says so. A result that already
+ * fits is returned as it is.
+ */
+export function fitResult(result: JobResult, maxBytes: number): JobResult {
+  let fitted = result;
+  // Each round halves the longest text, so a few dozen rounds reach zero.
+  for (let round = 0; round < 64 && jsonBytes(fitted) > maxBytes; round++) {
+    const compile = fitted.compile;
+    const texts: [length: number, cut: () => JobResult][] = [
+      [
+        fitted.stdout.length,
+        () => ({ ...fitted, stdout: half(fitted.stdout) }),
+      ],
+      [
+        fitted.stderr.length,
+        () => ({ ...fitted, stderr: half(fitted.stderr) }),
+      ],
+    ];
+    if (compile) {
+      texts.push(
+        [
+          compile.stdout.length,
+          () => ({
+            ...fitted,
+            compile: { ...compile, stdout: half(compile.stdout) },
+          }),
+        ],
+        [
+          compile.stderr.length,
+          () => ({
+            ...fitted,
+            compile: { ...compile, stderr: half(compile.stderr) },
+          }),
+        ],
+      );
+    }
+    const [length, cut] = texts.reduce((a, b) => (b[0] > a[0] ? b : a));
+    if (length === 0) break;
+    fitted = { ...cut(), truncated: true };
+  }
+  return fitted;
+}
+
+function half(text: string): string {
+  return text.slice(0, Math.floor(text.length / 2));
+}
+
+function jsonBytes(value: unknown): number {
+  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
 }
 
 /** Which output stream a chunk came from. */

@@ -48,7 +48,7 @@ function submit(
   });
 }
 
-Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients their positions", async () => {
+Deno.test("master runs 20 concurrent jobs on 2 slots, telling every queued client its position", async () => {
   await using master = startMaster({ slots: 2 });
   let running = 0;
   let maxRunning = 0;
@@ -58,9 +58,27 @@ Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients the
   );
   master.addEventListener("jobcomplete", () => running--);
 
-  const positions = new Map<number, number[]>();
-  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => {
-    positions.set(i, []);
+  // Two jobs hold both slots until the test lets go, so the other 18 must queue.
+  const holders = [0, 1].map(() => {
+    const abort = new AbortController();
+    const started = Promise.withResolvers<void>();
+    const result = submitProgram(bash("sleep 600"), {
+      master: master.addr,
+      token: TOKEN,
+      signal: abort.signal,
+      onEvent: (event) => event.type === "started" && started.resolve(),
+    }).catch(() => "released");
+    return { abort, started: started.promise, result };
+  });
+  await Promise.all(holders.map((holder) => holder.started));
+
+  const positions: number[][] = [];
+  const queued: Promise<void>[] = [];
+  const results = Array.from({ length: 18 }, (_, i) => {
+    const seen: number[] = [];
+    const firstPosition = Promise.withResolvers<void>();
+    positions.push(seen);
+    queued.push(firstPosition.promise);
     return submit(
       master,
       bash('read -r n; echo "job $n: $1"', {
@@ -68,29 +86,33 @@ Deno.test("master runs 20 concurrent jobs on 2 slots, telling queued clients the
         args: [`arg ${i}`],
       }),
       (event) => {
-        if (event.type === "queued") positions.get(i)!.push(event.position);
+        if (event.type === "queued") {
+          seen.push(event.position);
+          firstPosition.resolve();
+        }
       },
     );
-  }));
+  });
+  await Promise.all(queued);
+  assert.equal(master.queued, 18);
+  for (const holder of holders) holder.abort.abort();
 
-  results.forEach((result, i) => {
+  for (const [i, result] of (await Promise.all(results)).entries()) {
     assert.equal(result.verdict, "ok", `job ${i}: ${result.reason}`);
     assert.equal(result.stdout, `job ${i}: arg ${i}\n`);
     assert.equal(result.node, "master");
-  });
-  assert.equal(maxRunning, 2, "never more jobs at once than slots");
-  const queued = [...positions.values()].filter((p) => p.length > 0);
-  assert.ok(queued.length >= 18 - 2, `only ${queued.length} jobs were queued`);
-  for (const seen of queued) {
-    // Positions only ever move forward, and every queued job reached the front.
-    assert.deepEqual(seen, [...seen].sort((a, b) => b - a));
-    assert.equal(seen.at(-1), 1, `positions ${seen}`);
+    assert.ok(result.queuedMs > 0);
+    const seen = positions[i]!;
+    // Positions only move forward, and every queued job reaches the front.
+    assert.deepEqual(
+      seen,
+      [...seen].sort((a, b) => b - a),
+      `job ${i}: ${seen}`,
+    );
+    assert.equal(seen.at(-1), 1, `job ${i} never heard it was next: ${seen}`);
   }
-  const waited = results.filter((r) => r.queuedMs > 0);
-  assert.ok(
-    waited.length >= queued.length,
-    "queued jobs report the time they waited",
-  );
+  assert.equal(maxRunning, 2, "never more jobs at once than slots");
+  await Promise.all(holders.map((holder) => holder.result));
 });
 
 Deno.test("master kills a program at its time limit, with the child it spawned, leaving no workdir", async () => {
@@ -170,7 +192,7 @@ Deno.test("master rejects bad jobs with a reason, and still runs good ones", asy
   assert.equal(good.stdout, "fine\n");
 });
 
-Deno.test("master keeps output bounded when a program prints 100 MB", async () => {
+Deno.test("master cuts output at the limit while it streams, when a program prints 100 MB", async () => {
   await using master = startMaster({ slots: 1 });
   const chunks: string[] = [];
   const result = await submit(
@@ -330,8 +352,14 @@ Deno.test("master ends queued and running jobs with a result when it shuts down"
     bash("echo up; sleep 600"),
     (event) => event.type === "output" && started.resolve(),
   );
-  const queued = submit(master, bash("echo never"));
   await started.promise;
+  const waiting = Promise.withResolvers<void>();
+  const queued = submit(
+    master,
+    bash("echo never"),
+    (event) => event.type === "queued" && waiting.resolve(),
+  );
+  await waiting.promise;
   await master.shutdown();
   const [a, b] = await Promise.all([running, queued]);
   assert.equal(a.verdict, "internal_error");
@@ -392,11 +420,70 @@ Deno.test("master logs a resource line with CPU, RAM and programs running", asyn
 
 Deno.test("master rejects a job with too many files or a NUL in an argument", async () => {
   await using master = startMaster({ slots: 1 });
-  const files = Array.from({ length: 257 }, (_, i) => ({ name: `f${i}.sh`, content: "" }));
+  const files = Array.from(
+    { length: 257 },
+    (_, i) => ({ name: `f${i}.sh`, content: "" }),
+  );
   const many = await submit(master, { language: "bash", files });
   assert.equal(many.verdict, "rejected");
   assert.match(many.reason ?? "", /at most 256 source files/);
   const nul = await submit(master, bash("true", { args: ["a\0b"] }));
   assert.equal(nul.verdict, "rejected");
   assert.match(nul.reason ?? "", /argument contains NUL/);
+});
+
+Deno.test("master delivers a result whose escaped output would not fit in a frame", async () => {
+  await using master = startMaster({
+    slots: 1,
+    maxFrameBytes: 64 * 1024,
+    limits: { outputBytes: 60 * 1024 },
+  });
+  // Control characters take six bytes each in JSON: 60 KB of them is 360 KB.
+  const result = await submit(
+    master,
+    bash("head -c 100000 /dev/zero | tr '\\0' '\\001'"),
+  );
+  assert.equal(result.verdict, "output_limit");
+  assert.equal(result.truncated, true);
+  assert.ok(result.stdout.length > 1000 && /^\u0001+$/.test(result.stdout));
+});
+
+Deno.test("master rejects a job when its queue is full, with a retry hint", async () => {
+  await using master = startMaster({ slots: 1, maxQueue: 1 });
+  const holds: AbortController[] = [];
+  const hold = (event: "started" | "queued") => {
+    const abort = new AbortController();
+    holds.push(abort);
+    const reached = Promise.withResolvers<void>();
+    submitProgram(bash("sleep 600"), {
+      master: master.addr,
+      token: TOKEN,
+      signal: abort.signal,
+      onEvent: (e) => e.type === event && reached.resolve(),
+    }).catch(() => {});
+    return reached.promise;
+  };
+  await hold("started");
+  await hold("queued");
+  const rejected = await submit(master, bash("echo no room"));
+  assert.equal(rejected.verdict, "rejected");
+  assert.match(
+    rejected.reason ?? "",
+    /queue is full \(1 jobs waiting\); retry in a few seconds/,
+  );
+  for (const abort of holds) abort.abort();
+});
+
+Deno.test("master refuses a big frame from a peer that has not authenticated", async () => {
+  await using master = startMaster({ slots: 1 });
+  const raw = await Deno.connect(master.addr);
+  // 100 000 bytes declared: allowed after the handshake, too big before it.
+  await raw.write(new Uint8Array([0, 1, 0x86, 0xa0]));
+  const buffer = new Uint8Array(4096);
+  const read = await raw.read(buffer);
+  assert.match(
+    new TextDecoder().decode(buffer.subarray(4, read ?? 4)),
+    /frame_too_large/,
+  );
+  raw.close();
 });

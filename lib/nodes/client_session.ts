@@ -4,8 +4,12 @@
  *
  * @module
  */
+import { fitResult, type JobResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type { Message } from "../protocol/messages.ts";
+
+/** Room left in a frame for `{"type":"result","jobId":...}` around the result. */
+const RESULT_ENVELOPE_BYTES = 512;
 
 /**
  * A client connected to the master.
@@ -35,5 +39,19 @@ export class ClientSession {
    */
   send(message: Message): void {
     this.#connection.send(message).catch(() => {});
+  }
+
+  /**
+   * Sends a job's result, cut to fit in one frame if its output, once
+   * escaped as JSON, would not: a result too big to send would leave the
+   * client waiting forever.
+   */
+  sendResult(result: JobResult): void {
+    const room = this.#connection.maxFrameBytes - RESULT_ENVELOPE_BYTES;
+    this.send({
+      type: "result",
+      jobId: result.jobId,
+      result: fitResult(result, room),
+    });
   }
 }

@@ -9,6 +9,7 @@ import type { JobResult } from "../job.ts";
 
 /** A job was received and given an id. */
 export interface JobAcceptedDetail {
+  /** The id given to the job. */
   readonly jobId: string;
   /** The client's display name (from its handshake) or address. */
   readonly client: string;
@@ -16,21 +17,29 @@ export interface JobAcceptedDetail {
 
 /** A job waits in the queue at `position` (1 is next). */
 export interface JobQueuedDetail {
+  /** The waiting job. */
   readonly jobId: string;
+  /** Its place in the queue; 1 runs next. */
   readonly position: number;
 }
 
 /** A job started running on `node`. */
 export interface JobStartDetail {
+  /** The job that started. */
   readonly jobId: string;
+  /** The node running it. */
   readonly node: string;
+  /** The runner's canonical language name. */
   readonly language: string;
 }
 
 /** Every event of a master node, by type. */
 export interface MasterNodeEventMap {
+  /** A submission arrived and got an id; validation comes next. */
   jobaccepted: CustomEvent<JobAcceptedDetail>;
+  /** A job entered the queue or moved up in it. */
   jobqueued: CustomEvent<JobQueuedDetail>;
+  /** A job started running. */
   jobstart: CustomEvent<JobStartDetail>;
   /** Every job ends with exactly one `jobcomplete`, rejected ones included. */
   jobcomplete: CustomEvent<JobResult>;

@@ -7,13 +7,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { z } from "zod";
-import { formatHostPort } from "../address.ts";
+import { DEFAULT_PORT, formatHostPort } from "../address.ts";
 import { executeJob } from "../executor.ts";
 import {
   blankResult,
   type JobRequest,
-  JobRequestSchema,
   type JobResult,
   type LimitOverrides,
 } from "../job.ts";
@@ -24,7 +22,10 @@ import {
 import { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import { serverHandshake } from "../protocol/handshake.ts";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  serverHandshake,
+} from "../protocol/handshake.ts";
 import type { MessageOf } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
@@ -32,10 +33,16 @@ import {
   type RunnerRegistry,
 } from "../runners/registry.ts";
 import { FifoQueue, type JobQueue } from "../scheduler/job_queue.ts";
+import { admitJob } from "./admission.ts";
 import { ClientSession } from "./client_session.ts";
 import type { MasterNodeEventMap } from "./events.ts";
 
 const log = getLogger(["kiln", "master"]);
+
+/** Largest frame accepted before the handshake completes. */
+const HANDSHAKE_MAX_FRAME_BYTES = 16 * 1024;
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** Options of {@linkcode MasterNode}. */
 export interface MasterNodeOptions {
@@ -57,6 +64,8 @@ export interface MasterNodeOptions {
   maxFrameBytes?: number;
   /** Time a new connection has to complete the handshake. @default 10000 */
   handshakeTimeoutMs?: number;
+  /** Jobs that may wait for a slot; more are rejected with a retry hint. @default 1000 */
+  maxQueue?: number;
   /** Interval of the resource log line, in ms; 0 turns it off. @default 10000 */
   resourceLogIntervalMs?: number;
   /** Where the resource log line's numbers come from. @default {@linkcode sampleResources} */
@@ -81,21 +90,25 @@ interface MasterJob {
 
 /** The event types of a master node; see {@linkcode MasterNodeEventMap}. */
 export interface MasterNode {
+  /** Listens for one of the node's typed events. */
   addEventListener<K extends keyof MasterNodeEventMap>(
     type: K,
     listener: (event: MasterNodeEventMap[K]) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /** Listens for any event, untyped. */
   addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /** Stops listening for one of the node's typed events. */
   removeEventListener<K extends keyof MasterNodeEventMap>(
     type: K,
     listener: (event: MasterNodeEventMap[K]) => void,
     options?: boolean | EventListenerOptions,
   ): void;
+  /** Stops listening for any event, untyped. */
   removeEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
@@ -133,6 +146,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   readonly #limits: LimitOverrides;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
+  readonly #maxQueue: number;
   readonly #workRoot: string | undefined;
   readonly #listener: Deno.Listener;
   readonly #queue: JobQueue<MasterJob> = new FifoQueue();
@@ -140,24 +154,30 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     string,
     { job: MasterJob; done: Promise<void> }
   >();
-  readonly #queued = new Map<string, MasterJob>();
   readonly #connections = new Set<Connection>();
   readonly #resourceTimer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
+  /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
+  readonly #stopping = new AbortController();
   #resolveFinished!: () => void;
 
+  /**
+   * Starts listening at once (throws `Deno.errors.AddrInUse` and the like
+   * synchronously) and detects toolchains in the background ({@linkcode ready}).
+   */
   constructor(options: MasterNodeOptions = {}) {
     super();
     const {
       hostname = "127.0.0.1",
-      port = 7700,
+      port = DEFAULT_PORT,
       name = "master",
       slots = navigator.hardwareConcurrency,
       token = "",
       registry = createDefaultRegistry(),
       limits = {},
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
-      handshakeTimeoutMs = 10_000,
+      handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      maxQueue = 1000,
       resourceLogIntervalMs = 10_000,
       sampleResources: sampler = sampleResources,
       workRoot,
@@ -175,11 +195,13 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#limits = limits;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
+    this.#maxQueue = maxQueue;
     this.#workRoot = workRoot;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.addr = this.#listener.addr as Deno.NetAddr & { transport: "tcp" };
+    warnAboutExposure(hostname, token);
     this.ready = this.#detectToolchains();
     this.#acceptLoop();
 
@@ -207,8 +229,11 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   async shutdown(): Promise<void> {
     if (this.#closing) return await this.finished;
     this.#closing = true;
+    this.#stopping.abort();
     clearInterval(this.#resourceTimer);
     this.#listener.close();
+    // Toolchain probes are processes too: none may outlive the node.
+    await this.ready;
     for (const [, job] of [...this.#queue.entries()]) {
       this.#queue.remove(job);
       this.#finish(
@@ -230,6 +255,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#resolveFinished();
   }
 
+  /** Shuts the node down; for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
@@ -251,20 +277,41 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     }
   }
 
+  /**
+   * Accepts connections until shutdown. A failed accept (out of file
+   * descriptors, say) is logged and retried after a growing pause, as
+   * `Deno.serve` does: the node must not go deaf while it looks alive.
+   */
   async #acceptLoop(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) this.#serve(conn);
-    } catch (error) {
-      if (!this.#closing) {
-        log.error("stopped accepting connections: {error}", { error });
+    let backoffMs = ACCEPT_BACKOFF_MIN_MS;
+    while (!this.#closing) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closing) return;
+        log.error(
+          "cannot accept a connection, retrying in {backoffMs} ms: {error}",
+          {
+            backoffMs,
+            error,
+          },
+        );
+        await abortableDelay(backoffMs, this.#stopping.signal);
+        backoffMs = Math.min(backoffMs * 2, ACCEPT_BACKOFF_MAX_MS);
+        continue;
       }
+      backoffMs = ACCEPT_BACKOFF_MIN_MS;
+      this.#serve(conn);
     }
   }
 
   /** One connection, from handshake to close. Never throws. */
   async #serve(conn: Deno.Conn): Promise<void> {
+    // Small frames until the peer has proven it knows the token, so that a
+    // stranger cannot make the master buffer megabytes per connection.
     const connection = new Connection(conn, {
-      maxFrameBytes: this.#maxFrameBytes,
+      maxFrameBytes: Math.min(HANDSHAKE_MAX_FRAME_BYTES, this.#maxFrameBytes),
     });
     this.#connections.add(connection);
     let session: ClientSession | undefined;
@@ -275,6 +322,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         roles: ["client"],
         timeoutMs: this.#handshakeTimeoutMs,
       });
+      connection.maxFrameBytes = this.#maxFrameBytes;
       session = new ClientSession(
         connection,
         peer.name ?? connection.remoteAddr,
@@ -312,7 +360,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     }
   }
 
-  /** Validates a submission, then starts or queues it; rejects it with a reason otherwise. */
+  /** Admits a submission, then starts or queues it; rejects it with a reason otherwise. */
   async #submit(
     session: ClientSession,
     { ref, job: raw }: MessageOf<"submit">,
@@ -322,41 +370,26 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     session.send({ type: "accepted", ref, jobId });
     this.#emit("jobaccepted", { jobId, client: session.name });
     await this.ready;
-
-    const rejection = (reason: string) => {
-      log.info("job {jobId} from {client} rejected: {reason}", {
-        jobId,
-        client: session.name,
-        reason,
-      });
-      const result = blankResult(jobId, { verdict: "rejected", reason });
-      session.send({ type: "result", jobId, result });
-      this.#emit("jobcomplete", result);
-    };
-    if (this.#closing) return rejection("the master is shutting down");
-    const parsed = JobRequestSchema.safeParse(raw);
-    if (!parsed.success) {
-      return rejection(`invalid job: ${z.prettifyError(parsed.error)}`);
+    const admission = await admitJob(raw, this.#registry);
+    if (!admission.ok) return this.#reject(session, jobId, admission.reason);
+    // Checked after the waits above: shutdown may have begun meanwhile.
+    if (this.#closing) {
+      return this.#reject(session, jobId, "the master is shutting down");
     }
-    const lookup = await this.#registry.resolve(parsed.data.language);
-    if (!lookup.ok) {
-      if (lookup.problem === "toolchain_unavailable") {
-        return rejection(lookup.reason);
-      }
-      const offered = (await this.#registry.available()).map(({ runner }) =>
-        runner.name
-      ).join(", ");
-      return rejection(
-        `${lookup.reason}; this cluster offers ${
-          offered || "no language at all"
-        }`,
+    if (
+      this.#running.size >= this.#slots && this.#queue.length >= this.#maxQueue
+    ) {
+      return this.#reject(
+        session,
+        jobId,
+        `the queue is full (${this.#queue.length} jobs waiting); retry in a few seconds`,
       );
     }
 
     const job: MasterJob = {
       id: jobId,
-      request: parsed.data,
-      resolved: lookup.resolved,
+      request: admission.request,
+      resolved: admission.resolved,
       session,
       acceptedAt,
       abort: new AbortController(),
@@ -366,7 +399,6 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     if (this.#running.size < this.#slots) {
       this.#start(job);
     } else {
-      this.#queued.set(jobId, job);
       this.#queue.push(job);
       this.#announcePositions();
       log.info("job {jobId} from {client} queued at position {position}", {
@@ -375,6 +407,17 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         position: job.position,
       });
     }
+  }
+
+  #reject(session: ClientSession, jobId: string, reason: string): void {
+    log.info("job {jobId} from {client} rejected: {reason}", {
+      jobId,
+      client: session.name,
+      reason,
+    });
+    const result = blankResult(jobId, { verdict: "rejected", reason });
+    session.sendResult(result);
+    this.#emit("jobcomplete", result);
   }
 
   #start(job: MasterJob): void {
@@ -410,7 +453,6 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     while (this.#running.size < this.#slots) {
       const job = this.#queue.shift();
       if (!job) break;
-      this.#queued.delete(job.id);
       this.#start(job);
       started = true;
     }
@@ -429,9 +471,9 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
 
   #cancel(session: ClientSession, jobId: string, reason: string): void {
     if (!session.jobs.has(jobId)) return; // Not this client's job, or already over.
-    const queued = this.#queued.get(jobId);
-    if (queued && this.#queue.remove(queued)) {
-      this.#queued.delete(jobId);
+    const queued = this.#findQueued(jobId);
+    if (queued) {
+      this.#queue.remove(queued);
       this.#finish(
         queued,
         this.#failure(queued, `cancelled: ${reason}`),
@@ -442,10 +484,17 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     this.#running.get(jobId)?.job.abort.abort(reason);
   }
 
+  #findQueued(jobId: string): MasterJob | undefined {
+    for (const [, job] of this.#queue.entries()) {
+      if (job.id === jobId) return job;
+    }
+    return undefined;
+  }
+
   /** The one place a job ends: its client gets the result, listeners the event. */
   #finish(job: MasterJob, result: JobResult): void {
     job.session.jobs.delete(job.id);
-    job.session.send({ type: "result", jobId: job.id, result });
+    job.session.sendResult(result);
     log.info(
       "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
       {
@@ -498,4 +547,32 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   override toString(): string {
     return formatHostPort(this.addr);
   }
+}
+
+/** Says loudly what an operator might not realise this node exposes. */
+function warnAboutExposure(hostname: string, token: string): void {
+  const loopback = hostname === "localhost" || hostname === "::1" ||
+    hostname.startsWith("127.");
+  if (token === "") {
+    (loopback ? log.warn : log.error)(
+      "no token set: anyone who can reach {hostname} can run programs here; set KILN_TOKEN",
+      { hostname },
+    );
+  }
+  log.warn(
+    "no sandbox yet: programs run as this user, with its files and network; run trusted code only",
+  );
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }

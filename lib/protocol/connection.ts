@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { formatHostPort } from "../address.ts";
 import { isProtocolErrorCode, ProtocolError } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from "./frame.ts";
 import { type Message, MessageSchema } from "./messages.ts";
@@ -105,6 +106,19 @@ interface Waiter {
 export class Connection implements AsyncDisposable {
   /** How errors name the other end, as in `master said: ...`. */
   peerName: string;
+  /**
+   * The largest frame sent or accepted from now on. A server lowers it for
+   * the handshake, so an unauthenticated peer cannot make it buffer much.
+   */
+  get maxFrameBytes(): number {
+    return this.#maxFrameBytes;
+  }
+
+  set maxFrameBytes(value: number) {
+    this.#decoder.maxFrameBytes = value;
+    this.#maxFrameBytes = value;
+  }
+
   /** Resolves (never rejects) once the connection is closed, by either side. */
   readonly closed: Promise<void>;
 
@@ -454,11 +468,7 @@ function checkTimeout(name: string, ms: number): void {
 }
 
 function formatAddr(addr: Deno.Addr): string {
-  if ("hostname" in addr) {
-    return addr.hostname.includes(":")
-      ? `[${addr.hostname}]:${addr.port}`
-      : `${addr.hostname}:${addr.port}`;
-  }
+  if ("hostname" in addr) return formatHostPort(addr);
   if ("path" in addr) return addr.path;
   return `${addr.cid}:${addr.port}`;
 }

@@ -340,3 +340,29 @@ Deno.test("Connection rejects bad options and messages over the frame limit", as
   await connection.close();
   client.close();
 });
+
+Deno.test("Connection.maxFrameBytes can be raised after a small start", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [accepted, dialed] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+  ]);
+  await using server = new Connection(accepted, { maxFrameBytes: 1024 });
+  await using client = new Connection(dialed);
+  const big = {
+    type: "output",
+    jobId: "j",
+    stream: "stdout",
+    data: "x".repeat(2000),
+  } as const;
+  server.maxFrameBytes = 64 * 1024;
+  assert.equal(server.maxFrameBytes, 64 * 1024);
+  await client.send(big);
+  assert.deepEqual(await server.receive({ timeoutMs: 1000 }), big);
+  server.maxFrameBytes = 16;
+  await client.send(big);
+  await assert.rejects(
+    server.receive({ timeoutMs: 1000 }),
+    /exceeds the limit of 16 bytes/,
+  );
+});

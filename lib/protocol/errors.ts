@@ -60,6 +60,7 @@ export interface ProtocolErrorOptions extends ErrorOptions {
  * ```
  */
 export class ProtocolError extends Error {
+  /** Always `"ProtocolError"`. */
   override name = "ProtocolError";
   /** What went wrong. A peer's unknown code is reported as `closed`. */
   readonly code: ProtocolErrorCode;

@@ -131,6 +131,17 @@ export class FrameDecoder {
   constructor(options: FrameDecoderOptions = {}) {
     this.#max = checkMax(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
   }
+  /**
+   * The largest frame body accepted. It may change between frames: a server
+   * keeps it small until the peer has authenticated.
+   */
+  get maxFrameBytes(): number {
+    return this.#max;
+  }
+
+  set maxFrameBytes(value: number) {
+    this.#max = checkMax(value);
+  }
 
   /** Feeds the next bytes of the stream; returns the values of the frames they complete. */
   push(chunk: Uint8Array): unknown[] {

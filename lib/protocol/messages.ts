@@ -9,7 +9,7 @@
  * @module
  */
 import { z } from "zod";
-import { JobResultSchema } from "../job.ts";
+import { type JobResult, JobResultSchema, type OutputStream } from "../job.ts";
 
 /** The protocol version this build speaks best. */
 export const PROTOCOL_VERSION = 1;
@@ -89,21 +89,21 @@ export const AcceptedSchema = z.object({
   type: z.literal("accepted"),
   ref: z.string(),
   jobId: JobId,
-}).strict();
+}).strict() satisfies z.ZodType<AcceptedEvent>;
 
 /** The job waits; `position` 1 is next to run. Sent again whenever it moves. */
 export const QueuedSchema = z.object({
   type: z.literal("queued"),
   jobId: JobId,
   position: z.number().int().positive(),
-}).strict();
+}).strict() satisfies z.ZodType<QueuedEvent>;
 
 /** The job started on `node`. */
 export const StartedSchema = z.object({
   type: z.literal("started"),
   jobId: JobId,
   node: z.string(),
-}).strict();
+}).strict() satisfies z.ZodType<StartedEvent>;
 
 /** A chunk of the program's output, as it was produced. */
 export const OutputSchema = z.object({
@@ -111,14 +111,14 @@ export const OutputSchema = z.object({
   jobId: JobId,
   stream: z.enum(["stdout", "stderr"]),
   data: z.string(),
-}).strict();
+}).strict() satisfies z.ZodType<OutputEvent>;
 
 /** The job's one and only result. */
 export const ResultSchema = z.object({
   type: z.literal("result"),
   jobId: JobId,
   result: JobResultSchema,
-}).strict();
+}).strict() satisfies z.ZodType<ResultEvent>;
 
 /** Any message of the protocol. */
 export const MessageSchema = z.discriminatedUnion("type", [
@@ -143,7 +143,62 @@ export type MessageOf<T extends Message["type"]> = Extract<
   Message,
   { type: T }
 >;
-/** Events a client sees for one job, in order: the job's side of the protocol. */
-export type JobEvent = MessageOf<
-  "accepted" | "queued" | "started" | "output" | "result"
->;
+/** The master took a submission and gave it an id. */
+export interface AcceptedEvent {
+  /** The event type. */
+  type: "accepted";
+  /** The `ref` of the client's `submit`. */
+  ref: string;
+  /** The job this event is about. */
+  jobId: string;
+}
+
+/** The job waits; `position` 1 is next to run. Sent again whenever it moves. */
+export interface QueuedEvent {
+  /** The event type. */
+  type: "queued";
+  /** The job this event is about. */
+  jobId: string;
+  /** Place in the queue; 1 runs next. */
+  position: number;
+}
+
+/** The job started on `node`. */
+export interface StartedEvent {
+  /** The event type. */
+  type: "started";
+  /** The job this event is about. */
+  jobId: string;
+  /** The node running the job. */
+  node: string;
+}
+
+/** A chunk of the program's output, as it was produced. */
+export interface OutputEvent {
+  /** The event type. */
+  type: "output";
+  /** The job this event is about. */
+  jobId: string;
+  /** `stdout` or `stderr`. */
+  stream: OutputStream;
+  /** The text, decoded as UTF-8 as it streamed. */
+  data: string;
+}
+
+/** The job's one and only result. */
+export interface ResultEvent {
+  /** The event type. */
+  type: "result";
+  /** The job this event is about. */
+  jobId: string;
+  /** The result. */
+  result: JobResult;
+}
+
+/** Events a client sees for one job, in order: accepted, queued, started, output, result. */
+export type JobEvent =
+  | AcceptedEvent
+  | QueuedEvent
+  | StartedEvent
+  | OutputEvent
+  | ResultEvent;

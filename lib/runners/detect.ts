@@ -10,13 +10,10 @@
  *
  * @module
  */
+import { JOB_PATH, jobEnvironment } from "../sandbox/environment.ts";
 import type { AvailableToolchain, UnavailableToolchain } from "./runner.ts";
 
-/**
- * The `PATH` the executor gives every compile and run step. Tools a compiler
- * calls by name (gcc's `as` and `ld`, rustc's `cc`) must be found on it.
- */
-export const JOB_PATH = "/usr/local/bin:/usr/bin:/bin";
+export { JOB_PATH };
 
 /** How long a probe such as `javac -version` may take before it counts as broken. */
 export const DEFAULT_PROBE_TIMEOUT_MS = 15_000;
@@ -142,9 +139,7 @@ export async function probe(
   try {
     child = new Deno.Command(command, {
       args: [...args],
-      env: inheritEnv
-        ? { ...env }
-        : { PATH: JOB_PATH, LANG: "C.UTF-8", ...env },
+      env: inheritEnv ? { ...env } : jobEnvironment(undefined, env),
       clearEnv: !inheritEnv,
       stdin: "null",
       stdout: "piped",

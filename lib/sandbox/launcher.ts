@@ -2,8 +2,13 @@
  * Launches one command of a job (a compile or a run step) and watches it to
  * the end: a cleared environment, its own process group, stdin fed, output
  * captured under a budget, a wall-time limit and cancellation that kill the
- * whole process tree. Whatever happens, no process of the step outlives the
- * returned promise.
+ * whole process tree.
+ *
+ * What the kill cannot reach is a process that left the job's process group
+ * *and* lost its parent (`setsid` plus a double fork): it re-parents to init
+ * and outlives the step. The launcher still returns on time, abandoning the
+ * pipes such a process holds; the sandbox's pid namespace and cgroup are what
+ * close that gap.
  *
  * @module
  */
@@ -113,10 +118,20 @@ export async function launch(
     // The program is gone, but anything it left running must go too: that
     // also closes the pipes those leftovers hold.
     await killProcessTree(child.pid);
-    const graceTimer = setTimeout(() => capture.cancel(), PIPE_GRACE_MS);
-    const [text] = await Promise.all([captured, fed]).finally(() =>
-      clearTimeout(graceTimer)
-    );
+    // Only a process that escaped the kill can still hold a pipe now: give
+    // it a moment, then stop reading its output and stop waiting to write
+    // the stdin it never reads.
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => {
+      graceTimer = setTimeout(() => {
+        capture.cancel();
+        resolve();
+      }, PIPE_GRACE_MS);
+    });
+    const [text] = await Promise.all([
+      captured,
+      Promise.race([fed, grace]),
+    ]).finally(() => clearTimeout(graceTimer));
     return {
       ending,
       exitCode: status.signal === null ? status.code : null,
