@@ -19,6 +19,7 @@ const USAGE = `Usage: deno task master [options]
   --name N           node name reported in results (default master)
   --time-limit MS    maximum wall time per job (default 10000)
   --output-limit B   maximum output bytes per job (default 1048576)
+  --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
   --verbose          print stack traces of errors
@@ -33,6 +34,7 @@ async function main(args: string[]): Promise<number> {
     name: { type: "string", default: "master" },
     "time-limit": { type: "string" },
     "output-limit": { type: "string" },
+    "max-queue": { type: "string" },
     "log-level": { type: "string", default: "info" },
     "log-format": { type: "string", default: "text" },
     verbose: { type: "boolean", default: false },
@@ -52,6 +54,7 @@ async function main(args: string[]): Promise<number> {
   if (port > 65535) throw new CliError(`--port must be 0-65535, got "${port}"`);
   const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
   const outputBytes = integerFlag("output-limit", values["output-limit"], 1);
+  const maxQueue = integerFlag("max-queue", values["max-queue"], 0);
 
   const shutdown = new AbortController();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -66,6 +69,7 @@ async function main(args: string[]): Promise<number> {
       token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
       signal: shutdown.signal,
       ...slots === undefined ? {} : { slots },
+      ...maxQueue === undefined ? {} : { maxQueue },
       limits: {
         ...wallTimeMs === undefined ? {} : { wallTimeMs },
         ...outputBytes === undefined ? {} : { outputBytes },
