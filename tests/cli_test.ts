@@ -470,3 +470,31 @@ Deno.test("CLI: a program printing 100 MB is truncated and the master's memory s
     `the master's peak memory grew from ${before} MB to ${after} MB`,
   );
 });
+
+Deno.test("CLI: master --max-queue 0 rejects a job that would have to wait", async () => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "1", "--max-queue", "0"],
+    stderr: "null",
+  });
+  const abort = new AbortController();
+  const started = Promise.withResolvers<void>();
+  const holder = submitProgram({
+    language: "bash",
+    files: [{ name: "hold.sh", content: "sleep 600" }],
+  }, {
+    master: master.address,
+    token: TOKEN,
+    signal: abort.signal,
+    onEvent: (event) => event.type === "started" && started.resolve(),
+  }).catch(() => "released");
+  await started.promise;
+  const run = await submitCli(master, { "wait.sh": "echo never" });
+  assert.equal(run.code, 104);
+  assert.match(
+    run.stderr,
+    /kiln: rejected: the queue is full \(0 jobs waiting\); retry in a few seconds/,
+  );
+  abort.abort();
+  await holder;
+});
