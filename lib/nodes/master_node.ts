@@ -553,12 +553,10 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
 function warnAboutExposure(hostname: string, token: string): void {
   const loopback = hostname === "localhost" || hostname === "::1" ||
     hostname.startsWith("127.");
-  if (token === "") {
-    (loopback ? log.warn : log.error)(
-      "no token set: anyone who can reach {hostname} can run programs here; set KILN_TOKEN",
-      { hostname },
-    );
-  }
+  const noToken =
+    "no token set: anyone who can reach {hostname} can run programs here; set KILN_TOKEN";
+  if (token === "" && loopback) log.warn(noToken, { hostname });
+  if (token === "" && !loopback) log.error(noToken, { hostname });
   log.warn(
     "no sandbox yet: programs run as this user, with its files and network; run trusted code only",
   );
