@@ -41,7 +41,10 @@ export interface SubmitOptions {
   token?: string | undefined;
   /** A display name for the master's logs. */
   name?: string | undefined;
-  /** Receives every event of the job as it happens: accepted, queued, started, output, result. */
+  /**
+   * Receives every event of the job as it happens: accepted, queued,
+   * started, output, restarted (output so far is void), result.
+   */
   onEvent?: ((event: JobEvent) => void) | undefined;
   /** Aborting it cancels the job on the master and rejects with the abort reason. */
   signal?: AbortSignal | undefined;
@@ -114,6 +117,7 @@ export async function submitProgram(
         case "queued":
         case "started":
         case "output":
+        case "restarted":
           onEvent?.(message);
           break;
         case "result":

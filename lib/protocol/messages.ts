@@ -120,6 +120,121 @@ export const ResultSchema = z.object({
   result: JobResultSchema,
 }).strict() satisfies z.ZodType<ResultEvent>;
 
+/**
+ * The job's node was lost and the job starts again elsewhere: output seen so
+ * far is void. Sent to the client before the new `started`.
+ */
+export const RestartedSchema = z.object({
+  type: z.literal("restarted"),
+  jobId: JobId,
+  /** Why, e.g. `node "w1" was lost: connection closed`. */
+  reason: z.string(),
+  /** The attempt that is about to start: 2 for the first restart. */
+  attempt: z.number().int().min(2),
+}).strict() satisfies z.ZodType<RestartedEvent>;
+
+const Percent = z.number().min(0).max(100);
+
+/** A language a secondary can run, as it reports it when registering. */
+export const OfferedLanguageSchema = z.object({
+  name: z.string().min(1).max(64),
+  version: z.string().max(256),
+  aliases: z.array(z.string().max(64)).max(32),
+  extensions: z.array(z.string().max(32)).max(32),
+}).strict();
+
+/** A language a node can run, with its toolchain version. */
+export type OfferedLanguage = z.infer<typeof OfferedLanguageSchema>;
+
+/** A secondary introduces itself, right after the handshake. */
+export const RegisterSchema = z.object({
+  type: z.literal("register"),
+  /** Random per process: tells a restarted secondary from a reconnecting one. */
+  id: z.string().min(1).max(128),
+  name: z.string().min(1).max(128),
+  languages: z.array(OfferedLanguageSchema).max(256),
+  /** Jobs it runs at once. */
+  slots: z.number().int().min(1).max(4096),
+  /** Above this CPU % it takes no new job. */
+  maxCpu: Percent,
+  /** Above this RAM % it takes no new job. */
+  maxRam: Percent,
+}).strict();
+
+/** The master took the registration; heartbeats are due every `heartbeatIntervalMs`. */
+export const RegisteredSchema = z.object({
+  type: z.literal("registered"),
+  master: z.string(),
+  heartbeatIntervalMs: z.number().int().positive(),
+}).strict();
+
+/** A secondary's load, about every second. */
+export const HeartbeatSchema = z.object({
+  type: z.literal("heartbeat"),
+  cpuPercent: Percent,
+  ramPercent: Percent,
+  ramUsedMb: z.number().min(0),
+  /** Jobs running on it now. */
+  running: z.number().int().min(0),
+}).strict();
+
+/** The master gives a secondary a job (already validated by the master). */
+export const RunSchema = z.object({
+  type: z.literal("run"),
+  jobId: JobId,
+  job: z.unknown(),
+}).strict();
+
+/** A secondary will not run a job (full, or no toolchain for it); the master places it elsewhere. */
+export const RefusedSchema = z.object({
+  type: z.literal("refused"),
+  jobId: JobId,
+  reason: z.string().max(4096),
+}).strict();
+
+/** A client asks for the state of the cluster. */
+export const GetStatusSchema = z.object({
+  type: z.literal("get_status"),
+}).strict();
+
+/** One node as `cluster_status` reports it. */
+export const NodeStatusSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  /** Where the node connects from, or the master's listening address for itself. */
+  address: z.string(),
+  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused or broke lately. */
+  state: z.enum(["ready", "busy", "failing"]),
+  /** Whether this is the master's own slots. */
+  local: z.boolean(),
+  cpuPercent: z.number(),
+  ramPercent: z.number(),
+  running: z.number().int(),
+  slots: z.number().int(),
+  languages: z.array(
+    z.object({ name: z.string(), version: z.string() }).strict(),
+  ),
+  /** Milliseconds since its last heartbeat (0 for the master itself). */
+  lastSeenMs: z.number(),
+}).strict();
+
+/** One node as `cluster_status` reports it. */
+export type NodeStatus = z.infer<typeof NodeStatusSchema>;
+
+/** The master's answer to `get_status`. */
+export const ClusterStatusSchema = z.object({
+  type: z.literal("cluster_status"),
+  master: z.string(),
+  nodes: z.array(NodeStatusSchema),
+  /** Jobs waiting for a slot. */
+  queued: z.number().int().min(0),
+  /** Jobs running anywhere. */
+  running: z.number().int().min(0),
+}).strict();
+
+/** The state of a cluster, as `deno task status` shows it. */
+export type ClusterStatus = z.infer<typeof ClusterStatusSchema>;
+
 /** Any message of the protocol. */
 export const MessageSchema = z.discriminatedUnion("type", [
   HelloSchema,
@@ -134,6 +249,14 @@ export const MessageSchema = z.discriminatedUnion("type", [
   StartedSchema,
   OutputSchema,
   ResultSchema,
+  RestartedSchema,
+  RegisterSchema,
+  RegisteredSchema,
+  HeartbeatSchema,
+  RunSchema,
+  RefusedSchema,
+  GetStatusSchema,
+  ClusterStatusSchema,
 ]);
 
 /** Any message of the protocol. */
@@ -195,10 +318,27 @@ export interface ResultEvent {
   result: JobResult;
 }
 
-/** Events a client sees for one job, in order: accepted, queued, started, output, result. */
+/** The job's node was lost; it starts again elsewhere, and earlier output is void. */
+export interface RestartedEvent {
+  /** The event type. */
+  type: "restarted";
+  /** The job this event is about. */
+  jobId: string;
+  /** Why the job restarts. */
+  reason: string;
+  /** The attempt about to start: 2 for the first restart. */
+  attempt: number;
+}
+
+/**
+ * Events a client sees for one job, in order: accepted, queued (again as it
+ * moves), started, output, then result; `restarted` may come after output
+ * when a node is lost, followed by a new `started`.
+ */
 export type JobEvent =
   | AcceptedEvent
   | QueuedEvent
   | StartedEvent
   | OutputEvent
+  | RestartedEvent
   | ResultEvent;
