@@ -25,11 +25,20 @@ export { MasterNode, type MasterNodeOptions } from "./lib/nodes/master_node.ts";
 export type {
   JobAcceptedDetail,
   JobQueuedDetail,
+  JobRestartDetail,
   JobStartDetail,
   MasterNodeEventMap,
+  NodeDetail,
 } from "./lib/nodes/events.ts";
 export {
+  SecondaryNode,
+  type SecondaryNodeEventMap,
+  type SecondaryNodeOptions,
+} from "./lib/nodes/secondary_node.ts";
+export {
   ConnectionError,
+  getClusterStatus,
+  type StatusOptions,
   type SubmitOptions,
   submitProgram,
 } from "./lib/client.ts";
@@ -71,9 +80,13 @@ export {
 } from "./lib/protocol/errors.ts";
 export type {
   AcceptedEvent,
+  ClusterStatus,
   JobEvent,
+  NodeStatus,
+  OfferedLanguage,
   OutputEvent,
   QueuedEvent,
+  RestartedEvent,
   ResultEvent,
   StartedEvent,
 } from "./lib/protocol/messages.ts";

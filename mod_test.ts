@@ -9,9 +9,11 @@ Deno.test("mod.ts exports exactly the curated public API", () => {
     "PROTOCOL_ERROR_CODES",
     "ProtocolError",
     "RunnerRegistry",
+    "SecondaryNode",
     "VERDICTS",
     "createDefaultRegistry",
     "executeJob",
+    "getClusterStatus",
     "submitProgram",
   ]);
 });

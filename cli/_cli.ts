@@ -51,6 +51,24 @@ export function integerFlag(
   return parsed;
 }
 
+/** Reads a percentage flag (0-100), naming the flag when the value is not one. */
+export function percentFlag(
+  name: string,
+  value: string | undefined,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (
+    value.trim() === "" || !Number.isFinite(parsed) || parsed < 0 ||
+    parsed > 100
+  ) {
+    throw new CliError(
+      `--${name} must be a percentage from 0 to 100, got "${value}"`,
+    );
+  }
+  return parsed;
+}
+
 /**
  * Runs a command's main function: a {@linkcode CliError} or any other error
  * becomes `kiln: message` on stderr (the stack only with `--verbose`), then

@@ -57,6 +57,131 @@ export async function startMasterProcess(
   );
 }
 
+/** Options of {@linkcode startSecondaryProcess}. */
+export interface StartSecondaryOptions {
+  /** Given through `KILN_TOKEN`, never on the command line. */
+  token?: string;
+  /** More flags for `cli/secondary.ts`; `--master` is already there. */
+  args?: string[];
+  /** Where the secondary's logs go. @default "inherit" */
+  stderr?: "inherit" | "piped" | "null";
+  /**
+   * Give up (killing the process) when it has not registered within this
+   * many milliseconds: a secondary with a wrong token retries forever.
+   *
+   * @default {60000}
+   */
+  timeoutMs?: number;
+}
+
+/** A secondary process that printed `registered with HOST:PORT as NAME`. */
+export interface SecondaryProcess extends KilnProcess {
+  /** The master's address, from its `registered with` line. */
+  readonly address: string;
+  /** The name it registered under. */
+  readonly name: string;
+  /** How many times it has printed its `registered with` line so far. */
+  readonly registrations: number;
+  /**
+   * Resolves once the process has registered `count` times in all (2 after
+   * the master was restarted once); rejects if it exits first.
+   */
+  waitForRegistrations(count: number): Promise<void>;
+}
+
+const SECONDARY_CLI = fileURLToPath(
+  new URL("./secondary.ts", import.meta.url),
+);
+
+/**
+ * Starts `cli/secondary.ts` against `master` (`host:port`) and waits for its
+ * first `registered with` line.
+ */
+export async function startSecondaryProcess(
+  master: string,
+  options: StartSecondaryOptions = {},
+): Promise<SecondaryProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      SECONDARY_CLI,
+      "--master",
+      master,
+      ...options.args ?? [],
+    ],
+    env: { KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: options.stderr ?? "inherit",
+  }).spawn();
+  let registrations = 0;
+  let first: { address: string; name: string } | undefined;
+  const firstSeen = Promise.withResolvers<void>();
+  const waiters: { count: number; resolve: () => void }[] = [];
+  const exited = child.status.then((status) => {
+    firstSeen.resolve();
+    return status;
+  });
+  // Read every line to the end, so the process never blocks on a full pipe.
+  const reading = (async () => {
+    for await (const line of readLines(child.stdout)) {
+      const match = /^registered with (\S+) as (.+)$/.exec(line);
+      if (!match) continue;
+      registrations++;
+      first ??= { address: match[1]!, name: match[2]! };
+      firstSeen.resolve();
+      for (const waiter of waiters.filter((w) => w.count <= registrations)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  })();
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, timeoutMs);
+  try {
+    await firstSeen.promise;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (first === undefined) {
+    const status = await exited;
+    await reading;
+    throw new Error(
+      status.signal === "SIGKILL"
+        ? `the secondary did not register with ${master} within ${timeoutMs} ms`
+        : `the secondary exited with code ${status.code} before it registered`,
+    );
+  }
+  const kiln = kilnProcess(first.address, child);
+  return {
+    ...kiln,
+    name: first.name,
+    get registrations() {
+      return registrations;
+    },
+    waitForRegistrations(count: number): Promise<void> {
+      if (registrations >= count) return Promise.resolve();
+      const waiting = Promise.withResolvers<void>();
+      waiters.push({ count, resolve: waiting.resolve });
+      return Promise.race([
+        waiting.promise,
+        exited.then((status) => {
+          throw new Error(
+            `the secondary exited with code ${status.code} after ${registrations} registrations, before ${count}`,
+          );
+        }),
+      ]);
+    },
+  };
+}
+
 function kilnProcess(address: string, child: Deno.ChildProcess): KilnProcess {
   const stop = async (graceMs = 10_000) => {
     try {

@@ -17,7 +17,7 @@ import {
   clientHandshake,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
 } from "./protocol/handshake.ts";
-import type { JobEvent } from "./protocol/messages.ts";
+import type { ClusterStatus, JobEvent } from "./protocol/messages.ts";
 
 /** The master could not be reached at all. */
 export class ConnectionError extends Error {
@@ -82,17 +82,9 @@ export async function submitProgram(
   request: JobRequest,
   options: SubmitOptions = {},
 ): Promise<JobResult> {
-  const {
-    master = `127.0.0.1:${DEFAULT_PORT}`,
-    token = "",
-    onEvent,
-    signal,
-    maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
-    handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  } = options;
+  const { onEvent, signal } = options;
   signal?.throwIfAborted();
-  const address = typeof master === "string" ? parseHostPort(master) : master;
-  const connection = new Connection(await dial(address), { maxFrameBytes });
+  const connection = await connect(options);
   let jobId: string | undefined;
   const onAbort = () => {
     if (jobId) connection.send({ type: "cancel", jobId }).catch(() => {});
@@ -100,12 +92,6 @@ export async function submitProgram(
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await clientHandshake(connection, {
-      role: "client",
-      token,
-      timeoutMs: handshakeTimeoutMs,
-      ...options.name === undefined ? {} : { name: options.name },
-    });
     await connection.send({ type: "submit", ref: "1", job: request });
     while (true) {
       const message = await connection.receive();
@@ -143,6 +129,71 @@ export async function submitProgram(
   } finally {
     signal?.removeEventListener("abort", onAbort);
     await connection.close();
+  }
+}
+
+/** Options of {@linkcode getClusterStatus}: where the master is, and the token. */
+export type StatusOptions = Omit<SubmitOptions, "onEvent">;
+
+/**
+ * Asks a master for the state of its cluster: every node with its load and
+ * languages, and the queue.
+ *
+ * @example Listing a cluster's nodes
+ * ```ts ignore
+ * import { getClusterStatus } from "./client.ts";
+ *
+ * const status = await getClusterStatus({ master: "127.0.0.1:7700" });
+ * for (const node of status.nodes) console.log(node.name, `${node.running}/${node.slots}`);
+ * ```
+ */
+export async function getClusterStatus(
+  options: StatusOptions = {},
+): Promise<ClusterStatus> {
+  options.signal?.throwIfAborted();
+  const connection = await connect(options);
+  const onAbort = () => connection.close();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await connection.send({ type: "get_status" });
+    const message = await connection.receive();
+    if (message.type !== "cluster_status") {
+      throw new ProtocolError(
+        "unexpected_message",
+        `the master answered "${message.type}" to get_status`,
+      );
+    }
+    return message;
+  } catch (error) {
+    options.signal?.throwIfAborted();
+    throw error;
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+    await connection.close();
+  }
+}
+
+/** Dials the master and completes the client handshake. */
+async function connect(options: SubmitOptions): Promise<Connection> {
+  const {
+    master = `127.0.0.1:${DEFAULT_PORT}`,
+    token = "",
+    maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  } = options;
+  const address = typeof master === "string" ? parseHostPort(master) : master;
+  const connection = new Connection(await dial(address), { maxFrameBytes });
+  try {
+    await clientHandshake(connection, {
+      role: "client",
+      token,
+      timeoutMs: handshakeTimeoutMs,
+      ...options.name === undefined ? {} : { name: options.name },
+    });
+    return connection;
+  } catch (error) {
+    await connection.close();
+    throw error;
   }
 }
 

@@ -112,6 +112,8 @@ export interface JobResult {
   queuedMs: number;
   /** Why the job was rejected, failed, hit a limit or ended in error. */
   reason?: string | undefined;
+  /** For a job rejected because the cluster is full: when to try again, in ms. */
+  retryAfterMs?: number | undefined;
 }
 
 /** Most source files one job may have. */
@@ -209,6 +211,7 @@ export const JobResultSchema = z.object({
   node: z.string().nullable(),
   queuedMs: z.number(),
   reason: z.string().optional(),
+  retryAfterMs: z.number().int().min(0).optional(),
 }).strict() satisfies z.ZodType<JobResult>;
 
 /**

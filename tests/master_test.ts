@@ -409,7 +409,7 @@ Deno.test("master logs a resource line with CPU, RAM and programs running", asyn
     await logged.promise;
     assert.ok(
       records.includes(
-        "resources: cpu 12.5%, ram 2048 MB (8.3%), programs 0/3, queued 0",
+        "resources: cpu 12.5%, ram 2048 MB (8.3%), programs 0/3, queued 0, nodes 0",
       ),
       records.join("\n"),
     );
@@ -470,7 +470,11 @@ Deno.test("master rejects a job when its queue is full, with a retry hint", asyn
   assert.equal(rejected.verdict, "rejected");
   assert.match(
     rejected.reason ?? "",
-    /queue is full \(1 jobs waiting\); retry in a few seconds/,
+    /queue is full \(1 jobs waiting\); retry in \d+ s/,
+  );
+  assert.ok(
+    rejected.retryAfterMs! >= 1000 && rejected.retryAfterMs! <= 60_000,
+    `${rejected.retryAfterMs}`,
   );
   for (const abort of holds) abort.abort();
 });

@@ -1,62 +1,38 @@
 /**
- * Deciding whether a submission can run here at all, before it takes a slot
- * or a place in the queue: a valid job, in a language this node can run.
- * Every refusal carries the reason the client will read.
+ * Turning an untrusted submission into a job, or into the reason it is
+ * refused: the reason is what the client reads.
  *
  * @module
  */
 import { z } from "zod";
 import { type JobRequest, JobRequestSchema } from "../job.ts";
-import type { ResolvedRunner, RunnerRegistry } from "../runners/registry.ts";
 
-/** A job that may run, with the runner that will run it. */
-export interface AdmittedJob {
+/** A submission that is a valid job. */
+export interface ParsedJob {
   readonly ok: true;
   readonly request: JobRequest;
-  readonly resolved: ResolvedRunner;
 }
 
-/** A job that may not run, and why. */
-export interface RefusedJob {
+/** A submission that is not a valid job, and why. */
+export interface InvalidJob {
   readonly ok: false;
   readonly reason: string;
 }
 
 /**
- * Validates an untrusted job and finds its runner.
+ * Validates an untrusted job.
  *
- * @example Refusing a language nobody offers
+ * @example Refusing a job without files
  * ```ts
- * import { admitJob } from "./admission.ts";
- * import { createDefaultRegistry } from "../runners/registry.ts";
+ * import { parseJob } from "./admission.ts";
  *
- * const verdict = await admitJob({ language: "cobol", files: [{ name: "a.cob", content: "" }] }, createDefaultRegistry());
- * if (!verdict.ok) console.log(verdict.reason); // unknown language "cobol"; this cluster offers python, ...
+ * const parsed = parseJob({ language: "python", files: [] });
+ * if (!parsed.ok) console.log(parsed.reason); // invalid job: ✖ a job needs at least one source file ...
  * ```
  */
-export async function admitJob(
-  raw: unknown,
-  registry: RunnerRegistry,
-): Promise<AdmittedJob | RefusedJob> {
+export function parseJob(raw: unknown): ParsedJob | InvalidJob {
   const parsed = JobRequestSchema.safeParse(raw);
-  if (!parsed.success) {
-    return {
-      ok: false,
-      reason: `invalid job: ${z.prettifyError(parsed.error)}`,
-    };
-  }
-  const lookup = await registry.resolve(parsed.data.language);
-  if (lookup.ok) {
-    return { ok: true, request: parsed.data, resolved: lookup.resolved };
-  }
-  if (lookup.problem === "toolchain_unavailable") {
-    return { ok: false, reason: lookup.reason };
-  }
-  const offered = (await registry.available()).map(({ runner }) => runner.name);
-  return {
-    ok: false,
-    reason: `${lookup.reason}; this cluster offers ${
-      offered.join(", ") || "no language at all"
-    }`,
-  };
+  return parsed.success
+    ? { ok: true, request: parsed.data }
+    : { ok: false, reason: `invalid job: ${z.prettifyError(parsed.error)}` };
 }

@@ -23,13 +23,19 @@ const RESULT_ENVELOPE_BYTES = 512;
 export class ClientSession {
   /** Display name from the handshake, or the client's address. */
   readonly name: string;
+  /**
+   * Who the client is for fair queueing: its declared name, or its host.
+   * Several connections of one client share it.
+   */
+  readonly client: string;
   /** Ids of this client's jobs that have not ended yet. */
   readonly jobs: Set<string> = new Set();
   #connection: Connection;
 
-  constructor(connection: Connection, name: string) {
+  constructor(connection: Connection, name: string, client: string = name) {
     this.#connection = connection;
     this.name = name;
+    this.client = client;
   }
 
   /**

@@ -33,6 +33,28 @@ export interface JobStartDetail {
   readonly language: string;
 }
 
+/** A secondary joined the cluster, or left it (`reason` says why). */
+export interface NodeDetail {
+  /** The id the secondary registered with. */
+  readonly id: string;
+  /** Its name. */
+  readonly name: string;
+  /** Where it connected from. */
+  readonly address: string;
+  /** Why it left; absent when it joined. */
+  readonly reason?: string;
+}
+
+/** A job lost its node and starts again elsewhere. */
+export interface JobRestartDetail {
+  /** The job. */
+  readonly jobId: string;
+  /** Why it restarts. */
+  readonly reason: string;
+  /** The attempt about to start: 2 for the first restart. */
+  readonly attempt: number;
+}
+
 /** Every event of a master node, by type. */
 export interface MasterNodeEventMap {
   /** A submission arrived and got an id; validation comes next. */
@@ -41,6 +63,12 @@ export interface MasterNodeEventMap {
   jobqueued: CustomEvent<JobQueuedDetail>;
   /** A job started running. */
   jobstart: CustomEvent<JobStartDetail>;
+  /** A job lost its node and waits to start again elsewhere. */
+  jobrestart: CustomEvent<JobRestartDetail>;
+  /** A secondary registered. */
+  nodejoin: CustomEvent<NodeDetail>;
+  /** A secondary was lost: it disconnected or went silent. */
+  nodeleave: CustomEvent<NodeDetail>;
   /** Every job ends with exactly one `jobcomplete`, rejected ones included. */
   jobcomplete: CustomEvent<JobResult>;
 }

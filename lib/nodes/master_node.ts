@@ -1,14 +1,19 @@
 /**
- * The master: accepts client connections over TCP, runs their jobs on its
- * own slots, queues the rest in order and tells each waiting client its
- * position as the queue moves. Every submission ends with exactly one
- * `result` message and one `jobcomplete` event.
+ * The master: accepts clients and secondaries over TCP, places every job on
+ * its own slots while it is within its limits, otherwise on the least-loaded
+ * secondary that runs the language, otherwise queues it (fair across
+ * clients) and tells each waiting client its position as the queue moves. A
+ * freed slot anywhere starts the next job that fits at once.
+ *
+ * Every submission ends with exactly one `result` message and one
+ * `jobcomplete` event, whatever happens: a lost node's jobs start again
+ * elsewhere (a bounded number of times), a disconnected client's jobs are
+ * cancelled wherever they run.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { DEFAULT_PORT, formatHostPort } from "../address.ts";
-import { executeJob } from "../executor.ts";
 import {
   blankResult,
   type JobRequest,
@@ -16,6 +21,7 @@ import {
   type LimitOverrides,
 } from "../job.ts";
 import {
+  type ResourceSample,
   type ResourceSampler,
   sampleResources,
 } from "../monitor/resource_sampler.ts";
@@ -26,16 +32,21 @@ import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   serverHandshake,
 } from "../protocol/handshake.ts";
-import type { MessageOf } from "../protocol/messages.ts";
+import type { ClusterStatus, MessageOf } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
-  type ResolvedRunner,
   type RunnerRegistry,
 } from "../runners/registry.ts";
-import { FifoQueue, type JobQueue } from "../scheduler/job_queue.ts";
-import { admitJob } from "./admission.ts";
+import { FairQueue } from "../scheduler/fair_queue.ts";
+import type { JobQueue } from "../scheduler/job_queue.ts";
+import { chooseNode } from "../scheduler/placement.ts";
+import { parseJob } from "./admission.ts";
 import { ClientSession } from "./client_session.ts";
+import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
+import { LocalWorker } from "./local_worker.ts";
+import { RemoteWorker } from "./remote_worker.ts";
+import type { Worker } from "./worker.ts";
 
 const log = getLogger(["kiln", "master"]);
 
@@ -43,6 +54,8 @@ const log = getLogger(["kiln", "master"]);
 const HANDSHAKE_MAX_FRAME_BYTES = 16 * 1024;
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
+/** How long a node that refused a job is passed over. */
+const FAILING_COOLDOWN_MS = 5000;
 
 /** Options of {@linkcode MasterNode}. */
 export interface MasterNodeOptions {
@@ -52,23 +65,33 @@ export interface MasterNodeOptions {
   port?: number;
   /** Name reported as the `node` of jobs run here. @default "master" */
   name?: string;
-  /** Jobs run at once on this node. @default the number of CPUs */
+  /** Jobs run at once on the master itself; 0 makes it a pure coordinator. @default the number of CPUs */
   slots?: number;
-  /** Shared token clients authenticate with; empty means an open cluster. @default "" */
+  /** Above this CPU % the master runs no new job itself. @default 100 */
+  maxCpu?: number;
+  /** Above this RAM % the master runs no new job itself. @default 95 */
+  maxRam?: number;
+  /** Shared token clients and secondaries authenticate with; empty means an open cluster. @default "" */
   token?: string;
-  /** Languages this node runs. @default {@linkcode createDefaultRegistry}() */
+  /** Languages the master runs itself, and the names and aliases it knows. @default {@linkcode createDefaultRegistry}() */
   registry?: RunnerRegistry;
-  /** The node's maximum limits per job; requests may lower them. */
+  /** The maximum limits per job on the master's own slots; requests may lower them. */
   limits?: LimitOverrides;
-  /** Largest frame accepted from a peer, in bytes. @default 8 MiB */
+  /** Largest frame accepted from an authenticated peer, in bytes. @default 8 MiB */
   maxFrameBytes?: number;
   /** Time a new connection has to complete the handshake. @default 10000 */
   handshakeTimeoutMs?: number;
   /** Jobs that may wait for a slot; more are rejected with a retry hint. @default 1000 */
   maxQueue?: number;
+  /** How often secondaries report their load, in ms. @default 1000 */
+  heartbeatIntervalMs?: number;
+  /** A secondary silent for this long is lost, in ms. @default 5000 */
+  nodeTimeoutMs?: number;
+  /** Times a job may start before a lost node makes it fail for good. @default 3 */
+  maxAttempts?: number;
   /** Interval of the resource log line, in ms; 0 turns it off. @default 10000 */
   resourceLogIntervalMs?: number;
-  /** Where the resource log line's numbers come from. @default {@linkcode sampleResources} */
+  /** Where the master's own load comes from. @default {@linkcode sampleResources} */
   sampleResources?: ResourceSampler;
   /** Directory for job workdirs. @default the system temp dir */
   workRoot?: string;
@@ -80,10 +103,18 @@ export interface MasterNodeOptions {
 interface MasterJob {
   readonly id: string;
   readonly request: JobRequest;
-  readonly resolved: ResolvedRunner;
+  /** Canonical language name. */
+  readonly language: string;
   readonly session: ClientSession;
   readonly acceptedAt: number;
-  readonly abort: AbortController;
+  /** How many times it was started; restarts add one. */
+  attempt: number;
+  /** Where it runs now, if it runs. */
+  worker: Worker | undefined;
+  /** When it started running (for queuedMs). */
+  startedAt: number;
+  /** Set once its client gave up: it must end, not restart. */
+  cancelled: string | undefined;
   /** Last position the client was told, so only moves are sent. */
   position: number;
 }
@@ -123,7 +154,7 @@ export interface MasterNode {
  * ```ts
  * import { MasterNode, submitProgram } from "../../mod.ts";
  *
- * await using master = new MasterNode({ port: 0, slots: 2 });
+ * await using master = new MasterNode({ port: 0, slots: 2, resourceLogIntervalMs: 0 });
  * const result = await submitProgram({
  *   language: "bash",
  *   files: [{ name: "hi.sh", content: "echo hi" }],
@@ -134,31 +165,36 @@ export interface MasterNode {
 export class MasterNode extends EventTarget implements AsyncDisposable {
   /** The address the node listens on. */
   readonly addr: Deno.NetAddr & { transport: "tcp" };
-  /** Resolves once the node has detected its toolchains and serves jobs. */
+  /** Resolves once the node has detected its own toolchains and serves jobs. */
   readonly ready: Promise<void>;
   /** Resolves when the node has shut down. */
   readonly finished: Promise<void>;
 
   readonly #name: string;
-  readonly #slots: number;
   readonly #token: string;
   readonly #registry: RunnerRegistry;
-  readonly #limits: LimitOverrides;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
   readonly #maxQueue: number;
-  readonly #workRoot: string | undefined;
+  readonly #heartbeatIntervalMs: number;
+  readonly #nodeTimeoutMs: number;
+  readonly #maxAttempts: number;
   readonly #listener: Deno.Listener;
-  readonly #queue: JobQueue<MasterJob> = new FifoQueue();
-  readonly #running = new Map<
-    string,
-    { job: MasterJob; done: Promise<void> }
-  >();
+  readonly #queue: JobQueue<MasterJob> = new FairQueue((job) =>
+    job.session.client
+  );
+  /** Jobs placed on a worker and not yet ended. */
+  readonly #running = new Map<string, MasterJob>();
+  readonly #workers = new Map<string, Worker>();
+  readonly #remoteServing = new Set<Promise<void>>();
   readonly #connections = new Set<Connection>();
-  readonly #resourceTimer: ReturnType<typeof setInterval> | undefined;
-  #closing = false;
+  readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
   readonly #stopping = new AbortController();
+  #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
+  /** Average run time of recent jobs, for the queue-full retry hint. */
+  #averageJobMs = 1000;
+  #closing = false;
   #resolveFinished!: () => void;
 
   /**
@@ -172,50 +208,73 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       port = DEFAULT_PORT,
       name = "master",
       slots = navigator.hardwareConcurrency,
+      maxCpu = 100,
+      maxRam = 95,
       token = "",
       registry = createDefaultRegistry(),
       limits = {},
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
       maxQueue = 1000,
+      heartbeatIntervalMs = 1000,
+      nodeTimeoutMs = 5000,
+      maxAttempts = 3,
       resourceLogIntervalMs = 10_000,
       sampleResources: sampler = sampleResources,
       workRoot,
       signal,
     } = options;
-    if (!Number.isInteger(slots) || slots < 1) {
+    if (!Number.isInteger(slots) || slots < 0) {
       throw new RangeError(
-        `Cannot start master: slots must be a positive integer, got ${slots}`,
+        `Cannot start master: slots must be an integer >= 0, got ${slots}`,
       );
     }
     this.#name = name;
-    this.#slots = slots;
     this.#token = token;
     this.#registry = registry;
-    this.#limits = limits;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
     this.#maxQueue = maxQueue;
-    this.#workRoot = workRoot;
+    this.#heartbeatIntervalMs = heartbeatIntervalMs;
+    this.#nodeTimeoutMs = nodeTimeoutMs;
+    this.#maxAttempts = maxAttempts;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.addr = this.#listener.addr as Deno.NetAddr & { transport: "tcp" };
     warnAboutExposure(hostname, token);
-    this.ready = this.#detectToolchains();
+    this.ready = slots === 0 ? Promise.resolve() : this.#startLocalWorker({
+      slots,
+      maxCpu,
+      maxRam,
+      limits,
+      workRoot,
+    });
     this.#acceptLoop();
 
+    // The master's own load: sampled often for placement, logged seldom.
+    const sampleNow = () =>
+      sampler().then((sample) => {
+        this.#sample = sample;
+        this.#dispatch();
+      }, (error) => log.warn("cannot sample resources: {error}", { error }));
+    if (slots > 0) {
+      sampleNow();
+      this.#timers.push(setInterval(sampleNow, heartbeatIntervalMs));
+    }
     if (resourceLogIntervalMs > 0) {
-      this.#resourceTimer = setInterval(
-        () => this.#logResources(sampler),
-        resourceLogIntervalMs,
+      this.#timers.push(
+        setInterval(
+          () => this.#logResources(sampler, slots),
+          resourceLogIntervalMs,
+        ),
       );
     }
     signal?.addEventListener("abort", () => this.shutdown(), { once: true });
     if (signal?.aborted) this.shutdown();
   }
 
-  /** Jobs running now. */
+  /** Jobs running now, anywhere in the cluster. */
   get running(): number {
     return this.#running.size;
   }
@@ -225,12 +284,23 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     return this.#queue.length;
   }
 
+  /** The cluster as `deno task status` shows it: every node, the queue. */
+  status(): ClusterStatus {
+    return {
+      type: "cluster_status",
+      master: this.#name,
+      nodes: [...this.#workers.values()].map((worker) => worker.status()),
+      queued: this.#queue.length,
+      running: this.#running.size,
+    };
+  }
+
   /** Stops accepting, ends every job with a result, closes every connection. */
   async shutdown(): Promise<void> {
     if (this.#closing) return await this.finished;
     this.#closing = true;
     this.#stopping.abort();
-    clearInterval(this.#resourceTimer);
+    for (const timer of this.#timers) clearInterval(timer);
     this.#listener.close();
     // Toolchain probes are processes too: none may outlive the node.
     await this.ready;
@@ -238,16 +308,29 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       this.#queue.remove(job);
       this.#finish(
         job,
-        this.#failure(
-          job,
-          "the master shut down before the job started",
-        ),
+        this.#failure(job, "the master shut down before the job started"),
       );
     }
-    for (const { job } of this.#running.values()) {
-      job.abort.abort("the master is shutting down");
+    const ending = [...this.#running.values()].map((job) =>
+      new Promise<void>((resolve) => {
+        const done = (event: MasterNodeEventMap["jobcomplete"]) => {
+          if (event.detail.jobId !== job.id) return;
+          this.removeEventListener("jobcomplete", done);
+          resolve();
+        };
+        this.addEventListener("jobcomplete", done);
+        job.cancelled = "the master is shutting down";
+        job.worker?.cancel(job.id, job.cancelled);
+      })
+    );
+    // Secondaries: their jobs were cancelled above; now let them go.
+    for (const worker of this.#workers.values()) {
+      if (worker instanceof RemoteWorker) {
+        worker.lose("the master is shutting down");
+      }
     }
-    await Promise.all([...this.#running.values()].map(({ done }) => done));
+    await Promise.all(ending);
+    await Promise.all(this.#remoteServing);
     await Promise.all(
       [...this.#connections].map((connection) => connection.close()),
     );
@@ -260,7 +343,15 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     await this.shutdown();
   }
 
-  async #detectToolchains(): Promise<void> {
+  async #startLocalWorker(
+    options: {
+      slots: number;
+      maxCpu: number;
+      maxRam: number;
+      limits: LimitOverrides;
+      workRoot: string | undefined;
+    },
+  ): Promise<void> {
     const statuses = await this.#registry.detect();
     for (const status of statuses) {
       if (status.toolchain.available) {
@@ -275,6 +366,25 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         });
       }
     }
+    const runners = new Map(
+      (await this.#registry.available()).map((r) => [r.runner.name, r]),
+    );
+    if (this.#closing) return;
+    this.#workers.set(
+      "local",
+      new LocalWorker({
+        name: this.#name,
+        address: formatHostPort(this.addr),
+        slots: options.slots,
+        runners,
+        limits: options.limits,
+        maxCpu: options.maxCpu,
+        maxRam: options.maxRam,
+        workRoot: options.workRoot,
+        sample: () => this.#sample,
+      }),
+    );
+    this.#dispatch();
   }
 
   /**
@@ -292,10 +402,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         if (this.#closing) return;
         log.error(
           "cannot accept a connection, retrying in {backoffMs} ms: {error}",
-          {
-            backoffMs,
-            error,
-          },
+          { backoffMs, error },
         );
         await abortableDelay(backoffMs, this.#stopping.signal);
         backoffMs = Math.min(backoffMs * 2, ACCEPT_BACKOFF_MAX_MS);
@@ -314,32 +421,16 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       maxFrameBytes: Math.min(HANDSHAKE_MAX_FRAME_BYTES, this.#maxFrameBytes),
     });
     this.#connections.add(connection);
-    let session: ClientSession | undefined;
     try {
       const peer = await serverHandshake(connection, {
         token: this.#token,
         node: this.#name,
-        roles: ["client"],
+        roles: ["client", "secondary"],
         timeoutMs: this.#handshakeTimeoutMs,
       });
       connection.maxFrameBytes = this.#maxFrameBytes;
-      session = new ClientSession(
-        connection,
-        peer.name ?? connection.remoteAddr,
-      );
-      log.debug("client {client} connected from {addr}", {
-        client: session.name,
-        addr: connection.remoteAddr,
-      });
-      for await (const message of connection) {
-        if (message.type === "submit") await this.#submit(session, message);
-        else if (message.type === "cancel") {
-          this.#cancel(session, message.jobId, "cancelled by the client");
-        } else {throw new ProtocolError(
-            "unexpected_message",
-            `a client may not send "${message.type}" messages`,
-          );}
-      }
+      if (peer.role === "secondary") await this.#serveSecondary(connection);
+      else await this.#serveClient(connection, peer.name);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       log.warn("closing connection from {addr}: {message}", {
@@ -350,17 +441,121 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         error instanceof ProtocolError ? error : undefined,
       );
     } finally {
-      if (session) {
-        for (const jobId of session.jobs) {
-          this.#cancel(session, jobId, "the client disconnected");
-        }
-      }
       await connection.close();
       this.#connections.delete(connection);
     }
   }
 
-  /** Admits a submission, then starts or queues it; rejects it with a reason otherwise. */
+  async #serveClient(
+    connection: Connection,
+    name: string | undefined,
+  ): Promise<void> {
+    const host = connection.remoteAddr.replace(/:\d+$/, "");
+    // Fairness is per client: its declared name, or else its host.
+    const session = new ClientSession(
+      connection,
+      name ?? connection.remoteAddr,
+      name ?? host,
+    );
+    log.debug("client {client} connected from {addr}", {
+      client: session.name,
+      addr: connection.remoteAddr,
+    });
+    try {
+      for await (const message of connection) {
+        if (message.type === "submit") await this.#submit(session, message);
+        else if (message.type === "cancel") {
+          this.#cancel(session, message.jobId, "cancelled by the client");
+        } else if (message.type === "get_status") session.send(this.status());
+        else {throw new ProtocolError(
+            "unexpected_message",
+            `a client may not send "${message.type}" messages`,
+          );}
+      }
+    } finally {
+      for (const jobId of session.jobs) {
+        this.#cancel(session, jobId, "the client disconnected");
+      }
+    }
+  }
+
+  /** A secondary: its registration, then its messages until it is lost. */
+  async #serveSecondary(connection: Connection): Promise<void> {
+    const registration = await connection.receive({
+      timeoutMs: this.#handshakeTimeoutMs,
+    });
+    if (registration.type !== "register") {
+      throw new ProtocolError(
+        "unexpected_message",
+        `a secondary must register first, not send "${registration.type}"`,
+      );
+    }
+    if (this.#closing) {
+      throw new ProtocolError("closed", "the master is shutting down");
+    }
+    const worker = new RemoteWorker({
+      connection,
+      registration,
+      nodeTimeoutMs: this.#nodeTimeoutMs,
+      onLost: (lost, reason) => this.#nodeLost(lost, reason),
+      onHeartbeat: () => this.#dispatch(),
+    });
+    // A secondary that reconnects before its old link timed out replaces it.
+    const previous = this.#workers.get(worker.id);
+    if (previous instanceof RemoteWorker) previous.lose("it registered again");
+    this.#workers.set(worker.id, worker);
+    await connection.send({
+      type: "registered",
+      master: this.#name,
+      heartbeatIntervalMs: this.#heartbeatIntervalMs,
+    });
+    log.info("node {name} joined from {address}: {slots} slots, {languages}", {
+      name: worker.name,
+      address: worker.address,
+      slots: registration.slots,
+      languages: worker.languages.map((l) => `${l.name} (${l.version})`).join(
+        ", ",
+      ),
+    });
+    this.#emit("nodejoin", {
+      id: worker.id,
+      name: worker.name,
+      address: worker.address,
+    });
+    this.#dispatch();
+    const serving = worker.serve();
+    this.#remoteServing.add(serving);
+    await serving.finally(() => this.#remoteServing.delete(serving));
+  }
+
+  #nodeLost(worker: RemoteWorker, reason: string): void {
+    if (this.#workers.get(worker.id) === worker) {
+      this.#workers.delete(worker.id);
+    }
+    log.warn("node {name} left: {reason}", { name: worker.name, reason });
+    this.#emit("nodeleave", {
+      id: worker.id,
+      name: worker.name,
+      address: worker.address,
+      reason,
+    });
+    // Waiting jobs whose language nobody runs any more would wait forever.
+    for (const [, job] of [...this.#queue.entries()]) {
+      if (this.#offers().some((offer) => offer.name === job.language)) continue;
+      this.#queue.remove(job);
+      this.#finish(
+        job,
+        this.#failure(
+          job,
+          `no live node runs ${job.language} any more (${worker.name} left: ${reason})`,
+        ),
+      );
+    }
+    this.#announcePositions();
+    this.#dispatch();
+  }
+
+  /** Validates a submission, then starts or queues it; rejects it with a reason otherwise. */
   async #submit(
     session: ClientSession,
     { ref, job: raw }: MessageOf<"submit">,
@@ -370,90 +565,183 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     session.send({ type: "accepted", ref, jobId });
     this.#emit("jobaccepted", { jobId, client: session.name });
     await this.ready;
-    const admission = await admitJob(raw, this.#registry);
-    if (!admission.ok) return this.#reject(session, jobId, admission.reason);
-    // Checked after the waits above: shutdown may have begun meanwhile.
+    const parsed = parseJob(raw);
+    if (!parsed.ok) return this.#reject(session, jobId, parsed.reason);
+    const language = resolveOffered(
+      parsed.request.language,
+      this.#offers(),
+      this.#registry,
+    );
+    if (!language.ok) return this.#reject(session, jobId, language.reason);
+    // Checked after the wait above: shutdown may have begun meanwhile.
     if (this.#closing) {
       return this.#reject(session, jobId, "the master is shutting down");
-    }
-    if (
-      this.#running.size >= this.#slots && this.#queue.length >= this.#maxQueue
-    ) {
-      return this.#reject(
-        session,
-        jobId,
-        `the queue is full (${this.#queue.length} jobs waiting); retry in a few seconds`,
-      );
     }
 
     const job: MasterJob = {
       id: jobId,
-      request: admission.request,
-      resolved: admission.resolved,
+      request: parsed.request,
+      language: language.language,
       session,
       acceptedAt,
-      abort: new AbortController(),
+      attempt: 0,
+      worker: undefined,
+      startedAt: 0,
+      cancelled: undefined,
       position: 0,
     };
-    session.jobs.add(jobId);
-    if (this.#running.size < this.#slots) {
-      this.#start(job);
-    } else {
-      this.#queue.push(job);
-      this.#announcePositions();
-      log.info("job {jobId} from {client} queued at position {position}", {
+    const worker = this.#queue.length === 0 ? this.#place(job) : undefined;
+    if (worker) return this.#start(job, worker);
+    if (this.#queue.length >= this.#maxQueue) {
+      const retryAfterMs = this.#retryAfterMs();
+      return this.#reject(
+        session,
         jobId,
-        client: session.name,
-        position: job.position,
-      });
+        `the queue is full (${this.#queue.length} jobs waiting); retry in ${
+          Math.ceil(retryAfterMs / 1000)
+        } s`,
+        retryAfterMs,
+      );
     }
+    session.jobs.add(jobId);
+    this.#queue.push(job);
+    this.#announcePositions();
+    log.info("job {jobId} from {client} queued at position {position}", {
+      jobId,
+      client: session.name,
+      position: job.position,
+    });
+    this.#dispatch();
   }
 
-  #reject(session: ClientSession, jobId: string, reason: string): void {
+  #reject(
+    session: ClientSession,
+    jobId: string,
+    reason: string,
+    retryAfterMs?: number,
+  ): void {
     log.info("job {jobId} from {client} rejected: {reason}", {
       jobId,
       client: session.name,
       reason,
     });
-    const result = blankResult(jobId, { verdict: "rejected", reason });
+    const result = blankResult(jobId, {
+      verdict: "rejected",
+      reason,
+      ...retryAfterMs === undefined ? {} : { retryAfterMs },
+    });
     session.sendResult(result);
     this.#emit("jobcomplete", result);
   }
 
-  #start(job: MasterJob): void {
-    const queuedMs = Math.round(performance.now() - job.acceptedAt);
-    const language = job.resolved.runner.name;
-    job.session.send({ type: "started", jobId: job.id, node: this.#name });
-    this.#emit("jobstart", { jobId: job.id, node: this.#name, language });
-    log.debug("job {jobId} ({language}) started on {node}", {
-      jobId: job.id,
-      language,
-      node: this.#name,
-    });
-    const done = executeJob(job.resolved, job.request, {
-      jobId: job.id,
-      nodeName: this.#name,
-      limits: this.#limits,
-      signal: job.abort.signal,
-      onOutput: (stream, data) =>
-        job.session.send({ type: "output", jobId: job.id, stream, data }),
-      ...this.#workRoot ? { workRoot: this.#workRoot } : {},
-    }).then((result) => {
-      this.#running.delete(job.id);
-      this.#finish(job, { ...result, queuedMs });
-      this.#dispatch();
-    });
-    this.#running.set(job.id, { job, done });
+  /** The node a job would run on now, if any fits. */
+  #place(job: MasterJob): Worker | undefined {
+    const workers = [...this.#workers.values()];
+    const chosen = chooseNode(
+      workers.map((worker) => worker.load()),
+      job.language,
+    );
+    return chosen && this.#workers.get(chosen.id);
   }
 
-  /** Starts queued jobs while slots are free; called whenever a slot frees. */
+  /** Starts a job on a worker: the one place a job begins (again). */
+  #start(job: MasterJob, worker: Worker): void {
+    job.attempt++;
+    job.worker = worker;
+    job.startedAt = performance.now();
+    job.session.jobs.add(job.id);
+    this.#running.set(job.id, job);
+    job.session.send({ type: "started", jobId: job.id, node: worker.name });
+    this.#emit("jobstart", {
+      jobId: job.id,
+      node: worker.name,
+      language: job.language,
+    });
+    log.info("job {jobId} ({language}) placed on {node}{retry}", {
+      jobId: job.id,
+      language: job.language,
+      node: worker.name,
+      retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
+    });
+    worker.start({ id: job.id, request: job.request, language: job.language }, {
+      output: (stream, data) => {
+        if (job.worker === worker) {
+          job.session.send({ type: "output", jobId: job.id, stream, data });
+        }
+      },
+      result: (result) => {
+        if (job.worker !== worker) return;
+        this.#averageJobMs = 0.8 * this.#averageJobMs +
+          0.2 * (result.timeMs + (result.compile?.timeMs ?? 0));
+        this.#running.delete(job.id);
+        this.#finish(job, {
+          ...result,
+          queuedMs: Math.round(job.startedAt - job.acceptedAt),
+        });
+        this.#dispatch();
+      },
+      failed: (reason, kind) => {
+        if (job.worker !== worker) return;
+        this.#running.delete(job.id);
+        job.worker = undefined;
+        if (kind === "refused") {
+          worker.markFailing(Date.now() + FAILING_COOLDOWN_MS);
+        }
+        this.#restart(job, reason);
+        this.#dispatch();
+      },
+    });
+  }
+
+  /** A job's node refused or lost it: start it again elsewhere, or end it. */
+  #restart(job: MasterJob, reason: string): void {
+    if (job.cancelled !== undefined) {
+      return this.#finish(
+        job,
+        this.#failure(job, `cancelled: ${job.cancelled}`),
+      );
+    }
+    if (job.attempt >= this.#maxAttempts) {
+      return this.#finish(
+        job,
+        this.#failure(job, `${reason} (gave up after ${job.attempt} attempts)`),
+      );
+    }
+    if (!this.#offers().some((offer) => offer.name === job.language)) {
+      return this.#finish(
+        job,
+        this.#failure(
+          job,
+          `${reason}; no live node runs ${job.language} any more`,
+        ),
+      );
+    }
+    const attempt = job.attempt + 1;
+    log.warn("job {jobId} re-placed: {reason} (attempt {attempt})", {
+      jobId: job.id,
+      reason,
+      attempt,
+    });
+    job.session.send({ type: "restarted", jobId: job.id, reason, attempt });
+    this.#emit("jobrestart", { jobId: job.id, reason, attempt });
+    job.position = 0;
+    this.#queue.pushFront(job);
+    this.#announcePositions();
+  }
+
+  /**
+   * Starts every waiting job that fits somewhere now, in queue order; jobs
+   * that fit nowhere keep their place. Called on every event that can free
+   * a slot or lower a load: a job ending, a node joining, a heartbeat.
+   */
   #dispatch(): void {
-    if (this.#closing) return;
+    if (this.#closing || this.#queue.length === 0) return;
     let started = false;
-    while (this.#running.size < this.#slots) {
-      const job = this.#queue.shift();
-      if (!job) break;
-      this.#start(job);
+    for (const [, job] of [...this.#queue.entries()]) {
+      const worker = this.#place(job);
+      if (!worker) continue;
+      this.#queue.take(job);
+      this.#start(job, worker);
       started = true;
     }
     if (started) this.#announcePositions();
@@ -474,14 +762,14 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     const queued = this.#findQueued(jobId);
     if (queued) {
       this.#queue.remove(queued);
-      this.#finish(
-        queued,
-        this.#failure(queued, `cancelled: ${reason}`),
-      );
+      this.#finish(queued, this.#failure(queued, `cancelled: ${reason}`));
       this.#announcePositions();
       return;
     }
-    this.#running.get(jobId)?.job.abort.abort(reason);
+    const running = this.#running.get(jobId);
+    if (!running) return;
+    running.cancelled = reason;
+    running.worker?.cancel(jobId, reason);
   }
 
   #findQueued(jobId: string): MasterJob | undefined {
@@ -499,8 +787,8 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
       {
         jobId: job.id,
-        language: result.language,
-        node: result.node,
+        language: job.language,
+        node: result.node ?? "-",
         verdict: result.verdict,
         timeMs: result.timeMs,
       },
@@ -511,24 +799,42 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   /** A result for a job that never ran to its end, because of `reason`. */
   #failure(job: MasterJob, reason: string): JobResult {
     return blankResult(job.id, {
-      language: job.resolved.runner.name,
+      language: job.language,
       reason,
       queuedMs: Math.round(performance.now() - job.acceptedAt),
     });
   }
 
-  async #logResources(sample: ResourceSampler): Promise<void> {
+  /** Every language some live node runs. */
+  #offers() {
+    return [...this.#workers.values()].flatMap((worker) => worker.languages);
+  }
+
+  /** A guess of when a slot frees up for a rejected client: queue length times average job time over slots. */
+  #retryAfterMs(): number {
+    const slots = [...this.#workers.values()].reduce(
+      (sum, worker) => sum + worker.load().slots,
+      0,
+    );
+    const estimate = (this.#queue.length * this.#averageJobMs) /
+      Math.max(1, slots);
+    return Math.round(Math.min(60_000, Math.max(1000, estimate)));
+  }
+
+  async #logResources(sample: ResourceSampler, slots: number): Promise<void> {
     try {
       const { cpuPercent, ramUsedMb, ramPercent } = await sample();
+      const local = this.#workers.get("local");
       log.info(
-        "resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}",
+        "resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}, nodes {nodes}",
         {
           cpuPercent,
           ramUsedMb,
           ramPercent,
-          running: this.#running.size,
-          slots: this.#slots,
+          running: local?.load().assigned ?? 0,
+          slots,
           queued: this.#queue.length,
+          nodes: this.#workers.size - (local ? 1 : 0),
         },
       );
     } catch (error) {

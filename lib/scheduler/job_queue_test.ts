@@ -28,3 +28,24 @@ Deno.test("FifoQueue refuses the same job twice and empties cleanly", () => {
   assert.equal(queue.shift(), undefined);
   assert.equal(queue.length, 0);
 });
+
+Deno.test("FifoQueue puts a restarted job before everyone", () => {
+  const queue = new FifoQueue<string>();
+  queue.push("a");
+  queue.push("b");
+  queue.pushFront("r1");
+  queue.pushFront("r2");
+  assert.equal(queue.length, 4);
+  assert.deepEqual([...queue.entries()], [[1, "r2"], [2, "r1"], [3, "a"], [
+    4,
+    "b",
+  ]]);
+  assert.equal(queue.push("c"), 5);
+  assert.throws(() => queue.pushFront("a"), TypeError);
+  assert.throws(() => queue.push("r1"), TypeError);
+  assert.equal(queue.remove("r1"), true);
+  assert.equal(queue.remove("r1"), false);
+  assert.equal(queue.shift(), "r2");
+  assert.equal(queue.shift(), "a");
+  assert.deepEqual([...queue.entries()], [[1, "b"], [2, "c"]]);
+});

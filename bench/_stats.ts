@@ -1,0 +1,52 @@
+/**
+ * Numbers a benchmark reports: percentiles over latencies, and a description
+ * of the machine, so results are read against where they were measured.
+ *
+ * @module
+ */
+
+/** The p-th percentile (0-100) of `values`, nearest-rank. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(
+    sorted.length,
+    Math.max(1, Math.ceil((p / 100) * sorted.length)),
+  );
+  return sorted[rank - 1]!;
+}
+
+/** One line per fact about this machine and runtime. */
+export async function describeMachine(): Promise<string[]> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown CPU";
+  const memoryGiB = Deno.systemMemoryInfo().total / 1024 ** 3;
+  return [
+    `date: ${new Date().toISOString()}`,
+    `machine: ${model}, ${navigator.hardwareConcurrency} cores, ${
+      memoryGiB.toFixed(1)
+    } GiB RAM`,
+    `os: ${Deno.build.os} ${Deno.osRelease()} (${Deno.build.arch})`,
+    `deno: ${Deno.version.deno} (v8 ${Deno.version.v8})`,
+  ];
+}
+
+/** Runs `task` over `items` with at most `parallelism` at once, in order of start. */
+export async function runPool<T, R>(
+  items: readonly T[],
+  parallelism: number,
+  task: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await task(items[index]!);
+    }
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(parallelism, items.length) }, lane),
+  );
+  return results;
+}

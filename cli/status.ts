@@ -1,0 +1,95 @@
+/**
+ * `deno task status`: what a master knows of its cluster, as a table or JSON.
+ *
+ * @module
+ */
+// deno-lint-ignore-file no-console
+import {
+  type ClusterStatus,
+  ConnectionError,
+  getClusterStatus,
+  ProtocolError,
+} from "../mod.ts";
+import { DEFAULT_PORT } from "../lib/address.ts";
+import { CliError, parseFlags, runMain } from "./_cli.ts";
+import { EXIT_CODES } from "./submit.ts";
+
+const USAGE = `Usage: deno task status [options]
+
+  --master HOST:PORT  master to ask (default 127.0.0.1:${DEFAULT_PORT})
+  --token T           cluster token (default: $KILN_TOKEN)
+  --json              print the status as one JSON object
+  --verbose           print stack traces of errors
+  -h, --help          show this help`;
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, {
+    master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
+    token: { type: "string" },
+    json: { type: "boolean", default: false },
+    verbose: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  let status: ClusterStatus;
+  try {
+    status = await getClusterStatus({
+      master: values.master,
+      token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
+      name: "status",
+    });
+  } catch (error) {
+    if (error instanceof ConnectionError || error instanceof ProtocolError) {
+      throw new CliError(error.message, EXIT_CODES.connection);
+    }
+    throw error;
+  }
+  if (values.json) {
+    const { type: _, ...rest } = status;
+    console.log(JSON.stringify(rest));
+  } else {
+    console.log(formatStatus(status));
+  }
+  return 0;
+}
+
+/** The status as a table of nodes and a summary line. */
+export function formatStatus(status: ClusterStatus): string {
+  const header = [
+    "NODE",
+    "ADDRESS",
+    "STATE",
+    "CPU",
+    "RAM",
+    "JOBS",
+    "LANGUAGES",
+  ];
+  const rows = status.nodes.map((node) => [
+    node.local ? `${node.name} (master)` : node.name,
+    node.address,
+    node.state,
+    `${node.cpuPercent.toFixed(1)}%`,
+    `${node.ramPercent.toFixed(1)}%`,
+    `${node.running}/${node.slots}`,
+    node.languages.map((l) => l.name).join(","),
+  ]);
+  const widths = header.map((title, i) =>
+    Math.max(title.length, ...rows.map((row) => row[i]!.length))
+  );
+  const lines = [header, ...rows].map((row) =>
+    row.map((
+      cell,
+      i,
+    ) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")
+  );
+  lines.push(
+    "",
+    `master ${status.master}: ${status.running} running, ${status.queued} queued, ${status.nodes.length} nodes`,
+  );
+  return lines.join("\n");
+}
+
+if (import.meta.main) await runMain("kiln status", main);

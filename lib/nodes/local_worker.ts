@@ -1,0 +1,136 @@
+/**
+ * The master's own slots as a {@linkcode Worker}: jobs run in this process
+ * through the executor, and the load is this machine's, sampled by the
+ * master.
+ *
+ * @module
+ */
+import { executeJob } from "../executor.ts";
+import type { LimitOverrides } from "../job.ts";
+import type { ResourceSample } from "../monitor/resource_sampler.ts";
+import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
+import type { ResolvedRunner } from "../runners/registry.ts";
+import type { NodeLoad } from "../scheduler/placement.ts";
+import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+
+/** Options of {@linkcode LocalWorker}. */
+export interface LocalWorkerOptions {
+  readonly name: string;
+  readonly address: string;
+  readonly slots: number;
+  /** The runners this machine has, by canonical name. */
+  readonly runners: ReadonlyMap<string, ResolvedRunner>;
+  readonly limits: LimitOverrides;
+  readonly maxCpu: number;
+  readonly maxRam: number;
+  readonly workRoot?: string | undefined;
+  /** The machine's latest load, kept fresh by the master. */
+  readonly sample: () => ResourceSample;
+}
+
+/**
+ * Runs jobs on the master's own machine.
+ *
+ * @example Running a job on the master's own slots
+ * ```ts ignore
+ * const worker = new LocalWorker({ name: "master", address, slots: 2, runners, limits: {}, maxCpu: 100, maxRam: 95, sample });
+ * worker.start({ id, request, language: "python" }, { output, result, failed });
+ * ```
+ */
+export class LocalWorker implements Worker {
+  readonly id = "local";
+  readonly name: string;
+  readonly address: string;
+  readonly languages: readonly OfferedLanguage[];
+  #options: LocalWorkerOptions;
+  #running = new Map<string, AbortController>();
+
+  constructor(options: LocalWorkerOptions) {
+    this.#options = options;
+    this.name = options.name;
+    this.address = options.address;
+    this.languages = [...options.runners.values()].map((
+      { runner, toolchain },
+    ) => ({
+      name: runner.name,
+      version: toolchain.version,
+      aliases: [...runner.aliases],
+      extensions: [...runner.extensions],
+    }));
+  }
+
+  /** Jobs running now, and every job still to report: one set. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  load(): NodeLoad {
+    const { cpuPercent, ramPercent } = this.#options.sample();
+    return {
+      id: this.id,
+      name: this.name,
+      local: true,
+      languages: new Set(this.#options.runners.keys()),
+      slots: this.#options.slots,
+      assigned: this.#running.size,
+      cpuPercent,
+      ramPercent,
+      maxCpu: this.#options.maxCpu,
+      maxRam: this.#options.maxRam,
+      draining: false,
+      failingUntil: 0,
+    };
+  }
+
+  start(job: WorkerJob, events: WorkerJobEvents): void {
+    const resolved = this.#options.runners.get(job.language);
+    if (!resolved) {
+      // Placement only picks a node for a language it runs: a bug if reached.
+      return queueMicrotask(() =>
+        events.failed(`no ${job.language} runner here`, "refused")
+      );
+    }
+    const abort = new AbortController();
+    this.#running.set(job.id, abort);
+    executeJob(resolved, job.request, {
+      jobId: job.id,
+      nodeName: this.name,
+      limits: this.#options.limits,
+      signal: abort.signal,
+      onOutput: (stream, data) => events.output(stream, data),
+      ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
+    }).then((result) => {
+      this.#running.delete(job.id);
+      events.result(result);
+    });
+  }
+
+  cancel(jobId: string, reason: string): void {
+    this.#running.get(jobId)?.abort(reason);
+  }
+
+  markFailing(): void {
+    // The master's own slots do not refuse work: nothing to remember.
+  }
+
+  status(): NodeStatus {
+    const { cpuPercent, ramPercent } = this.#options.sample();
+    const load = this.load();
+    return {
+      id: this.id,
+      name: this.name,
+      address: this.address,
+      state: load.assigned >= load.slots || cpuPercent > load.maxCpu ||
+          ramPercent > load.maxRam
+        ? "busy"
+        : "ready",
+      local: true,
+      cpuPercent,
+      ramPercent,
+      running: this.#running.size,
+      slots: this.#options.slots,
+      languages: this.languages.map(({ name, version }) => ({ name, version })),
+      lastSeenMs: 0,
+    };
+  }
+}

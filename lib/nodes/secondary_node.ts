@@ -1,0 +1,807 @@
+/**
+ * The secondary: a node that dials the master, registers the languages it
+ * can run, reports its load every second, and runs the jobs the master
+ * gives it, streaming their output back over the same connection. When the
+ * master goes away it aborts its jobs (the master places them again), then
+ * dials again with capped exponential back-off until it is registered once
+ * more, so a restarted master heals the cluster by itself.
+ *
+ * The conversation on one connection, after the handshake (role `secondary`):
+ *
+ * ```
+ * secondary                                   master
+ *   register {id, name, languages, slots, maxCpu, maxRam}  ->
+ *             <-  registered {master, heartbeatIntervalMs}
+ *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running}  ->  (at once, then every interval)
+ *             <-  run {jobId, job}
+ *   refused {jobId, reason}  ->                 (full, invalid job, language not offered)
+ *   output {jobId, stream, data}  ->            (or, once it runs: output..., then)
+ *   result {jobId, result}  ->
+ *             <-  cancel {jobId}                (the job's result still follows)
+ * ```
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { z } from "zod";
+import { formatHostPort, type HostPort, parseHostPort } from "../address.ts";
+import { ConnectionError } from "../client.ts";
+import { executeJob } from "../executor.ts";
+import {
+  fitResult,
+  type JobRequest,
+  JobRequestSchema,
+  type JobResult,
+  type LimitOverrides,
+} from "../job.ts";
+import {
+  type ResourceSample,
+  type ResourceSampler,
+  sampleResources,
+} from "../monitor/resource_sampler.ts";
+import { Connection } from "../protocol/connection.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import {
+  clientHandshake,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+} from "../protocol/handshake.ts";
+import type { MessageOf, OfferedLanguage } from "../protocol/messages.ts";
+import {
+  createDefaultRegistry,
+  type ResolvedRunner,
+  type RunnerRegistry,
+  type RunnerResolution,
+} from "../runners/registry.ts";
+import type { LanguageRunner } from "../runners/runner.ts";
+import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
+import type { JobStartDetail } from "./events.ts";
+
+const log = getLogger(["kiln", "secondary"]);
+
+/** Room left in a frame for `{"type":"result","jobId":...}` around the result. */
+const RESULT_ENVELOPE_BYTES = 512;
+/** Errors that come back on every attempt until an operator fixes something. */
+const MISCONFIGURED = new Set([
+  "auth_failed",
+  "version_mismatch",
+  "role_refused",
+  "invalid_message",
+  "unexpected_message",
+]);
+
+/** Options of {@linkcode SecondaryNode}. */
+export interface SecondaryNodeOptions {
+  /** The master to dial, as `host:port` (`[::1]:7700`) or an address object. */
+  master: string | HostPort;
+  /** Name reported to the master and as the `node` of jobs run here. @default Deno.hostname() */
+  name?: string;
+  /** Jobs run at once; the master is refused more. @default the number of CPUs */
+  slots?: number;
+  /** Above this CPU % the master should give this node no new job. @default 100 */
+  maxCpu?: number;
+  /** Above this RAM % the master should give this node no new job. @default 95 */
+  maxRam?: number;
+  /** Shared token of the cluster; empty for an open cluster. @default "" */
+  token?: string;
+  /** Languages this node knows. @default {@linkcode createDefaultRegistry}() */
+  registry?: RunnerRegistry;
+  /**
+   * Offer only these languages (names or aliases known to the registry);
+   * jobs in any other are refused. @default every available language
+   */
+  languages?: readonly string[];
+  /** The node's maximum limits per job; requests may lower them. */
+  limits?: LimitOverrides;
+  /**
+   * Interval of the load heartbeats, in ms, until the master says otherwise:
+   * its `registered` answer sets the interval it expects. @default 1000
+   */
+  heartbeatIntervalMs?: number;
+  /** First delay before dialing again after a failure, in ms. @default 100 */
+  reconnectMinMs?: number;
+  /** Longest delay between two dials, in ms. @default 5000 */
+  reconnectMaxMs?: number;
+  /** Where the heartbeats' numbers come from. @default {@linkcode sampleResources} */
+  sampleResources?: ResourceSampler;
+  /** Directory for job workdirs. @default the system temp dir */
+  workRoot?: string;
+  /** Largest frame sent to or accepted from the master, in bytes. @default 8 MiB */
+  maxFrameBytes?: number;
+  /** Time allowed for the handshake, and then for the master's `registered`. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Aborting it shuts the node down, like {@linkcode SecondaryNode.shutdown}. */
+  signal?: AbortSignal;
+}
+
+/** The node was accepted by the master. */
+export interface SecondaryRegisteredDetail {
+  /** The master's address as dialed, `host:port`. */
+  readonly master: string;
+  /** The name this node registered under. */
+  readonly name: string;
+}
+
+/** The node lost the master it was registered with; it dials again. */
+export interface SecondaryDisconnectedDetail {
+  /** Why, e.g. `master closed the connection`. */
+  readonly reason: string;
+}
+
+/** An attempt to dial, authenticate and register failed; another follows. */
+export interface SecondaryConnectFailedDetail {
+  /** What went wrong: a {@linkcode ConnectionError}, a {@linkcode ProtocolError}, ... */
+  readonly error: Error;
+  /** When the next attempt starts, in ms from now. */
+  readonly retryInMs: number;
+}
+
+/** Every event of a secondary node, by type. */
+export interface SecondaryNodeEventMap {
+  /** The master accepted the registration (again, after a reconnection). */
+  registered: CustomEvent<SecondaryRegisteredDetail>;
+  /** The connection to the master was lost; running jobs were aborted. */
+  disconnected: CustomEvent<SecondaryDisconnectedDetail>;
+  /** An attempt to reach and register with the master failed. */
+  connectfailed: CustomEvent<SecondaryConnectFailedDetail>;
+  /** A job the master gave this node started. */
+  jobstart: CustomEvent<JobStartDetail>;
+  /** A job ended, here; its result went to the master if it was still there. */
+  jobcomplete: CustomEvent<JobResult>;
+}
+
+/** A job this node runs, or has accepted and is about to run. */
+interface SecondaryJob {
+  readonly abort: AbortController;
+  /** Settles (never rejects) when the job has ended and its slot is free. */
+  done: Promise<void>;
+}
+
+/** The event types of a secondary node; see {@linkcode SecondaryNodeEventMap}. */
+export interface SecondaryNode {
+  /** Listens for one of the node's typed events. */
+  addEventListener<K extends keyof SecondaryNodeEventMap>(
+    type: K,
+    listener: (event: SecondaryNodeEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event, untyped. */
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Stops listening for one of the node's typed events. */
+  removeEventListener<K extends keyof SecondaryNodeEventMap>(
+    type: K,
+    listener: (event: SecondaryNodeEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening for any event, untyped. */
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}
+
+/**
+ * A secondary node. It starts when constructed, like `Deno.serve`: it
+ * detects its toolchains ({@linkcode ready}), then dials the master and
+ * stays registered with it until {@linkcode shutdown}, dialing again
+ * whenever the connection is lost or cannot be made.
+ *
+ * @example A master and a secondary on this machine
+ * ```ts
+ * import { MasterNode } from "../../mod.ts";
+ * import { SecondaryNode } from "./secondary_node.ts";
+ *
+ * await using master = new MasterNode({ port: 0, slots: 1, resourceLogIntervalMs: 0 });
+ * await using secondary = new SecondaryNode({ master: master.addr, name: "w1", slots: 2 });
+ * secondary.addEventListener("registered", (event) => {
+ *   console.log(`registered with ${event.detail.master} as ${event.detail.name}`);
+ * });
+ * await secondary.ready; // toolchains detected; dialing the master
+ * ```
+ */
+export class SecondaryNode extends EventTarget implements AsyncDisposable {
+  /** Random per node: tells the master a restarted node from a reconnecting one. */
+  readonly id: string = crypto.randomUUID();
+  /** The name this node registers under and reports as the `node` of its jobs. */
+  readonly name: string;
+  /** The master's address, `host:port`. */
+  readonly master: string;
+  /**
+   * Resolves once the toolchains are detected and the node starts dialing;
+   * rejects, and the node shuts down, when no language is left to offer.
+   */
+  readonly ready: Promise<void>;
+  /** Resolves when the node has shut down. */
+  readonly finished: Promise<void>;
+
+  readonly #address: HostPort;
+  readonly #slots: number;
+  readonly #maxCpu: number;
+  readonly #maxRam: number;
+  readonly #token: string;
+  readonly #registry: RunnerRegistry;
+  /** The runners the `languages` option allows; undefined allows all. */
+  readonly #allowed: ReadonlySet<LanguageRunner> | undefined;
+  readonly #limits: LimitOverrides;
+  readonly #heartbeatIntervalMs: number;
+  readonly #reconnectMinMs: number;
+  readonly #reconnectMaxMs: number;
+  readonly #sampler: ResourceSampler;
+  readonly #workRoot: string | undefined;
+  readonly #maxFrameBytes: number;
+  readonly #handshakeTimeoutMs: number;
+  readonly #jobs = new Map<string, SecondaryJob>();
+  /** Aborted at shutdown: ends dials, back-off waits and heartbeats. */
+  readonly #stopping = new AbortController();
+  readonly #readiness = Promise.withResolvers<void>();
+  #offered: readonly ResolvedRunner[] = [];
+  #connection: Connection | undefined;
+  #registered = false;
+  #closing = false;
+  #lastError: Error | undefined;
+  #lastSample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
+  #sampling: Promise<void> | undefined;
+
+  /**
+   * Starts the node.
+   *
+   * @throws {TypeError} when `master` is not an address.
+   * @throws {RangeError} when a number is out of range, or `languages`
+   * names a language the registry does not know.
+   */
+  constructor(options: SecondaryNodeOptions) {
+    super();
+    const {
+      master,
+      name = Deno.hostname(),
+      slots = navigator.hardwareConcurrency,
+      maxCpu = 100,
+      maxRam = 95,
+      token = "",
+      registry = createDefaultRegistry(),
+      languages,
+      limits = {},
+      heartbeatIntervalMs = 1000,
+      reconnectMinMs = 100,
+      reconnectMaxMs = 5000,
+      sampleResources: sampler = sampleResources,
+      workRoot,
+      maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+      handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      signal,
+    } = options;
+    this.#address = typeof master === "string" ? parseHostPort(master) : master;
+    this.master = formatHostPort(this.#address);
+    if (name.length < 1 || name.length > 128) {
+      throw new RangeError(
+        `Cannot start secondary: name must be 1-128 characters, got "${name}"`,
+      );
+    }
+    checkRange("slots", slots, 1, 4096, true);
+    checkRange("maxCpu", maxCpu, 0, 100);
+    checkRange("maxRam", maxRam, 0, 100);
+    checkRange("heartbeatIntervalMs", heartbeatIntervalMs, 1, 2 ** 31 - 1);
+    checkRange("reconnectMinMs", reconnectMinMs, 1, 2 ** 31 - 1);
+    checkRange("reconnectMaxMs", reconnectMaxMs, reconnectMinMs, 2 ** 31 - 1);
+    this.name = name;
+    this.#slots = slots;
+    this.#maxCpu = maxCpu;
+    this.#maxRam = maxRam;
+    this.#token = token;
+    this.#registry = registry;
+    this.#allowed = languages === undefined
+      ? undefined
+      : allowedRunners(registry, languages);
+    this.#limits = limits;
+    this.#heartbeatIntervalMs = heartbeatIntervalMs;
+    this.#reconnectMinMs = reconnectMinMs;
+    this.#reconnectMaxMs = reconnectMaxMs;
+    this.#sampler = sampler;
+    this.#workRoot = workRoot;
+    this.#maxFrameBytes = maxFrameBytes;
+    this.#handshakeTimeoutMs = handshakeTimeoutMs;
+    this.ready = this.#readiness.promise;
+    // Whoever awaits `ready` sees its rejection; nobody has to.
+    this.ready.catch(() => {});
+
+    const onAbort = () => void this.shutdown();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.finished = this.#main().finally(() =>
+      signal?.removeEventListener("abort", onAbort)
+    );
+    if (signal?.aborted) void this.shutdown();
+  }
+
+  /** Whether the node is registered with the master right now. */
+  get registered(): boolean {
+    return this.#registered;
+  }
+
+  /** Jobs running now (including those accepted and about to start). */
+  get running(): number {
+    return this.#jobs.size;
+  }
+
+  /**
+   * The latest failure to reach, authenticate with, register with or stay
+   * connected to the master (or to start at all); undefined until one
+   * happens. It is kept after the node registers again.
+   */
+  get lastError(): Error | undefined {
+    return this.#lastError;
+  }
+
+  /**
+   * The languages offered to the master, with their toolchain versions;
+   * empty until {@linkcode ready}.
+   */
+  get languages(): OfferedLanguage[] {
+    return this.#offered.map(offeredLanguage);
+  }
+
+  /**
+   * Stops dialing, closes the connection to the master (which places the
+   * running jobs elsewhere), kills every running job and resolves
+   * {@linkcode finished}.
+   */
+  async shutdown(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      this.#stopping.abort();
+      await this.#connection?.close();
+      this.#abortJobs("the secondary is shutting down");
+    }
+    await this.finished;
+  }
+
+  /** Shuts the node down; for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+
+  /** The node's whole life. Never rejects. */
+  async #main(): Promise<void> {
+    try {
+      await this.#detectLanguages();
+    } catch (error) {
+      const failure = error instanceof Error ? error : new Error(String(error));
+      this.#lastError = failure;
+      log.error("{message}", { message: failure.message });
+      this.#closing = true;
+      this.#readiness.reject(failure);
+      return;
+    }
+    this.#readiness.resolve();
+    let attempt = 0;
+    while (!this.#closing) {
+      const session = await this.#connectOnce();
+      if (this.#closing) break;
+      this.#lastError = session.error;
+      // A link that held for a while starts the back-off over; one that
+      // breaks as soon as it is made keeps backing off, so a master that
+      // drops us at once is not hammered.
+      if (session.upMs >= this.#reconnectMaxMs) attempt = 0;
+      const retryInMs = backoffDelay(attempt++, {
+        minMs: this.#reconnectMinMs,
+        maxMs: this.#reconnectMaxMs,
+      });
+      if (session.registered) {
+        const reason = session.error.message;
+        log.warn("lost the master: {reason}; reconnecting in {ms} ms", {
+          reason,
+          ms: retryInMs,
+        });
+        this.#emit("disconnected", { reason });
+      } else {
+        this.#logFailure(session.error, retryInMs);
+        this.#emit("connectfailed", { error: session.error, retryInMs });
+      }
+      await abortableDelay(retryInMs, this.#stopping.signal);
+    }
+    log.info("secondary {name} stopped", { name: this.name });
+  }
+
+  /** Detects toolchains once and picks the languages to offer; throws when none is left. */
+  async #detectLanguages(): Promise<void> {
+    const statuses = await this.#registry.detect();
+    const available = await this.#registry.available();
+    this.#offered = available.filter(({ runner }) =>
+      this.#allowed?.has(runner) ?? true
+    );
+    for (const status of statuses) {
+      const runner = this.#registry.get(status.name);
+      if (this.#allowed && runner && !this.#allowed.has(runner)) continue;
+      if (status.toolchain.available) {
+        log.info("language {name}: {version}", {
+          name: status.name,
+          version: status.toolchain.version,
+        });
+      } else {
+        log.warn("language {name} unavailable: {reason}", {
+          name: status.name,
+          reason: status.toolchain.reason,
+        });
+      }
+    }
+    if (this.#offered.length > 0) return;
+    const considered = statuses.filter((status) => {
+      const runner = this.#registry.get(status.name);
+      return !this.#allowed || (runner !== undefined &&
+        this.#allowed.has(runner));
+    });
+    const why = considered.map(({ name, toolchain }) =>
+      `${name}: ${toolchain.available ? "available" : toolchain.reason}`
+    ).join("; ");
+    throw new Error(
+      `Cannot start secondary "${this.name}": no language to offer${
+        this.#allowed
+          ? ` among ${considered.map((s) => s.name).join(", ")}`
+          : ""
+      } (${why || "the registry is empty"})`,
+    );
+  }
+
+  /**
+   * One connection: dial, handshake, register, then serve jobs until it
+   * ends. Never throws: says whether the node got registered, for how long,
+   * and why the connection ended.
+   */
+  async #connectOnce(): Promise<
+    { registered: boolean; upMs: number; error: Error }
+  > {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname: this.#address.hostname,
+        port: this.#address.port,
+        signal: this.#stopping.signal,
+      });
+    } catch (cause) {
+      const reason = cause instanceof Deno.errors.ConnectionRefused
+        ? "connection refused (is the master running?)"
+        : cause instanceof Error
+        ? cause.message
+        : String(cause);
+      return {
+        registered: false,
+        upMs: 0,
+        error: new ConnectionError(this.master, reason, { cause }),
+      };
+    }
+    const connection = new Connection(conn, {
+      maxFrameBytes: this.#maxFrameBytes,
+      peerName: "master",
+    });
+    this.#connection = connection;
+    if (this.#closing) await connection.close();
+    try {
+      const heartbeatIntervalMs = await this.#register(connection);
+      const registeredAt = performance.now();
+      this.#registered = true;
+      log.info("registered with {master} as {name}", {
+        master: this.master,
+        name: this.name,
+      });
+      this.#emit("registered", { master: this.master, name: this.name });
+      const linkDown = new AbortController();
+      const heartbeats = this.#heartbeats(
+        connection,
+        heartbeatIntervalMs,
+        linkDown.signal,
+      );
+      try {
+        const error = await this.#serve(connection);
+        return {
+          registered: true,
+          upMs: performance.now() - registeredAt,
+          error,
+        };
+      } finally {
+        this.#registered = false;
+        linkDown.abort();
+        await heartbeats;
+      }
+    } catch (error) {
+      return {
+        registered: false,
+        upMs: 0,
+        error: error instanceof Error ? error : new Error(String(error)),
+      };
+    } finally {
+      await connection.close();
+      // The master places these jobs again; their results have nowhere to go.
+      this.#abortJobs("the connection to the master was lost");
+      await Promise.all([...this.#jobs.values()].map((job) => job.done));
+      this.#connection = undefined;
+    }
+  }
+
+  /** Handshake and registration; resolves with the heartbeat interval the master wants. */
+  async #register(connection: Connection): Promise<number> {
+    await clientHandshake(connection, {
+      role: "secondary",
+      token: this.#token,
+      name: this.name,
+      timeoutMs: this.#handshakeTimeoutMs,
+    });
+    await connection.send({
+      type: "register",
+      id: this.id,
+      name: this.name,
+      languages: this.languages,
+      slots: this.#slots,
+      maxCpu: this.#maxCpu,
+      maxRam: this.#maxRam,
+    });
+    let answer;
+    try {
+      answer = await connection.receive(this.#handshakeTimeoutMs);
+    } catch (error) {
+      if (error instanceof ProtocolError && error.code === "timeout") {
+        throw new ProtocolError(
+          "timeout",
+          `the master did not answer our registration within ${this.#handshakeTimeoutMs} ms`,
+        );
+      }
+      throw error;
+    }
+    if (answer.type !== "registered") {
+      throw new ProtocolError(
+        "unexpected_message",
+        `the master answered our registration with "${answer.type}" instead of "registered"`,
+      );
+    }
+    return answer.heartbeatIntervalMs ?? this.#heartbeatIntervalMs;
+  }
+
+  /** Reads the master's messages until the connection ends; returns why it ended. */
+  async #serve(connection: Connection): Promise<Error> {
+    while (true) {
+      let message;
+      try {
+        message = await connection.receive();
+      } catch (error) {
+        if (
+          error instanceof ProtocolError && error.code === "invalid_message"
+        ) {
+          log.warn("ignoring an invalid message from the master: {message}", {
+            message: error.message,
+          });
+          continue;
+        }
+        return error instanceof Error ? error : new Error(String(error));
+      }
+      switch (message.type) {
+        case "run":
+          this.#run(connection, message);
+          break;
+        case "cancel":
+          this.#jobs.get(message.jobId)?.abort.abort("cancelled by the master");
+          break;
+        default:
+          log.warn('ignoring an unexpected "{type}" message from the master', {
+            type: message.type,
+          });
+      }
+    }
+  }
+
+  /** Takes a job or refuses it; the slot is taken before anything is awaited. */
+  #run(connection: Connection, { jobId, job: raw }: MessageOf<"run">): void {
+    const refuse = (reason: string) => {
+      log.info("refused job {jobId}: {reason}", { jobId, reason });
+      connection.send({ type: "refused", jobId, reason: reason.slice(0, 4096) })
+        .catch(() => {});
+    };
+    if (this.#closing) return refuse("the secondary is shutting down");
+    if (this.#jobs.has(jobId)) {
+      return refuse(`job ${jobId} is already running here`);
+    }
+    if (this.#jobs.size >= this.#slots) {
+      return refuse(
+        `full: all ${this.#slots} slots of "${this.name}" are busy`,
+      );
+    }
+    const parsed = JobRequestSchema.safeParse(raw);
+    if (!parsed.success) {
+      return refuse(`invalid job: ${z.prettifyError(parsed.error)}`);
+    }
+    const job: SecondaryJob = {
+      abort: new AbortController(),
+      done: Promise.resolve(),
+    };
+    this.#jobs.set(jobId, job);
+    job.done = this.#execute(connection, jobId, parsed.data, job, refuse);
+  }
+
+  /** Resolves the job's language and runs it, then sends its result. Never rejects. */
+  async #execute(
+    connection: Connection,
+    jobId: string,
+    request: JobRequest,
+    job: SecondaryJob,
+    refuse: (reason: string) => void,
+  ): Promise<void> {
+    try {
+      const resolution = await this.#resolve(request.language);
+      if (!resolution.ok) {
+        this.#jobs.delete(jobId);
+        return refuse(resolution.reason);
+      }
+      const language = resolution.resolved.runner.name;
+      log.info("job {jobId} ({language}) started", { jobId, language });
+      this.#emit("jobstart", { jobId, node: this.name, language });
+      const result = await executeJob(resolution.resolved, request, {
+        jobId,
+        nodeName: this.name,
+        limits: this.#limits,
+        signal: job.abort.signal,
+        onOutput: (stream, data) =>
+          connection.send({ type: "output", jobId, stream, data })
+            .catch(() => {}),
+        ...this.#workRoot ? { workRoot: this.#workRoot } : {},
+      });
+      // The slot is free before the master hears of it, so it may reuse it at once.
+      this.#jobs.delete(jobId);
+      log.info("job {jobId} ({language}) finished: {verdict} in {timeMs} ms", {
+        jobId,
+        language,
+        verdict: result.verdict,
+        timeMs: result.timeMs,
+      });
+      const room = connection.maxFrameBytes - RESULT_ENVELOPE_BYTES;
+      connection.send({
+        type: "result",
+        jobId,
+        result: fitResult(result, room),
+      })
+        .catch(() => {});
+      this.#emit("jobcomplete", result);
+    } catch (error) {
+      // executeJob never throws; a listener of ours might.
+      this.#jobs.delete(jobId);
+      log.error("job {jobId} failed: {error}", { jobId, error });
+    }
+  }
+
+  /** The registry's answer, narrowed to the languages this node offers. */
+  async #resolve(language: string): Promise<RunnerResolution> {
+    const resolution = await this.#registry.resolve(language);
+    const offered = this.#offered.map(({ runner }) => runner.name).join(", ");
+    if (resolution.ok) {
+      const { runner } = resolution.resolved;
+      if (this.#allowed?.has(runner) ?? true) return resolution;
+      return {
+        ok: false,
+        problem: "toolchain_unavailable",
+        runner,
+        reason:
+          `language "${runner.name}" is not offered by "${this.name}" (it offers ${offered})`,
+      };
+    }
+    if (resolution.problem === "unknown_language") {
+      return {
+        ...resolution,
+        reason: `${resolution.reason}; "${this.name}" offers ${offered}`,
+      };
+    }
+    return resolution;
+  }
+
+  /** Sends a heartbeat at once, then every interval, until `stop` aborts. Never rejects. */
+  async #heartbeats(
+    connection: Connection,
+    intervalMs: number,
+    stop: AbortSignal,
+  ): Promise<void> {
+    while (!stop.aborted) {
+      // A slow sampler delays a heartbeat by at most one interval: the last
+      // numbers go out instead, and samples never overlap.
+      this.#sampling ??= this.#sampler().then(
+        (sample) => void (this.#lastSample = cleanSample(sample)),
+        (error) => log.warn("cannot sample resources: {error}", { error }),
+      ).finally(() => this.#sampling = undefined);
+      await settledWithin(this.#sampling, intervalMs, stop);
+      if (stop.aborted) return;
+      connection.send({
+        type: "heartbeat",
+        ...this.#lastSample,
+        running: this.#jobs.size,
+      }).catch(() => {});
+      await abortableDelay(intervalMs, stop);
+    }
+  }
+
+  #abortJobs(reason: string): void {
+    for (const job of this.#jobs.values()) job.abort.abort(reason);
+  }
+
+  #logFailure(error: Error, retryInMs: number): void {
+    if (error instanceof ConnectionError) {
+      log.warn("{reason}; retrying in {ms} ms", {
+        reason: error.message,
+        ms: retryInMs,
+      });
+      return;
+    }
+    const properties = { master: this.master, reason: error.message };
+    const template =
+      "cannot register with {master}: {reason}; retrying in {ms} ms";
+    // Wrong token, version or role: an operator must act, so say it loudly.
+    if (error instanceof ProtocolError && MISCONFIGURED.has(error.code)) {
+      log.error(template, { ...properties, ms: retryInMs });
+    } else {
+      log.warn(template, { ...properties, ms: retryInMs });
+    }
+  }
+
+  #emit<K extends keyof SecondaryNodeEventMap>(
+    type: K,
+    detail: SecondaryNodeEventMap[K]["detail"],
+  ): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function checkRange(
+  name: string,
+  value: number,
+  min: number,
+  max: number,
+  integer = false,
+): void {
+  if (
+    typeof value !== "number" || Number.isNaN(value) || value < min ||
+    value > max || (integer && !Number.isInteger(value))
+  ) {
+    throw new RangeError(
+      `Cannot start secondary: ${name} must be ${
+        integer ? "an integer" : "a number"
+      } from ${min} to ${max}, got ${value}`,
+    );
+  }
+}
+
+/** The runners named by `languages`; a RangeError names every unknown one. */
+function allowedRunners(
+  registry: RunnerRegistry,
+  languages: readonly string[],
+): Set<LanguageRunner> {
+  const unknown = languages.filter((language) => !registry.get(language));
+  if (unknown.length > 0) {
+    const known = registry.list().map((runner) => runner.name).join(", ");
+    throw new RangeError(
+      `Cannot start secondary: unknown ${
+        unknown.length === 1 ? "language" : "languages"
+      } ${unknown.map((name) => `"${name}"`).join(", ")} (known: ${known})`,
+    );
+  }
+  return new Set(languages.map((language) => registry.get(language)!));
+}
+
+function offeredLanguage({ runner, toolchain }: ResolvedRunner) {
+  return {
+    name: runner.name,
+    version: toolchain.version.slice(0, 256),
+    aliases: runner.aliases.slice(0, 32),
+    extensions: runner.extensions.slice(0, 32),
+  } satisfies OfferedLanguage;
+}
+
+/** A sample the heartbeat schema accepts, whatever the sampler returned. */
+function cleanSample(sample: ResourceSample): ResourceSample {
+  const percent = (value: number) =>
+    Number.isFinite(value) ? Math.min(100, Math.max(0, value)) : 0;
+  return {
+    cpuPercent: percent(sample.cpuPercent),
+    ramPercent: percent(sample.ramPercent),
+    ramUsedMb: Number.isFinite(sample.ramUsedMb)
+      ? Math.max(0, sample.ramUsedMb)
+      : 0,
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * A place where the master can run a job: its own slots
+ * ({@linkcode LocalWorker}) or a connected secondary ({@linkcode RemoteWorker}).
+ * The master places, restarts and cancels jobs through this one interface,
+ * so neither placement nor the job's life cares which kind it is.
+ *
+ * @module
+ */
+import type { JobRequest, JobResult, OutputStream } from "../job.ts";
+import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
+import type { NodeLoad } from "../scheduler/placement.ts";
+
+/** A job handed to a worker. */
+export interface WorkerJob {
+  readonly id: string;
+  /** Validated by the master. */
+  readonly request: JobRequest;
+  /** The canonical language name the master resolved. */
+  readonly language: string;
+}
+
+/** How a worker reports on a job it was given. Exactly one of `result` or `failed` ends it. */
+export interface WorkerJobEvents {
+  /** A chunk of the program's output. */
+  output(stream: OutputStream, data: string): void;
+  /** The job ran to an end, whatever its verdict. */
+  result(result: JobResult): void;
+  /**
+   * The worker could not run the job (`refused`: full, no toolchain) or
+   * lost it (`lost`: the node died or went silent); the master may place
+   * it elsewhere.
+   */
+  failed(reason: string, kind: "refused" | "lost"): void;
+}
+
+/** A node as the master sees it. */
+export interface Worker {
+  readonly id: string;
+  readonly name: string;
+  /** Where the node is: its peer address, or the master's own. */
+  readonly address: string;
+  /** The languages it runs, with their toolchains. */
+  readonly languages: readonly OfferedLanguage[];
+  /** Its load for placement; `assigned` counts the jobs the master gave it. */
+  load(): NodeLoad;
+  /** Starts a job; the worker reports through `events`. */
+  start(job: WorkerJob, events: WorkerJobEvents): void;
+  /** Stops a job it runs; its `result` (or `failed`) still follows. */
+  cancel(jobId: string, reason: string): void;
+  /** Skip this node for placement until `until` (epoch ms), after a refusal. */
+  markFailing(until: number): void;
+  /** What `deno task status` shows of it. */
+  status(): NodeStatus;
+}

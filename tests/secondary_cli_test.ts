@@ -1,0 +1,127 @@
+/**
+ * `cli/secondary.ts` as an operator runs it: registering with a real master
+ * process, waiting for a master that is not there yet, stopping cleanly on
+ * SIGTERM, and refusing bad flags with one line.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import {
+  readLines,
+  startMasterProcess,
+  startSecondaryProcess,
+} from "../cli/_processes.ts";
+
+const SECONDARY_CLI = fileURLToPath(
+  new URL("../cli/secondary.ts", import.meta.url),
+);
+const TOKEN = "secondary-cli-test-token";
+
+/** Runs the secondary CLI to its end with these flags. */
+async function runSecondary(...args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SECONDARY_CLI, ...args],
+    env: { KILN_TOKEN: TOKEN, NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  return {
+    code,
+    stdout: new TextDecoder().decode(stdout),
+    stderr: new TextDecoder().decode(stderr),
+  };
+}
+
+/** A loopback port nobody listens on (taken, then freed). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+Deno.test("CLI: a secondary registers with a master process and prints the line", async () => {
+  await using master = await startMasterProcess({
+    token: TOKEN,
+    args: ["--slots", "1", "--log-level", "error"],
+  });
+  await using secondary = await startSecondaryProcess(master.address, {
+    token: TOKEN,
+    args: [
+      "--name",
+      "cli-w1",
+      "--slots",
+      "2",
+      "--languages",
+      "bash",
+      "--log-level",
+      "error",
+    ],
+    timeoutMs: 30_000,
+  });
+  assert.equal(secondary.address, master.address);
+  assert.equal(secondary.name, "cli-w1");
+  assert.equal(secondary.registrations, 1);
+  const status = await secondary.stop();
+  assert.equal(status.code, 0, "SIGTERM stops the secondary cleanly");
+});
+
+Deno.test("CLI: a secondary waits for an absent master, saying so, and exits 0 on SIGTERM", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SECONDARY_CLI, "--master", `127.0.0.1:${freePort()}`],
+    env: { KILN_TOKEN: TOKEN, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = readLines(child.stderr);
+  const seen: string[] = [];
+  for (let line = await lines.next(); !line.done; line = await lines.next()) {
+    seen.push(line.value);
+    if (
+      /connection refused \(is the master running\?\); retrying/.test(
+        line.value,
+      )
+    ) {
+      break;
+    }
+  }
+  assert.ok(
+    seen.some((line) =>
+      /Cannot connect to master at 127\.0\.0\.1:\d+/.test(line)
+    ),
+    seen.join("\n"),
+  );
+  child.kill("SIGTERM");
+  const [status, stdout] = await Promise.all([
+    child.status,
+    new Response(child.stdout).text(),
+    (async () => {
+      for await (const _ of lines);
+    })(),
+  ]);
+  assert.equal(status.code, 0);
+  assert.equal(stdout, "", "it never claimed to be registered");
+});
+
+Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--slots", "zero"], /--slots must be an integer >= 1, got "zero"/],
+    [["--max-cpu", "120"], /--max-cpu must be a percentage 0-100, got "120"/],
+    [["--languages", "bash,cobol"], /unknown language "cobol" \(known: .*bash/],
+    [["--languages", ","], /--languages must name at least one language/],
+    [["--master", "host:99999"], /port must be 0-65535/],
+    [["--log-level", "loud"], /unknown log level "loud"/],
+    [["--bogus"], /Unknown option '--bogus'/],
+  ];
+  for (const [args, pattern] of cases) {
+    const { code, stdout, stderr } = await runSecondary(...args);
+    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
+    assert.equal(stdout, "");
+    const lines = stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: ${stderr}`);
+    assert.match(lines[0]!, /^kiln secondary: /);
+    assert.match(lines[0]!, pattern);
+  }
+  const help = await runSecondary("--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--master HOST:PORT/);
+});
