@@ -31,9 +31,12 @@ export type {
   NodeDetail,
 } from "./lib/nodes/events.ts";
 export {
+  type SecondaryConnectFailedDetail,
+  type SecondaryDisconnectedDetail,
   SecondaryNode,
   type SecondaryNodeEventMap,
   type SecondaryNodeOptions,
+  type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
 export {
   ConnectionError,

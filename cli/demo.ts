@@ -1,9 +1,10 @@
 /**
- * `deno task demo`: starts a local cluster (a master process, started the
- * way an operator would), submits every sample program in
- * `examples/programs/` at once, prints a table of the results and shuts the
- * cluster down. Languages whose toolchain this machine lacks are listed as
- * skipped, not failed.
+ * `deno task demo`: starts a local cluster the way an operator would (a
+ * coordinator-only master and two secondaries, each its own process),
+ * submits every sample program in `examples/programs/` at once, prints a
+ * table of the results with the node each ran on, and shuts the cluster
+ * down. Languages whose toolchain this machine lacks are listed as skipped,
+ * not failed.
  *
  * @module
  */
@@ -16,7 +17,7 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { runMain } from "./_cli.ts";
-import { startMasterProcess } from "./_processes.ts";
+import { startMasterProcess, startSecondaryProcess } from "./_processes.ts";
 
 const PROGRAMS_DIR = fileURLToPath(
   new URL("../examples/programs/", import.meta.url),
@@ -37,13 +38,26 @@ async function main(): Promise<number> {
   const [master, statuses, programs] = await Promise.all([
     startMasterProcess({
       token,
-      args: ["--slots", "2", "--log-level", "error"],
+      args: ["--slots", "0", "--log-level", "error"],
     }),
     registry.detect(),
     listPrograms(),
   ]);
+  const secondaries = await Promise.all(
+    ["east", "west"].map((name) =>
+      startSecondaryProcess(master.address, {
+        token,
+        args: ["--name", name, "--slots", "2", "--log-level", "error"],
+      })
+    ),
+  ).catch(async (error) => {
+    await master.stop();
+    throw error;
+  });
   console.log(
-    `kiln demo: master listening on ${master.address}, ${programs.length} sample programs\n`,
+    `kiln demo: master on ${master.address} with secondaries ${
+      secondaries.map((s) => s.name).join(" and ")
+    }; ${programs.length} sample programs at once\n`,
   );
 
   try {
@@ -82,6 +96,7 @@ async function main(): Promise<number> {
     );
     return failed.length === 0 ? 0 : 1;
   } finally {
+    await Promise.all(secondaries.map((secondary) => secondary.stop()));
     await master.stop();
   }
 }

@@ -40,6 +40,7 @@ import {
 import { FairQueue } from "../scheduler/fair_queue.ts";
 import type { JobQueue } from "../scheduler/job_queue.ts";
 import { chooseNode } from "../scheduler/placement.ts";
+import { abortableDelay } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
@@ -866,17 +867,4 @@ function warnAboutExposure(hostname: string, token: string): void {
   log.warn(
     "no sandbox yet: programs run as this user, with its files and network; run trusted code only",
   );
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

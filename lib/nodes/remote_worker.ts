@@ -22,7 +22,7 @@ export interface RemoteWorkerOptions {
   readonly registration: MessageOf<"register">;
   /** Silence longer than this loses the node. */
   readonly nodeTimeoutMs: number;
-  /** Called once when the node is lost, after its jobs were failed. */
+  /** Called once when the node is lost, before its jobs are failed. */
   readonly onLost: (worker: RemoteWorker, reason: string) => void;
   /** Called on every heartbeat: the node's load changed. */
   readonly onHeartbeat: (worker: RemoteWorker) => void;
@@ -141,18 +141,20 @@ export class RemoteWorker implements Worker {
   }
 
   /**
-   * Gives the node up: closes its connection and fails every job it had,
-   * so the master can place them again. Idempotent.
+   * Gives the node up: closes its connection, tells the master, and fails
+   * every job it had so the master can place them again. Idempotent.
    */
   lose(reason: string): void {
     if (this.#lost !== undefined) return;
     this.#lost = reason;
     clearTimeout(this.#deadline);
     this.#connection.close().catch(() => {});
+    // The master forgets the node first, so the jobs failed below are placed
+    // knowing it is gone.
+    this.#options.onLost(this, reason);
     const jobs = [...this.#jobs.values()];
     this.#jobs.clear();
     for (const events of jobs) events.failed(this.#lostMessage(), "lost");
-    this.#options.onLost(this, reason);
   }
 
   #handle(message: Awaited<ReturnType<Connection["receive"]>>): void {

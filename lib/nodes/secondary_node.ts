@@ -723,10 +723,16 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
 
   #logFailure(error: Error, retryInMs: number): void {
     if (error instanceof ConnectionError) {
-      log.warn("{reason}; retrying in {ms} ms", {
-        reason: error.message,
-        ms: retryInMs,
-      });
+      log.warn(
+        "cannot reach the master at {master}: {reason}; retrying in {ms} ms",
+        {
+          master: this.master,
+          reason: error.message.slice(
+            `Cannot connect to master at ${this.master}: `.length,
+          ),
+          ms: retryInMs,
+        },
+      );
       return;
     }
     const properties = { master: this.master, reason: error.message };

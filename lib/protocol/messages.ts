@@ -141,10 +141,19 @@ export const OfferedLanguageSchema = z.object({
   version: z.string().max(256),
   aliases: z.array(z.string().max(64)).max(32),
   extensions: z.array(z.string().max(32)).max(32),
-}).strict();
+}).strict() satisfies z.ZodType<OfferedLanguage>;
 
 /** A language a node can run, with its toolchain version. */
-export type OfferedLanguage = z.infer<typeof OfferedLanguageSchema>;
+export interface OfferedLanguage {
+  /** Canonical name, e.g. `python`. */
+  name: string;
+  /** The toolchain's version, e.g. `Python 3.11.2`. */
+  version: string;
+  /** Other names clients may use. */
+  aliases: string[];
+  /** File extensions with the dot. */
+  extensions: string[];
+}
 
 /** A secondary introduces itself, right after the handshake. */
 export const RegisterSchema = z.object({
@@ -216,10 +225,33 @@ export const NodeStatusSchema = z.object({
   ),
   /** Milliseconds since its last heartbeat (0 for the master itself). */
   lastSeenMs: z.number(),
-}).strict();
+}).strict() satisfies z.ZodType<NodeStatus>;
 
 /** One node as `cluster_status` reports it. */
-export type NodeStatus = z.infer<typeof NodeStatusSchema>;
+export interface NodeStatus {
+  /** The id it registered with (`local` for the master's own slots). */
+  id: string;
+  /** Its name. */
+  name: string;
+  /** Where the node connects from, or the master's listening address for itself. */
+  address: string;
+  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately. */
+  state: "ready" | "busy" | "failing";
+  /** Whether this is the master's own slots. */
+  local: boolean;
+  /** CPU busy, 0-100, from its last heartbeat. */
+  cpuPercent: number;
+  /** RAM in use, 0-100, from its last heartbeat. */
+  ramPercent: number;
+  /** Jobs the master has running on it now. */
+  running: number;
+  /** Jobs it runs at once. */
+  slots: number;
+  /** The languages it runs, with toolchain versions. */
+  languages: { name: string; version: string }[];
+  /** Milliseconds since its last message (0 for the master itself). */
+  lastSeenMs: number;
+}
 
 /** The master's answer to `get_status`. */
 export const ClusterStatusSchema = z.object({
@@ -230,10 +262,21 @@ export const ClusterStatusSchema = z.object({
   queued: z.number().int().min(0),
   /** Jobs running anywhere. */
   running: z.number().int().min(0),
-}).strict();
+}).strict() satisfies z.ZodType<ClusterStatus>;
 
 /** The state of a cluster, as `deno task status` shows it. */
-export type ClusterStatus = z.infer<typeof ClusterStatusSchema>;
+export interface ClusterStatus {
+  /** The message type. */
+  type: "cluster_status";
+  /** The master's name. */
+  master: string;
+  /** Every node: the master's own slots (when it has any) and each secondary. */
+  nodes: NodeStatus[];
+  /** Jobs waiting for a slot. */
+  queued: number;
+  /** Jobs running anywhere. */
+  running: number;
+}
 
 /** Any message of the protocol. */
 export const MessageSchema = z.discriminatedUnion("type", [

@@ -1,0 +1,240 @@
+/**
+ * Placement and failure handling of the master, through its public API with
+ * in-process nodes on 127.0.0.1: the master's own slots first, thresholds,
+ * refusals, and a node that drops its jobs. Misbehaving secondaries are
+ * played by a scripted peer that speaks the real protocol.
+ */
+import assert from "node:assert/strict";
+import {
+  type JobRequest,
+  MasterNode,
+  type MasterNodeOptions,
+  SecondaryNode,
+  submitProgram,
+} from "../mod.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
+import type { Message } from "../lib/protocol/messages.ts";
+
+const TOKEN = "placement-token";
+const IDLE = () =>
+  Promise.resolve({ cpuPercent: 10, ramPercent: 10, ramUsedMb: 100 });
+
+function startMaster(options: MasterNodeOptions = {}): MasterNode {
+  return new MasterNode({
+    port: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+    sampleResources: IDLE,
+    ...options,
+  });
+}
+
+function bash(script: string): JobRequest {
+  return { language: "bash", files: [{ name: "job.sh", content: script }] };
+}
+
+function joined(master: MasterNode, count = 1): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    master.addEventListener("nodejoin", () => ++seen === count && resolve());
+  });
+}
+
+/**
+ * A secondary scripted by the test: it registers like a real one, then
+ * hands every message from the master to `onMessage`.
+ */
+async function scriptedSecondary(
+  master: MasterNode,
+  name: string,
+  onMessage: (message: Message, connection: Connection) => void,
+): Promise<Connection> {
+  const connection = new Connection(await Deno.connect(master.addr));
+  await clientHandshake(connection, { role: "secondary", token: TOKEN, name });
+  await connection.send({
+    type: "register",
+    id: crypto.randomUUID(),
+    name,
+    languages: [{
+      name: "bash",
+      version: "5",
+      aliases: ["sh"],
+      extensions: [".sh"],
+    }],
+    slots: 4,
+    maxCpu: 100,
+    maxRam: 100,
+  });
+  (async () => {
+    try {
+      for await (const message of connection) onMessage(message, connection);
+    } catch {
+      // The master closed the link: the script is over.
+    }
+  })();
+  return connection;
+}
+
+Deno.test("placement: the master's own slots come first, then the secondary", async () => {
+  await using master = startMaster({ slots: 1 });
+  const join = joined(master);
+  await using _secondary = new SecondaryNode({
+    master: master.addr,
+    name: "helper",
+    slots: 2,
+    token: TOKEN,
+  });
+  await join;
+  const results = await Promise.all(
+    [1, 2, 3].map((i) =>
+      submitProgram(bash(`sleep 0.3; echo ${i}`), {
+        master: master.addr,
+        token: TOKEN,
+      })
+    ),
+  );
+  const nodes = results.map((r) => r.node).sort();
+  assert.deepEqual(nodes, ["helper", "helper", "master"]);
+});
+
+Deno.test("placement: a master over its CPU threshold sends work to the secondary", async () => {
+  await using master = startMaster({
+    slots: 4,
+    maxCpu: 50,
+    sampleResources: () =>
+      Promise.resolve({ cpuPercent: 97, ramPercent: 10, ramUsedMb: 100 }),
+  });
+  await master.ready;
+  const join = joined(master);
+  await using _secondary = new SecondaryNode({
+    master: master.addr,
+    name: "cool",
+    slots: 2,
+    token: TOKEN,
+  });
+  await join;
+  const result = await submitProgram(bash("echo hi"), {
+    master: master.addr,
+    token: TOKEN,
+  });
+  assert.equal(result.node, "cool");
+  const status = master.status();
+  assert.equal(status.nodes.find((n) => n.local)?.state, "busy");
+});
+
+Deno.test("placement: a coordinator-only master rejects a language no node offers", async () => {
+  await using master = startMaster({ slots: 0 });
+  const result = await submitProgram(bash("echo hi"), {
+    master: master.addr,
+    token: TOKEN,
+  });
+  assert.equal(result.verdict, "rejected");
+  assert.match(
+    result.reason ?? "",
+    /language "bash" is not offered by any live node; this cluster offers no language at all \(no node is connected\)/,
+  );
+});
+
+Deno.test("placement: a job a secondary refuses is placed on another node", async () => {
+  await using master = startMaster({ slots: 0 });
+  const refusals: string[] = [];
+  const join = joined(master);
+  const refuser = await scriptedSecondary(
+    master,
+    "refuser",
+    (message, connection) => {
+      if (message.type !== "run") return;
+      refusals.push(message.jobId);
+      connection.send({
+        type: "refused",
+        jobId: message.jobId,
+        reason: "full",
+      });
+    },
+  );
+  await join;
+  const result = submitProgram(bash("echo placed"), {
+    master: master.addr,
+    token: TOKEN,
+  });
+  // The refuser is the only node: the job waits for another one.
+  const restarted = new Promise((resolve) =>
+    master.addEventListener("jobrestart", resolve, { once: true })
+  );
+  await restarted;
+  await using _good = new SecondaryNode({
+    master: master.addr,
+    name: "good",
+    slots: 1,
+    token: TOKEN,
+  });
+  const done = await result;
+  assert.equal(done.verdict, "ok", done.reason);
+  assert.equal(done.node, "good");
+  assert.equal(refusals.length, 1);
+  assert.equal(
+    master.status().nodes.find((n) => n.name === "refuser")?.state,
+    "failing",
+  );
+  await refuser.close();
+});
+
+Deno.test("placement: a job whose node keeps dying ends in internal_error after the last attempt", async () => {
+  await using master = startMaster({ slots: 0, maxAttempts: 2 });
+  const victims: Connection[] = [];
+  const reasons: string[] = [];
+  master.addEventListener(
+    "jobrestart",
+    (event) => reasons.push(event.detail.reason),
+  );
+  // Each scripted node dies the moment it is given the job.
+  const dier = (name: string) =>
+    scriptedSecondary(master, name, (message, connection) => {
+      if (message.type === "run") connection.close();
+    });
+  const join = joined(master, 2);
+  victims.push(await dier("first"), await dier("second"));
+  await join;
+  const result = await submitProgram(bash("echo never"), {
+    master: master.addr,
+    token: TOKEN,
+  });
+  assert.equal(result.verdict, "internal_error");
+  assert.match(
+    result.reason ?? "",
+    /was lost: .* \(gave up after 2 attempts\)$/,
+  );
+  assert.equal(reasons.length, 1);
+  for (const victim of victims) await victim.close();
+});
+
+Deno.test("placement: running and queued jobs end when the last node for their language leaves", async () => {
+  await using master = startMaster({ slots: 0 });
+  const join = joined(master);
+  const lonely = await scriptedSecondary(master, "lonely", () => {}); // takes jobs, never answers
+  await join;
+  let started = 0;
+  const fourStarted = new Promise<void>((resolve) =>
+    master.addEventListener("jobstart", () => ++started === 4 && resolve())
+  );
+  const queued = new Promise((resolve) =>
+    master.addEventListener("jobqueued", resolve, { once: true })
+  );
+  // Four jobs fill the node's four slots; the fifth waits.
+  const jobs = [1, 2, 3, 4, 5].map((i) =>
+    submitProgram(bash(`echo ${i}`), { master: master.addr, token: TOKEN })
+  );
+  await Promise.all([fourStarted, queued]);
+  await lonely.close();
+  const results = await Promise.all(jobs);
+  for (const result of results) {
+    assert.equal(result.verdict, "internal_error");
+    assert.match(result.reason ?? "", /no live node runs bash any more/);
+  }
+  assert.equal(
+    results.filter((r) => /lonely left/.test(r.reason ?? "")).length,
+    1,
+    "the queued one says who left",
+  );
+});
