@@ -39,6 +39,10 @@ interface ProcessInfo {
  * ```
  */
 export async function killProcessTree(pid: number): Promise<void> {
+  // The common case: the program exited (and was reaped) leaving nothing in
+  // its group. Its descendants could then only be found through group
+  // members, so there is nothing to sweep for.
+  if (!(await isProcessAlive(pid)) && !groupExists(pid)) return;
   // Freeze the group first: a stopped process can neither fork nor exit, so
   // the descendants found below keep the parent links that lead to them.
   signal(-pid, "SIGSTOP");
@@ -124,6 +128,17 @@ async function readProcess(pid: string): Promise<ProcessInfo | undefined> {
     return { pid: Number(pid), ppid: Number(ppid), pgrp: Number(pgrp), state };
   } catch {
     return undefined; // The process exited while we looked.
+  }
+}
+
+/** Whether any process is still in process group `pgid` (zombies included). */
+function groupExists(pgid: number): boolean {
+  try {
+    // Signal 0 checks for existence without sending anything.
+    Deno.kill(-pgid, 0 as unknown as Deno.Signal);
+    return true;
+  } catch {
+    return false;
   }
 }
 
