@@ -47,6 +47,29 @@ function bash(script: string): JobRequest {
   return { language: "bash", files: [{ name: "job.sh", content: script }] };
 }
 
+/**
+ * A job that never ends on the node called `name` and ends at once on any
+ * other: it reads its parent's command line (the secondary's `--name`). So
+ * a test can tell a job's first attempt from its restart without timing.
+ * On the doomed node it prints `pid N` first, for the test to clean up.
+ */
+function stuckOn(name: string, script: string): JobRequest {
+  return bash(
+    `if tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q -- "--name ${name} "; then echo "pid $$"; exec sleep 600; fi\n${script}`,
+  );
+}
+
+/** Kills the process groups of jobs that printed `pid N` on a node that was killed or frozen. */
+function killLeftovers(outputs: readonly string[]): void {
+  for (const match of outputs.join("").matchAll(/^pid (\d+)$/gm)) {
+    try {
+      Deno.kill(-Number(match[1]), "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 /** A submission whose events can be awaited one by one. */
 function track(address: string, request: JobRequest, client = "tester") {
   const events: JobEvent[] = [];
@@ -136,38 +159,53 @@ Deno.test("cluster: the queue is fair across clients and tells each client its p
 
 Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart elsewhere, one result each", async () => {
   await using m = await master();
-  await using a = await secondary(m.address, "doomed");
+  await using doomed = await secondary(m.address, "doomed");
   await using _b = await secondary(m.address, "survivor");
   const jobs = Array.from(
     { length: 4 },
-    (_, i) =>
-      track(
-        m.address,
-        bash(`echo start ${i}; sleep 1; echo done ${i}`),
-        `c${i}`,
-      ),
+    (_, i) => track(m.address, stuckOn("doomed", `echo done ${i}`), `c${i}`),
   );
   const started = await Promise.all(jobs.map((job) => job.next(isStarted)));
-  const onDoomed =
-    started.filter((e) => e.type === "started" && e.node === "doomed").length;
-  assert.equal(onDoomed, 2, "two of four jobs ran on the node that dies");
-  a.child.kill("SIGKILL");
-  const results = await Promise.all(jobs.map((job) => job.result));
-  results.forEach((result, i) => {
-    assert.equal(result.verdict, "ok", result.reason);
-    assert.equal(result.node, "survivor");
-    assert.match(result.stdout, new RegExp(`start ${i}\\ndone ${i}\\n$`));
-    assert.equal(jobs[i]!.events.filter((e) => e.type === "result").length, 1);
+  const onDoomed = jobs.filter((_, i) => {
+    const event = started[i]!;
+    return event.type === "started" && event.node === "doomed";
   });
-  const restarted = jobs.filter((job) =>
-    job.events.some((e) => e.type === "restarted")
+  assert.equal(
+    onDoomed.length,
+    2,
+    "two of four jobs ran on the node that dies",
   );
-  assert.equal(restarted.length, 2);
-  for (const job of restarted) {
-    const event = job.events.find((e) => e.type === "restarted")!;
-    assert.ok(
-      event.type === "restarted" &&
-        /node "doomed" was lost/.test(event.reason) && event.attempt === 2,
+  // Kill it only once its two jobs are surely running there.
+  await Promise.all(
+    onDoomed.map((job) => job.next((e) => e.type === "output")),
+  );
+  doomed.child.kill("SIGKILL");
+  try {
+    const results = await Promise.all(jobs.map((job) => job.result));
+    results.forEach((result, i) => {
+      assert.equal(result.verdict, "ok", result.reason);
+      assert.equal(result.node, "survivor");
+      assert.equal(result.stdout, `done ${i}\n`);
+      assert.equal(
+        jobs[i]!.events.filter((e) => e.type === "result").length,
+        1,
+      );
+    });
+    for (const job of onDoomed) {
+      const restarted = job.events.filter((e) => e.type === "restarted");
+      assert.equal(restarted.length, 1);
+      const [event] = restarted;
+      assert.ok(
+        event?.type === "restarted" &&
+          /node "doomed" was lost/.test(event.reason) && event.attempt === 2,
+      );
+    }
+  } finally {
+    // The dead secondary could not kill its jobs: the sandbox's --die-with-parent will.
+    killLeftovers(
+      jobs.flatMap((job) =>
+        job.events.flatMap((e) => e.type === "output" ? [e.data] : [])
+      ),
     );
   }
 });
@@ -175,9 +213,10 @@ Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart e
 Deno.test("cluster: a silent secondary is lost at the deadline and its jobs restart elsewhere", async () => {
   await using m = await master("--node-timeout", "1500");
   await using frozen = await secondary(m.address, "frozen", "--slots", "1");
-  const job = track(m.address, bash("echo once; sleep 1; echo twice"), "c");
+  const job = track(m.address, stuckOn("frozen", "echo elsewhere"), "c");
   const first = await job.next(isStarted);
   assert.ok(first.type === "started" && first.node === "frozen");
+  await job.next((e) => e.type === "output");
   await using _spare = await secondary(m.address, "spare", "--slots", "1");
   // Freeze the node: no heartbeat, no output, no result, until the master gives up on it.
   frozen.child.kill("SIGSTOP");
@@ -185,6 +224,7 @@ Deno.test("cluster: a silent secondary is lost at the deadline and its jobs rest
     const result = await job.result;
     assert.equal(result.verdict, "ok", result.reason);
     assert.equal(result.node, "spare");
+    assert.equal(result.stdout, "elsewhere\n");
     const restarted = job.events.find((e) => e.type === "restarted");
     assert.ok(
       restarted?.type === "restarted" &&
@@ -193,6 +233,9 @@ Deno.test("cluster: a silent secondary is lost at the deadline and its jobs rest
     );
   } finally {
     frozen.child.kill("SIGCONT");
+    killLeftovers(
+      job.events.flatMap((e) => e.type === "output" ? [e.data] : []),
+    );
   }
 });
 

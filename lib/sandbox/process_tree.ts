@@ -43,20 +43,22 @@ export async function killProcessTree(pid: number): Promise<void> {
   // its group. Its descendants could then only be found through group
   // members, so there is nothing to sweep for.
   if (!(await isProcessAlive(pid)) && !groupExists(pid)) return;
-  // Freeze the group first: a stopped process can neither fork nor exit, so
-  // the descendants found below keep the parent links that lead to them.
-  signal(-pid, "SIGSTOP");
   for (let sweep = 0; sweep < MAX_SWEEPS; sweep++) {
+    // Read the tree while it is still whole: a descendant that left the
+    // group is found through its parent, which the kill below takes away.
+    // (No SIGSTOP first: if this process died between stopping and
+    // killing, the job would be left frozen forever.)
     const processes = await readProcesses();
-    if (processes === undefined) break; // No /proc: the group kill is all we have.
-    const targets = findJobProcesses(pid, processes);
-    if (targets.length === 0) break;
-    for (const target of targets) signal(target, "SIGSTOP");
+    const targets = processes === undefined
+      ? []
+      : findJobProcesses(pid, processes);
+    signal(-pid, "SIGKILL");
     for (const target of targets) signal(target, "SIGKILL");
+    // No /proc (not Linux): the group kill is all there is.
+    if (processes === undefined || targets.length === 0) return;
     // Let the kernel deliver the signals before the next sweep looks again.
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-  signal(-pid, "SIGKILL");
 }
 
 /**
