@@ -39,7 +39,6 @@ export {
   type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
 export {
-  ConnectionError,
   getClusterStatus,
   type StatusOptions,
   type SubmitOptions,
@@ -76,6 +75,7 @@ export {
 } from "./lib/runners/registry.ts";
 export type { DetectOptions } from "./lib/runners/detect.ts";
 export {
+  ConnectionError,
   PROTOCOL_ERROR_CODES,
   ProtocolError,
   type ProtocolErrorCode,

@@ -43,17 +43,24 @@ async function main(): Promise<number> {
     registry.detect(),
     listPrograms(),
   ]);
-  const secondaries = await Promise.all(
+  const started = await Promise.allSettled(
     ["east", "west"].map((name) =>
       startSecondaryProcess(master.address, {
         token,
         args: ["--name", name, "--slots", "2", "--log-level", "error"],
       })
     ),
-  ).catch(async (error) => {
+  );
+  const secondaries = started.flatMap((s) =>
+    s.status === "fulfilled" ? [s.value] : []
+  );
+  const failure = started.find((s) => s.status === "rejected");
+  if (failure) {
+    // Stop the one that did start too: it would otherwise redial forever.
+    await Promise.all(secondaries.map((secondary) => secondary.stop()));
     await master.stop();
-    throw error;
-  });
+    throw failure.reason;
+  }
   console.log(
     `kiln demo: master on ${master.address} with secondaries ${
       secondaries.map((s) => s.name).join(" and ")

@@ -30,7 +30,7 @@ const USAGE = `Usage: deno task master [options]
   --output-limit B   maximum output bytes per job (default 1048576)
   --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --node-timeout MS  a secondary silent this long is lost; its jobs restart
-                     elsewhere (default 5000)
+                     elsewhere (default 5000, at least 2000)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
   --verbose          print stack traces of errors

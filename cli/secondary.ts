@@ -8,7 +8,13 @@
 // deno-lint-ignore-file no-console
 import { DEFAULT_PORT } from "../lib/address.ts";
 import { SecondaryNode } from "../lib/nodes/secondary_node.ts";
-import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import {
+  CliError,
+  integerFlag,
+  parseFlags,
+  percentFlag,
+  runMain,
+} from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
 const USAGE = `Usage: deno task secondary [options]
@@ -103,19 +109,6 @@ async function main(args: string[]): Promise<number> {
   }
   await secondary.finished;
   return 0;
-}
-
-/** Reads a percentage flag, 0-100, fractions allowed. */
-function percentFlag(
-  name: string,
-  value: string | undefined,
-): number | undefined {
-  if (value === undefined) return undefined;
-  const parsed = Number(value);
-  if (value.trim() === "" || !(parsed >= 0 && parsed <= 100)) {
-    throw new CliError(`--${name} must be a percentage 0-100, got "${value}"`);
-  }
-  return parsed;
 }
 
 /** Reads `--languages a,b`, naming the flag when the list is empty. */

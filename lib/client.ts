@@ -11,27 +11,15 @@ import {
 } from "./address.ts";
 import type { JobRequest, JobResult } from "./job.ts";
 import { Connection } from "./protocol/connection.ts";
-import { ProtocolError } from "./protocol/errors.ts";
+import { ConnectionError, ProtocolError } from "./protocol/errors.ts";
+
+export { ConnectionError };
 import { DEFAULT_MAX_FRAME_BYTES } from "./protocol/frame.ts";
 import {
   clientHandshake,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
 } from "./protocol/handshake.ts";
 import type { ClusterStatus, JobEvent } from "./protocol/messages.ts";
-
-/** The master could not be reached at all. */
-export class ConnectionError extends Error {
-  /** Always `"ConnectionError"`. */
-  override name = "ConnectionError";
-  /** The address that was dialed, as `host:port`. */
-  readonly address: string;
-
-  /** Says which address could not be reached, and why. */
-  constructor(address: string, message: string, options?: ErrorOptions) {
-    super(`Cannot connect to master at ${address}: ${message}`, options);
-    this.address = address;
-  }
-}
 
 /** Options of {@linkcode submitProgram}. */
 export interface SubmitOptions {

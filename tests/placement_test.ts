@@ -49,12 +49,13 @@ async function scriptedSecondary(
   master: MasterNode,
   name: string,
   onMessage: (message: Message, connection: Connection) => void,
+  id: string = crypto.randomUUID(),
 ): Promise<Connection> {
   const connection = new Connection(await Deno.connect(master.addr));
   await clientHandshake(connection, { role: "secondary", token: TOKEN, name });
   await connection.send({
     type: "register",
-    id: crypto.randomUUID(),
+    id,
     name,
     languages: [{
       name: "bash",
@@ -86,16 +87,24 @@ Deno.test("placement: the master's own slots come first, then the secondary", as
     token: TOKEN,
   });
   await join;
-  const results = await Promise.all(
-    [1, 2, 3].map((i) =>
-      submitProgram(bash(`sleep 0.3; echo ${i}`), {
-        master: master.addr,
-        token: TOKEN,
-      })
-    ),
-  );
-  const nodes = results.map((r) => r.node).sort();
-  assert.deepEqual(nodes, ["helper", "helper", "master"]);
+  // Three jobs that hold their slots until the test lets go, one at a time.
+  const nodes: string[] = [];
+  const holds: AbortController[] = [];
+  for (let i = 0; i < 3; i++) {
+    const abort = new AbortController();
+    holds.push(abort);
+    const started = Promise.withResolvers<string>();
+    submitProgram(bash("sleep 600"), {
+      master: master.addr,
+      token: TOKEN,
+      signal: abort.signal,
+      onEvent: (event) =>
+        event.type === "started" && started.resolve(event.node),
+    }).catch(() => {});
+    nodes.push(await started.promise);
+  }
+  assert.deepEqual(nodes, ["master", "helper", "helper"]);
+  for (const abort of holds) abort.abort();
 });
 
 Deno.test("placement: a master over its CPU threshold sends work to the secondary", async () => {
@@ -137,7 +146,8 @@ Deno.test("placement: a coordinator-only master rejects a language no node offer
 });
 
 Deno.test("placement: a job a secondary refuses is placed on another node", async () => {
-  await using master = startMaster({ slots: 0 });
+  // The scripted node sends no heartbeats: a long deadline keeps it around.
+  await using master = startMaster({ slots: 0, nodeTimeoutMs: 60_000 });
   const refusals: string[] = [];
   const join = joined(master);
   const refuser = await scriptedSecondary(
@@ -168,6 +178,7 @@ Deno.test("placement: a job a secondary refuses is placed on another node", asyn
     name: "good",
     slots: 1,
     token: TOKEN,
+    languages: ["bash"],
   });
   const done = await result;
   assert.equal(done.verdict, "ok", done.reason);
@@ -237,4 +248,72 @@ Deno.test("placement: running and queued jobs end when the last node for their l
     1,
     "the queued one says who left",
   );
+});
+
+Deno.test("placement: a secondary that registers again takes its jobs over on the new link", async () => {
+  await using master = startMaster({ slots: 0, nodeTimeoutMs: 60_000 });
+  const id = crypto.randomUUID();
+  const runs: string[] = [];
+  const firstRun = Promise.withResolvers<void>();
+  const join = joined(master);
+  const old = await scriptedSecondary(master, "flaky", (message) => {
+    if (message.type === "run") firstRun.resolve();
+  }, id);
+  await join;
+  const result = submitProgram(bash("echo 1"), {
+    master: master.addr,
+    token: TOKEN,
+  });
+  await firstRun.promise;
+  // The same node comes back on a new link before the old one timed out.
+  const fresh = await scriptedSecondary(
+    master,
+    "flaky",
+    (message, connection) => {
+      if (message.type !== "run") return;
+      runs.push(message.jobId);
+      connection.send({
+        type: "result",
+        jobId: message.jobId,
+        result: {
+          jobId: message.jobId,
+          verdict: "ok",
+          language: "bash",
+          exitCode: 0,
+          signal: null,
+          stdout: "1\n",
+          stderr: "",
+          truncated: false,
+          compile: null,
+          timeMs: 1,
+          node: "flaky",
+          queuedMs: 0,
+        },
+      });
+    },
+    id,
+  );
+  const done = await result;
+  assert.equal(done.verdict, "ok", done.reason);
+  assert.equal(done.stdout, "1\n");
+  assert.equal(runs.length, 1, "the job was placed again on the new link");
+  assert.equal(master.status().nodes.length, 1);
+  await old.close();
+  await fresh.close();
+});
+
+Deno.test("placement: no secondary may pose as the master's own slots", async () => {
+  await using master = startMaster({ slots: 1 });
+  await master.ready;
+  const connection = await scriptedSecondary(
+    master,
+    "impostor",
+    () => {},
+    "local",
+  );
+  await connection.closed;
+  assert.deepEqual(master.status().nodes.map((n) => [n.name, n.local]), [[
+    "master",
+    true,
+  ]]);
 });

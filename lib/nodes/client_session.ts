@@ -4,12 +4,9 @@
  *
  * @module
  */
-import { fitResult, type JobResult } from "../job.ts";
+import type { JobResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
-import type { Message } from "../protocol/messages.ts";
-
-/** Room left in a frame for `{"type":"result","jobId":...}` around the result. */
-const RESULT_ENVELOPE_BYTES = 512;
+import { type Message, resultMessage } from "../protocol/messages.ts";
 
 /**
  * A client connected to the master.
@@ -53,11 +50,6 @@ export class ClientSession {
    * client waiting forever.
    */
   sendResult(result: JobResult): void {
-    const room = this.#connection.maxFrameBytes - RESULT_ENVELOPE_BYTES;
-    this.send({
-      type: "result",
-      jobId: result.jobId,
-      result: fitResult(result, room),
-    });
+    this.send(resultMessage(result, this.#connection.maxFrameBytes));
   }
 }

@@ -10,8 +10,11 @@ import type { LimitOverrides } from "../job.ts";
 import type { ResourceSample } from "../monitor/resource_sampler.ts";
 import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
 import type { ResolvedRunner } from "../runners/registry.ts";
-import type { NodeLoad } from "../scheduler/placement.ts";
+import { type NodeLoad, nodeState } from "../scheduler/placement.ts";
 import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+
+/** The id of the master's own slots among its workers; no secondary may take it. */
+export const LOCAL_WORKER_ID = "local";
 
 /** Options of {@linkcode LocalWorker}. */
 export interface LocalWorkerOptions {
@@ -38,7 +41,7 @@ export interface LocalWorkerOptions {
  * ```
  */
 export class LocalWorker implements Worker {
-  readonly id = "local";
+  readonly id = LOCAL_WORKER_ID;
   readonly name: string;
   readonly address: string;
   readonly languages: readonly OfferedLanguage[];
@@ -114,20 +117,16 @@ export class LocalWorker implements Worker {
   }
 
   status(): NodeStatus {
-    const { cpuPercent, ramPercent } = this.#options.sample();
     const load = this.load();
     return {
       id: this.id,
       name: this.name,
       address: this.address,
-      state: load.assigned >= load.slots || cpuPercent > load.maxCpu ||
-          ramPercent > load.maxRam
-        ? "busy"
-        : "ready",
+      state: nodeState(load, Date.now()),
       local: true,
-      cpuPercent,
-      ramPercent,
-      running: this.#running.size,
+      cpuPercent: load.cpuPercent,
+      ramPercent: load.ramPercent,
+      running: load.assigned,
       slots: this.#options.slots,
       languages: this.languages.map(({ name, version }) => ({ name, version })),
       lastSeenMs: 0,

@@ -45,7 +45,7 @@ import { parseJob } from "./admission.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
-import { LocalWorker } from "./local_worker.ts";
+import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
 import { RemoteWorker } from "./remote_worker.ts";
 import type { Worker } from "./worker.ts";
 
@@ -112,6 +112,8 @@ interface MasterJob {
   attempt: number;
   /** Where it runs now, if it runs. */
   worker: Worker | undefined;
+  /** The name of the last node it ran on, for a result that ends it elsewhere. */
+  lastNode: string | undefined;
   /** When it started running (for queuedMs). */
   startedAt: number;
   /** Set once its client gave up: it must end, not restart. */
@@ -225,6 +227,11 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       workRoot,
       signal,
     } = options;
+    if (nodeTimeoutMs < 2 * heartbeatIntervalMs) {
+      throw new RangeError(
+        `Cannot start master: nodeTimeoutMs (${nodeTimeoutMs}) must be at least twice heartbeatIntervalMs (${heartbeatIntervalMs}), or every secondary would seem lost between heartbeats`,
+      );
+    }
     if (!Number.isInteger(slots) || slots < 0) {
       throw new RangeError(
         `Cannot start master: slots must be an integer >= 0, got ${slots}`,
@@ -372,7 +379,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     );
     if (this.#closing) return;
     this.#workers.set(
-      "local",
+      LOCAL_WORKER_ID,
       new LocalWorker({
         name: this.#name,
         address: formatHostPort(this.addr),
@@ -494,6 +501,12 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     if (this.#closing) {
       throw new ProtocolError("closed", "the master is shutting down");
     }
+    if (registration.id === LOCAL_WORKER_ID) {
+      throw new ProtocolError(
+        "unexpected_message",
+        `a secondary may not register as "${LOCAL_WORKER_ID}"`,
+      );
+    }
     const worker = new RemoteWorker({
       connection,
       registration,
@@ -501,15 +514,19 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
       onHeartbeat: () => this.#dispatch(),
     });
-    // A secondary that reconnects before its old link timed out replaces it.
-    const previous = this.#workers.get(worker.id);
-    if (previous instanceof RemoteWorker) previous.lose("it registered again");
-    this.#workers.set(worker.id, worker);
+    // Only a node that heard it is registered joins; a send that fails
+    // throws, and nothing of the node stays behind.
     await connection.send({
       type: "registered",
       master: this.#name,
       heartbeatIntervalMs: this.#heartbeatIntervalMs,
     });
+    // A secondary that reconnects before its old link timed out replaces
+    // it: the new link is in place first, so the old one's jobs are placed
+    // knowing the node is still there.
+    const previous = this.#workers.get(worker.id);
+    this.#workers.set(worker.id, worker);
+    if (previous instanceof RemoteWorker) previous.lose("it registered again");
     log.info("node {name} joined from {address}: {slots} slots, {languages}", {
       name: worker.name,
       address: worker.address,
@@ -587,11 +604,15 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       acceptedAt,
       attempt: 0,
       worker: undefined,
+      lastNode: undefined,
       startedAt: 0,
       cancelled: undefined,
       position: 0,
     };
-    const worker = this.#queue.length === 0 ? this.#place(job) : undefined;
+    // Waiting jobs go first; those still waiting then fit no node, so a
+    // new job that fits somewhere takes no one's turn.
+    this.#dispatch();
+    const worker = this.#place(job);
     if (worker) return this.#start(job, worker);
     if (this.#queue.length >= this.#maxQueue) {
       const retryAfterMs = this.#retryAfterMs();
@@ -649,6 +670,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   #start(job: MasterJob, worker: Worker): void {
     job.attempt++;
     job.worker = worker;
+    job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.session.jobs.add(job.id);
     this.#running.set(job.id, job);
@@ -675,8 +697,11 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         this.#averageJobMs = 0.8 * this.#averageJobMs +
           0.2 * (result.timeMs + (result.compile?.timeMs ?? 0));
         this.#running.delete(job.id);
+        // The id and node are the master's to say, not the worker's.
         this.#finish(job, {
           ...result,
+          jobId: job.id,
+          node: worker.name,
           queuedMs: Math.round(job.startedAt - job.acceptedAt),
         });
         this.#dispatch();
@@ -737,6 +762,13 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
    */
   #dispatch(): void {
     if (this.#closing || this.#queue.length === 0) return;
+    // Heartbeats call this every second from every node: skip the scan
+    // when no node has a free slot at all.
+    const free = [...this.#workers.values()].some((w) => {
+      const load = w.load();
+      return load.assigned < load.slots;
+    });
+    if (!free) return;
     let started = false;
     for (const [, job] of [...this.#queue.entries()]) {
       const worker = this.#place(job);
@@ -801,6 +833,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   #failure(job: MasterJob, reason: string): JobResult {
     return blankResult(job.id, {
       language: job.language,
+      node: job.lastNode ?? null,
       reason,
       queuedMs: Math.round(performance.now() - job.acceptedAt),
     });
@@ -825,7 +858,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
   async #logResources(sample: ResourceSampler, slots: number): Promise<void> {
     try {
       const { cpuPercent, ramUsedMb, ramPercent } = await sample();
-      const local = this.#workers.get("local");
+      const local = this.#workers.get(LOCAL_WORKER_ID);
       log.info(
         "resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}, nodes {nodes}",
         {

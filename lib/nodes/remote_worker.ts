@@ -12,7 +12,7 @@ import type {
   NodeStatus,
   OfferedLanguage,
 } from "../protocol/messages.ts";
-import type { NodeLoad } from "../scheduler/placement.ts";
+import { type NodeLoad, nodeState } from "../scheduler/placement.ts";
 import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
 
 /** Options of {@linkcode RemoteWorker}. */
@@ -118,12 +118,7 @@ export class RemoteWorker implements Worker {
 
   status(): NodeStatus {
     const load = this.load();
-    const state = load.failingUntil > Date.now()
-      ? "failing"
-      : load.assigned >= load.slots || load.cpuPercent > load.maxCpu ||
-          load.ramPercent > load.maxRam
-      ? "busy"
-      : "ready";
+    const state = nodeState(load, Date.now());
     return {
       id: this.id,
       name: this.name,

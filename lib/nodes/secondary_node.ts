@@ -23,30 +23,26 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { z } from "zod";
 import { formatHostPort, type HostPort, parseHostPort } from "../address.ts";
-import { ConnectionError } from "../client.ts";
 import { executeJob } from "../executor.ts";
-import {
-  fitResult,
-  type JobRequest,
-  JobRequestSchema,
-  type JobResult,
-  type LimitOverrides,
-} from "../job.ts";
+import type { JobRequest, JobResult, LimitOverrides } from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
   sampleResources,
 } from "../monitor/resource_sampler.ts";
 import { Connection } from "../protocol/connection.ts";
-import { ProtocolError } from "../protocol/errors.ts";
+import { ConnectionError, ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import {
   clientHandshake,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
 } from "../protocol/handshake.ts";
-import type { MessageOf, OfferedLanguage } from "../protocol/messages.ts";
+import {
+  type MessageOf,
+  type OfferedLanguage,
+  resultMessage,
+} from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
   type ResolvedRunner,
@@ -55,12 +51,11 @@ import {
 } from "../runners/registry.ts";
 import type { LanguageRunner } from "../runners/runner.ts";
 import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
+import { parseJob } from "./admission.ts";
 import type { JobStartDetail } from "./events.ts";
 
 const log = getLogger(["kiln", "secondary"]);
 
-/** Room left in a frame for `{"type":"result","jobId":...}` around the result. */
-const RESULT_ENVELOPE_BYTES = 512;
 /** Errors that come back on every attempt until an operator fixes something. */
 const MISCONFIGURED = new Set([
   "auth_failed",
@@ -607,16 +602,14 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
         `full: all ${this.#slots} slots of "${this.name}" are busy`,
       );
     }
-    const parsed = JobRequestSchema.safeParse(raw);
-    if (!parsed.success) {
-      return refuse(`invalid job: ${z.prettifyError(parsed.error)}`);
-    }
+    const parsed = parseJob(raw);
+    if (!parsed.ok) return refuse(parsed.reason);
     const job: SecondaryJob = {
       abort: new AbortController(),
       done: Promise.resolve(),
     };
     this.#jobs.set(jobId, job);
-    job.done = this.#execute(connection, jobId, parsed.data, job, refuse);
+    job.done = this.#execute(connection, jobId, parsed.request, job, refuse);
   }
 
   /** Resolves the job's language and runs it, then sends its result. Never rejects. */
@@ -654,18 +647,21 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
         verdict: result.verdict,
         timeMs: result.timeMs,
       });
-      const room = connection.maxFrameBytes - RESULT_ENVELOPE_BYTES;
-      connection.send({
-        type: "result",
-        jobId,
-        result: fitResult(result, room),
-      })
-        .catch(() => {});
+      connection.send(resultMessage(result, connection.maxFrameBytes)).catch(
+        () => {},
+      );
       this.#emit("jobcomplete", result);
     } catch (error) {
-      // executeJob never throws; a listener of ours might.
+      // executeJob never throws; a listener of ours might. Whatever broke,
+      // the master must hear of the job once: a refusal places it again
+      // (and is ignored if its result already went out).
       this.#jobs.delete(jobId);
       log.error("job {jobId} failed: {error}", { jobId, error });
+      refuse(
+        `internal error on "${this.name}": ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
     }
   }
 

@@ -101,3 +101,17 @@ export class ProtocolError extends Error {
 export function isProtocolErrorCode(code: string): code is ProtocolErrorCode {
   return (PROTOCOL_ERROR_CODES as readonly string[]).includes(code);
 }
+
+/** The master could not be reached at all. */
+export class ConnectionError extends Error {
+  /** Always `"ConnectionError"`. */
+  override name = "ConnectionError";
+  /** The address that was dialed, as `host:port`. */
+  readonly address: string;
+
+  /** Says which address could not be reached, and why. */
+  constructor(address: string, message: string, options?: ErrorOptions) {
+    super(`Cannot connect to master at ${address}: ${message}`, options);
+    this.address = address;
+  }
+}

@@ -9,7 +9,12 @@
  * @module
  */
 import { z } from "zod";
-import { type JobResult, JobResultSchema, type OutputStream } from "../job.ts";
+import {
+  fitResult,
+  type JobResult,
+  JobResultSchema,
+  type OutputStream,
+} from "../job.ts";
 
 /** The protocol version this build speaks best. */
 export const PROTOCOL_VERSION = 1;
@@ -385,3 +390,31 @@ export type JobEvent =
   | OutputEvent
   | RestartedEvent
   | ResultEvent;
+
+/** Room left in a frame for `{"type":"result","jobId":...}` around the result. */
+const RESULT_ENVELOPE_BYTES = 512;
+
+/**
+ * The `result` message for a job, its output cut if needed so the frame
+ * fits `maxFrameBytes`: escaped as JSON, output can grow up to six times,
+ * and a result too big to send would leave its client waiting forever.
+ *
+ * @example A result message for a frame of at most 8 MiB
+ * ```ts
+ * import { resultMessage } from "./messages.ts";
+ * import { blankResult } from "../job.ts";
+ *
+ * const message = resultMessage(blankResult("job-1", { verdict: "ok" }), 8 * 1024 * 1024);
+ * console.assert(message.type === "result" && message.jobId === "job-1");
+ * ```
+ */
+export function resultMessage(
+  result: JobResult,
+  maxFrameBytes: number,
+): ResultEvent {
+  return {
+    type: "result",
+    jobId: result.jobId,
+    result: fitResult(result, maxFrameBytes - RESULT_ENVELOPE_BYTES),
+  };
+}

@@ -145,7 +145,6 @@ export class FairQueue<T> implements JobQueue<T> {
     return undefined;
   }
 
-  /** Removes a job wherever it is; false if it is not queued. */
   /**
    * Takes a job out to run it, wherever it stands (the jobs ahead of it may
    * fit no node yet): its client has been served, so it goes to the back of
@@ -161,6 +160,7 @@ export class FairQueue<T> implements JobQueue<T> {
     return true;
   }
 
+  /** Removes a job wherever it is; false if it is not queued. */
   remove(item: T): boolean {
     if (!this.#keys.has(item)) return false;
     const key = this.#keys.get(item);

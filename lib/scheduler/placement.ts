@@ -139,7 +139,7 @@ export function loadScore(node: NodeLoad): number {
 /**
  * Picks the node for a job in `language`, or undefined when none can take it
  * now (queue the job, or reject it if no node offers the language: see
- * {@linkcode offeredLanguages}).
+ * the master's own list of offers).
  *
  * Among the nodes that pass {@linkcode canRun}, a local one (the master's own
  * slots) wins whenever there is one; otherwise the lowest
@@ -195,48 +195,32 @@ export function chooseNode<N extends NodeLoad>(
   return tied[Math.min(Math.max(index, 0), tied.length - 1)];
 }
 
-/**
- * The languages the cluster offers, sorted: every language of a node that is
- * not draining and has slots. A language outside this list is rejected at
- * once rather than queued. Nodes that are full, over a threshold or in a
- * failure back-off still count: their jobs wait in the queue.
- *
- * @example For "language X is not offered; this cluster offers ..."
- * ```ts
- * import assert from "node:assert/strict";
- * import { offeredLanguages, type NodeLoad } from "./placement.ts";
- *
- * const base: NodeLoad = {
- *   id: "",
- *   name: "",
- *   local: false,
- *   languages: new Set(),
- *   slots: 1,
- *   assigned: 0,
- *   cpuPercent: 0,
- *   ramPercent: 0,
- *   maxCpu: 90,
- *   maxRam: 90,
- *   draining: false,
- *   failingUntil: 0,
- * };
- * const nodes = [
- *   { ...base, languages: new Set(["python", "c"]) },
- *   { ...base, languages: new Set(["javascript", "c"]) },
- *   { ...base, languages: new Set(["rust"]), draining: true },
- * ];
- * assert.deepEqual(offeredLanguages(nodes), ["c", "javascript", "python"]);
- * ```
- */
-export function offeredLanguages(nodes: Iterable<NodeLoad>): string[] {
-  const languages = new Set<string>();
-  for (const node of nodes) {
-    if (node.draining || !(node.slots > 0)) continue;
-    for (const language of node.languages) languages.add(language);
-  }
-  return [...languages].sort();
-}
-
 function percent(value: number): number {
   return Number.isFinite(value) ? Math.min(Math.max(value, 0), 100) : 100;
+}
+
+/**
+ * How a node looks to an operator: `failing` while it is passed over after
+ * a refusal, `busy` when full or over a threshold, `ready` otherwise.
+ *
+ * @example A full node is busy
+ * ```ts
+ * import { nodeState } from "./placement.ts";
+ *
+ * const load = {
+ *   id: "a", name: "a", local: false, languages: new Set(["c"]), slots: 1, assigned: 1,
+ *   cpuPercent: 5, ramPercent: 5, maxCpu: 100, maxRam: 100, draining: false, failingUntil: 0,
+ * };
+ * console.assert(nodeState(load, Date.now()) === "busy");
+ * ```
+ */
+export function nodeState(
+  node: NodeLoad,
+  now: number,
+): "ready" | "busy" | "failing" {
+  if (node.failingUntil > now) return "failing";
+  const full = node.assigned >= node.slots;
+  const hot = !(node.cpuPercent <= node.maxCpu) ||
+    !(node.ramPercent <= node.maxRam);
+  return full || hot ? "busy" : "ready";
 }

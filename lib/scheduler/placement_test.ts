@@ -4,7 +4,7 @@ import {
   chooseNode,
   loadScore,
   type NodeLoad,
-  offeredLanguages,
+  nodeState,
 } from "./placement.ts";
 
 const NOW = 1_700_000_000_000;
@@ -225,13 +225,13 @@ Deno.test("chooseNode defaults now to the clock", () => {
   assert.equal(chooseNode([failing, recovered], "python")?.id, "recovered");
 });
 
-Deno.test("offeredLanguages lists what non-draining nodes run, sorted", () => {
-  const nodes = [
-    node("a", { languages: new Set(["python", "c"]), assigned: 4 }),
-    node("b", { languages: new Set(["javascript"]), failingUntil: NOW + 1 }),
-    node("c", { languages: new Set(["rust"]), draining: true }),
-    node("master", { languages: new Set(["go"]), local: true, slots: 0 }),
-  ];
-  assert.deepEqual(offeredLanguages(nodes), ["c", "javascript", "python"]);
-  assert.deepEqual(offeredLanguages([]), []);
+Deno.test("nodeState names failing, busy and ready nodes", () => {
+  const base = node("n");
+  assert.equal(nodeState(base, 1000), "ready");
+  assert.equal(nodeState({ ...base, failingUntil: 2000 }, 1000), "failing");
+  assert.equal(nodeState({ ...base, assigned: base.slots }, 1000), "busy");
+  assert.equal(
+    nodeState({ ...base, cpuPercent: 99, maxCpu: 50 }, 1000),
+    "busy",
+  );
 });
