@@ -50,6 +50,11 @@ async function scriptedSecondary(
   name: string,
   onMessage: (message: Message, connection: Connection) => void,
   id: string = crypto.randomUUID(),
+  limits?: {
+    wallTimeMs: number;
+    compileWallTimeMs: number;
+    outputBytes: number;
+  },
 ): Promise<Connection> {
   const connection = new Connection(await Deno.connect(master.addr));
   await clientHandshake(connection, { role: "secondary", token: TOKEN, name });
@@ -66,6 +71,7 @@ async function scriptedSecondary(
     slots: 4,
     maxCpu: 100,
     maxRam: 100,
+    ...limits ? { limits } : {},
   });
   (async () => {
     try {
@@ -316,4 +322,58 @@ Deno.test("placement: no secondary may pose as the master's own slots", async ()
     "master",
     true,
   ]]);
+});
+
+Deno.test("placement: a node that stays alive but never answers a job loses it at its deadline", async () => {
+  await using master = startMaster({
+    slots: 0,
+    heartbeatIntervalMs: 100,
+    nodeTimeoutMs: 300,
+    maxAttempts: 1,
+  });
+  const join = joined(master);
+  let heartbeats: ReturnType<typeof setInterval> | undefined;
+  const cancelled = Promise.withResolvers<string>();
+  const mute = await scriptedSecondary(
+    master,
+    "mute",
+    (message, connection) => {
+      if (message.type === "registered") {
+        const beat = () =>
+          connection.send({
+            type: "heartbeat",
+            cpuPercent: 1,
+            ramPercent: 1,
+            ramUsedMb: 1,
+            running: 0,
+          }).catch(() => {});
+        beat();
+        heartbeats = setInterval(beat, 50);
+      }
+      if (message.type === "cancel") cancelled.resolve(message.jobId);
+    },
+    crypto.randomUUID(),
+    { wallTimeMs: 200, compileWallTimeMs: 200, outputBytes: 1024 },
+  );
+  await join;
+  try {
+    const result = await submitProgram(bash("echo never"), {
+      master: master.addr,
+      token: TOKEN,
+    });
+    assert.equal(result.verdict, "internal_error");
+    assert.match(
+      result.reason ?? "",
+      /node "mute" did not finish it within 700 ms \(gave up after 1 attempts\)/,
+    );
+    assert.equal(result.node, "mute");
+    assert.deepEqual(
+      cancels,
+      [result.jobId],
+      "the node was told to stop the job",
+    );
+  } finally {
+    clearInterval(heartbeats);
+    await mute.close();
+  }
 });

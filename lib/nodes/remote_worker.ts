@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { effectiveLimits } from "../executor.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type {
   MessageOf,
@@ -45,6 +46,8 @@ export class RemoteWorker implements Worker {
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
   readonly #jobs = new Map<string, WorkerJobEvents>();
+  /** A deadline per job: a node that heartbeats but never answers must not hold a job forever. */
+  readonly #overdue = new Map<string, ReturnType<typeof setTimeout>>();
   #heartbeat: MessageOf<"heartbeat"> | undefined;
   #lastSeen = performance.now();
   #failingUntil = 0;
@@ -103,6 +106,27 @@ export class RemoteWorker implements Worker {
       return queueMicrotask(() => events.failed(this.#lostMessage(), "lost"));
     }
     this.#jobs.set(job.id, events);
+    const limits = effectiveLimits(
+      this.#options.registration.limits,
+      job.request.limits,
+    );
+    const deadlineMs = limits.compileWallTimeMs + limits.wallTimeMs +
+      this.#options.nodeTimeoutMs;
+    this.#overdue.set(
+      job.id,
+      setTimeout(() => {
+        const overdue = this.#take(job.id);
+        if (!overdue) return;
+        this.#connection.send({ type: "cancel", jobId: job.id }).catch(
+          () => {},
+        );
+        this.markFailing(Date.now() + deadlineMs);
+        overdue.failed(
+          `node "${this.name}" did not finish it within ${deadlineMs} ms`,
+          "lost",
+        );
+      }, deadlineMs),
+    );
     this.#connection.send({ type: "run", jobId: job.id, job: job.request })
       .catch((error) => this.lose(`cannot send it a job: ${error.message}`));
   }
@@ -147,8 +171,7 @@ export class RemoteWorker implements Worker {
     // The master forgets the node first, so the jobs failed below are placed
     // knowing it is gone.
     this.#options.onLost(this, reason);
-    const jobs = [...this.#jobs.values()];
-    this.#jobs.clear();
+    const jobs = [...this.#jobs.keys()].map((jobId) => this.#take(jobId)!);
     for (const events of jobs) events.failed(this.#lostMessage(), "lost");
   }
 
@@ -161,24 +184,27 @@ export class RemoteWorker implements Worker {
       case "output":
         this.#jobs.get(message.jobId)?.output(message.stream, message.data);
         return;
-      case "result": {
-        const events = this.#jobs.get(message.jobId);
-        this.#jobs.delete(message.jobId);
-        events?.result(message.result);
+      case "result":
+        this.#take(message.jobId)?.result(message.result);
         return;
-      }
-      case "refused": {
-        const events = this.#jobs.get(message.jobId);
-        this.#jobs.delete(message.jobId);
-        events?.failed(
+      case "refused":
+        this.#take(message.jobId)?.failed(
           `node "${this.name}" refused it: ${message.reason}`,
           "refused",
         );
         return;
-      }
       default:
         this.lose(`it sent an unexpected "${message.type}" message`);
     }
+  }
+
+  /** Ends the master's interest in a job here: its events, and its deadline. */
+  #take(jobId: string): WorkerJobEvents | undefined {
+    const events = this.#jobs.get(jobId);
+    this.#jobs.delete(jobId);
+    clearTimeout(this.#overdue.get(jobId));
+    this.#overdue.delete(jobId);
+    return events;
   }
 
   #armDeadline(): void {

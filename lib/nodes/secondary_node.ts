@@ -24,7 +24,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "../address.ts";
-import { executeJob } from "../executor.ts";
+import { effectiveLimits, executeJob } from "../executor.ts";
 import type { JobRequest, JobResult, LimitOverrides } from "../job.ts";
 import {
   type ResourceSample,
@@ -532,6 +532,7 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
       slots: this.#slots,
       maxCpu: this.#maxCpu,
       maxRam: this.#maxRam,
+      limits: effectiveLimits(this.#limits),
     });
     let answer;
     try {

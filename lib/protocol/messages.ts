@@ -11,6 +11,7 @@
 import { z } from "zod";
 import {
   fitResult,
+  JobLimitsSchema,
   type JobResult,
   JobResultSchema,
   type OutputStream,
@@ -173,6 +174,8 @@ export const RegisterSchema = z.object({
   maxCpu: Percent,
   /** Above this RAM % it takes no new job. */
   maxRam: Percent,
+  /** Its maximum limits per job, so the master knows when a job is overdue. */
+  limits: JobLimitsSchema.optional(),
 }).strict();
 
 /** The master took the registration; heartbeats are due every `heartbeatIntervalMs`. */
