@@ -4,6 +4,7 @@
  * TCP. Nodes are killed, frozen and restarted for real; every test waits on
  * events and messages, never on time.
  */
+// deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import {
