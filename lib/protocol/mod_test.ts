@@ -38,6 +38,7 @@ Deno.test("mod.ts exports exactly the curated protocol API", () => {
     "clientHandshake",
     "encodeFrame",
     "isProtocolErrorCode",
+    "resultMessage",
     "serverHandshake",
   ]);
 });
