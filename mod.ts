@@ -39,6 +39,10 @@ export {
   type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
 export {
+  type EventMap,
+  TypedEventTarget,
+} from "./lib/nodes/typed_event_target.ts";
+export {
   getClusterStatus,
   type StatusOptions,
   type SubmitOptions,

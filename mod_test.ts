@@ -10,6 +10,7 @@ Deno.test("mod.ts exports exactly the curated public API", () => {
     "ProtocolError",
     "RunnerRegistry",
     "SecondaryNode",
+    "TypedEventTarget",
     "VERDICTS",
     "createDefaultRegistry",
     "executeJob",

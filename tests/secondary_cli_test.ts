@@ -97,7 +97,10 @@ Deno.test("CLI: a secondary waits for an absent master, saying so, and exits 0 o
 Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", async () => {
   const cases: [string[], RegExp][] = [
     [["--slots", "zero"], /--slots must be an integer >= 1, got "zero"/],
-    [["--max-cpu", "120"], /--max-cpu must be a percentage from 0 to 100, got "120"/],
+    [
+      ["--max-cpu", "120"],
+      /--max-cpu must be a percentage from 0 to 100, got "120"/,
+    ],
     [["--languages", "bash,cobol"], /unknown language "cobol" \(known: .*bash/],
     [["--languages", ","], /--languages must name at least one language/],
     [["--master", "host:99999"], /port must be 0-65535/],

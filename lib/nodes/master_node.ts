@@ -49,6 +49,8 @@ import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
 import { RemoteWorker } from "./remote_worker.ts";
 import type { Worker } from "./worker.ts";
 
+import { TypedEventTarget } from "./typed_event_target.ts";
+
 const log = getLogger(["kiln", "master"]);
 
 /** Largest frame accepted before the handshake completes. */
@@ -122,34 +124,6 @@ interface MasterJob {
   position: number;
 }
 
-/** The event types of a master node; see {@linkcode MasterNodeEventMap}. */
-export interface MasterNode {
-  /** Listens for one of the node's typed events. */
-  addEventListener<K extends keyof MasterNodeEventMap>(
-    type: K,
-    listener: (event: MasterNodeEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Listens for any event, untyped. */
-  addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Stops listening for one of the node's typed events. */
-  removeEventListener<K extends keyof MasterNodeEventMap>(
-    type: K,
-    listener: (event: MasterNodeEventMap[K]) => void,
-    options?: boolean | EventListenerOptions,
-  ): void;
-  /** Stops listening for any event, untyped. */
-  removeEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
-  ): void;
-}
-
 /**
  * A master node. It starts listening when constructed, like `Deno.serve`.
  *
@@ -165,7 +139,8 @@ export interface MasterNode {
  * console.log(result.stdout); // hi
  * ```
  */
-export class MasterNode extends EventTarget implements AsyncDisposable {
+export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
+  implements AsyncDisposable {
   /** The address the node listens on. */
   readonly addr: Deno.NetAddr & { transport: "tcp" };
   /** Resolves once the node has detected its own toolchains and serves jobs. */
@@ -535,7 +510,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         ", ",
       ),
     });
-    this.#emit("nodejoin", {
+    this.emit("nodejoin", {
       id: worker.id,
       name: worker.name,
       address: worker.address,
@@ -551,7 +526,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       this.#workers.delete(worker.id);
     }
     log.warn("node {name} left: {reason}", { name: worker.name, reason });
-    this.#emit("nodeleave", {
+    this.emit("nodeleave", {
       id: worker.id,
       name: worker.name,
       address: worker.address,
@@ -581,7 +556,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     const acceptedAt = performance.now();
     const jobId = crypto.randomUUID();
     session.send({ type: "accepted", ref, jobId });
-    this.#emit("jobaccepted", { jobId, client: session.name });
+    this.emit("jobaccepted", { jobId, client: session.name });
     await this.ready;
     const parsed = parseJob(raw);
     if (!parsed.ok) return this.#reject(session, jobId, parsed.reason);
@@ -653,7 +628,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       ...retryAfterMs === undefined ? {} : { retryAfterMs },
     });
     session.sendResult(result);
-    this.#emit("jobcomplete", result);
+    this.emit("jobcomplete", result);
   }
 
   /** The node a job would run on now, if any fits. */
@@ -675,7 +650,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     job.session.jobs.add(job.id);
     this.#running.set(job.id, job);
     job.session.send({ type: "started", jobId: job.id, node: worker.name });
-    this.#emit("jobstart", {
+    this.emit("jobstart", {
       jobId: job.id,
       node: worker.name,
       language: job.language,
@@ -749,7 +724,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       attempt,
     });
     job.session.send({ type: "restarted", jobId: job.id, reason, attempt });
-    this.#emit("jobrestart", { jobId: job.id, reason, attempt });
+    this.emit("jobrestart", { jobId: job.id, reason, attempt });
     job.position = 0;
     this.#queue.pushFront(job);
     this.#announcePositions();
@@ -786,7 +761,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
       if (job.position === position) continue;
       job.position = position;
       job.session.send({ type: "queued", jobId: job.id, position });
-      this.#emit("jobqueued", { jobId: job.id, position });
+      this.emit("jobqueued", { jobId: job.id, position });
     }
   }
 
@@ -826,7 +801,7 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
         timeMs: result.timeMs,
       },
     );
-    this.#emit("jobcomplete", result);
+    this.emit("jobcomplete", result);
   }
 
   /** A result for a job that never ran to its end, because of `reason`. */
@@ -874,13 +849,6 @@ export class MasterNode extends EventTarget implements AsyncDisposable {
     } catch (error) {
       log.warn("cannot sample resources: {error}", { error });
     }
-  }
-
-  #emit<K extends keyof MasterNodeEventMap>(
-    type: K,
-    detail: MasterNodeEventMap[K]["detail"],
-  ): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   /** The address as `host:port`, for logs. */

@@ -54,6 +54,8 @@ import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import type { JobStartDetail } from "./events.ts";
 
+import { TypedEventTarget } from "./typed_event_target.ts";
+
 const log = getLogger(["kiln", "secondary"]);
 
 /** Errors that come back on every attempt until an operator fixes something. */
@@ -152,34 +154,6 @@ interface SecondaryJob {
   done: Promise<void>;
 }
 
-/** The event types of a secondary node; see {@linkcode SecondaryNodeEventMap}. */
-export interface SecondaryNode {
-  /** Listens for one of the node's typed events. */
-  addEventListener<K extends keyof SecondaryNodeEventMap>(
-    type: K,
-    listener: (event: SecondaryNodeEventMap[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Listens for any event, untyped. */
-  addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Stops listening for one of the node's typed events. */
-  removeEventListener<K extends keyof SecondaryNodeEventMap>(
-    type: K,
-    listener: (event: SecondaryNodeEventMap[K]) => void,
-    options?: boolean | EventListenerOptions,
-  ): void;
-  /** Stops listening for any event, untyped. */
-  removeEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
-  ): void;
-}
-
 /**
  * A secondary node. It starts when constructed, like `Deno.serve`: it
  * detects its toolchains ({@linkcode ready}), then dials the master and
@@ -199,7 +173,8 @@ export interface SecondaryNode {
  * await secondary.ready; // toolchains detected; dialing the master
  * ```
  */
-export class SecondaryNode extends EventTarget implements AsyncDisposable {
+export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
+  implements AsyncDisposable {
   /** Random per node: tells the master a restarted node from a reconnecting one. */
   readonly id: string = crypto.randomUUID();
   /** The name this node registers under and reports as the `node` of its jobs. */
@@ -391,10 +366,10 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
           reason,
           ms: retryInMs,
         });
-        this.#emit("disconnected", { reason });
+        this.emit("disconnected", { reason });
       } else {
         this.#logFailure(session.error, retryInMs);
-        this.#emit("connectfailed", { error: session.error, retryInMs });
+        this.emit("connectfailed", { error: session.error, retryInMs });
       }
       await abortableDelay(retryInMs, this.#stopping.signal);
     }
@@ -482,7 +457,7 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
         master: this.master,
         name: this.name,
       });
-      this.#emit("registered", { master: this.master, name: this.name });
+      this.emit("registered", { master: this.master, name: this.name });
       const linkDown = new AbortController();
       const heartbeats = this.#heartbeats(
         connection,
@@ -629,7 +604,7 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
       }
       const language = resolution.resolved.runner.name;
       log.info("job {jobId} ({language}) started", { jobId, language });
-      this.#emit("jobstart", { jobId, node: this.name, language });
+      this.emit("jobstart", { jobId, node: this.name, language });
       const result = await executeJob(resolution.resolved, request, {
         jobId,
         nodeName: this.name,
@@ -651,7 +626,7 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
       connection.send(resultMessage(result, connection.maxFrameBytes)).catch(
         () => {},
       );
-      this.#emit("jobcomplete", result);
+      this.emit("jobcomplete", result);
     } catch (error) {
       // executeJob never throws; a listener of ours might. Whatever broke,
       // the master must hear of the job once: a refusal places it again
@@ -741,13 +716,6 @@ export class SecondaryNode extends EventTarget implements AsyncDisposable {
     } else {
       log.warn(template, { ...properties, ms: retryInMs });
     }
-  }
-
-  #emit<K extends keyof SecondaryNodeEventMap>(
-    type: K,
-    detail: SecondaryNodeEventMap[K]["detail"],
-  ): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
 
