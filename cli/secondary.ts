@@ -8,87 +8,48 @@
 // deno-lint-ignore-file no-console
 import { DEFAULT_PORT } from "../lib/address.ts";
 import { SecondaryNode } from "../lib/nodes/secondary_node.ts";
+import { CliError, parseFlags, runMain } from "./_cli.ts";
 import {
-  CliError,
-  integerFlag,
-  parseFlags,
-  percentFlag,
-  runMain,
-} from "./_cli.ts";
-import { setupLogging } from "./_logging.ts";
+  NODE_FLAGS,
+  NODE_FLAGS_USAGE,
+  readNodeFlags,
+  shutdownSignal,
+} from "./_node_flags.ts";
 
 const USAGE = `Usage: deno task secondary [options]
 
-  --master HOST:PORT  the master to register with (default 127.0.0.1:${DEFAULT_PORT})
-  --name N            node name reported to the master and in results
-                      (default: this machine's host name)
-  --slots N           jobs run at once (default: number of CPUs)
-  --max-cpu P         take no new job above this CPU % (default 100)
-  --max-ram P         take no new job above this RAM % (default 95)
-  --token T           shared cluster token (default: $KILN_TOKEN; prefer the variable,
-                      a command line is visible to every local user)
-  --languages a,b     offer only these languages (default: every one installed)
-  --time-limit MS     maximum wall time per job (default 10000)
-  --output-limit B    maximum output bytes per job (default 1048576)
-  --log-level L       trace, debug, info, warning, error (default info)
-  --log-format F      text or json (default text)
-  --verbose           print stack traces of errors
-  -h, --help          show this help`;
+  --master HOST:PORT the master to register with (default 127.0.0.1:${DEFAULT_PORT})
+  --name N           node name reported to the master and in results
+                     (default: this machine's host name)
+  --slots N          jobs run at once (default: number of CPUs)
+  --languages a,b    offer only these languages (default: every one installed)
+${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
+    ...NODE_FLAGS,
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     name: { type: "string" },
-    slots: { type: "string" },
-    "max-cpu": { type: "string" },
-    "max-ram": { type: "string" },
-    token: { type: "string" },
     languages: { type: "string" },
-    "time-limit": { type: "string" },
-    "output-limit": { type: "string" },
-    "log-level": { type: "string", default: "info" },
-    "log-format": { type: "string", default: "text" },
-    verbose: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
-  try {
-    await setupLogging(values["log-level"], values["log-format"]);
-  } catch (error) {
-    throw new CliError((error as Error).message);
-  }
-  const slots = integerFlag("slots", values.slots, 1);
-  const maxCpu = percentFlag("max-cpu", values["max-cpu"]);
-  const maxRam = percentFlag("max-ram", values["max-ram"]);
-  const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
-  const outputBytes = integerFlag("output-limit", values["output-limit"], 1);
+  const node = await readNodeFlags(values, 1);
   const languages = languagesFlag(values.languages);
   if (values.name !== undefined && values.name.trim() === "") {
     throw new CliError("--name must not be empty");
   }
 
-  const shutdown = new AbortController();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => shutdown.abort());
-  }
   let secondary: SecondaryNode;
   try {
     secondary = new SecondaryNode({
+      ...node,
       master: values.master,
-      token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
-      signal: shutdown.signal,
+      signal: shutdownSignal(),
       ...values.name === undefined ? {} : { name: values.name },
-      ...slots === undefined ? {} : { slots },
-      ...maxCpu === undefined ? {} : { maxCpu },
-      ...maxRam === undefined ? {} : { maxRam },
       ...languages === undefined ? {} : { languages },
-      limits: {
-        ...wallTimeMs === undefined ? {} : { wallTimeMs },
-        ...outputBytes === undefined ? {} : { outputBytes },
-      },
     });
   } catch (error) {
     // A bad address, an unknown language, a name too long: flag mistakes.
