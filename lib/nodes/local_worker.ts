@@ -11,7 +11,11 @@ import type { ResourceSample } from "../monitor/resource_sampler.ts";
 import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
 import type { ResolvedRunner } from "../runners/registry.ts";
 import { type NodeLoad, nodeState } from "../scheduler/placement.ts";
-import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+import type {
+  Worker,
+  WorkerJob,
+  WorkerJobEvents,
+} from "../scheduler/worker.ts";
 
 /** The id of the master's own slots among its workers; no secondary may take it. */
 export const LOCAL_WORKER_ID = "local";

@@ -1,25 +1,16 @@
 /**
- * The master: accepts clients and secondaries over TCP, places every job on
- * its own slots while it is within its limits, otherwise on the least-loaded
- * secondary that runs the language, otherwise queues it (fair across
- * clients) and tells each waiting client its position as the queue moves. A
- * freed slot anywhere starts the next job that fits at once.
- *
- * Every submission ends with exactly one `result` message and one
- * `jobcomplete` event, whatever happens: a lost node's jobs start again
- * elsewhere (a bounded number of times), a disconnected client's jobs are
- * cancelled wherever they run.
+ * The master: accepts clients and secondaries over TCP, validates what
+ * clients submit, registers secondaries as workers next to its own slots,
+ * and hands every job to the {@linkcode Dispatcher}
+ * (`lib/scheduler/dispatcher.ts`), which places, queues, restarts and ends
+ * it: every submission ends with exactly one `result` message and one
+ * `jobcomplete` event, whatever happens.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { DEFAULT_PORT, formatHostPort } from "../address.ts";
-import {
-  blankResult,
-  type JobRequest,
-  type JobResult,
-  type LimitOverrides,
-} from "../job.ts";
+import type { LimitOverrides } from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
@@ -37,9 +28,7 @@ import {
   createDefaultRegistry,
   type RunnerRegistry,
 } from "../runners/registry.ts";
-import { FairQueue } from "../scheduler/fair_queue.ts";
-import type { JobQueue } from "../scheduler/job_queue.ts";
-import { chooseNode } from "../scheduler/placement.ts";
+import { Dispatcher } from "../scheduler/dispatcher.ts";
 import { abortableDelay } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { ClientSession } from "./client_session.ts";
@@ -47,7 +36,6 @@ import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
 import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
 import { RemoteWorker } from "./remote_worker.ts";
-import type { Worker } from "./worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 
@@ -57,8 +45,6 @@ const log = getLogger(["kiln", "master"]);
 const HANDSHAKE_MAX_FRAME_BYTES = 16 * 1024;
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
-/** How long a node that refused a job is passed over. */
-const FAILING_COOLDOWN_MS = 5000;
 
 /** Options of {@linkcode MasterNode}. */
 export interface MasterNodeOptions {
@@ -102,28 +88,6 @@ export interface MasterNodeOptions {
   signal?: AbortSignal;
 }
 
-/** A job the master knows about, from acceptance to result. */
-interface MasterJob {
-  readonly id: string;
-  readonly request: JobRequest;
-  /** Canonical language name. */
-  readonly language: string;
-  readonly session: ClientSession;
-  readonly acceptedAt: number;
-  /** How many times it was started; restarts add one. */
-  attempt: number;
-  /** Where it runs now, if it runs. */
-  worker: Worker | undefined;
-  /** The name of the last node it ran on, for a result that ends it elsewhere. */
-  lastNode: string | undefined;
-  /** When it started running (for queuedMs). */
-  startedAt: number;
-  /** Set once its client gave up: it must end, not restart. */
-  cancelled: string | undefined;
-  /** Last position the client was told, so only moves are sent. */
-  position: number;
-}
-
 /**
  * A master node. It starts listening when constructed, like `Deno.serve`.
  *
@@ -153,25 +117,17 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #registry: RunnerRegistry;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
-  readonly #maxQueue: number;
   readonly #heartbeatIntervalMs: number;
   readonly #nodeTimeoutMs: number;
-  readonly #maxAttempts: number;
   readonly #listener: Deno.Listener;
-  readonly #queue: JobQueue<MasterJob> = new FairQueue((job) =>
-    job.session.client
-  );
-  /** Jobs placed on a worker and not yet ended. */
-  readonly #running = new Map<string, MasterJob>();
-  readonly #workers = new Map<string, Worker>();
+  /** Every job's life, and the workers it runs on. */
+  readonly #jobs: Dispatcher;
   readonly #remoteServing = new Set<Promise<void>>();
   readonly #connections = new Set<Connection>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
   readonly #stopping = new AbortController();
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
-  /** Average run time of recent jobs, for the queue-full retry hint. */
-  #averageJobMs = 1000;
   #closing = false;
   #resolveFinished!: () => void;
 
@@ -217,10 +173,13 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#registry = registry;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
-    this.#maxQueue = maxQueue;
     this.#heartbeatIntervalMs = heartbeatIntervalMs;
     this.#nodeTimeoutMs = nodeTimeoutMs;
-    this.#maxAttempts = maxAttempts;
+    this.#jobs = new Dispatcher({
+      maxQueue,
+      maxAttempts,
+      emit: (type, detail) => this.emit(type, detail),
+    });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
@@ -239,7 +198,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     const sampleNow = () =>
       sampler().then((sample) => {
         this.#sample = sample;
-        this.#dispatch();
+        this.#jobs.dispatch();
       }, (error) => log.warn("cannot sample resources: {error}", { error }));
     if (slots > 0) {
       sampleNow();
@@ -259,12 +218,12 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Jobs running now, anywhere in the cluster. */
   get running(): number {
-    return this.#running.size;
+    return this.#jobs.running;
   }
 
   /** Jobs waiting for a slot. */
   get queued(): number {
-    return this.#queue.length;
+    return this.#jobs.queued;
   }
 
   /** The cluster as `deno task status` shows it: every node, the queue. */
@@ -272,9 +231,9 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     return {
       type: "cluster_status",
       master: this.#name,
-      nodes: [...this.#workers.values()].map((worker) => worker.status()),
-      queued: this.#queue.length,
-      running: this.#running.size,
+      nodes: this.#jobs.workers.map((worker) => worker.status()),
+      queued: this.#jobs.queued,
+      running: this.#jobs.running,
     };
   }
 
@@ -287,32 +246,15 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#listener.close();
     // Toolchain probes are processes too: none may outlive the node.
     await this.ready;
-    for (const [, job] of [...this.#queue.entries()]) {
-      this.#queue.remove(job);
-      this.#finish(
-        job,
-        this.#failure(job, "the master shut down before the job started"),
-      );
-    }
-    const ending = [...this.#running.values()].map((job) =>
-      new Promise<void>((resolve) => {
-        const done = (event: MasterNodeEventMap["jobcomplete"]) => {
-          if (event.detail.jobId !== job.id) return;
-          this.removeEventListener("jobcomplete", done);
-          resolve();
-        };
-        this.addEventListener("jobcomplete", done);
-        job.cancelled = "the master is shutting down";
-        job.worker?.cancel(job.id, job.cancelled);
-      })
-    );
-    // Secondaries: their jobs were cancelled above; now let them go.
-    for (const worker of this.#workers.values()) {
+    // Every job ends with a result: the queued at once, the running once
+    // cancelled. Secondaries' jobs end as their links are let go.
+    const ending = this.#jobs.close("the master is shutting down");
+    for (const worker of this.#jobs.workers) {
       if (worker instanceof RemoteWorker) {
         worker.lose("the master is shutting down");
       }
     }
-    await Promise.all(ending);
+    await ending;
     await Promise.all(this.#remoteServing);
     await Promise.all(
       [...this.#connections].map((connection) => connection.close()),
@@ -353,8 +295,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       (await this.#registry.available()).map((r) => [r.runner.name, r]),
     );
     if (this.#closing) return;
-    this.#workers.set(
-      LOCAL_WORKER_ID,
+    this.#jobs.addWorker(
       new LocalWorker({
         name: this.#name,
         address: formatHostPort(this.addr),
@@ -367,7 +308,6 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         sample: () => this.#sample,
       }),
     );
-    this.#dispatch();
   }
 
   /**
@@ -448,7 +388,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       for await (const message of connection) {
         if (message.type === "submit") await this.#submit(session, message);
         else if (message.type === "cancel") {
-          this.#cancel(session, message.jobId, "cancelled by the client");
+          this.#jobs.cancel(session, message.jobId, "cancelled by the client");
         } else if (message.type === "get_status") session.send(this.status());
         else {throw new ProtocolError(
             "unexpected_message",
@@ -457,7 +397,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       }
     } finally {
       for (const jobId of session.jobs) {
-        this.#cancel(session, jobId, "the client disconnected");
+        this.#jobs.cancel(session, jobId, "the client disconnected");
       }
     }
   }
@@ -487,7 +427,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       registration,
       nodeTimeoutMs: this.#nodeTimeoutMs,
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
-      onHeartbeat: () => this.#dispatch(),
+      onHeartbeat: () => this.#jobs.dispatch(),
     });
     // Only a node that heard it is registered joins; a send that fails
     // throws, and nothing of the node stays behind.
@@ -499,8 +439,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     // A secondary that reconnects before its old link timed out replaces
     // it: the new link is in place first, so the old one's jobs are placed
     // knowing the node is still there.
-    const previous = this.#workers.get(worker.id);
-    this.#workers.set(worker.id, worker);
+    const previous = this.#jobs.addWorker(worker);
     if (previous instanceof RemoteWorker) previous.lose("it registered again");
     log.info("node {name} joined from {address}: {slots} slots, {languages}", {
       name: worker.name,
@@ -515,16 +454,13 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       name: worker.name,
       address: worker.address,
     });
-    this.#dispatch();
+    this.#jobs.dispatch();
     const serving = worker.serve();
     this.#remoteServing.add(serving);
     await serving.finally(() => this.#remoteServing.delete(serving));
   }
 
   #nodeLost(worker: RemoteWorker, reason: string): void {
-    if (this.#workers.get(worker.id) === worker) {
-      this.#workers.delete(worker.id);
-    }
     log.warn("node {name} left: {reason}", { name: worker.name, reason });
     this.emit("nodeleave", {
       id: worker.id,
@@ -532,308 +468,39 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       address: worker.address,
       reason,
     });
-    // Waiting jobs whose language nobody runs any more would wait forever.
-    for (const [, job] of [...this.#queue.entries()]) {
-      if (this.#offers().some((offer) => offer.name === job.language)) continue;
-      this.#queue.remove(job);
-      this.#finish(
-        job,
-        this.#failure(
-          job,
-          `no live node runs ${job.language} any more (${worker.name} left: ${reason})`,
-        ),
-      );
-    }
-    this.#announcePositions();
-    this.#dispatch();
+    this.#jobs.removeWorker(worker, reason);
   }
 
-  /** Validates a submission, then starts or queues it; rejects it with a reason otherwise. */
+  /** Validates a submission and resolves its language, then hands it to the dispatcher. */
   async #submit(
     session: ClientSession,
     { ref, job: raw }: MessageOf<"submit">,
   ): Promise<void> {
     const acceptedAt = performance.now();
-    const jobId = crypto.randomUUID();
-    session.send({ type: "accepted", ref, jobId });
-    this.emit("jobaccepted", { jobId, client: session.name });
+    const id = crypto.randomUUID();
+    session.send({ type: "accepted", ref, jobId: id });
+    this.emit("jobaccepted", { jobId: id, client: session.name });
     await this.ready;
     const parsed = parseJob(raw);
-    if (!parsed.ok) return this.#reject(session, jobId, parsed.reason);
+    if (!parsed.ok) return this.#jobs.reject(session, id, parsed.reason);
     const language = resolveOffered(
       parsed.request.language,
-      this.#offers(),
+      this.#jobs.offers(),
       this.#registry,
     );
-    if (!language.ok) return this.#reject(session, jobId, language.reason);
-    // Checked after the wait above: shutdown may have begun meanwhile.
-    if (this.#closing) {
-      return this.#reject(session, jobId, "the master is shutting down");
-    }
-
-    const job: MasterJob = {
-      id: jobId,
+    if (!language.ok) return this.#jobs.reject(session, id, language.reason);
+    this.#jobs.submit(session, {
+      id,
       request: parsed.request,
       language: language.language,
-      session,
       acceptedAt,
-      attempt: 0,
-      worker: undefined,
-      lastNode: undefined,
-      startedAt: 0,
-      cancelled: undefined,
-      position: 0,
-    };
-    // Waiting jobs go first; those still waiting then fit no node, so a
-    // new job that fits somewhere takes no one's turn.
-    this.#dispatch();
-    const worker = this.#place(job);
-    if (worker) return this.#start(job, worker);
-    if (this.#queue.length >= this.#maxQueue) {
-      const retryAfterMs = this.#retryAfterMs();
-      return this.#reject(
-        session,
-        jobId,
-        `the queue is full (${this.#queue.length} jobs waiting); retry in ${
-          Math.ceil(retryAfterMs / 1000)
-        } s`,
-        retryAfterMs,
-      );
-    }
-    session.jobs.add(jobId);
-    this.#queue.push(job);
-    this.#announcePositions();
-    log.info("job {jobId} from {client} queued at position {position}", {
-      jobId,
-      client: session.name,
-      position: job.position,
     });
-    this.#dispatch();
-  }
-
-  #reject(
-    session: ClientSession,
-    jobId: string,
-    reason: string,
-    retryAfterMs?: number,
-  ): void {
-    log.info("job {jobId} from {client} rejected: {reason}", {
-      jobId,
-      client: session.name,
-      reason,
-    });
-    const result = blankResult(jobId, {
-      verdict: "rejected",
-      reason,
-      ...retryAfterMs === undefined ? {} : { retryAfterMs },
-    });
-    session.sendResult(result);
-    this.emit("jobcomplete", result);
-  }
-
-  /** The node a job would run on now, if any fits. */
-  #place(job: MasterJob): Worker | undefined {
-    const workers = [...this.#workers.values()];
-    const chosen = chooseNode(
-      workers.map((worker) => worker.load()),
-      job.language,
-    );
-    return chosen && this.#workers.get(chosen.id);
-  }
-
-  /** Starts a job on a worker: the one place a job begins (again). */
-  #start(job: MasterJob, worker: Worker): void {
-    job.attempt++;
-    job.worker = worker;
-    job.lastNode = worker.name;
-    job.startedAt = performance.now();
-    job.session.jobs.add(job.id);
-    this.#running.set(job.id, job);
-    job.session.send({ type: "started", jobId: job.id, node: worker.name });
-    this.emit("jobstart", {
-      jobId: job.id,
-      node: worker.name,
-      language: job.language,
-    });
-    log.info("job {jobId} ({language}) placed on {node}{retry}", {
-      jobId: job.id,
-      language: job.language,
-      node: worker.name,
-      retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
-    });
-    worker.start({ id: job.id, request: job.request, language: job.language }, {
-      output: (stream, data) => {
-        if (job.worker === worker) {
-          job.session.send({ type: "output", jobId: job.id, stream, data });
-        }
-      },
-      result: (result) => {
-        if (job.worker !== worker) return;
-        this.#averageJobMs = 0.8 * this.#averageJobMs +
-          0.2 * (result.timeMs + (result.compile?.timeMs ?? 0));
-        this.#running.delete(job.id);
-        // The id and node are the master's to say, not the worker's.
-        this.#finish(job, {
-          ...result,
-          jobId: job.id,
-          node: worker.name,
-          queuedMs: Math.round(job.startedAt - job.acceptedAt),
-        });
-        this.#dispatch();
-      },
-      failed: (reason, kind) => {
-        if (job.worker !== worker) return;
-        this.#running.delete(job.id);
-        job.worker = undefined;
-        if (kind === "refused") {
-          worker.markFailing(Date.now() + FAILING_COOLDOWN_MS);
-        }
-        this.#restart(job, reason);
-        this.#dispatch();
-      },
-    });
-  }
-
-  /** A job's node refused or lost it: start it again elsewhere, or end it. */
-  #restart(job: MasterJob, reason: string): void {
-    if (job.cancelled !== undefined) {
-      return this.#finish(
-        job,
-        this.#failure(job, `cancelled: ${job.cancelled}`),
-      );
-    }
-    if (job.attempt >= this.#maxAttempts) {
-      return this.#finish(
-        job,
-        this.#failure(job, `${reason} (gave up after ${job.attempt} attempts)`),
-      );
-    }
-    if (!this.#offers().some((offer) => offer.name === job.language)) {
-      return this.#finish(
-        job,
-        this.#failure(
-          job,
-          `${reason}; no live node runs ${job.language} any more`,
-        ),
-      );
-    }
-    const attempt = job.attempt + 1;
-    log.warn("job {jobId} re-placed: {reason} (attempt {attempt})", {
-      jobId: job.id,
-      reason,
-      attempt,
-    });
-    job.session.send({ type: "restarted", jobId: job.id, reason, attempt });
-    this.emit("jobrestart", { jobId: job.id, reason, attempt });
-    job.position = 0;
-    this.#queue.pushFront(job);
-    this.#announcePositions();
-  }
-
-  /**
-   * Starts every waiting job that fits somewhere now, in queue order; jobs
-   * that fit nowhere keep their place. Called on every event that can free
-   * a slot or lower a load: a job ending, a node joining, a heartbeat.
-   */
-  #dispatch(): void {
-    if (this.#closing || this.#queue.length === 0) return;
-    // Heartbeats call this every second from every node: skip the scan
-    // when no node has a free slot at all.
-    const free = [...this.#workers.values()].some((w) => {
-      const load = w.load();
-      return load.assigned < load.slots;
-    });
-    if (!free) return;
-    let started = false;
-    for (const [, job] of [...this.#queue.entries()]) {
-      const worker = this.#place(job);
-      if (!worker) continue;
-      this.#queue.take(job);
-      this.#start(job, worker);
-      started = true;
-    }
-    if (started) this.#announcePositions();
-  }
-
-  /** Tells every waiting client whose position changed where it stands now. */
-  #announcePositions(): void {
-    for (const [position, job] of this.#queue.entries()) {
-      if (job.position === position) continue;
-      job.position = position;
-      job.session.send({ type: "queued", jobId: job.id, position });
-      this.emit("jobqueued", { jobId: job.id, position });
-    }
-  }
-
-  #cancel(session: ClientSession, jobId: string, reason: string): void {
-    if (!session.jobs.has(jobId)) return; // Not this client's job, or already over.
-    const queued = this.#findQueued(jobId);
-    if (queued) {
-      this.#queue.remove(queued);
-      this.#finish(queued, this.#failure(queued, `cancelled: ${reason}`));
-      this.#announcePositions();
-      return;
-    }
-    const running = this.#running.get(jobId);
-    if (!running) return;
-    running.cancelled = reason;
-    running.worker?.cancel(jobId, reason);
-  }
-
-  #findQueued(jobId: string): MasterJob | undefined {
-    for (const [, job] of this.#queue.entries()) {
-      if (job.id === jobId) return job;
-    }
-    return undefined;
-  }
-
-  /** The one place a job ends: its client gets the result, listeners the event. */
-  #finish(job: MasterJob, result: JobResult): void {
-    job.session.jobs.delete(job.id);
-    job.session.sendResult(result);
-    log.info(
-      "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
-      {
-        jobId: job.id,
-        language: job.language,
-        node: result.node ?? "-",
-        verdict: result.verdict,
-        timeMs: result.timeMs,
-      },
-    );
-    this.emit("jobcomplete", result);
-  }
-
-  /** A result for a job that never ran to its end, because of `reason`. */
-  #failure(job: MasterJob, reason: string): JobResult {
-    return blankResult(job.id, {
-      language: job.language,
-      node: job.lastNode ?? null,
-      reason,
-      queuedMs: Math.round(performance.now() - job.acceptedAt),
-    });
-  }
-
-  /** Every language some live node runs. */
-  #offers() {
-    return [...this.#workers.values()].flatMap((worker) => worker.languages);
-  }
-
-  /** A guess of when a slot frees up for a rejected client: queue length times average job time over slots. */
-  #retryAfterMs(): number {
-    const slots = [...this.#workers.values()].reduce(
-      (sum, worker) => sum + worker.load().slots,
-      0,
-    );
-    const estimate = (this.#queue.length * this.#averageJobMs) /
-      Math.max(1, slots);
-    return Math.round(Math.min(60_000, Math.max(1000, estimate)));
   }
 
   async #logResources(sample: ResourceSampler, slots: number): Promise<void> {
     try {
       const { cpuPercent, ramUsedMb, ramPercent } = await sample();
-      const local = this.#workers.get(LOCAL_WORKER_ID);
+      const local = this.#jobs.worker(LOCAL_WORKER_ID);
       log.info(
         "resources: cpu {cpuPercent}%, ram {ramUsedMb} MB ({ramPercent}%), programs {running}/{slots}, queued {queued}, nodes {nodes}",
         {
@@ -842,8 +509,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
           ramPercent,
           running: local?.load().assigned ?? 0,
           slots,
-          queued: this.#queue.length,
-          nodes: this.#workers.size - (local ? 1 : 0),
+          queued: this.#jobs.queued,
+          nodes: this.#jobs.workers.length - (local ? 1 : 0),
         },
       );
     } catch (error) {

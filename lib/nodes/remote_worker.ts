@@ -14,7 +14,11 @@ import type {
   OfferedLanguage,
 } from "../protocol/messages.ts";
 import { type NodeLoad, nodeState } from "../scheduler/placement.ts";
-import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+import type {
+  Worker,
+  WorkerJob,
+  WorkerJobEvents,
+} from "../scheduler/worker.ts";
 
 /** Options of {@linkcode RemoteWorker}. */
 export interface RemoteWorkerOptions {

@@ -8,7 +8,7 @@
  */
 import type { JobRequest, JobResult, OutputStream } from "../job.ts";
 import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
-import type { NodeLoad } from "../scheduler/placement.ts";
+import type { NodeLoad } from "./placement.ts";
 
 /** A job handed to a worker. */
 export interface WorkerJob {

@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import { blankResult, type JobResult } from "../job.ts";
+import type { Message, NodeStatus } from "../protocol/messages.ts";
+import { Dispatcher, type JobClient } from "./dispatcher.ts";
+import type { NodeLoad } from "./placement.ts";
+import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+
+/** A worker the test drives by hand: it only records what it was given. */
+class FakeWorker implements Worker {
+  readonly address = "fake";
+  readonly languages = [{
+    name: "bash",
+    version: "5",
+    aliases: [],
+    extensions: [".sh"],
+  }];
+  readonly jobs = new Map<string, WorkerJobEvents>();
+  readonly cancelled: string[] = [];
+  constructor(readonly id: string, readonly slots = 1) {}
+  get name(): string {
+    return this.id;
+  }
+  load(): NodeLoad {
+    return {
+      id: this.id,
+      name: this.id,
+      local: false,
+      languages: new Set(["bash"]),
+      slots: this.slots,
+      assigned: this.jobs.size,
+      cpuPercent: 0,
+      ramPercent: 0,
+      maxCpu: 100,
+      maxRam: 100,
+      draining: false,
+      failingUntil: 0,
+    };
+  }
+  start(job: WorkerJob, events: WorkerJobEvents): void {
+    this.jobs.set(job.id, events);
+  }
+  cancel(jobId: string): void {
+    this.cancelled.push(jobId);
+  }
+  markFailing(): void {}
+  status(): NodeStatus {
+    throw new Error("not used");
+  }
+  /** Ends a job here with a result. */
+  finish(jobId: string, fields: Partial<JobResult> = {}): void {
+    const events = this.jobs.get(jobId)!;
+    this.jobs.delete(jobId);
+    events.result(
+      blankResult(jobId, { verdict: "ok", node: this.id, ...fields }),
+    );
+  }
+  /** Loses every job here, as a dead node does. */
+  die(): void {
+    const jobs = [...this.jobs.values()];
+    this.jobs.clear();
+    for (const events of jobs) {
+      events.failed(`node "${this.id}" was lost`, "lost");
+    }
+  }
+}
+
+/** A client that records every message it is sent. */
+function client(
+  name: string,
+): JobClient & { messages: Message[]; results: JobResult[] } {
+  const messages: Message[] = [];
+  const results: JobResult[] = [];
+  return {
+    name,
+    client: name,
+    jobs: new Set(),
+    messages,
+    results,
+    send: (message) => messages.push(message),
+    sendResult: (result) => results.push(result),
+  };
+}
+
+function setup(maxAttempts = 3) {
+  const events: string[] = [];
+  const dispatcher = new Dispatcher({
+    maxQueue: 10,
+    maxAttempts,
+    emit: (type) => events.push(type),
+  });
+  return { dispatcher, events };
+}
+
+const job = (id: string) => ({
+  id,
+  request: { language: "bash", files: [{ name: "a.sh", content: "true" }] },
+  language: "bash",
+  acceptedAt: performance.now(),
+});
+
+Deno.test("Dispatcher places, queues, and starts the next job the moment a slot frees", () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, job("1"));
+  dispatcher.submit(alice, job("2"));
+  assert.deepEqual([...worker.jobs.keys()], ["1"]);
+  assert.equal(dispatcher.queued, 1);
+  assert.ok(
+    alice.messages.some((m) =>
+      m.type === "queued" && m.jobId === "2" && m.position === 1
+    ),
+  );
+  worker.finish("1");
+  assert.deepEqual([...worker.jobs.keys()], ["2"]);
+  worker.finish("2");
+  assert.deepEqual(alice.results.map((r) => [r.jobId, r.verdict]), [
+    ["1", "ok"],
+    ["2", "ok"],
+  ]);
+  assert.equal(alice.jobs.size, 0);
+});
+
+Deno.test("Dispatcher restarts a lost job elsewhere, and it still ends once", () => {
+  const { dispatcher, events } = setup();
+  const doomed = new FakeWorker("doomed");
+  const spare = new FakeWorker("spare");
+  dispatcher.addWorker(doomed);
+  const bob = client("bob");
+  dispatcher.submit(bob, job("1"));
+  dispatcher.addWorker(spare);
+  // As a lost secondary does: forgotten first, then its jobs fail.
+  dispatcher.removeWorker(doomed, "connection closed");
+  doomed.die();
+  assert.deepEqual([...spare.jobs.keys()], ["1"]);
+  assert.ok(
+    bob.messages.some((m) => m.type === "restarted" && m.attempt === 2),
+  );
+  spare.finish("1");
+  assert.equal(bob.results.length, 1);
+  assert.equal(bob.results[0]!.node, "spare");
+  assert.deepEqual(events.filter((e) => e === "jobcomplete"), ["jobcomplete"]);
+});
+
+Deno.test("Dispatcher ignores a late answer from a node that lost the job", () => {
+  const { dispatcher } = setup();
+  const first = new FakeWorker("first");
+  const second = new FakeWorker("second");
+  dispatcher.addWorker(first);
+  dispatcher.addWorker(second);
+  const carol = client("carol");
+  dispatcher.submit(carol, job("1"));
+  const [where] = [first, second].filter((w) => w.jobs.has("1"));
+  const other = where === first ? second : first;
+  const stale = where!.jobs.get("1")!;
+  where!.die();
+  stale.result(blankResult("1", { verdict: "ok", stdout: "stale" }));
+  stale.failed("again", "lost");
+  assert.equal(carol.results.length, 0, "the stale answers were ignored");
+  other.finish("1", { stdout: "fresh" });
+  assert.deepEqual(carol.results.map((r) => r.stdout), ["fresh"]);
+});
+
+Deno.test("Dispatcher cancels queued and running jobs, one result each", () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const dave = client("dave");
+  dispatcher.submit(dave, job("running"));
+  dispatcher.submit(dave, job("waiting"));
+  dispatcher.cancel(dave, "waiting", "gave up");
+  assert.deepEqual(dave.results.map((r) => [r.jobId, r.reason]), [[
+    "waiting",
+    "cancelled: gave up",
+  ]]);
+  dispatcher.cancel(dave, "running", "gave up");
+  assert.deepEqual(worker.cancelled, ["running"]);
+  // The node dies before it answers the cancel: the job ends, it does not restart.
+  worker.die();
+  assert.equal(dave.results.length, 2);
+  assert.equal(dave.results[1]!.reason, "cancelled: gave up");
+  assert.ok(!dave.messages.some((m) => m.type === "restarted"));
+});
+
+Deno.test("Dispatcher gives up after the last attempt and names the last node", () => {
+  const { dispatcher } = setup(2);
+  const worker = new FakeWorker("flaky");
+  dispatcher.addWorker(worker);
+  const erin = client("erin");
+  dispatcher.submit(erin, job("1"));
+  worker.die();
+  worker.die();
+  assert.equal(erin.results.length, 1);
+  assert.match(erin.results[0]!.reason ?? "", /\(gave up after 2 attempts\)$/);
+  assert.equal(erin.results[0]!.node, "flaky");
+});
+
+Deno.test("Dispatcher.close() ends queued jobs and waits for running ones", async () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const fay = client("fay");
+  dispatcher.submit(fay, job("running"));
+  dispatcher.submit(fay, job("waiting"));
+  let closed = false;
+  const closing = dispatcher.close("shutting down").then(() => closed = true);
+  assert.deepEqual(fay.results.map((r) => r.jobId), ["waiting"]);
+  assert.deepEqual(worker.cancelled, ["running"]);
+  await Promise.resolve();
+  assert.equal(closed, false, "close waits for the running job");
+  worker.finish("running", {
+    verdict: "internal_error",
+    reason: "cancelled: shutting down",
+  });
+  await closing;
+  assert.equal(fay.results.length, 2);
+  dispatcher.submit(fay, job("late"));
+  assert.equal(fay.results.at(-1)!.verdict, "rejected");
+});
