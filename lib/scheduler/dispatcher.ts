@@ -326,14 +326,18 @@ export class Dispatcher {
       node: worker.name,
       retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
     });
+    // Answers about an earlier attempt (a node that lost the job, then
+    // spoke up) must not touch this one, even on the same worker.
+    const attempt = job.attempt;
+    const current = () => job.worker === worker && job.attempt === attempt;
     worker.start({ id: job.id, request: job.request, language: job.language }, {
       output: (stream, data) => {
-        if (job.worker === worker) {
+        if (current()) {
           job.client.send({ type: "output", jobId: job.id, stream, data });
         }
       },
       result: (result) => {
-        if (job.worker !== worker) return;
+        if (!current()) return;
         this.#averageJobMs = 0.8 * this.#averageJobMs +
           0.2 * (result.timeMs + (result.compile?.timeMs ?? 0));
         this.#running.delete(job.id);
@@ -347,7 +351,7 @@ export class Dispatcher {
         this.dispatch();
       },
       failed: (reason, kind) => {
-        if (job.worker !== worker) return;
+        if (!current()) return;
         this.#running.delete(job.id);
         job.worker = undefined;
         if (kind === "refused") {
