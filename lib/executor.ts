@@ -29,6 +29,7 @@ import {
 import type { ResolvedRunner } from "./runners/registry.ts";
 import type { StepContext } from "./runners/runner.ts";
 import { jobEnvironment } from "./sandbox/environment.ts";
+import { defaultWorkRoot } from "./sandbox/work_root.ts";
 import { launch, type StepOutcome } from "./sandbox/launcher.ts";
 
 /** Options of {@linkcode executeJob}. */
@@ -49,7 +50,7 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
   /** Receives the run step's output chunks as the program produces them. */
   onOutput?: (stream: OutputStream, data: string) => void;
-  /** Directory under which the job's workdir is made. @default the system temp dir */
+  /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>` */
   workRoot?: string;
 }
 
@@ -89,7 +90,7 @@ export async function executeJob(
   try {
     workdir = await Deno.makeTempDir({
       prefix: "kiln-job-",
-      ...options.workRoot ? { dir: options.workRoot } : {},
+      dir: options.workRoot ?? await defaultWorkRoot(),
     });
     const context = await writeSources(resolved, request, workdir);
 

@@ -22,6 +22,9 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { isProcessAlive } from "../lib/sandbox/process_tree.ts";
+import { sweepStaleWorkRoots } from "../lib/sandbox/work_root.ts";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const TOKEN = "cluster-test-token";
 
@@ -210,6 +213,12 @@ Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart e
       ),
     );
   }
+  // Nor remove their workdirs: the next kiln process to start sweeps them.
+  await sweepStaleWorkRoots();
+  await assert.rejects(
+    Deno.stat(join(tmpdir(), `kiln-${doomed.child.pid}`)),
+    Deno.errors.NotFound,
+  );
 });
 
 Deno.test("cluster: a silent secondary is lost at the deadline and its jobs restart elsewhere", async () => {

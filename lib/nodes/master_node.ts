@@ -31,6 +31,7 @@ import {
 import { Dispatcher } from "../scheduler/dispatcher.ts";
 import { abortableDelay } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
+import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
@@ -129,6 +130,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #stopping = new AbortController();
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #closing = false;
+  /** The start-up sweep of workdirs that dead kiln processes left. */
+  #sweeping: Promise<void>;
   #resolveFinished!: () => void;
 
   /**
@@ -193,6 +196,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       workRoot,
     });
     this.#acceptLoop();
+    this.#sweeping = sweepWorkRoots();
 
     // The master's own load: sampled often for placement, logged seldom.
     const sampleNow = () =>
@@ -259,6 +263,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     await Promise.all(
       [...this.#connections].map((connection) => connection.close()),
     );
+    await this.#sweeping;
+    await removeOwnWorkRoot();
     log.info("master {name} stopped", { name: this.#name });
     this.#resolveFinished();
   }

@@ -52,6 +52,7 @@ import {
 import type { LanguageRunner } from "../runners/runner.ts";
 import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
+import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import type { JobStartDetail } from "./events.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
@@ -336,6 +337,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
 
   /** The node's whole life. Never rejects. */
   async #main(): Promise<void> {
+    await sweepWorkRoots();
     try {
       await this.#detectLanguages();
     } catch (error) {
@@ -373,6 +375,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       }
       await abortableDelay(retryInMs, this.#stopping.signal);
     }
+    await removeOwnWorkRoot();
     log.info("secondary {name} stopped", { name: this.name });
   }
 

@@ -1,0 +1,25 @@
+/**
+ * What a node does with job workdirs at its start and end: sweep away those
+ * a killed kiln process left, and remove its own empty root when it stops.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { defaultWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
+
+const log = getLogger(["kiln", "node"]);
+
+/** Removes the work roots of dead kiln processes, logging how many. Never rejects. */
+export async function sweepWorkRoots(): Promise<void> {
+  const removed = await sweepStaleWorkRoots();
+  if (removed > 0) {
+    log.info("removed the workdirs of {removed} kiln processes that died", {
+      removed,
+    });
+  }
+}
+
+/** Removes this process's work root if no workdir is left in it. Never rejects. */
+export async function removeOwnWorkRoot(): Promise<void> {
+  await Deno.remove(await defaultWorkRoot()).catch(() => {});
+}

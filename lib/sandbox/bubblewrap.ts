@@ -1,0 +1,528 @@
+/**
+ * The namespace layer of the sandbox: a command prefix that runs a job step
+ * under bubblewrap (`bwrap`) as an unprivileged uid, and the detection that
+ * proves it works on this host.
+ *
+ * What the program gets:
+ *
+ * - its own mount, pid, network, IPC and UTS namespaces (and a cgroup
+ *   namespace where the kernel has one). The network namespace holds only a
+ *   loopback interface: no route out at all;
+ * - a root that is an empty tmpfs with `/usr`, `/etc` and the `/bin`, `/sbin`,
+ *   `/lib*` entry points bound read-only, plus any toolchain root the caller
+ *   names (also read-only, at the same path: `/root/.pyenv/versions/3.11.7`);
+ * - the job's workdir as the only writable host directory, and a fresh
+ *   size-capped tmpfs at `/tmp` (its pages are memory, charged to the job's
+ *   memory cgroup as well);
+ * - a fresh `/proc` showing only the sandbox's processes, a minimal `/dev`;
+ * - a cleared environment holding exactly `env`;
+ * - `--die-with-parent` (the whole sandbox dies when bwrap's parent does) and
+ *   `--new-session` (no `TIOCSTI` into our terminal).
+ *
+ * ## How the uid drop works
+ *
+ * kiln runs as root. Three ways were measured on this host (Debian, kernel
+ * 6.18, bubblewrap 0.8.0):
+ *
+ * 1. `bwrap --unshare-user --uid 65534` as root: the user namespace maps the
+ *    sandbox's uid to *root* outside, so files the program writes belong to
+ *    root and a root-owned `0640` file such as `/etc/shadow` is readable
+ *    through its owner bits. Rejected.
+ * 2. `setpriv --reuid=65534 … bwrap --unshare-all` (bwrap itself
+ *    unprivileged, inside a user namespace it creates): works here and also
+ *    forbids nested user namespaces (`--disable-userns`), but bwrap then
+ *    resolves bind sources as uid 65534, which cannot enter `/root` (mode
+ *    700), where pyenv's Python and rustup's Rust live. It also needs
+ *    unprivileged user namespaces, which many container hosts forbid.
+ * 3. **Chosen:** bwrap runs as root *without* a user namespace (explicit
+ *    `--unshare-ipc --unshare-pid --unshare-net --unshare-uts`), so it can
+ *    bind any path; it drops every capability except `CAP_SETUID`,
+ *    `CAP_SETGID`, `CAP_SETPCAP` and `CAP_DAC_READ_SEARCH` and execs
+ *    `setpriv --reuid --regid --clear-groups --inh-caps=-all
+ *    --bounding-set=-all`, which becomes the unprivileged uid and execs the
+ *    program. Changing the uid away from 0 clears the permitted, effective
+ *    and ambient capabilities, the inheritable and bounding sets are
+ *    emptied explicitly, and bwrap has set `no_new_privs`, so nothing
+ *    (setuid binary or file capability) can regain root. The program runs
+ *    as the real uid 65534 in the initial user namespace: what it writes
+ *    belongs to 65534, and root-only files stay root-only.
+ *    `CAP_DAC_READ_SEARCH` is needed only because bwrap changes into the
+ *    workdir (mode 700, owned by the job uid) after dropping capabilities.
+ *
+ * Caveats of the choice: bwrap runs as root (it is not setuid, and its root
+ * is the caller's own); and the program, being an ordinary unprivileged user
+ * of the host kernel, may create user namespaces of its own unless the host
+ * sets `user.max_user_namespaces` to 0.
+ *
+ * Nothing secret may be put in `env`: bwrap gets it as `--setenv` arguments,
+ * and the sandbox's pid 1 is a fork of bwrap whose command line
+ * (`/proc/1/cmdline`) every process inside can read.
+ *
+ * @module
+ */
+import { dirname, isAbsolute, join, normalize } from "node:path";
+
+/** Where bubblewrap normally lives. */
+export const DEFAULT_BWRAP_PATH = "/usr/bin/bwrap";
+
+/** Where util-linux `setpriv` normally lives. */
+export const DEFAULT_SETPRIV_PATH = "/usr/bin/setpriv";
+
+/** The unprivileged uid and gid jobs run as: `nobody` and `nogroup`. */
+export const SANDBOX_UID = 65534;
+
+/**
+ * Oldest bubblewrap with everything the prefix uses: `--size` (0.8.0),
+ * `--perms` (0.5.0), `--unshare-cgroup-try` and `--die-with-parent`.
+ */
+export const MIN_BWRAP_VERSION = "0.8.0";
+
+/**
+ * Host directories bound read-only at the same path. Where one is a symlink
+ * (Debian's merged `/usr` makes `/bin` point to `usr/bin`), bwrap binds its
+ * target, which is the same files. Missing ones are skipped.
+ */
+const SYSTEM_PATHS = [
+  "/usr",
+  "/etc",
+  "/bin",
+  "/sbin",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+] as const;
+
+/** Options of {@linkcode bwrapPrefix}. */
+export interface BwrapOptions {
+  /** Absolute path of bwrap. */
+  readonly bwrapPath: string;
+  /**
+   * Absolute path of the job's workdir: bound read-write at the same path
+   * and the program's working directory. It must belong to `uid`
+   * (see {@linkcode prepareWorkdir}).
+   */
+  readonly workdir: string;
+  /**
+   * Extra absolute paths bound read-only at the same path, e.g. toolchain
+   * roots outside the system directories (see {@linkcode toolchainRoots}).
+   * Paths already inside a system directory are skipped.
+   * @default []
+   */
+  readonly readOnlyPaths?: readonly string[];
+  /** Size of the `/tmp` tmpfs in bytes; writing more fails with ENOSPC. */
+  readonly tmpSizeBytes: number;
+  /** Uid the program runs as, usually {@linkcode SANDBOX_UID}. Never 0. */
+  readonly uid: number;
+  /** Gid the program runs as, usually {@linkcode SANDBOX_UID}. Never 0. */
+  readonly gid: number;
+  /**
+   * The program's whole environment. Visible to the program's sandbox on
+   * bwrap's command line: never put a secret here.
+   */
+  readonly env: Readonly<Record<string, string>>;
+  /** Absolute path of util-linux `setpriv`. @default "/usr/bin/setpriv" */
+  readonly setprivPath?: string;
+  /** Host name inside the sandbox. @default "kiln" */
+  readonly hostname?: string;
+}
+
+/**
+ * The argument prefix that runs a command in the sandbox: put the absolute
+ * path of the command and its arguments after it. The caller (root) spawns
+ * the result with a cleared environment.
+ *
+ * @throws {TypeError} when a path is not absolute, or an env name is empty
+ * or holds `=`.
+ * @throws {RangeError} when `uid` or `gid` is 0 or not an id, or
+ * `tmpSizeBytes` is not a positive integer.
+ *
+ * @example Running `id -u` as nobody in the sandbox
+ * ```ts
+ * import { bwrapPrefix, prepareWorkdir, SANDBOX_UID } from "./bubblewrap.ts";
+ *
+ * const workdir = await Deno.makeTempDir({ prefix: "kiln-job-" });
+ * await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
+ * const prefix = bwrapPrefix({
+ *   bwrapPath: "/usr/bin/bwrap",
+ *   workdir,
+ *   tmpSizeBytes: 16 << 20,
+ *   uid: SANDBOX_UID,
+ *   gid: SANDBOX_UID,
+ *   env: { PATH: "/usr/bin:/bin", HOME: workdir },
+ * });
+ * const [command, ...args] = [...prefix, "/usr/bin/id", "-u"];
+ * console.log(command, args.length); // "/usr/bin/bwrap", then the flags
+ * await Deno.remove(workdir, { recursive: true });
+ * ```
+ */
+export function bwrapPrefix(options: BwrapOptions): string[] {
+  const {
+    bwrapPath,
+    workdir,
+    readOnlyPaths = [],
+    tmpSizeBytes,
+    uid,
+    gid,
+    env,
+    setprivPath = DEFAULT_SETPRIV_PATH,
+    hostname = "kiln",
+  } = options;
+  for (
+    const [what, path] of [["bwrapPath", bwrapPath], ["workdir", workdir], [
+      "setprivPath",
+      setprivPath,
+    ], ...readOnlyPaths.map((path) => ["readOnlyPaths", path] as const)]
+  ) {
+    if (!isAbsolute(path)) {
+      throw new TypeError(
+        `Cannot build sandbox: ${what} "${path}" is not an absolute path`,
+      );
+    }
+  }
+  for (const [what, id] of [["uid", uid], ["gid", gid]] as const) {
+    if (!Number.isSafeInteger(id) || id <= 0 || id > 0xfffffffe) {
+      throw new RangeError(
+        `Cannot build sandbox: ${what} ${id} is not an unprivileged id`,
+      );
+    }
+  }
+  if (!Number.isSafeInteger(tmpSizeBytes) || tmpSizeBytes <= 0) {
+    throw new RangeError(
+      `Cannot build sandbox: tmpSizeBytes ${tmpSizeBytes} is not a positive integer`,
+    );
+  }
+
+  const args = [
+    bwrapPath,
+    // Every namespace but the user namespace (see the module doc).
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    "--new-session",
+    "--hostname",
+    hostname,
+  ];
+  for (const path of SYSTEM_PATHS) {
+    args.push(
+      path === "/usr" || path === "/etc" ? "--ro-bind" : "--ro-bind-try",
+      path,
+      path,
+    );
+  }
+  args.push(
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--perms",
+    "1777",
+    "--size",
+    `${tmpSizeBytes}`,
+    "--tmpfs",
+    "/tmp",
+  );
+  // Mount points outside what is already mounted get their parents made
+  // world-searchable first: bwrap would copy a 700 /root from the host.
+  const mounted: string[] = [...SYSTEM_PATHS, "/proc", "/dev", "/tmp"];
+  const made = new Set<string>();
+  const makeParents = (path: string) => {
+    const parents: string[] = [];
+    for (let dir = dirname(path); dir !== "/"; dir = dirname(dir)) {
+      parents.unshift(dir);
+    }
+    for (const dir of parents) {
+      if (within(dir, mounted)) return;
+      if (made.has(dir)) continue;
+      made.add(dir);
+      args.push("--perms", "0755", "--dir", dir);
+    }
+  };
+  for (const raw of readOnlyPaths) {
+    const path = clean(raw);
+    if (within(path, mounted)) continue;
+    makeParents(path);
+    args.push("--ro-bind", path, path);
+    mounted.push(path);
+  }
+  const work = clean(workdir);
+  makeParents(work);
+  args.push("--bind", work, work, "--chdir", work, "--clearenv");
+  for (const [name, value] of Object.entries(env)) {
+    if (name === "" || name.includes("=")) {
+      throw new TypeError(
+        `Cannot build sandbox: environment variable name "${name}" is empty or holds "="`,
+      );
+    }
+    args.push("--setenv", name, value);
+  }
+  args.push(
+    "--cap-drop",
+    "ALL",
+    "--cap-add",
+    "CAP_SETUID",
+    "--cap-add",
+    "CAP_SETGID",
+    "--cap-add",
+    "CAP_SETPCAP",
+    "--cap-add",
+    "CAP_DAC_READ_SEARCH",
+    "--",
+    setprivPath,
+    `--reuid=${uid}`,
+    `--regid=${gid}`,
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--",
+  );
+  return args;
+}
+
+/** `path` normalized, without a trailing slash. */
+function clean(path: string): string {
+  const normal = normalize(path);
+  return normal.length > 1 ? normal.replace(/\/+$/, "") : normal;
+}
+
+/** True when `path` is one of `roots` or inside one. */
+function within(path: string, roots: readonly string[]): boolean {
+  return roots.some((root) => path === root || path.startsWith(`${root}/`));
+}
+
+/**
+ * Makes `workdir` belong to the job's uid and gid with mode 700, so the
+ * sandboxed program can write it and no other host user can look in. Call
+ * it after writing the sources and before the first step, never after a
+ * sandboxed step ran: root walking a tree the program could change (a file
+ * swapped for a symlink between the read and the chown) could be made to
+ * chown a host file. Symlinks are skipped, not followed.
+ *
+ * @example Preparing a workdir
+ * ```ts
+ * import { prepareWorkdir, SANDBOX_UID } from "./bubblewrap.ts";
+ *
+ * const workdir = await Deno.makeTempDir({ prefix: "kiln-job-" });
+ * await Deno.writeTextFile(`${workdir}/main.py`, "print(1)\n");
+ * await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
+ * await Deno.remove(workdir, { recursive: true });
+ * ```
+ */
+export async function prepareWorkdir(
+  workdir: string,
+  uid: number,
+  gid: number,
+): Promise<void> {
+  const chownTree = async (path: string) => {
+    await Deno.chown(path, uid, gid);
+    const info = await Deno.lstat(path);
+    if (!info.isDirectory) return;
+    for await (const entry of Deno.readDir(path)) {
+      const child = join(path, entry.name);
+      // A symlink is changed itself (lchown semantics are what we want, and
+      // Deno.chown follows links): skip it rather than chown its target.
+      if (entry.isSymlink) continue;
+      await chownTree(child);
+    }
+  };
+  await chownTree(workdir);
+  await Deno.chmod(workdir, 0o700);
+}
+
+/**
+ * The directories to bind read-only so that `executables` run inside the
+ * sandbox: for each executable outside the system directories, the
+ * installation prefix of the path and of its resolved target
+ * (`<prefix>/bin/<name>` gives `<prefix>`). Executables under `/usr`,
+ * `/bin` and the like need nothing.
+ *
+ * @example The roots of pyenv's Python
+ * ```ts
+ * import { toolchainRoots } from "./bubblewrap.ts";
+ *
+ * const roots = await toolchainRoots(["/usr/bin/gcc", "/root/.pyenv/versions/3.11.7/bin/python3"]);
+ * // ["/root/.pyenv/versions/3.11.7"] where that Python exists
+ * console.log(roots);
+ * ```
+ */
+export async function toolchainRoots(
+  executables: Iterable<string>,
+): Promise<string[]> {
+  const roots = new Set<string>();
+  const add = (path: string) => {
+    if (within(path, SYSTEM_PATHS)) return;
+    const dir = dirname(path);
+    roots.add(dir.endsWith("/bin") ? dirname(dir) : dir);
+  };
+  for (const executable of executables) {
+    add(clean(executable));
+    try {
+      add(await Deno.realPath(executable));
+    } catch {
+      // Missing: detection reports that; there is nothing to bind.
+    }
+  }
+  // Keep only outermost roots: binding a parent covers its children.
+  const sorted = [...roots].sort();
+  return sorted.filter((root, i) =>
+    !sorted.slice(0, i).some((other) => within(root, [other]))
+  );
+}
+
+/** What {@linkcode detectBubblewrap} found. */
+export type BubblewrapDetection =
+  | {
+    readonly available: true;
+    /** Absolute path of bwrap. */
+    readonly path: string;
+    /** bwrap's version, e.g. `0.8.0`. */
+    readonly version: string;
+    /** Absolute path of the `setpriv` used to drop to the job uid. */
+    readonly setprivPath: string;
+  }
+  | { readonly available: false; readonly reason: string };
+
+/** Options of {@linkcode detectBubblewrap}. */
+export interface DetectBubblewrapOptions {
+  /** @default "/usr/bin/bwrap" */
+  readonly bwrapPath?: string;
+  /** @default "/usr/bin/setpriv" */
+  readonly setprivPath?: string;
+  /** Uid and gid the probe drops to. @default 65534 */
+  readonly uid?: number;
+}
+
+/**
+ * Proves the sandbox works on this host: finds bwrap and checks its version,
+ * then runs `id -u` under the very prefix jobs get (namespaces, mounts,
+ * tmpfs size, uid drop) in a throwaway workdir and checks it prints the job
+ * uid. Containers often forbid namespaces; the reason then says what failed.
+ * Never throws.
+ *
+ * @example Reporting the namespace layer
+ * ```ts
+ * import { detectBubblewrap } from "./bubblewrap.ts";
+ *
+ * const bwrap = await detectBubblewrap();
+ * console.log(bwrap.available ? `bubblewrap ${bwrap.version}` : bwrap.reason);
+ * ```
+ */
+export async function detectBubblewrap(
+  options: DetectBubblewrapOptions = {},
+): Promise<BubblewrapDetection> {
+  const {
+    bwrapPath = DEFAULT_BWRAP_PATH,
+    setprivPath = DEFAULT_SETPRIV_PATH,
+    uid = SANDBOX_UID,
+  } = options;
+  if (Deno.build.os !== "linux") {
+    return unavailable(`bubblewrap needs Linux, not ${Deno.build.os}`);
+  }
+  if (Deno.uid() !== 0) {
+    return unavailable(
+      `bubblewrap needs kiln to run as root to drop jobs to uid ${uid} (running as uid ${Deno.uid()})`,
+    );
+  }
+  let version: string;
+  try {
+    const output = await run(bwrapPath, ["--version"]);
+    version = /(\d+\.\d+\.\d+)/.exec(output.stdout)?.[1] ?? "";
+    if (!output.success || version === "") {
+      return unavailable(
+        `"${bwrapPath} --version" failed: ${output.stderr || output.stdout}`,
+      );
+    }
+  } catch (error) {
+    return unavailable(missing(bwrapPath, error));
+  }
+  if (compareVersions(version, MIN_BWRAP_VERSION) < 0) {
+    return unavailable(
+      `bubblewrap ${version} is too old: tmpfs --size needs ${MIN_BWRAP_VERSION} or later`,
+    );
+  }
+  try {
+    await Deno.stat(setprivPath);
+  } catch (error) {
+    return unavailable(missing(setprivPath, error));
+  }
+
+  let workdir: string | undefined;
+  try {
+    workdir = await Deno.makeTempDir({ prefix: "kiln-bwrap-probe-" });
+    await prepareWorkdir(workdir, uid, uid);
+    const [command, ...args] = [
+      ...bwrapPrefix({
+        bwrapPath,
+        setprivPath,
+        workdir,
+        tmpSizeBytes: 1 << 20,
+        uid,
+        gid: uid,
+        env: { PATH: "/usr/bin:/bin" },
+      }),
+      "/usr/bin/id",
+      "-u",
+    ];
+    const output = await run(command!, args);
+    if (!output.success || output.stdout.trim() !== `${uid}`) {
+      return unavailable(
+        `bubblewrap cannot create a sandbox here: ${
+          output.stderr.trim() ||
+          `exit ${output.code}, output "${output.stdout.trim()}"`
+        }`,
+      );
+    }
+    return { available: true, path: bwrapPath, version, setprivPath };
+  } catch (error) {
+    return unavailable(
+      `bubblewrap probe failed: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
+  } finally {
+    if (workdir) {
+      await Deno.remove(workdir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+async function run(command: string, args: string[]) {
+  const output = await new Deno.Command(command, {
+    args,
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    success: output.success,
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+function missing(path: string, error: unknown): string {
+  return error instanceof Deno.errors.NotFound
+    ? `executable "${path}" not found`
+    : `cannot run "${path}": ${
+      error instanceof Error ? error.message : String(error)
+    }`;
+}
+
+/** Compares dotted version numbers: negative, zero or positive. */
+function compareVersions(a: string, b: string): number {
+  const pa = a.split(".").map(Number);
+  const pb = b.split(".").map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const diff = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (diff !== 0) return diff;
+  }
+  return 0;
+}
+
+function unavailable(reason: string): BubblewrapDetection {
+  return { available: false, reason };
+}
