@@ -1,13 +1,17 @@
 /**
  * The whole life of one job on one node, top to bottom:
  *
- * 1. limits: the node's maximum, lowered by the request where it asks;
- * 2. a fresh workdir holding the source files (always removed at the end);
- * 3. the compile step, when the language has one: its own time limit, its
- *    output kept for the result, its failure ends the job as `compile_error`;
- * 4. the run step: stdin, args, output streamed live and capped, the wall
- *    time limit killing the whole process tree;
- * 5. a verdict that says what happened.
+ * 1. limits: the node's maximum, lowered by the request where it asks (a
+ *    request asking for more is noted in the reason, never granted);
+ * 2. a fresh workdir holding the source files, handed to the sandbox's
+ *    unprivileged uid (always removed at the end);
+ * 3. the compile step, when the language has one, inside the sandbox with
+ *    its own time and memory limits; its failure ends the job;
+ * 4. the run step inside the sandbox: stdin, args, output streamed live and
+ *    capped, wall and CPU time, memory, processes, file size and open files
+ *    limited, the whole process tree killed at the end;
+ * 5. a verdict that says what happened, with the CPU time and peak memory
+ *    the sandbox measured.
  *
  * Every call ends in exactly one {@linkcode JobResult}; a failure of kiln
  * itself becomes `internal_error` with the reason, never a thrown error.
@@ -27,10 +31,15 @@ import {
   type SourceFile,
 } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
-import type { StepContext } from "./runners/runner.ts";
+import type { CommandSpec, StepContext } from "./runners/runner.ts";
 import { jobEnvironment } from "./sandbox/environment.ts";
 import { defaultWorkRoot } from "./sandbox/work_root.ts";
-import { launch, type StepOutcome } from "./sandbox/launcher.ts";
+import {
+  defaultSandbox,
+  type Sandbox,
+  type SandboxedOutcome,
+  type StepLimits,
+} from "./sandbox/sandbox.ts";
 
 /** Options of {@linkcode executeJob}. */
 export interface ExecuteOptions {
@@ -52,6 +61,11 @@ export interface ExecuteOptions {
   onOutput?: (stream: OutputStream, data: string) => void;
   /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>` */
   workRoot?: string;
+  /**
+   * The sandbox the steps run in. @default the strongest this host has
+   * (`Sandbox.detect()`, once per process)
+   */
+  sandbox?: Sandbox;
 }
 
 /**
@@ -85,56 +99,85 @@ export async function executeJob(
   });
 
   const limits = effectiveLimits(options.limits, request.limits);
+  const note = loweredNote(options.limits, request.limits);
+  const withNote = (result: JobResult): JobResult =>
+    note === undefined ? result : {
+      ...result,
+      reason: result.reason === undefined ? note : `${result.reason}; ${note}`,
+    };
 
   let workdir: string | undefined;
   try {
+    const sandbox = options.sandbox ?? await defaultSandbox();
+    base.sandbox = [...sandbox.layers];
     workdir = await Deno.makeTempDir({
       prefix: "kiln-job-",
       dir: options.workRoot ?? await defaultWorkRoot(),
     });
     const context = await writeSources(resolved, request, workdir);
+    await sandbox.prepareWorkdir(workdir);
+    const executables = Object.values(resolved.toolchain.executables);
+    const runStep = (
+      spec: CommandSpec,
+      stepLimits: StepLimits,
+      extra: { stdin?: string; onOutput?: ExecuteOptions["onOutput"] } = {},
+    ) =>
+      sandbox.run(spec, {
+        workdir: context.workdir,
+        env: jobEnvironment(context.workdir, spec.env),
+        limits: stepLimits,
+        executables,
+        signal: options.signal,
+        ...extra,
+      });
 
     if (resolved.runner.compile) {
-      const spec = resolved.runner.compile(context);
-      const outcome = await launch(spec, {
-        cwd: workdir,
-        env: jobEnvironment(workdir, spec.env),
-        wallTimeMs: limits.compileWallTimeMs,
-        outputBytes: limits.outputBytes,
-        signal: options.signal,
+      const stepLimits = compileLimits(limits);
+      const outcome = await runStep(
+        resolved.runner.compile({
+          ...context,
+          memoryMb: stepLimits.memoryMb,
+        }),
+        stepLimits,
+      );
+      const ending = stepEnding(outcome, stepLimits, options.signal, {
+        outOfMemory: undefined,
+        what: "compile step",
       });
-      const compile = compileResult(outcome);
+      const compile = compileResult(outcome, ending.verdict);
       if (compile.verdict !== "ok") {
-        return {
+        return withNote({
           ...base,
           verdict: compile.verdict,
           compile,
-          ...compileReason(outcome, limits, options.signal),
-        };
+          reason: compile.verdict === "compile_error"
+            ? `compile step ${ending.reason}`
+            : ending.reason,
+        });
       }
       base.compile = compile;
     }
 
-    const spec = resolved.runner.run(context);
-    const outcome = await launch(spec, {
-      cwd: workdir,
-      env: jobEnvironment(workdir, spec.env),
-      stdin: request.stdin ?? "",
-      wallTimeMs: limits.wallTimeMs,
-      outputBytes: limits.outputBytes,
-      signal: options.signal,
-      onOutput: options.onOutput,
-    });
-    return {
+    const outcome = await runStep(
+      resolved.runner.run({ ...context, memoryMb: limits.memoryMb }),
+      limits,
+      { stdin: request.stdin ?? "", onOutput: options.onOutput },
+    );
+    return withNote({
       ...base,
-      ...runVerdict(outcome, limits, options.signal),
+      ...stepEnding(outcome, limits, options.signal, {
+        outOfMemory: resolved.runner.outOfMemory,
+        what: "program",
+      }),
       stdout: outcome.stdout,
       stderr: outcome.stderr,
       truncated: outcome.truncated,
       exitCode: outcome.exitCode,
       signal: outcome.signal,
       timeMs: outcome.timeMs,
-    };
+      cpuTimeMs: outcome.cpuTimeMs,
+      memoryKb: outcome.memoryKb,
+    });
   } catch (error) {
     return {
       ...base,
@@ -164,12 +207,45 @@ export function effectiveLimits(
   return limits;
 }
 
+/**
+ * What the request asked above the node's maximum, for the reason, or
+ * undefined when it asked for nothing more.
+ */
+function loweredNote(
+  nodeLimits: LimitOverrides = {},
+  requested: LimitOverrides = {},
+): string | undefined {
+  const lowered = (Object.keys(DEFAULT_LIMITS) as (keyof JobLimits)[])
+    .flatMap((key) => {
+      const max = nodeLimits[key] ?? DEFAULT_LIMITS[key];
+      const asked = requested[key];
+      return asked !== undefined && asked > max
+        ? [`${key} ${asked} lowered to ${max}`]
+        : [];
+    });
+  return lowered.length === 0
+    ? undefined
+    : `the request asked for more than this node's maximum: ${
+      lowered.join(", ")
+    }`;
+}
+
+/** The compile step has its own time and memory limits; the rest are shared. */
+function compileLimits(limits: JobLimits): StepLimits {
+  return {
+    ...limits,
+    wallTimeMs: limits.compileWallTimeMs,
+    cpuTimeMs: limits.compileCpuTimeMs,
+    memoryMb: limits.compileMemoryMb,
+  };
+}
+
 /** Writes the (arranged) sources into the workdir and builds the step context. */
 async function writeSources(
   { runner, toolchain }: ResolvedRunner,
   request: JobRequest,
   workdir: string,
-): Promise<StepContext> {
+): Promise<Omit<StepContext, "memoryMb">> {
   const requestedEntry = request.entry ?? request.files[0]!.name;
   const { files, entry } = runner.arrange?.(request.files, requestedEntry) ??
     { files: request.files, entry: requestedEntry };
@@ -192,74 +268,100 @@ async function writeSources(
   };
 }
 
-function compileResult(outcome: StepOutcome): CompileResult {
-  const verdict = outcome.ending === "exited"
-    ? (outcome.exitCode === 0 ? "ok" : "compile_error")
-    : outcome.ending === "cancelled"
-    ? "internal_error"
-    : outcome.ending;
+function compileResult(
+  outcome: SandboxedOutcome,
+  verdict: JobResult["verdict"],
+): CompileResult {
   return {
-    verdict,
+    verdict: verdict === "runtime_error"
+      ? "compile_error"
+      : verdict as CompileResult["verdict"],
     exitCode: outcome.exitCode,
     stdout: outcome.stdout,
     stderr: outcome.stderr,
     timeMs: outcome.timeMs,
+    cpuTimeMs: outcome.cpuTimeMs,
+    memoryKb: outcome.memoryKb,
   };
 }
 
-function compileReason(
-  outcome: StepOutcome,
-  limits: JobLimits,
+/**
+ * The verdict of one step and the reason for it, from the most specific
+ * evidence down: what the launcher stopped, what the kernel killed, what the
+ * runtime reported, how the program exited.
+ */
+function stepEnding(
+  outcome: SandboxedOutcome,
+  limits: StepLimits,
   signal: AbortSignal | undefined,
-): { reason?: string } {
-  switch (outcome.ending) {
-    case "time_limit":
-      return {
-        reason:
-          `compile step exceeded its wall time limit of ${limits.compileWallTimeMs} ms`,
-      };
-    case "output_limit":
-      return { reason: `compiler output exceeded ${limits.outputBytes} bytes` };
-    case "cancelled":
-      return { reason: cancelledReason(signal) };
-    default:
-      return {};
-  }
-}
-
-function runVerdict(
-  outcome: StepOutcome,
-  limits: JobLimits,
-  signal: AbortSignal | undefined,
+  { outOfMemory, what }: { outOfMemory: RegExp | undefined; what: string },
 ): Pick<JobResult, "verdict"> & { reason?: string } {
+  const cpuLimit = {
+    verdict: "time_limit",
+    reason: `${what} exceeded its CPU time limit of ${limits.cpuTimeMs} ms`,
+  } as const;
   switch (outcome.ending) {
     case "time_limit":
       return {
         verdict: "time_limit",
-        reason: `wall time limit of ${limits.wallTimeMs} ms exceeded`,
+        reason:
+          `${what} exceeded its wall time limit of ${limits.wallTimeMs} ms`,
       };
+    case "cpu_limit":
+      return cpuLimit;
     case "output_limit":
       return {
         verdict: "output_limit",
-        reason: `output exceeded the limit of ${limits.outputBytes} bytes`,
+        reason:
+          `${what} output exceeded the limit of ${limits.outputBytes} bytes`,
       };
     case "cancelled":
       return { verdict: "internal_error", reason: cancelledReason(signal) };
-    case "exited":
-      if (outcome.signal !== null) {
-        return {
-          verdict: "runtime_error",
-          reason: `killed by ${outcome.signal}`,
-        };
-      }
-      if (outcome.exitCode !== 0) {
-        return {
-          verdict: "runtime_error",
-          reason: `exited with code ${outcome.exitCode}`,
-        };
-      }
-      return { verdict: "ok" };
   }
+  if (outcome.oomKilled) {
+    return {
+      verdict: "memory_limit",
+      reason:
+        `${what} exceeded its memory limit of ${limits.memoryMb} MiB (killed by the kernel's OOM killer)`,
+    };
+  }
+  // The per-process rlimit: SIGXCPU at the soft limit, SIGKILL a second later.
+  if (
+    outcome.signal === "SIGXCPU" ||
+    (outcome.signal === "SIGKILL" && outcome.cpuTimeMs !== null &&
+      outcome.cpuTimeMs >= limits.cpuTimeMs)
+  ) {
+    return cpuLimit;
+  }
+  if (outcome.signal === "SIGXFSZ") {
+    return {
+      verdict: "runtime_error",
+      reason:
+        `killed by SIGXFSZ: ${what} wrote a file past the file size limit of ${limits.fileSizeBytes} bytes`,
+    };
+  }
+  if (outcome.exitCode !== 0 && outOfMemory) {
+    const match = outOfMemory.exec(outcome.stderr);
+    if (match) {
+      return {
+        verdict: "memory_limit",
+        reason:
+          `${what} ran out of memory under the limit of ${limits.memoryMb} MiB: "${
+            match[0].trim()
+          }"`,
+      };
+    }
+  }
+  if (outcome.signal !== null) {
+    return { verdict: "runtime_error", reason: `killed by ${outcome.signal}` };
+  }
+  if (outcome.exitCode !== 0) {
+    return {
+      verdict: "runtime_error",
+      reason: `exited with code ${outcome.exitCode}`,
+    };
+  }
+  return { verdict: "ok" };
 }
 
 function cancelledReason(signal: AbortSignal | undefined): string {

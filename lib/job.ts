@@ -34,15 +34,45 @@ export interface SourceFile {
   content: string;
 }
 
-/** Limits a job runs under. A request may lower a node's limits, never raise them. */
+/**
+ * Limits a job runs under. A request may lower a node's limits, never raise
+ * them. The compile step has its own time and memory limits; the others
+ * apply to both steps. CPU time, memory and processes need the cgroup layer
+ * of the sandbox to be enforced job-wide (see `lib/sandbox/`).
+ */
 export interface JobLimits {
   /** Wall-clock time for the run step, in milliseconds. */
   wallTimeMs: number;
+  /** CPU time (user and system, all processes together) for the run step, in milliseconds. */
+  cpuTimeMs: number;
+  /** Memory for the run step, in MiB: resident memory and page cache, never swap. */
+  memoryMb: number;
   /** Wall-clock time for the compile step, in milliseconds. */
   compileWallTimeMs: number;
+  /** CPU time for the compile step, in milliseconds. */
+  compileCpuTimeMs: number;
+  /** Memory for the compile step, in MiB. */
+  compileMemoryMb: number;
+  /** Processes and threads alive at once; more fail to start (`fork` returns EAGAIN). */
+  processes: number;
   /** Bytes of stdout and stderr together that are kept; more ends the job with `output_limit`. */
   outputBytes: number;
+  /** Largest file a step may write, in bytes; more is `SIGXFSZ`. */
+  fileSizeBytes: number;
+  /** Open files per process, stdin, stdout and stderr included; more fail with EMFILE. */
+  openFiles: number;
 }
+
+/** The isolation layers a job can run under (see `lib/sandbox/`). */
+export const SANDBOX_LAYERS = ["namespaces", "cgroups", "rlimits"] as const;
+
+/**
+ * One isolation layer: `namespaces` (bubblewrap: own mount, pid, network,
+ * IPC and UTS namespaces, an unprivileged uid), `cgroups` (memory, processes,
+ * CPU time and peak memory per job), `rlimits` (CPU seconds, file size, open
+ * files per process).
+ */
+export type SandboxLayer = typeof SANDBOX_LAYERS[number];
 
 /** Some limits, each one optional: what a request or a node's options may set. */
 export type LimitOverrides = {
@@ -72,6 +102,7 @@ export interface CompileResult {
     | "ok"
     | "compile_error"
     | "time_limit"
+    | "memory_limit"
     | "output_limit"
     | "internal_error";
   /** The compiler's exit code, or null when a signal ended it. */
@@ -82,6 +113,10 @@ export interface CompileResult {
   stderr: string;
   /** Wall-clock time of the compile step, in milliseconds. */
   timeMs: number;
+  /** CPU time of the compile step, in milliseconds, or null without cgroups. */
+  cpuTimeMs: number | null;
+  /** Peak memory of the compile step, in KiB, or null without cgroups. */
+  memoryKb: number | null;
 }
 
 /** Everything a client learns about a finished job. */
@@ -106,6 +141,12 @@ export interface JobResult {
   compile: CompileResult | null;
   /** Wall-clock time of the run step, in milliseconds. */
   timeMs: number;
+  /** CPU time of the run step (all its processes), in milliseconds, or null without cgroups. */
+  cpuTimeMs: number | null;
+  /** Peak memory of the run step (all its processes), in KiB, or null without cgroups. */
+  memoryKb: number | null;
+  /** The isolation layers the job ran under; empty when it ran unsandboxed or never ran. */
+  sandbox: SandboxLayer[];
   /** Name of the node that ran the job, or null when none did. */
   node: string | null;
   /** Time from acceptance to start, in milliseconds. */
@@ -142,19 +183,38 @@ const LimitSchema = z.number().int().positive();
 /** Validates {@linkcode JobLimits}. */
 export const JobLimitsSchema = z.object({
   wallTimeMs: LimitSchema,
+  cpuTimeMs: LimitSchema,
+  memoryMb: LimitSchema,
   compileWallTimeMs: LimitSchema,
+  compileCpuTimeMs: LimitSchema,
+  compileMemoryMb: LimitSchema,
+  processes: LimitSchema,
   outputBytes: LimitSchema,
+  fileSizeBytes: LimitSchema,
+  openFiles: LimitSchema,
 }).strict() satisfies z.ZodType<JobLimits>;
 
 /** Validates {@linkcode LimitOverrides}. */
 export const LimitOverridesSchema = JobLimitsSchema
   .partial() satisfies z.ZodType<LimitOverrides>;
 
-/** The limits a node applies when neither it nor the request says otherwise. */
+/**
+ * The limits a node applies when neither it nor the request says otherwise.
+ * The README compares them with Judge0's and Piston's defaults. Memory and
+ * processes are sized for the JVM and Deno, which need hundreds of MiB and
+ * dozens of threads just to compile.
+ */
 export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   wallTimeMs: 10_000,
+  cpuTimeMs: 5_000,
+  memoryMb: 512,
   compileWallTimeMs: 30_000,
+  compileCpuTimeMs: 30_000,
+  compileMemoryMb: 1024,
+  processes: 256,
   outputBytes: 1024 * 1024,
+  fileSizeBytes: 32 * 1024 * 1024,
+  openFiles: 512,
 });
 
 /** Validates a {@linkcode JobRequest} from an untrusted client, with readable messages. */
@@ -187,6 +247,7 @@ export const CompileResultSchema = z.object({
     "ok",
     "compile_error",
     "time_limit",
+    "memory_limit",
     "output_limit",
     "internal_error",
   ]),
@@ -194,6 +255,8 @@ export const CompileResultSchema = z.object({
   stdout: z.string(),
   stderr: z.string(),
   timeMs: z.number(),
+  cpuTimeMs: z.number().nullable(),
+  memoryKb: z.number().nullable(),
 }).strict() satisfies z.ZodType<CompileResult>;
 
 /** Validates a {@linkcode JobResult}. */
@@ -208,6 +271,9 @@ export const JobResultSchema = z.object({
   truncated: z.boolean(),
   compile: CompileResultSchema.nullable(),
   timeMs: z.number(),
+  cpuTimeMs: z.number().nullable(),
+  memoryKb: z.number().nullable(),
+  sandbox: z.array(z.enum(SANDBOX_LAYERS)),
   node: z.string().nullable(),
   queuedMs: z.number(),
   reason: z.string().optional(),
@@ -234,6 +300,9 @@ export function blankResult(
     truncated: false,
     compile: null,
     timeMs: 0,
+    cpuTimeMs: null,
+    memoryKb: null,
+    sandbox: [],
     node: null,
     queuedMs: 0,
     ...fields,

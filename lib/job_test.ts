@@ -22,6 +22,8 @@ Deno.test("fitResult() cuts output that JSON escaping makes too long", () => {
       stdout: "",
       stderr: controls,
       timeMs: 1,
+      cpuTimeMs: null,
+      memoryKb: null,
     },
   });
   const fitted = fitResult(result, 200_000);

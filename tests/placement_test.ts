@@ -12,6 +12,7 @@ import {
   SecondaryNode,
   submitProgram,
 } from "../mod.ts";
+import { DEFAULT_LIMITS, type JobLimits } from "../lib/job.ts";
 import { Connection } from "../lib/protocol/connection.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
 import type { Message } from "../lib/protocol/messages.ts";
@@ -50,11 +51,7 @@ async function scriptedSecondary(
   name: string,
   onMessage: (message: Message, connection: Connection) => void,
   id: string = crypto.randomUUID(),
-  limits?: {
-    wallTimeMs: number;
-    compileWallTimeMs: number;
-    outputBytes: number;
-  },
+  limits?: JobLimits,
 ): Promise<Connection> {
   const connection = new Connection(await Deno.connect(master.addr));
   await clientHandshake(connection, { role: "secondary", token: TOKEN, name });
@@ -292,6 +289,9 @@ Deno.test("placement: a secondary that registers again takes its jobs over on th
           truncated: false,
           compile: null,
           timeMs: 1,
+          cpuTimeMs: null,
+          memoryKb: null,
+          sandbox: [],
           node: "flaky",
           queuedMs: 0,
         },
@@ -353,7 +353,7 @@ Deno.test("placement: a node that stays alive but never answers a job loses it a
       if (message.type === "cancel") cancelled.resolve(message.jobId);
     },
     crypto.randomUUID(),
-    { wallTimeMs: 200, compileWallTimeMs: 200, outputBytes: 1024 },
+    { ...DEFAULT_LIMITS, wallTimeMs: 200, compileWallTimeMs: 200 },
   );
   await join;
   try {

@@ -113,12 +113,20 @@ export function denoCommand(
     args: [
       subcommand,
       ...flags,
+      // V8 sizes its heap from the machine's memory and cannot see the
+      // sandbox's cgroup: keep the heap inside the memory limit, so a full
+      // heap is V8's "out of memory", not the OOM killer.
+      `--v8-flags=--max-old-space-size=${Math.floor(context.memoryMb * 3 / 4)}`,
       denoEntry(context),
       ...subcommand === "run" ? context.args : [],
     ],
     env: denoEnv(context.workdir),
   };
 }
+
+/** What V8 prints when the heap is full: the program ran out of memory. */
+export const V8_OUT_OF_MEMORY: RegExp =
+  /Fatal (?:JavaScript|process) out of memory[^\n]*|JavaScript heap out of memory/;
 
 /** What {@linkcode detectDeno} found. */
 export interface DenoToolchain {

@@ -34,6 +34,7 @@ export class BashRunner implements LanguageRunner {
   readonly name = "bash";
   readonly aliases: readonly string[] = ["sh"];
   readonly extensions: readonly string[] = [".sh", ".bash"];
+  readonly outOfMemory: RegExp = /xmalloc: [^\n]*cannot allocate[^\n]*/;
   #options: DetectOptions;
 
   /** Makes a runner that will look for `bash` on the search path. */

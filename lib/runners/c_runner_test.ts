@@ -36,6 +36,7 @@ Deno.test("CRunner compiles every .c file, never headers, and links libm", () =>
     entry: "main.c",
     files: ["main.c", "util.h", "util.C"],
     args: [],
+    memoryMb: 256,
     toolchain: {
       available: true,
       version: "gcc 12",

@@ -128,6 +128,7 @@ export async function runRunnerConformance(
       files: [entry],
       args: ["a"],
       toolchain,
+      memoryMb: 512,
     };
     for (const spec of [runner.compile?.(context), runner.run(context)]) {
       if (spec) {

@@ -34,6 +34,7 @@ export class CppRunner implements LanguageRunner {
   readonly name = "cpp";
   readonly aliases: readonly string[] = ["c++", "cxx", "g++"];
   readonly extensions: readonly string[] = [".cpp", ".cc", ".cxx"];
+  readonly outOfMemory: RegExp = /std::bad_alloc/;
   #options: DetectOptions;
 
   /** Makes a runner that will look for `g++` on the search path. */

@@ -30,6 +30,17 @@ import type {
 const JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:-UsePerfData"] as const;
 
 /**
+ * The JVM sizes its heap from the machine's memory (a quarter of it) and
+ * cannot see the sandbox's cgroup, so a program would grow its heap past the
+ * memory limit and be OOM-killed. Told the limit, the JVM keeps its heap to
+ * three quarters of it (the rest is metaspace, code cache and thread stacks)
+ * and a program that needs more gets `java.lang.OutOfMemoryError`.
+ */
+function heapFlags(context: StepContext): string[] {
+  return [`-XX:MaxRAM=${context.memoryMb}m`, "-XX:MaxRAMPercentage=75"];
+}
+
+/**
  * Compiles Java programs with
  * `javac -encoding UTF-8 -d . <every .java file>` and runs
  * `java -XX:+UseSerialGC -XX:-UsePerfData -Dfile.encoding=UTF-8 -cp . <Main> <args...>`.
@@ -59,6 +70,7 @@ export class JavaRunner implements LanguageRunner {
   readonly name = "java";
   readonly aliases: readonly string[] = [];
   readonly extensions: readonly string[] = [".java"];
+  readonly outOfMemory: RegExp = /java\.lang\.OutOfMemoryError[^\n]*/;
   #options: DetectOptions;
 
   /** Makes a runner that will look for `javac` and `java` on the search path. */
@@ -112,7 +124,7 @@ export class JavaRunner implements LanguageRunner {
     return {
       command: executableFor(context.toolchain, "compiler"),
       args: [
-        ...JVM_FLAGS.map((flag) => `-J${flag}`),
+        ...[...JVM_FLAGS, ...heapFlags(context)].map((flag) => `-J${flag}`),
         "-J-XX:TieredStopAtLevel=1",
         "-encoding",
         "UTF-8",
@@ -130,6 +142,7 @@ export class JavaRunner implements LanguageRunner {
       command: executableFor(context.toolchain, "runtime"),
       args: [
         ...JVM_FLAGS,
+        ...heapFlags(context),
         "-Dfile.encoding=UTF-8",
         "-cp",
         ".",

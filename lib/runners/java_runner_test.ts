@@ -107,6 +107,7 @@ Deno.test("JavaRunner runs the class its entry file is named after", () => {
     files: ["Main.java", "Util.java", "notes.txt"],
     args: ["x"],
     toolchain,
+    memoryMb: 400,
   };
   const runner = new JavaRunner();
   assert.deepEqual(runner.compile(context).args.slice(-4), [
@@ -116,4 +117,7 @@ Deno.test("JavaRunner runs the class its entry file is named after", () => {
     "Util.java",
   ]);
   assert.deepEqual(runner.run(context).args.slice(-2), ["Main", "x"]);
+  // The heap is sized from the step's memory limit, not the machine's.
+  assert.ok(runner.run(context).args.includes("-XX:MaxRAM=400m"));
+  assert.ok(runner.compile(context).args.includes("-J-XX:MaxRAM=400m"));
 });

@@ -8,6 +8,7 @@ import {
   type DenoRunnerOptions,
   denoToolchain,
   detectDeno,
+  V8_OUT_OF_MEMORY,
 } from "./_deno.ts";
 import type {
   CommandSpec,
@@ -39,6 +40,7 @@ export class JavaScriptRunner implements LanguageRunner {
   readonly name = "javascript";
   readonly aliases: readonly string[] = ["js"];
   readonly extensions: readonly string[] = [".js", ".mjs"];
+  readonly outOfMemory: RegExp = V8_OUT_OF_MEMORY;
   #options: DenoRunnerOptions;
 
   /** Makes a runner that uses `Deno.execPath()` unless told otherwise. */

@@ -56,6 +56,7 @@ export class PythonRunner implements LanguageRunner {
   readonly name = "python";
   readonly aliases: readonly string[] = ["python3", "py"];
   readonly extensions: readonly string[] = [".py"];
+  readonly outOfMemory: RegExp = /^MemoryError\b[^\n]*/m;
   #options: PythonRunnerOptions;
 
   /** Makes a runner that will look for `python3` on the search path. */

@@ -32,6 +32,7 @@ Deno.test("PythonRunner runs unbuffered, without .pyc files, and keeps args afte
     entry: "-x.py",
     files: ["-x.py"],
     args: ["-c", "a b"],
+    memoryMb: 256,
     toolchain: {
       available: true,
       version: "Python 3",

@@ -56,6 +56,11 @@ export interface StepContext {
   readonly args: readonly string[];
   /** The toolchain {@linkcode LanguageRunner.detect} found. */
   readonly toolchain: AvailableToolchain;
+  /**
+   * The step's memory limit in MiB, for runtimes that size their heap from
+   * the machine's memory (the JVM, V8) and cannot see the sandbox's cgroup.
+   */
+  readonly memoryMb: number;
 }
 
 /** Source files arranged for a runner, with the entry it should start from. */
@@ -104,4 +109,10 @@ export interface LanguageRunner {
   compile?(context: StepContext): CommandSpec;
   /** The run step: runs the program (or its compiled artifact) with `context.args`. */
   run(context: StepContext): CommandSpec;
+  /**
+   * Matches what the runtime writes to stderr when an allocation fails
+   * (`MemoryError`, `java.lang.OutOfMemoryError`): a program that exits
+   * with it ends as `memory_limit`, not `runtime_error`. Optional.
+   */
+  readonly outOfMemory?: RegExp;
 }

@@ -46,6 +46,7 @@ export class RustRunner implements LanguageRunner {
   readonly name = "rust";
   readonly aliases: readonly string[] = ["rs"];
   readonly extensions: readonly string[] = [".rs"];
+  readonly outOfMemory: RegExp = /memory allocation of \d+ bytes failed/;
   #options: DetectOptions;
 
   /** Makes a runner that will look for `rustc` on the search path. */

@@ -8,6 +8,7 @@ import {
   type DenoRunnerOptions,
   denoToolchain,
   detectDeno,
+  V8_OUT_OF_MEMORY,
 } from "./_deno.ts";
 import type {
   CommandSpec,
@@ -38,6 +39,7 @@ export class TypeScriptRunner implements LanguageRunner {
   readonly name = "typescript";
   readonly aliases: readonly string[] = ["ts"];
   readonly extensions: readonly string[] = [".ts", ".mts"];
+  readonly outOfMemory: RegExp = V8_OUT_OF_MEMORY;
   #options: DenoRunnerOptions;
 
   /** Makes a runner that uses `Deno.execPath()` unless told otherwise. */

@@ -225,10 +225,13 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
     "--tmpfs",
     "/tmp",
   );
-  // Mount points outside what is already mounted get their parents made
-  // world-searchable first: bwrap would copy a 700 /root from the host.
-  const mounted: string[] = [...SYSTEM_PATHS, "/proc", "/dev", "/tmp"];
-  const made = new Set<string>();
+  // Mount points get their missing parents made world-searchable first:
+  // bwrap would copy a 700 /root from the host, or make a 700 directory in
+  // the /tmp tmpfs, which the job's uid could not pass through. Inside a
+  // read-only bind nothing can be made (nor needs to be).
+  const mounted: string[] = [...SYSTEM_PATHS, "/proc", "/dev"];
+  const writable = ["/tmp"];
+  const made = new Set<string>(writable);
   const makeParents = (path: string) => {
     const parents: string[] = [];
     for (let dir = dirname(path); dir !== "/"; dir = dirname(dir)) {

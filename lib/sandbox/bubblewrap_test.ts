@@ -455,6 +455,7 @@ for (const language of ["python", "java", "javascript"]) {
           files: files.map((f) => f.name),
           args: [],
           toolchain,
+          memoryMb: 512,
         };
         const step = async (spec: ReturnType<typeof runner.run>) => {
           const [command, ...args] = [

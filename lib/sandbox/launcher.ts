@@ -4,11 +4,11 @@
  * captured under a budget, a wall-time limit and cancellation that kill the
  * whole process tree.
  *
- * What the kill cannot reach is a process that left the job's process group
- * *and* lost its parent (`setsid` plus a double fork): it re-parents to init
- * and outlives the step. The launcher still returns on time, abandoning the
- * pipes such a process holds; the sandbox's pid namespace and cgroup are what
- * close that gap.
+ * What the process-group kill cannot reach is a process that left the group
+ * *and* lost its parent (`setsid` plus a double fork): it re-parents to init.
+ * The launcher still returns on time, abandoning the pipes such a process
+ * holds; the sandbox closes that gap through `killAll` (the step's cgroup)
+ * and bubblewrap's pid namespace, which dies with its first process.
  *
  * @module
  */
@@ -18,7 +18,23 @@ import { OutputCapture } from "./output_capture.ts";
 import { killProcessTree } from "./process_tree.ts";
 
 /** How a launched step ended. */
-export type StepEnding = "exited" | "time_limit" | "output_limit" | "cancelled";
+export type StepEnding =
+  | "exited"
+  | "time_limit"
+  | "cpu_limit"
+  | "output_limit"
+  | "cancelled";
+
+/** A job-wide CPU time budget the launcher enforces by polling. */
+export interface CpuBudget {
+  /** CPU time the step may use, in milliseconds. */
+  readonly limitMs: number;
+  /** CPU time used so far by every process of the step, or null when unknown. */
+  readonly read: () => Promise<number | null>;
+}
+
+/** How often a {@linkcode CpuBudget} is checked. */
+const CPU_POLL_MS = 50;
 
 /** Options of {@linkcode launch}. */
 export interface LaunchOptions {
@@ -38,6 +54,13 @@ export interface LaunchOptions {
   readonly onOutput?:
     | ((stream: OutputStream, data: string) => void)
     | undefined;
+  /** Ends the step with `cpu_limit` once its CPU time reaches the budget. */
+  readonly cpu?: CpuBudget | undefined;
+  /**
+   * Kills what the process tree walk cannot see, e.g. every process in the
+   * step's cgroup. Called with every kill and once more after the exit.
+   */
+  readonly killAll?: (() => Promise<void>) | undefined;
 }
 
 /** Everything known about a finished step. */
@@ -92,12 +115,16 @@ export async function launch(
   const started = performance.now();
 
   let ending: StepEnding = "exited";
+  const killEverything = () =>
+    Promise.all([killProcessTree(child.pid), options.killAll?.()]);
   const stop = (why: StepEnding) => {
     if (ending !== "exited") return;
     ending = why;
-    killProcessTree(child.pid);
+    killEverything();
   };
   const timer = setTimeout(() => stop("time_limit"), options.wallTimeMs);
+  const cpuWatch = options.cpu &&
+    watchCpu(options.cpu, () => stop("cpu_limit"));
   const onAbort = () => stop("cancelled");
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
@@ -117,7 +144,7 @@ export async function launch(
     const timeMs = performance.now() - started;
     // The program is gone, but anything it left running must go too: that
     // also closes the pipes those leftovers hold.
-    await killProcessTree(child.pid);
+    await killEverything();
     // Only a process that escaped the kill can still hold a pipe now: give
     // it a moment, then stop reading its output and stop waiting to write
     // the stdin it never reads.
@@ -141,8 +168,28 @@ export async function launch(
     };
   } finally {
     clearTimeout(timer);
+    cpuWatch?.stop();
     options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** Polls `budget` until stopped, calling `onExceeded` once when it is spent. */
+function watchCpu(budget: CpuBudget, onExceeded: () => void) {
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const poll = async () => {
+    const used = await budget.read().catch(() => null);
+    if (stopped) return;
+    if (used !== null && used >= budget.limitMs) return onExceeded();
+    timer = setTimeout(poll, CPU_POLL_MS);
+  };
+  timer = setTimeout(poll, CPU_POLL_MS);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** Writes stdin and closes it; a program that exits without reading it is fine. */

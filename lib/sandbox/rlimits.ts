@@ -22,8 +22,10 @@
 export interface Rlimits {
   /**
    * CPU time of each process, in whole seconds: the kernel sends SIGXCPU at
-   * the limit, and SIGKILL at the hard limit (the same value here, so a
-   * program that catches SIGXCPU is killed a second later).
+   * this soft limit and SIGKILL at the hard limit one second later, so a
+   * program that catches SIGXCPU still ends. (With soft and hard equal the
+   * kernel would send SIGKILL alone, and the verdict could not tell a CPU
+   * limit from any other kill.)
    */
   readonly cpuSeconds?: number;
   /** Largest file a process may write, in bytes: more is SIGXFSZ (or EFBIG if ignored). */
@@ -40,7 +42,8 @@ export const DEFAULT_PRLIMIT_PATH = "/usr/bin/prlimit";
 /**
  * The argument prefix that runs a command under `limits`: put the command
  * and its arguments after it. Soft and hard limits are set to the same
- * value, so the program cannot raise them again.
+ * value (the CPU limit's hard value is a second above its soft value), so
+ * the program cannot raise them again.
  *
  * @throws {RangeError} when a limit is not a non-negative safe integer, or
  * `cpuSeconds` or `openFiles` is zero (a process could not even start).
@@ -50,7 +53,7 @@ export const DEFAULT_PRLIMIT_PATH = "/usr/bin/prlimit";
  * import { prlimitPrefix } from "./rlimits.ts";
  *
  * const prefix = prlimitPrefix({ cpuSeconds: 1, openFiles: 64 });
- * // ["/usr/bin/prlimit", "--cpu=1:1", "--nofile=64:64", "--core=0:0", "--"]
+ * // ["/usr/bin/prlimit", "--cpu=1:2", "--nofile=64:64", "--core=0:0", "--"]
  * const [command, ...args] = [...prefix, "/bin/echo", "hello"];
  * await new Deno.Command(command!, { args }).output();
  * ```
@@ -61,16 +64,21 @@ export function prlimitPrefix(
 ): string[] {
   const { cpuSeconds, fileSizeBytes, openFiles, coreBytes = 0 } = limits;
   const prefix = [prlimitPath];
-  const add = (flag: string, value: number | undefined, min: number) => {
+  const add = (
+    flag: string,
+    value: number | undefined,
+    min: number,
+    hardAbove = 0,
+  ) => {
     if (value === undefined) return;
     if (!Number.isSafeInteger(value) || value < min) {
       throw new RangeError(
         `Cannot set rlimit ${flag}: ${value} is not an integer >= ${min}`,
       );
     }
-    prefix.push(`${flag}=${value}:${value}`);
+    prefix.push(`${flag}=${value}:${value + hardAbove}`);
   };
-  add("--cpu", cpuSeconds, 1);
+  add("--cpu", cpuSeconds, 1, 1);
   add("--fsize", fileSizeBytes, 0);
   add("--nofile", openFiles, 1);
   add("--core", coreBytes, 0);
