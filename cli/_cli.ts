@@ -51,6 +51,22 @@ export function integerFlag(
   return parsed;
 }
 
+/**
+ * The cluster token: the first line of `file` when given, otherwise
+ * `$KILN_TOKEN`, otherwise empty. Never a flag value: a command line is
+ * readable by every process on the host, sandboxed programs included.
+ */
+export async function readToken(file: string | undefined): Promise<string> {
+  if (file === undefined) return Deno.env.get("KILN_TOKEN") ?? "";
+  try {
+    return (await Deno.readTextFile(file)).split("\n")[0]!.trim();
+  } catch (error) {
+    throw new CliError(
+      `cannot read --token-file ${file}: ${(error as Error).message}`,
+    );
+  }
+}
+
 /** Reads a percentage flag (0-100), naming the flag when the value is not one. */
 export function percentFlag(
   name: string,

@@ -1,12 +1,18 @@
 /**
  * What `deno task master` and `deno task secondary` share: the flags of a
- * node that runs jobs (capacity, limits, token, logging), read into the
- * library's options, and the signals that stop it.
+ * node that runs jobs (capacity, limits, sandbox, token, logging), read
+ * into the library's options, and the signals that stop it.
  *
  * @module
  */
 import type { LimitOverrides } from "../mod.ts";
-import { CliError, integerFlag, percentFlag } from "./_cli.ts";
+import {
+  Sandbox,
+  SANDBOX_MODES,
+  type SandboxMode,
+  SandboxUnavailableError,
+} from "../lib/sandbox/sandbox.ts";
+import { CliError, integerFlag, percentFlag, readToken } from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
 /** `parseArgs` options of the flags every node runner has. */
@@ -14,8 +20,14 @@ export const NODE_FLAGS = {
   slots: { type: "string" },
   "max-cpu": { type: "string" },
   "max-ram": { type: "string" },
-  token: { type: "string" },
+  "token-file": { type: "string" },
+  sandbox: { type: "string", default: "auto" },
+  "require-sandbox": { type: "boolean", default: false },
   "time-limit": { type: "string" },
+  "cpu-limit": { type: "string" },
+  "memory-limit": { type: "string" },
+  "process-limit": { type: "string" },
+  "file-size-limit": { type: "string" },
   "output-limit": { type: "string" },
   "log-level": { type: "string", default: "info" },
   "log-format": { type: "string", default: "text" },
@@ -27,9 +39,17 @@ export const NODE_FLAGS = {
 export const NODE_FLAGS_USAGE =
   `  --max-cpu P        take no new job above this CPU % (default 100)
   --max-ram P        take no new job above this RAM % (default 95)
-  --token T          shared cluster token (default: $KILN_TOKEN; prefer the variable,
-                     a command line is visible to every local user)
+  --token-file F     file holding the cluster token (default: $KILN_TOKEN);
+                     never on the command line, which every process can read
+  --sandbox M        auto: every isolation layer this host has, warning about
+                     the others; bwrap: refuse to start without bubblewrap;
+                     none: no isolation at all (development only) (default auto)
+  --require-sandbox  refuse to start without namespaces and cgroups
   --time-limit MS    maximum wall time per job (default 10000)
+  --cpu-limit MS     maximum CPU time per job (default 5000)
+  --memory-limit MB  maximum memory per job, in MiB (default 512)
+  --process-limit N  maximum processes and threads per job (default 256)
+  --file-size-limit B  largest file a job may write (default 33554432)
   --output-limit B   maximum output bytes per job (default 1048576)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
@@ -41,8 +61,14 @@ export interface NodeFlagValues {
   slots?: string | undefined;
   "max-cpu"?: string | undefined;
   "max-ram"?: string | undefined;
-  token?: string | undefined;
+  "token-file"?: string | undefined;
+  sandbox: string;
+  "require-sandbox": boolean;
   "time-limit"?: string | undefined;
+  "cpu-limit"?: string | undefined;
+  "memory-limit"?: string | undefined;
+  "process-limit"?: string | undefined;
+  "file-size-limit"?: string | undefined;
   "output-limit"?: string | undefined;
   "log-level": string;
   "log-format": string;
@@ -55,12 +81,15 @@ export interface NodeFlagOptions {
   maxCpu?: number;
   maxRam?: number;
   limits: LimitOverrides;
+  /** The detected sandbox; none for a master without slots, which runs no job. */
+  sandbox?: Sandbox;
 }
 
 /**
  * Sets up logging and reads the shared flags; a bad value becomes a
  * {@linkcode CliError} naming its flag. `minSlots` is 0 for a master (a pure
- * coordinator), 1 for a secondary.
+ * coordinator), 1 for a secondary. Detects the sandbox the flags ask for,
+ * failing (exit 1) when the host cannot give it.
  */
 export async function readNodeFlags(
   values: NodeFlagValues,
@@ -74,17 +103,50 @@ export async function readNodeFlags(
   const slots = integerFlag("slots", values.slots, minSlots);
   const maxCpu = percentFlag("max-cpu", values["max-cpu"]);
   const maxRam = percentFlag("max-ram", values["max-ram"]);
-  const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
-  const outputBytes = integerFlag("output-limit", values["output-limit"], 1);
+  const limits: LimitOverrides = {};
+  for (
+    const [flag, key] of [
+      ["time-limit", "wallTimeMs"],
+      ["cpu-limit", "cpuTimeMs"],
+      ["memory-limit", "memoryMb"],
+      ["process-limit", "processes"],
+      ["file-size-limit", "fileSizeBytes"],
+      ["output-limit", "outputBytes"],
+    ] as const
+  ) {
+    const value = integerFlag(flag, values[flag], 1);
+    if (value !== undefined) limits[key] = value;
+  }
+  const mode = values.sandbox as SandboxMode;
+  if (!SANDBOX_MODES.includes(mode)) {
+    throw new CliError(
+      `--sandbox must be one of ${
+        SANDBOX_MODES.join(", ")
+      }, got "${values.sandbox}"`,
+    );
+  }
+  const token = await readToken(values["token-file"]);
+  let sandbox: Sandbox | undefined;
+  if (slots !== 0) {
+    try {
+      sandbox = await Sandbox.detect({
+        mode,
+        require: values["require-sandbox"],
+      });
+    } catch (error) {
+      if (error instanceof SandboxUnavailableError) {
+        throw new CliError(`cannot start: ${error.message}`, 1);
+      }
+      throw error;
+    }
+  }
   return {
-    token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
+    token,
     ...slots === undefined ? {} : { slots },
     ...maxCpu === undefined ? {} : { maxCpu },
     ...maxRam === undefined ? {} : { maxRam },
-    limits: {
-      ...wallTimeMs === undefined ? {} : { wallTimeMs },
-      ...outputBytes === undefined ? {} : { outputBytes },
-    },
+    limits,
+    ...sandbox ? { sandbox } : {},
   };
 }
 

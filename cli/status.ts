@@ -11,13 +11,13 @@ import {
   ProtocolError,
 } from "../mod.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
-import { CliError, parseFlags, runMain } from "./_cli.ts";
+import { CliError, parseFlags, readToken, runMain } from "./_cli.ts";
 import { EXIT_CODES } from "./submit.ts";
 
 const USAGE = `Usage: deno task status [options]
 
   --master HOST:PORT  master to ask (default 127.0.0.1:${DEFAULT_PORT})
-  --token T           cluster token (default: $KILN_TOKEN)
+  --token-file F      file holding the cluster token (default: $KILN_TOKEN)
   --json              print the status as one JSON object
   --verbose           print stack traces of errors
   -h, --help          show this help`;
@@ -25,7 +25,7 @@ const USAGE = `Usage: deno task status [options]
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
-    token: { type: "string" },
+    "token-file": { type: "string" },
     json: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -38,7 +38,7 @@ async function main(args: string[]): Promise<number> {
   try {
     status = await getClusterStatus({
       master: values.master,
-      token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
+      token: await readToken(values["token-file"]),
       name: "status",
     });
   } catch (error) {

@@ -21,6 +21,7 @@ import {
   EXIT_USAGE,
   integerFlag,
   parseFlags,
+  readToken,
   runMain,
 } from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
@@ -40,7 +41,7 @@ export const EXIT_CODES = {
 const USAGE = `Usage: deno task submit [options] FILE...
 
   --master HOST:PORT  master to submit to (default 127.0.0.1:${DEFAULT_PORT})
-  --token T           cluster token (default: $KILN_TOKEN)
+  --token-file F      file holding the cluster token (default: $KILN_TOKEN)
   --lang L            language (default: inferred from the first file's extension)
   --entry NAME        entry file (default: the first FILE)
   --stdin FILE|-      give the program this file, or our own stdin, as stdin
@@ -58,7 +59,7 @@ ${EXIT_CODES.internal_error} internal error, ${EXIT_CODES.connection} master unr
 async function main(args: string[]): Promise<number> {
   const { values, positionals: paths } = parseFlags(args, {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
-    token: { type: "string" },
+    "token-file": { type: "string" },
     lang: { type: "string" },
     entry: { type: "string" },
     stdin: { type: "string" },
@@ -106,7 +107,7 @@ async function main(args: string[]): Promise<number> {
       ...wallTimeMs === undefined ? {} : { limits: { wallTimeMs } },
     }, {
       master: values.master,
-      token: values.token ?? Deno.env.get("KILN_TOKEN") ?? "",
+      token: await readToken(values["token-file"]),
       onEvent: values.json ? undefined : streamEvent,
     });
   } catch (error) {

@@ -6,6 +6,7 @@
  * @module
  */
 import { executeJob } from "../executor.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { LimitOverrides } from "../job.ts";
 import type { ResourceSample } from "../monitor/resource_sampler.ts";
 import type { NodeStatus, OfferedLanguage } from "../protocol/messages.ts";
@@ -31,6 +32,8 @@ export interface LocalWorkerOptions {
   readonly maxCpu: number;
   readonly maxRam: number;
   readonly workRoot?: string | undefined;
+  /** The sandbox every job runs in. */
+  readonly sandbox: Sandbox;
   /** The machine's latest load, kept fresh by the master. */
   readonly sample: () => ResourceSample;
 }
@@ -40,7 +43,7 @@ export interface LocalWorkerOptions {
  *
  * @example Running a job on the master's own slots
  * ```ts ignore
- * const worker = new LocalWorker({ name: "master", address, slots: 2, runners, limits: {}, maxCpu: 100, maxRam: 95, sample });
+ * const worker = new LocalWorker({ name: "master", address, slots: 2, runners, limits: {}, maxCpu: 100, maxRam: 95, sandbox: Sandbox.none(), sample });
  * worker.start({ id, request, language: "python" }, { output, result, failed });
  * ```
  */
@@ -103,6 +106,7 @@ export class LocalWorker implements Worker {
       jobId: job.id,
       nodeName: this.name,
       limits: this.#options.limits,
+      sandbox: this.#options.sandbox,
       signal: abort.signal,
       onOutput: (stream, data) => events.output(stream, data),
       ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
@@ -134,6 +138,7 @@ export class LocalWorker implements Worker {
       slots: this.#options.slots,
       languages: this.languages.map(({ name, version }) => ({ name, version })),
       lastSeenMs: 0,
+      sandbox: this.#options.sandbox.report,
     };
   }
 }

@@ -32,6 +32,8 @@ import { Dispatcher } from "../scheduler/dispatcher.ts";
 import { abortableDelay } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
+import { startSandbox } from "./_sandbox.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
@@ -85,6 +87,11 @@ export interface MasterNodeOptions {
   sampleResources?: ResourceSampler;
   /** Directory for job workdirs. @default the system temp dir */
   workRoot?: string;
+  /**
+   * The sandbox jobs run in (`Sandbox.detect()` with the node's mode).
+   * @default the strongest this host has, every missing layer warned about
+   */
+  sandbox?: Sandbox;
   /** Aborting it shuts the node down, like {@linkcode MasterNode.shutdown}. */
   signal?: AbortSignal;
 }
@@ -159,6 +166,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       resourceLogIntervalMs = 10_000,
       sampleResources: sampler = sampleResources,
       workRoot,
+      sandbox,
       signal,
     } = options;
     if (nodeTimeoutMs < 2 * heartbeatIntervalMs) {
@@ -194,6 +202,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxRam,
       limits,
       workRoot,
+      sandbox,
     });
     this.#acceptLoop();
     this.#sweeping = sweepWorkRoots();
@@ -281,8 +290,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxRam: number;
       limits: LimitOverrides;
       workRoot: string | undefined;
+      sandbox: Sandbox | undefined;
     },
   ): Promise<void> {
+    const sandbox = await startSandbox(options.sandbox);
     const statuses = await this.#registry.detect();
     for (const status of statuses) {
       if (status.toolchain.available) {
@@ -311,6 +322,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         maxCpu: options.maxCpu,
         maxRam: options.maxRam,
         workRoot: options.workRoot,
+        sandbox,
         sample: () => this.#sample,
       }),
     );

@@ -160,6 +160,7 @@ export class RemoteWorker implements Worker {
       slots: load.slots,
       languages: this.languages.map(({ name, version }) => ({ name, version })),
       lastSeenMs: Math.round(performance.now() - this.#lastSeen),
+      sandbox: this.#options.registration.sandbox ?? null,
     };
   }
 

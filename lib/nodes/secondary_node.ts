@@ -53,6 +53,8 @@ import type { LanguageRunner } from "../runners/runner.ts";
 import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
+import { startSandbox } from "./_sandbox.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { JobStartDetail } from "./events.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
@@ -104,6 +106,11 @@ export interface SecondaryNodeOptions {
   sampleResources?: ResourceSampler;
   /** Directory for job workdirs. @default the system temp dir */
   workRoot?: string;
+  /**
+   * The sandbox jobs run in (`Sandbox.detect()` with the node's mode).
+   * @default the strongest this host has, every missing layer warned about
+   */
+  sandbox?: Sandbox;
   /** Largest frame sent to or accepted from the master, in bytes. @default 8 MiB */
   maxFrameBytes?: number;
   /** Time allowed for the handshake, and then for the master's `registered`. @default 10000 */
@@ -204,6 +211,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   readonly #reconnectMaxMs: number;
   readonly #sampler: ResourceSampler;
   readonly #workRoot: string | undefined;
+  /** The sandbox given, then the one in use once `#main` started it. */
+  #sandbox: Sandbox | undefined;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
   readonly #jobs = new Map<string, SecondaryJob>();
@@ -242,6 +251,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       reconnectMaxMs = 5000,
       sampleResources: sampler = sampleResources,
       workRoot,
+      sandbox,
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
       signal,
@@ -274,6 +284,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     this.#reconnectMaxMs = reconnectMaxMs;
     this.#sampler = sampler;
     this.#workRoot = workRoot;
+    this.#sandbox = sandbox;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
     this.ready = this.#readiness.promise;
@@ -338,6 +349,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   /** The node's whole life. Never rejects. */
   async #main(): Promise<void> {
     await sweepWorkRoots();
+    this.#sandbox = await startSandbox(this.#sandbox);
     try {
       await this.#detectLanguages();
     } catch (error) {
@@ -511,6 +523,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       maxCpu: this.#maxCpu,
       maxRam: this.#maxRam,
       limits: effectiveLimits(this.#limits),
+      ...this.#sandbox ? { sandbox: this.#sandbox.report } : {},
     });
     let answer;
     try {
@@ -612,6 +625,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         jobId,
         nodeName: this.name,
         limits: this.#limits,
+        ...this.#sandbox ? { sandbox: this.#sandbox } : {},
         signal: job.abort.signal,
         onOutput: (stream, data) =>
           connection.send({ type: "output", jobId, stream, data })

@@ -9,6 +9,8 @@
  * @module
  */
 import { z } from "zod";
+import { SANDBOX_LAYERS } from "../job.ts";
+import type { SandboxReport } from "../sandbox/sandbox.ts";
 import {
   fitResult,
   JobLimitsSchema,
@@ -161,6 +163,14 @@ export interface OfferedLanguage {
   extensions: string[];
 }
 
+/** Validates a node's {@linkcode SandboxReport}. */
+export const SandboxReportSchema = z.object({
+  mode: z.enum(["auto", "bwrap", "none"]),
+  layers: z.array(z.enum(SANDBOX_LAYERS)),
+  backends: z.partialRecord(z.enum(SANDBOX_LAYERS), z.string().max(256)),
+  missing: z.partialRecord(z.enum(SANDBOX_LAYERS), z.string().max(1024)),
+}).strict() satisfies z.ZodType<SandboxReport>;
+
 /** A secondary introduces itself, right after the handshake. */
 export const RegisterSchema = z.object({
   type: z.literal("register"),
@@ -176,6 +186,8 @@ export const RegisterSchema = z.object({
   maxRam: Percent,
   /** Its maximum limits per job, so the master knows when a job is overdue. */
   limits: JobLimitsSchema.optional(),
+  /** The isolation its jobs run under. */
+  sandbox: SandboxReportSchema.optional(),
 }).strict();
 
 /** The master took the registration; heartbeats are due every `heartbeatIntervalMs`. */
@@ -233,6 +245,7 @@ export const NodeStatusSchema = z.object({
   ),
   /** Milliseconds since its last heartbeat (0 for the master itself). */
   lastSeenMs: z.number(),
+  sandbox: SandboxReportSchema.nullable(),
 }).strict() satisfies z.ZodType<NodeStatus>;
 
 /** One node as `cluster_status` reports it. */
@@ -259,6 +272,8 @@ export interface NodeStatus {
   languages: { name: string; version: string }[];
   /** Milliseconds since its last message (0 for the master itself). */
   lastSeenMs: number;
+  /** The isolation its jobs run under, or null when it did not say. */
+  sandbox: SandboxReport | null;
 }
 
 /** The master's answer to `get_status`. */

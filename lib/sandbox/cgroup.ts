@@ -124,6 +124,18 @@ export interface CgroupBackend {
    * @throws {Deno.errors.AlreadyExists} when the cgroup exists already.
    */
   create(name: string, limits?: CgroupLimits): Promise<JobCgroup>;
+  /**
+   * The names of the cgroups in the parent now: this node's jobs, and those
+   * of other kiln processes on the host.
+   */
+  children(): Promise<string[]>;
+  /**
+   * An existing cgroup, to measure, kill or remove it (e.g. one a dead
+   * process left behind).
+   *
+   * @throws {TypeError} when `name` is not a valid cgroup name.
+   */
+  open(name: string): JobCgroup;
 }
 
 /** Why no cgroup can be used. */
@@ -286,6 +298,11 @@ async function detectV2(
     controllers,
     parentPaths: [parentPath],
     removeParent: () => removeLineage(directories, levels),
+    children: () => childNames([parentPath]),
+    open: (name) => {
+      validateName(name, "cgroup");
+      return new V2Cgroup(name, `${parentPath}/${name}`, directories);
+    },
     create: async (name, limits = {}) => {
       validateName(name, "cgroup");
       const { memoryBytes, pids } = validateLimits(name, limits);
@@ -311,6 +328,21 @@ async function detectV2(
       return cgroup;
     },
   };
+}
+
+/** The names of the child cgroups of `parents`, each once. */
+async function childNames(parents: readonly string[]): Promise<string[]> {
+  const names = new Set<string>();
+  for (const parent of parents) {
+    try {
+      for await (const entry of Deno.readDir(parent)) {
+        if (entry.isDirectory) names.add(entry.name);
+      }
+    } catch {
+      // A parent removed under us has no children.
+    }
+  }
+  return [...names];
 }
 
 /** Enables `controllers` for the children of `dir`; a reason on failure. */
@@ -397,6 +429,20 @@ async function detectV1(
   };
   const problem = await prepare();
   if (problem) return unavailable(problem);
+  const openV1 = (name: string) => {
+    const paths = parents.map((parent) => `${parent}/${name}`);
+    const pathOf = (controller: string) => {
+      const index = hierarchies.findIndex((h) =>
+        h.controllers.includes(controller)
+      );
+      return index === -1 ? undefined : paths[index];
+    };
+    return new V1Cgroup(name, paths, directories, {
+      memory: pathOf("memory")!,
+      pids: pathOf("pids")!,
+      cpuacct: pathOf("cpuacct"),
+    });
+  };
   return {
     available: true,
     version: 1,
@@ -406,22 +452,17 @@ async function detectV1(
     removeParent: async () => {
       for (const levels of lineages) await removeLineage(directories, levels);
     },
+    children: () => childNames(parents),
+    open: (name) => {
+      validateName(name, "cgroup");
+      return openV1(name);
+    },
     create: async (name, limits = {}) => {
       validateName(name, "cgroup");
       const { memoryBytes, pids } = validateLimits(name, limits);
-      const paths = parents.map((parent) => `${parent}/${name}`);
-      const pathOf = (controller: string) => {
-        const index = hierarchies.findIndex((h) =>
-          h.controllers.includes(controller)
-        );
-        return index === -1 ? undefined : paths[index];
-      };
-      const memory = pathOf("memory")!;
-      const cgroup = new V1Cgroup(name, paths, directories, {
-        memory,
-        pids: pathOf("pids")!,
-        cpuacct: pathOf("cpuacct"),
-      });
+      const cgroup = openV1(name);
+      const paths = cgroup.paths;
+      const memory = cgroup.memoryPath;
       const created: string[] = [];
       try {
         for (const path of paths) {
@@ -442,7 +483,7 @@ async function detectV1(
           );
         }
         if (pids !== undefined) {
-          await writeFile(`${pathOf("pids")}/pids.max`, String(pids));
+          await writeFile(`${cgroup.pidsPath}/pids.max`, String(pids));
         }
       } catch (error) {
         for (const path of created.reverse()) {
@@ -606,6 +647,16 @@ class V1Cgroup extends BaseCgroup {
   ) {
     super(name, paths, directories);
     this.#controllers = controllers;
+  }
+
+  /** The directory in the memory hierarchy. */
+  get memoryPath(): string {
+    return this.#controllers.memory;
+  }
+
+  /** The directory in the pids hierarchy. */
+  get pidsPath(): string {
+    return this.#controllers.pids;
   }
 
   override async usage(): Promise<CgroupUsage> {

@@ -151,3 +151,33 @@ function signal(pid: number, name: Deno.Signal): void {
     // Already gone (ESRCH), which is what we want.
   }
 }
+
+/**
+ * The live processes whose real uid is `uid`, read from `/proc`: with every
+ * job running as the sandbox's uid, the processes of all jobs on this host.
+ * Zombies are left out (they hold nothing and die with their parent).
+ *
+ * @example Checking that no job process is left
+ * ```ts
+ * import { processesOfUser } from "./process_tree.ts";
+ *
+ * console.log(await processesOfUser(65534)); // [] when no job runs
+ * ```
+ */
+export async function processesOfUser(uid: number): Promise<number[]> {
+  const found: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const status = await Deno.readTextFile(`/proc/${entry.name}/status`);
+      const realUid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+      const state = /^State:\s+(\S)/m.exec(status)?.[1];
+      if (Number(realUid) === uid && state !== "Z") {
+        found.push(Number(entry.name));
+      }
+    } catch {
+      // The process exited while we looked.
+    }
+  }
+  return found;
+}

@@ -40,6 +40,7 @@ import {
   type JobCgroup,
 } from "./cgroup.ts";
 import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
+import { isProcessAlive } from "./process_tree.ts";
 import {
   detectPrlimit,
   type PrlimitDetection,
@@ -70,13 +71,13 @@ export interface SandboxOptions {
 /** What a node tells logs, `status` and the dashboard about its sandbox. */
 export interface SandboxReport {
   /** The mode the node was started with. */
-  readonly mode: SandboxMode;
+  mode: SandboxMode;
   /** The layers every job runs under. */
-  readonly layers: readonly SandboxLayer[];
+  layers: SandboxLayer[];
   /** Each active layer's backend, e.g. `bubblewrap 0.8.0`, `cgroup v1`. */
-  readonly backends: Readonly<Partial<Record<SandboxLayer, string>>>;
+  backends: Partial<Record<SandboxLayer, string>>;
   /** Why each missing layer is missing. */
-  readonly missing: Readonly<Partial<Record<SandboxLayer, string>>>;
+  missing: Partial<Record<SandboxLayer, string>>;
 }
 
 /** The limits of one step: the compile step's or the run step's. */
@@ -153,7 +154,7 @@ export class SandboxUnavailableError extends Error {
  * ```
  */
 export class Sandbox {
-  /** What was found, for logs and status. */
+  /** What was found, for logs and status. Do not change it. */
   readonly report: SandboxReport;
   /** One line per missing layer, for the node to log at start. */
   readonly warnings: readonly string[];
@@ -286,12 +287,20 @@ export class Sandbox {
     options: SandboxStepOptions,
   ): Promise<SandboxedOutcome> {
     const { limits } = options;
+    // Inside the sandbox a missing executable would look like the program
+    // failing (exit 127 from prlimit): it is the node's fault, say so.
+    await Deno.stat(spec.command).catch((error) => {
+      throw new Error(`cannot run ${spec.command}: ${describe(error)}`);
+    });
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
     const cgroup = cgroups
-      ? await cgroups.create(`step-${crypto.randomUUID()}`, {
-        memoryBytes: limits.memoryMb * 1024 * 1024,
-        pids: limits.processes,
-      })
+      ? await cgroups.create(
+        `${STEP_PREFIX}${Deno.pid}-${crypto.randomUUID()}`,
+        {
+          memoryBytes: limits.memoryMb * 1024 * 1024,
+          pids: limits.processes,
+        },
+      )
       : null;
     try {
       const command = await this.#command(spec, options, cgroup);
@@ -327,6 +336,25 @@ export class Sandbox {
     } finally {
       await cgroup?.remove();
     }
+  }
+
+  /**
+   * Removes the step cgroups of kiln processes that died (a node killed
+   * with SIGKILL cannot remove its own), killing anything left in them.
+   * Returns how many were removed. Never throws.
+   */
+  async sweepStale(): Promise<number> {
+    if (!this.#cgroups?.available) return 0;
+    const cgroups = this.#cgroups;
+    let removed = 0;
+    for (const name of await cgroups.children()) {
+      const pid = Number(STEP_NAME.exec(name)?.[1]);
+      if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+      if (await isProcessAlive(pid)) continue;
+      await cgroups.open(name).remove();
+      removed++;
+    }
+    return removed;
   }
 
   /** Removes what detection created (the cgroup parent) when it is empty. Never throws. */
@@ -404,6 +432,18 @@ export function defaultSandbox(): Promise<Sandbox> {
   detected ??= Sandbox.detect();
   return detected;
 }
+
+function describe(error: unknown): string {
+  return error instanceof Deno.errors.NotFound
+    ? "no such file"
+    : error instanceof Error
+    ? error.message
+    : String(error);
+}
+
+/** Step cgroups are named `p<pid of the node>-<uuid>`, so stale ones can be told. */
+const STEP_PREFIX = "p";
+const STEP_NAME = /^p(\d+)-/;
 
 /** What a job can do when a layer is missing, for the warning. */
 const CONSEQUENCES: Record<SandboxLayer, string> = {

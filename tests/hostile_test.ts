@@ -1,0 +1,442 @@
+/**
+ * Hostile programs against a real master over TCP on 127.0.0.1, each in the
+ * sandbox the host gives (`KILN_TEST_SANDBOX=none` runs the suite without
+ * one: every isolation case is then skipped, and says so; so is every case
+ * whose layer this host lacks). Each case asserts
+ * its verdict, then that the node still runs a normal job and that no
+ * process of any job survived. The last test checks that nothing at all was
+ * left: processes, workdirs, cgroups.
+ */
+// deno-lint-ignore-file no-console
+import assert from "node:assert/strict";
+import {
+  createDefaultRegistry,
+  type JobRequest,
+  type JobResult,
+  MasterNode,
+  submitProgram,
+} from "../mod.ts";
+import { SANDBOX_UID } from "../lib/sandbox/bubblewrap.ts";
+import { detectCgroups } from "../lib/sandbox/cgroup.ts";
+import { processesOfUser } from "../lib/sandbox/process_tree.ts";
+import { Sandbox, type SandboxMode } from "../lib/sandbox/sandbox.ts";
+import { defaultWorkRoot } from "../lib/sandbox/work_root.ts";
+
+const TOKEN = crypto.randomUUID();
+const MODE = (Deno.env.get("KILN_TEST_SANDBOX") ?? "auto") as SandboxMode;
+// CI sets KILN_TEST_REQUIRE_SANDBOX=1: there the suite must run sandboxed,
+// and detection throws (failing the file) when it cannot.
+const sandbox = await Sandbox.detect({
+  mode: MODE,
+  require: Deno.env.get("KILN_TEST_REQUIRE_SANDBOX") === "1" &&
+    MODE !== "none",
+});
+const registry = createDefaultRegistry();
+const has = {
+  namespaces: sandbox.layers.includes("namespaces"),
+  cgroups: sandbox.layers.includes("cgroups"),
+  rlimits: sandbox.layers.includes("rlimits"),
+  python: (await registry.resolve("python")).ok,
+  c: (await registry.resolve("c")).ok,
+  java: (await registry.resolve("java")).ok,
+};
+
+/** The limits of the suite's node: small, so every case ends quickly. */
+const LIMITS = {
+  wallTimeMs: 5_000,
+  cpuTimeMs: 1_500,
+  memoryMb: 256,
+  processes: 64,
+  fileSizeBytes: 1024 * 1024,
+  openFiles: 128,
+  outputBytes: 256 * 1024,
+};
+
+/** Why a case is skipped, printed once; undefined runs it. */
+function skipReason(
+  needs: (keyof typeof has)[],
+): string | undefined {
+  const missing = needs.filter((need) => !has[need]);
+  if (missing.length === 0) return undefined;
+  return missing.map((need) =>
+    need in sandbox.report.missing
+      ? `sandbox layer "${need}" is missing: ${
+        sandbox.report.missing[need as "namespaces"]
+      }`
+      : `language ${need} is unavailable here`
+  ).join("; ");
+}
+
+const master = new MasterNode({
+  port: 0,
+  token: TOKEN,
+  slots: 2,
+  resourceLogIntervalMs: 0,
+  limits: LIMITS,
+  sandbox,
+  registry,
+});
+await master.ready;
+
+function submit(
+  request: JobRequest,
+  options: Parameters<typeof submitProgram>[1] = {},
+): Promise<JobResult> {
+  return submitProgram(request, {
+    master: master.addr,
+    token: TOKEN,
+    ...options,
+  });
+}
+
+const python = (code: string): JobRequest => ({
+  language: "python",
+  files: [{ name: "main.py", content: code }],
+});
+const bash = (code: string): JobRequest => ({
+  language: "bash",
+  files: [{ name: "main.sh", content: code }],
+});
+const c = (code: string): JobRequest => ({
+  language: "c",
+  files: [{ name: "main.c", content: code }],
+});
+
+/** After every case: the node runs a normal job, and no job process lives on. */
+async function assertHealthy(): Promise<void> {
+  const result = await submit(bash("echo healthy"));
+  assert.equal(result.verdict, "ok", JSON.stringify(result));
+  assert.equal(result.stdout, "healthy\n");
+  if (has.namespaces) {
+    assert.deepEqual(
+      await processesOfUser(SANDBOX_UID),
+      [],
+      "a process of a job survived it",
+    );
+  }
+}
+
+function explain(result: JobResult): string {
+  const { stdout, stderr, reason, verdict, signal, exitCode } = result;
+  return JSON.stringify({
+    verdict,
+    reason,
+    exitCode,
+    signal,
+    stdout: stdout.slice(0, 500),
+    stderr: stderr.slice(0, 500),
+  });
+}
+
+/** A hostile case: skipped (with the reason printed) when it needs what is missing. */
+function hostile(
+  name: string,
+  needs: (keyof typeof has)[],
+  fn: () => Promise<void>,
+): void {
+  const reason = skipReason(needs);
+  if (reason) console.log(`skipping "hostile: ${name}": ${reason}`);
+  Deno.test({
+    name: `hostile: ${name}`,
+    ignore: reason !== undefined,
+    fn: async () => {
+      await fn();
+      await assertHealthy();
+    },
+  });
+}
+
+hostile("an infinite loop ends at the CPU time limit", [
+  "python",
+  "cgroups",
+], async () => {
+  const result = await submit(python("while True:\n    pass\n"));
+  assert.equal(result.verdict, "time_limit", explain(result));
+  assert.match(result.reason ?? "", /CPU time limit of 1500 ms/);
+  assert.ok(result.cpuTimeMs! >= LIMITS.cpuTimeMs, explain(result));
+});
+
+hostile("sleeping forever ends at the wall time limit", [], async () => {
+  const result = await submit(bash("exec sleep infinity"));
+  assert.equal(result.verdict, "time_limit", explain(result));
+  assert.match(result.reason ?? "", /wall time limit of 5000 ms/);
+});
+
+hostile("a fork bomb is held to the process limit", [
+  "python",
+  "cgroups",
+], async () => {
+  const result = await submit(python(`
+import os, time
+forks = 0
+try:
+    for _ in range(1000):
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        forks += 1
+except OSError as error:
+    print("fork failed after", forks, "forks:", error.strerror)
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  const forks = Number(/fork failed after (\d+)/.exec(result.stdout)?.[1]);
+  assert.ok(forks > 0 && forks < LIMITS.processes, explain(result));
+});
+
+hostile("a shell fork bomb ends and leaves nothing", [
+  "cgroups",
+  "namespaces",
+], async () => {
+  const result = await submit(bash("bomb() { bomb | bomb & }; bomb; wait"));
+  // The bomb's first shell returns at once; its children are all killed
+  // with the job.
+  assert.ok(
+    ["ok", "runtime_error", "time_limit"].includes(result.verdict),
+    explain(result),
+  );
+});
+
+hostile("allocating 4 GB ends at the memory limit", [
+  "python",
+  "cgroups",
+], async () => {
+  const result = await submit(
+    python(`data = b"x" * (4 << 30)\nprint(len(data))`),
+  );
+  assert.equal(result.verdict, "memory_limit", explain(result));
+  assert.match(result.reason ?? "", /memory limit of 256 MiB/);
+  assert.ok(result.memoryKb! <= 256 * 1024 * 1.05, explain(result));
+});
+
+hostile("the JVM stays inside its memory limit and reports OutOfMemoryError", [
+  "java",
+  "cgroups",
+], async () => {
+  const result = await submit({
+    language: "java",
+    files: [{
+      name: "Main.java",
+      content: `public class Main {
+  public static void main(String[] args) {
+    System.out.println("started");
+    byte[][] chunks = new byte[64][];
+    for (int i = 0; i < chunks.length; i++) chunks[i] = new byte[16 << 20];
+    System.out.println(chunks.length);
+  }
+}`,
+    }],
+  });
+  assert.equal(result.verdict, "memory_limit", explain(result));
+  assert.equal(result.stdout, "started\n", explain(result));
+  assert.match(result.reason ?? "", /OutOfMemoryError/);
+});
+
+hostile("printing 1 GB ends at the output limit", ["python"], async () => {
+  const result = await submit(python(`
+import sys
+chunk = "x" * 65536
+for _ in range(16384):
+    sys.stdout.write(chunk)
+`));
+  assert.equal(result.verdict, "output_limit", explain(result));
+  assert.equal(result.truncated, true);
+  assert.ok(result.stdout.length <= LIMITS.outputBytes);
+});
+
+hostile("writing a 1 GB file is stopped at the file size limit", [
+  "rlimits",
+], async () => {
+  const result = await submit(
+    bash("exec head -c 1073741824 /dev/zero > big.bin"),
+  );
+  assert.equal(result.verdict, "runtime_error", explain(result));
+  assert.equal(result.signal, "SIGXFSZ", explain(result));
+  assert.match(result.reason ?? "", /file size limit of 1048576 bytes/);
+});
+
+hostile("opening 10 000 files is stopped at the open files limit", [
+  "python",
+  "rlimits",
+], async () => {
+  const result = await submit(python(`
+files = []
+try:
+    for i in range(10000):
+        files.append(open(f"f{i}", "w"))
+except OSError as error:
+    print("opened", len(files), error.strerror)
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  const opened = Number(/opened (\d+)/.exec(result.stdout)?.[1]);
+  assert.ok(opened > 0 && opened < LIMITS.openFiles, explain(result));
+});
+
+hostile("the network holds loopback only, and the master's port is not there", [
+  "python",
+  "namespaces",
+], async () => {
+  const result = await submit(python(`
+import socket
+print(sorted(name for _, name in socket.if_nameindex()))
+try:
+    socket.create_connection(("127.0.0.1", ${master.addr.port}), timeout=2)
+    print("connected")
+except OSError as error:
+    print("refused:", type(error).__name__)
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(
+    result.stdout,
+    "['lo']\nrefused: ConnectionRefusedError\n",
+    explain(result),
+  );
+});
+
+hostile("/etc/shadow and another job's workdir cannot be read", [
+  "python",
+  "namespaces",
+], async () => {
+  // Job A writes a secret into its workdir and waits; job B looks for it.
+  const stop = new AbortController();
+  const ready = Promise.withResolvers<string>();
+  const a = submit(
+    python(`
+import os, sys, time
+open("secret.txt", "w").write("hunter2")
+print(os.getcwd(), flush=True)
+time.sleep(60)
+`),
+    {
+      signal: stop.signal,
+      onEvent: (event) => {
+        if (event.type === "output") ready.resolve(event.data.trim());
+      },
+    },
+  ).catch(() => null);
+  const workdirOfA = await ready.promise;
+  const b = await submit(python(`
+import os
+for path in ["/etc/shadow", ${JSON.stringify(`${workdirOfA}/secret.txt`)}]:
+    try:
+        print(path, open(path).read())
+    except OSError as error:
+        print(path, type(error).__name__)
+print(sorted(os.listdir(os.path.dirname(os.getcwd()))) == [os.path.basename(os.getcwd())])
+`));
+  stop.abort();
+  await a;
+  assert.equal(b.verdict, "ok", explain(b));
+  assert.equal(
+    b.stdout,
+    `/etc/shadow PermissionError\n${workdirOfA}/secret.txt FileNotFoundError\nTrue\n`,
+    explain(b),
+  );
+});
+
+hostile("nothing outside the workdir can be written", [
+  "python",
+  "namespaces",
+], async () => {
+  const escape = `kiln-escape-${crypto.randomUUID()}`;
+  const result = await submit(python(`
+import os
+for path in ["/usr/${escape}", "/etc/${escape}", "/${escape}", "/root/${escape}", "/var/${escape}"]:
+    try:
+        open(path, "w").write("x")
+        print(path, "written")
+    except OSError as error:
+        print(path, type(error).__name__)
+open("/tmp/${escape}", "w").write("private")
+open("inside.txt", "w").write("fine")
+print("ok")
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.doesNotMatch(result.stdout, /written/, explain(result));
+  assert.match(result.stdout, /ok\n$/);
+  // The sandbox's /tmp is its own: nothing reached the host's.
+  for (const dir of ["/usr", "/etc", "", "/root", "/var", "/tmp"]) {
+    await assert.rejects(Deno.stat(`${dir}/${escape}`), Deno.errors.NotFound);
+  }
+});
+
+hostile("a daemon that tries to outlive its job is killed with it", [
+  "python",
+  "namespaces",
+], async () => {
+  const result = await submit(python(`
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.close(1); os.close(2)
+        time.sleep(120)
+    os._exit(0)
+print("parent done")
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(result.stdout, "parent done\n");
+  // assertHealthy() then checks that no process of the job is left.
+});
+
+hostile("kill(-1) reaches only the job's own processes", [
+  "python",
+  "namespaces",
+], async () => {
+  // kill(-1) signals every process the caller may signal but itself: here
+  // only its own child, never the node or another job.
+  const result = await submit(python(`
+import os, signal, time
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+os.kill(-1, signal.SIGKILL)
+_, status = os.waitpid(child, 0)
+print("child killed by", os.WTERMSIG(status))
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(result.stdout, "child killed by 9\n", explain(result));
+});
+
+hostile("peak memory of 100 MB touched is reported within 20 %", [
+  "c",
+  "cgroups",
+], async () => {
+  const result = await submit(c(`
+#include <stdlib.h>
+#include <stdio.h>
+int main(void) {
+  size_t size = 100u << 20;
+  /* volatile: the compiler may not drop the allocation or the writes. */
+  volatile char *data = malloc(size);
+  if (!data) return 1;
+  for (size_t i = 0; i < size; i += 4096) data[i] = 1;
+  printf("%d\\n", data[size - 1]);
+  return 0;
+}`));
+  assert.equal(result.verdict, "ok", explain(result));
+  const mb = result.memoryKb! / 1024;
+  assert.ok(mb >= 80 && mb <= 120, `peak ${mb} MiB`);
+  assert.ok(result.cpuTimeMs !== null);
+  assert.deepEqual(result.sandbox, sandbox.layers);
+});
+
+Deno.test("hostile: afterwards nothing of any job is left", async () => {
+  try {
+    await assertHealthy();
+    assert.deepEqual(
+      await Array.fromAsync(Deno.readDir(await defaultWorkRoot())),
+      [],
+      "a job workdir was left",
+    );
+    const cgroups = await detectCgroups();
+    if (has.cgroups && cgroups.available) {
+      const ours = (await cgroups.children()).filter((name) =>
+        name.startsWith(`p${Deno.pid}-`)
+      );
+      assert.deepEqual(ours, [], "a job cgroup was left");
+    }
+  } finally {
+    await master.shutdown();
+  }
+});
