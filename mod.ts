@@ -57,10 +57,28 @@ export {
   type JobResult,
   type LimitOverrides,
   type OutputStream,
+  SANDBOX_LAYERS,
+  type SandboxLayer,
   type SourceFile,
   type Verdict,
   VERDICTS,
 } from "./lib/job.ts";
+export {
+  Sandbox,
+  type SandboxedOutcome,
+  type SandboxMode,
+  type SandboxOptions,
+  type SandboxReport,
+  type SandboxStepOptions,
+  SandboxUnavailableError,
+  type StepLimits,
+} from "./lib/sandbox/sandbox.ts";
+export type {
+  CpuBudget,
+  LaunchOptions,
+  StepEnding,
+  StepOutcome,
+} from "./lib/sandbox/launcher.ts";
 export type {
   ArrangedSources,
   AvailableToolchain,

@@ -8,6 +8,7 @@ import {
   type ClusterStatus,
   ConnectionError,
   getClusterStatus,
+  type NodeStatus,
   ProtocolError,
 } from "../mod.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
@@ -56,6 +57,12 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
+/** The layers a node's jobs run under, `none`, or `?` when it did not say. */
+function sandboxCell(sandbox: NodeStatus["sandbox"]): string {
+  if (sandbox === null) return "?";
+  return sandbox.layers.length === 0 ? "none" : sandbox.layers.join("+");
+}
+
 /** The status as a table of nodes and a summary line. */
 export function formatStatus(status: ClusterStatus): string {
   const header = [
@@ -65,6 +72,7 @@ export function formatStatus(status: ClusterStatus): string {
     "CPU",
     "RAM",
     "JOBS",
+    "SANDBOX",
     "LANGUAGES",
   ];
   const rows = status.nodes.map((node) => [
@@ -74,6 +82,7 @@ export function formatStatus(status: ClusterStatus): string {
     `${node.cpuPercent.toFixed(1)}%`,
     `${node.ramPercent.toFixed(1)}%`,
     `${node.running}/${node.slots}`,
+    sandboxCell(node.sandbox),
     node.languages.map((l) => l.name).join(","),
   ]);
   const widths = header.map((title, i) =>

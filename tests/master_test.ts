@@ -3,7 +3,6 @@
  * programs: queueing, limits, cancellation, bad input and shutdown.
  */
 import assert from "node:assert/strict";
-import { isProcessAlive } from "../lib/sandbox/process_tree.ts";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   type JobEvent,
@@ -16,6 +15,7 @@ import {
 import { Connection } from "../lib/protocol/connection.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
+import { processesWithArg, processMarker } from "./_processes.ts";
 
 const TOKEN = "test-token";
 
@@ -123,24 +123,22 @@ Deno.test("master kills a program at its time limit, with the child it spawned, 
       workRoot,
       limits: { wallTimeMs: 2000 },
     });
+    const mark = processMarker();
     const result = await submit(
       master,
       {
         language: "python",
         files: [{ name: "forever.py", content: FOREVER_PY }],
+        args: [mark],
         limits: { wallTimeMs: 700 },
       },
     );
     assert.equal(result.verdict, "time_limit");
     assert.match(result.reason ?? "", /700 ms/);
-    const childPid = Number(result.stdout.trim());
-    assert.ok(
-      childPid > 0,
-      `the program printed its child's pid: ${result.stdout}`,
-    );
-    assert.equal(
-      await isProcessAlive(childPid),
-      false,
+    assert.equal(result.stdout, "started\n", "the program spawned its child");
+    assert.deepEqual(
+      await processesWithArg(mark),
+      [],
       "the spawned child outlived the job",
     );
     assert.deepEqual(await Array.fromAsync(Deno.readDir(workRoot)), []);
@@ -149,10 +147,11 @@ Deno.test("master kills a program at its time limit, with the child it spawned, 
   }
 });
 
+/** Spawns a `sleep` that carries the marker given as argument (see `./_processes.ts`), then spins. */
 const FOREVER_PY = `
-import subprocess, sys
-child = subprocess.Popen(["sleep", "600"])
-print(child.pid, flush=True)
+import shutil, subprocess, sys
+subprocess.Popen([sys.argv[1], "600"], executable=shutil.which("sleep"))
+print("started", flush=True)
 while True:
     pass
 `;
@@ -224,30 +223,36 @@ Deno.test("master cuts output at the limit while it streams, when a program prin
 Deno.test("master cancels a job whose client disconnects, and frees its slot", async () => {
   await using master = startMaster({ slots: 1 });
   const abort = new AbortController();
-  let pid = 0;
+  const mark = processMarker();
+  const running = Promise.withResolvers<number[]>();
   const completed = new Promise<JobResult>((resolve) =>
     master.addEventListener("jobcomplete", (event) => resolve(event.detail), {
       once: true,
     })
   );
-  const gone = submitProgram(bash("sleep 600 & echo $!; wait"), {
+  const job = bash('(exec -a "$1" sleep 600) & echo started; wait', {
+    args: [mark],
+  });
+  const gone = submitProgram(job, {
     master: master.addr,
     token: TOKEN,
     signal: abort.signal,
     onEvent: (event) => {
-      if (event.type === "output") {
-        pid = Number(event.data.trim());
-        abort.abort(new Error("the user pressed Ctrl+C"));
-      }
+      if (event.type !== "output") return;
+      // Look while the job runs, then disconnect.
+      processesWithArg(mark).then(running.resolve, running.reject).finally(() =>
+        abort.abort(new Error("the user pressed Ctrl+C"))
+      );
     },
   });
   await assert.rejects(gone, /Ctrl\+C/);
+  assert.notDeepEqual(await running.promise, [], "the job was running");
   const result = await completed;
   assert.equal(result.verdict, "internal_error");
   assert.match(result.reason ?? "", /cancelled/);
-  assert.equal(
-    await isProcessAlive(pid),
-    false,
+  assert.deepEqual(
+    await processesWithArg(mark),
+    [],
     "the job's process survived its client",
   );
   const next = await submit(master, bash("echo next"));
@@ -493,7 +498,7 @@ Deno.test("master refuses a big frame from a peer that has not authenticated", a
   raw.close();
 });
 
-Deno.test("master without a token warns, and serves clients that have none", async () => {
+Deno.test("master without a token warns, serves clients that have none, and logs its sandbox", async () => {
   const records: string[] = [];
   await configure({
     sinks: {
@@ -504,6 +509,11 @@ Deno.test("master without a token warns, and serves clients that have none", asy
       {
         category: ["kiln", "master"],
         lowestLevel: "warning",
+        sinks: ["memory"],
+      },
+      {
+        category: ["kiln", "sandbox"],
+        lowestLevel: "info",
         sinks: ["memory"],
       },
       {
@@ -530,8 +540,9 @@ Deno.test("master without a token warns, and serves clients that have none", asy
       ),
       records.join("\n"),
     );
+    // What jobs run under is said at start, whatever this host has.
     assert.ok(
-      records.some((line) => line.startsWith("no sandbox yet")),
+      records.some((line) => /^sandbox \(auto\): /.test(line)),
       records.join("\n"),
     );
   } finally {

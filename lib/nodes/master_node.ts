@@ -550,7 +550,4 @@ function warnAboutExposure(hostname: string, token: string): void {
     "no token set: anyone who can reach {hostname} can run programs here; set KILN_TOKEN";
   if (token === "" && loopback) log.warn(noToken, { hostname });
   if (token === "" && !loopback) log.error(noToken, { hostname });
-  log.warn(
-    "no sandbox yet: programs run as this user, with its files and network; run trusted code only",
-  );
 }

@@ -65,13 +65,17 @@ export interface LaunchOptions {
 
 /** Everything known about a finished step. */
 export interface StepOutcome {
+  /** Why the step ended: on its own, or stopped at a limit or by cancellation. */
   readonly ending: StepEnding;
   /** Exit code, or null when a signal ended the process. */
   readonly exitCode: number | null;
   /** Signal that ended the process, or null. */
   readonly signal: Deno.Signal | null;
+  /** What the process wrote to stdout, up to the output limit. */
   readonly stdout: string;
+  /** What the process wrote to stderr, up to the output limit. */
   readonly stderr: string;
+  /** Whether output was cut at the limit. */
   readonly truncated: boolean;
   /** Wall-clock time from spawn to exit, in milliseconds. */
   readonly timeMs: number;

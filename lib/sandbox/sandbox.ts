@@ -99,6 +99,7 @@ export interface SandboxStepOptions
   readonly workdir: string;
   /** The program's whole environment: never a secret (it is on bwrap's command line). */
   readonly env: Readonly<Record<string, string>>;
+  /** The step's limits. */
   readonly limits: StepLimits;
   /** Executables the step runs, whose installation roots are bound read-only. */
   readonly executables: readonly string[];
@@ -118,6 +119,7 @@ export interface SandboxedOutcome extends StepOutcome {
 export class SandboxUnavailableError extends Error {
   /** The report of what was found. */
   readonly report: SandboxReport;
+  /** An error saying what is missing; `report` holds everything found. */
   constructor(message: string, report: SandboxReport) {
     super(message);
     this.name = "SandboxUnavailableError";

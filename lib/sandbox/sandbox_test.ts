@@ -1,0 +1,156 @@
+import assert from "node:assert/strict";
+import { detectCgroups } from "./cgroup.ts";
+import {
+  Sandbox,
+  type SandboxStepOptions,
+  SandboxUnavailableError,
+} from "./sandbox.ts";
+
+const host = await Sandbox.detect();
+const hasLayer = (layer: "namespaces" | "cgroups" | "rlimits") =>
+  host.layers.includes(layer);
+
+const LIMITS: SandboxStepOptions["limits"] = {
+  wallTimeMs: 10_000,
+  cpuTimeMs: 5_000,
+  memoryMb: 128,
+  processes: 32,
+  outputBytes: 64 * 1024,
+  fileSizeBytes: 1024 * 1024,
+  openFiles: 64,
+};
+
+/** Runs `script` with bash in `sandbox`, in a fresh workdir it removes. */
+async function runScript(
+  sandbox: Sandbox,
+  script: string,
+  limits: Partial<SandboxStepOptions["limits"]> = {},
+) {
+  const workdir = await Deno.makeTempDir({ prefix: "kiln-sandbox-test-" });
+  try {
+    await sandbox.prepareWorkdir(workdir);
+    return await sandbox.run({ command: "/bin/bash", args: ["-c", script] }, {
+      workdir,
+      env: { PATH: "/usr/bin:/bin", HOME: workdir },
+      executables: ["/bin/bash"],
+      limits: { ...LIMITS, ...limits },
+    });
+  } finally {
+    await Deno.remove(workdir, { recursive: true });
+  }
+}
+
+Deno.test("Sandbox.none() runs programs unisolated and says so", async () => {
+  const sandbox = Sandbox.none();
+  assert.deepEqual(sandbox.layers, []);
+  assert.match(sandbox.warnings.join("\n"), /--sandbox none/);
+  const outcome = await runScript(sandbox, "id -u");
+  assert.equal(outcome.stdout, `${Deno.uid()}\n`);
+  assert.equal(outcome.cpuTimeMs, null);
+  assert.equal(outcome.memoryKb, null);
+});
+
+Deno.test("--require-sandbox cannot be combined with --sandbox none", async () => {
+  await assert.rejects(
+    Sandbox.detect({ mode: "none", require: true }),
+    SandboxUnavailableError,
+  );
+});
+
+Deno.test("a missing layer is warned about, and refused when required", async () => {
+  const noCgroups = { cgroupRoot: "/nonexistent/kiln-cgroup-root" };
+  const sandbox = await Sandbox.detect(noCgroups);
+  assert.ok(!sandbox.layers.includes("cgroups"));
+  assert.match(sandbox.report.missing.cgroups ?? "", /not mounted/);
+  assert.match(
+    sandbox.warnings.join("\n"),
+    /"cgroups" is missing: .*memory, processes and job-wide CPU time are not limited/,
+  );
+  await assert.rejects(
+    Sandbox.detect({ ...noCgroups, require: true }),
+    (error: unknown) =>
+      error instanceof SandboxUnavailableError &&
+      /--require-sandbox needs the "cgroups" layer/.test(error.message),
+  );
+});
+
+Deno.test("a missing executable is the node's error, not the program's", async () => {
+  const workdir = await Deno.makeTempDir({ prefix: "kiln-sandbox-test-" });
+  try {
+    await assert.rejects(
+      host.run({ command: "/nonexistent/kiln-tool", args: [] }, {
+        workdir,
+        env: {},
+        executables: [],
+        limits: LIMITS,
+      }),
+      /cannot run \/nonexistent\/kiln-tool: no such file/,
+    );
+  } finally {
+    await Deno.remove(workdir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "inside bubblewrap a program runs as nobody with its environment only",
+  ignore: !hasLayer("namespaces"),
+  fn: async () => {
+    const outcome = await runScript(host, "id -u; echo $HOME; env | wc -l");
+    const [uid, home, count] = outcome.stdout.trim().split("\n");
+    assert.equal(uid, "65534");
+    assert.match(home!, /kiln-sandbox-test-/);
+    // PATH, HOME, PWD, SHLVL and `_`, the last three bash's own.
+    assert.ok(Number(count) <= 5, outcome.stdout);
+  },
+});
+
+Deno.test({
+  name:
+    "a signal that ends the program inside bubblewrap is reported as the signal",
+  ignore: !hasLayer("namespaces"),
+  fn: async () => {
+    const outcome = await runScript(host, "kill -SEGV $$");
+    assert.equal(outcome.signal, "SIGSEGV");
+    assert.equal(outcome.exitCode, null);
+    const exited = await runScript(host, "exit 3");
+    assert.equal(exited.exitCode, 3);
+    assert.equal(exited.signal, null);
+  },
+});
+
+Deno.test({
+  name: "the cgroup ends a job at its CPU budget and measures it",
+  ignore: !hasLayer("cgroups"),
+  fn: async () => {
+    const outcome = await runScript(host, "while :; do :; done", {
+      cpuTimeMs: 300,
+    });
+    assert.equal(outcome.ending, "cpu_limit");
+    assert.ok(outcome.cpuTimeMs! >= 300, `${outcome.cpuTimeMs} ms`);
+    assert.ok(outcome.memoryKb! > 0);
+  },
+});
+
+Deno.test({
+  name:
+    "sweepStale() removes the cgroups of dead kiln processes, not live ones",
+  ignore: !hasLayer("cgroups"),
+  fn: async () => {
+    const cgroups = await detectCgroups();
+    assert.ok(cgroups.available);
+    // A pid that surely belonged to a process that is gone now.
+    const dead = new Deno.Command("/bin/true").spawn();
+    await dead.status;
+    const stale = await cgroups.create(`p${dead.pid}-kiln-test`);
+    const ours = await cgroups.create(`p${Deno.pid}-kiln-test`);
+    try {
+      assert.equal(await host.sweepStale(), 1);
+      const left = await cgroups.children();
+      assert.ok(!left.includes(stale.name));
+      assert.ok(left.includes(ours.name));
+    } finally {
+      await stale.remove();
+      await ours.remove();
+    }
+  },
+});
