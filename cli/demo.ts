@@ -28,7 +28,11 @@ interface Row {
   program: string;
   verdict: string;
   timeMs: string;
+  /** Peak memory of the run step, as the sandbox's cgroup measured it. */
+  memory: string;
   node: string;
+  /** The isolation layers the job ran under. */
+  sandbox: string;
   output: string;
 }
 
@@ -127,6 +131,10 @@ function row(language: string, program: string, result: JobResult): Row {
     program,
     verdict: result.verdict,
     timeMs: `${result.timeMs + (result.compile?.timeMs ?? 0)} ms`,
+    memory: result.memoryKb === null
+      ? "-"
+      : `${(result.memoryKb / 1024).toFixed(1)} MiB`,
+    sandbox: result.sandbox.length === 0 ? "none" : result.sandbox.join("+"),
     node: result.node ?? "-",
     output: output.trim().split("\n").join(" / "),
   };
@@ -138,6 +146,8 @@ function skipped(language: string, program: string, reason: string): Row {
     program,
     verdict: "skipped",
     timeMs: "-",
+    memory: "-",
+    sandbox: "-",
     node: "-",
     output: reason,
   };
@@ -149,7 +159,9 @@ function printTable(rows: Row[]): void {
     "program",
     "verdict",
     "timeMs",
+    "memory",
     "node",
+    "sandbox",
     "output",
   ];
   const titles: Row = {
@@ -157,6 +169,8 @@ function printTable(rows: Row[]): void {
     program: "PROGRAM",
     verdict: "VERDICT",
     timeMs: "TIME",
+    memory: "MEMORY",
+    sandbox: "SANDBOX",
     node: "NODE",
     output: "OUTPUT",
   };
