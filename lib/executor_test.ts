@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { isProcessAlive } from "./sandbox/process_tree.ts";
+import { processesWithArg, processMarker } from "../tests/_processes.ts";
 import { effectiveLimits, executeJob } from "./executor.ts";
 import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
+import { Sandbox } from "./sandbox/sandbox.ts";
 import type {
   CommandSpec,
   LanguageRunner,
@@ -45,6 +46,16 @@ function scriptRunner(compile?: string): ResolvedRunner {
     },
   };
 }
+
+/**
+ * What the process-tree tests run under: the strongest sandbox this host
+ * has, where the pid namespace and the cgroup also kill, and none at all,
+ * where the launcher's own process-tree kill is all there is.
+ */
+const SANDBOXES = [
+  ["the default sandbox", undefined],
+  ["no sandbox", Sandbox.none()],
+] as const;
 
 function job(script: string, extra: Partial<JobRequest> = {}): JobRequest {
   return {
@@ -123,42 +134,60 @@ Deno.test("executeJob() reports a non-zero exit and a fatal signal as runtime_er
   assert.match(killed.reason ?? "", /SIGSEGV/);
 });
 
-Deno.test("executeJob() kills the whole process tree at the time limit", async () => {
-  await withWorkRoot(async (workRoot) => {
-    const chunks: string[] = [];
-    const result = await executeJob(
-      scriptRunner(),
-      // A child in the job's process group, and one that left it with setsid.
-      job("sleep 300 & echo $!; setsid sleep 300 & echo $!; wait"),
-      {
-        workRoot,
-        limits: { wallTimeMs: 500 },
-        onOutput: (_stream, data) => chunks.push(data),
-      },
-    );
-    assert.equal(result.verdict, "time_limit");
-    assert.match(result.reason ?? "", /wall time limit of 500 ms/);
-    const pids = result.stdout.trim().split("\n").map(Number);
-    assert.equal(pids.length, 2);
-    for (const pid of pids) {
-      assert.equal(
-        await isProcessAlive(pid),
-        false,
-        `process ${pid} survived the job`,
-      );
-    }
-    assert.equal(
-      chunks.join(""),
-      result.stdout,
-      "output was streamed as it was produced",
-    );
-  });
+Deno.test("executeJob() kills the whole process tree at the time limit", async (t) => {
+  for (const [name, sandbox] of SANDBOXES) {
+    await t.step(name, async () => {
+      await withWorkRoot(async (workRoot) => {
+        const mark = processMarker();
+        const chunks: string[] = [];
+        const result = await executeJob(
+          scriptRunner(),
+          // A child in the job's process group, and one that left it with setsid.
+          job(
+            `(exec -a "$1" sleep 300) &
+setsid bash -c 'exec -a "$0" sleep 300' "$1" &
+echo started; wait`,
+            { args: [mark] },
+          ),
+          {
+            workRoot,
+            limits: { wallTimeMs: 500 },
+            onOutput: (_stream, data) => chunks.push(data),
+            ...sandbox ? { sandbox } : {},
+          },
+        );
+        assert.equal(result.verdict, "time_limit");
+        assert.match(result.reason ?? "", /wall time limit of 500 ms/);
+        assert.equal(result.stdout, "started\n");
+        assert.deepEqual(
+          await processesWithArg(mark),
+          [],
+          "a process of the job survived it",
+        );
+        assert.equal(
+          chunks.join(""),
+          result.stdout,
+          "output was streamed as it was produced",
+        );
+      });
+    });
+  }
 });
 
-Deno.test("executeJob() kills what a program left running after it exited", async () => {
-  const result = await executeJob(scriptRunner(), job("sleep 300 & echo $!"));
-  assert.equal(result.verdict, "ok");
-  assert.equal(await isProcessAlive(Number(result.stdout.trim())), false);
+Deno.test("executeJob() kills what a program left running after it exited", async (t) => {
+  for (const [name, sandbox] of SANDBOXES) {
+    await t.step(name, async () => {
+      const mark = processMarker();
+      const result = await executeJob(
+        scriptRunner(),
+        job(`(exec -a "$1" sleep 300) & echo started`, { args: [mark] }),
+        sandbox ? { sandbox } : {},
+      );
+      assert.equal(result.verdict, "ok");
+      assert.equal(result.stdout, "started\n");
+      assert.deepEqual(await processesWithArg(mark), []);
+    });
+  }
 });
 
 Deno.test("executeJob() caps output while it streams and stops the program", async () => {
@@ -293,17 +322,22 @@ Deno.test("effectiveLimits() lets a request lower limits, never raise them", () 
 
 Deno.test("executeJob() returns on time when an escaped process holds stdin and stdout", async () => {
   // `setsid` plus a subshell: the sleep leaves the process group and loses
-  // its parent, the one case the kill cannot reach without the sandbox.
-  const result = await executeJob(
-    scriptRunner(),
-    job("(setsid sleep 30 <&0 & echo $!)", { stdin: "x".repeat(1024 * 1024) }),
-    { limits: { wallTimeMs: 5000 } },
-  );
-  const pid = Number(result.stdout.trim());
+  // its parent, the one case the kill cannot reach without the sandbox, so
+  // this runs without one.
+  const mark = processMarker();
   try {
+    const result = await executeJob(
+      scriptRunner(),
+      job(`(setsid bash -c 'exec -a "$0" sleep 30' "$1" <&0 &)`, {
+        stdin: "x".repeat(1024 * 1024),
+        args: [mark],
+      }),
+      { limits: { wallTimeMs: 5000 }, sandbox: Sandbox.none() },
+    );
     assert.equal(result.verdict, "ok");
-    assert.ok(pid > 0, result.stdout);
   } finally {
-    if (pid > 0) Deno.kill(pid, "SIGKILL");
+    for (const pid of await processesWithArg(mark)) {
+      Deno.kill(pid, "SIGKILL");
+    }
   }
 });

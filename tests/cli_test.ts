@@ -202,11 +202,14 @@ Deno.test("CLI: master and submit run every language with stdin and args", async
         const result: JobResult = JSON.parse(run.stdout);
         assert.deepEqual(Object.keys(result).sort(), [
           "compile",
+          "cpuTimeMs",
           "exitCode",
           "jobId",
           "language",
+          "memoryKb",
           "node",
           "queuedMs",
+          "sandbox",
           "signal",
           "stderr",
           "stdout",
@@ -230,7 +233,9 @@ Deno.test("CLI: master and submit run every language with stdin and args", async
           assert.equal(result.compile?.verdict, "ok");
           assert.ok(result.compile.timeMs > 0);
           assert.deepEqual(Object.keys(result.compile).sort(), [
+            "cpuTimeMs",
             "exitCode",
+            "memoryKb",
             "stderr",
             "stdout",
             "timeMs",
@@ -319,7 +324,7 @@ Deno.test("CLI: verdicts and exit codes of failing programs", async (t) => {
     assert.equal(run.code, 101);
     assert.match(
       run.stderr,
-      /kiln: time limit: wall time limit of 300 ms exceeded/,
+      /kiln: time limit: program exceeded its wall time limit of 300 ms/,
     );
   });
 });

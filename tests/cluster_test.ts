@@ -21,7 +21,7 @@ import {
   type JobResult,
   submitProgram,
 } from "../mod.ts";
-import { isProcessAlive } from "../lib/sandbox/process_tree.ts";
+import { processesWithArg, processMarker } from "./_processes.ts";
 import { sweepStaleWorkRoots } from "../lib/sandbox/work_root.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,12 +57,23 @@ function bash(script: string): JobRequest {
  * other: it reads its parent's command line (the secondary's `--name`). So
  * a test can tell a job's first attempt from its restart without timing.
  * On the doomed node it prints `pid N` first, for the test to clean up.
+ *
+ * A sandboxed job cannot see its node's process (its own pid namespace),
+ * so the node `name` must be started with {@linkcode unsandboxed}; on the
+ * other nodes `/proc/$PPID` is bubblewrap's or missing, never a secondary.
  */
 function stuckOn(name: string, script: string): JobRequest {
   return bash(
-    `if tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q -- "--name ${name} "; then echo "pid $$"; exec sleep 600; fi\n${script}`,
+    `if tr '\\0' ' ' < /proc/$PPID/cmdline 2>/dev/null | grep -q -- "--name ${name} "; then echo "pid $$"; exec sleep 600; fi\n${script}`,
   );
 }
+
+/**
+ * The flag a node needs for {@linkcode stuckOn} to recognise it: its jobs
+ * run as direct children of the secondary, outside any pid namespace, so
+ * `$PPID` is the secondary and `$$` a pid of this host.
+ */
+const unsandboxed = ["--sandbox", "none"] as const;
 
 /** Kills the process groups of jobs that printed `pid N` on a node that was killed or frozen. */
 function killLeftovers(outputs: readonly string[]): void {
@@ -164,7 +175,7 @@ Deno.test("cluster: the queue is fair across clients and tells each client its p
 
 Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart elsewhere, one result each", async () => {
   await using m = await master();
-  await using doomed = await secondary(m.address, "doomed");
+  await using doomed = await secondary(m.address, "doomed", ...unsandboxed);
   await using _b = await secondary(m.address, "survivor");
   const jobs = Array.from(
     { length: 4 },
@@ -206,7 +217,8 @@ Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart e
       );
     }
   } finally {
-    // The dead secondary could not kill its jobs: the sandbox's --die-with-parent will.
+    // The dead secondary could not kill its jobs, and without a sandbox
+    // nothing else will (bubblewrap's --die-with-parent would).
     killLeftovers(
       jobs.flatMap((job) =>
         job.events.flatMap((e) => e.type === "output" ? [e.data] : [])
@@ -223,7 +235,13 @@ Deno.test("cluster: a secondary killed mid-job loses nothing: its jobs restart e
 
 Deno.test("cluster: a silent secondary is lost at the deadline and its jobs restart elsewhere", async () => {
   await using m = await master("--node-timeout", "2000");
-  await using frozen = await secondary(m.address, "frozen", "--slots", "1");
+  await using frozen = await secondary(
+    m.address,
+    "frozen",
+    "--slots",
+    "1",
+    ...unsandboxed,
+  );
   const job = track(m.address, stuckOn("frozen", "echo elsewhere"), "c");
   const first = await job.next(isStarted);
   assert.ok(first.type === "started" && first.node === "frozen");
@@ -276,10 +294,13 @@ Deno.test("cluster: a restarted master is healed by its secondaries reconnecting
 Deno.test("cluster: a client that disconnects has its job killed on the secondary", async () => {
   await using m = await master();
   await using _node = await secondary(m.address, "worker", "--slots", "1");
-  const job = track(m.address, bash("sleep 600 & echo $!; wait"));
-  const output = await job.next((e) => e.type === "output");
-  const pid = Number(output.type === "output" ? output.data.trim() : NaN);
-  assert.ok(await isProcessAlive(pid));
+  const mark = processMarker();
+  const job = track(m.address, {
+    ...bash('(exec -a "$1" sleep 600) & echo started; wait'),
+    args: [mark],
+  });
+  await job.next((e) => e.type === "output");
+  assert.notDeepEqual(await processesWithArg(mark), [], "the job is running");
   job.abort();
   await assert.rejects(job.result, /let go/);
   // The slot frees only once the job is dead, so the next job running proves it.
@@ -288,7 +309,11 @@ Deno.test("cluster: a client that disconnects has its job killed on the secondar
     token: TOKEN,
   });
   assert.equal(next.stdout, "next\n");
-  assert.equal(await isProcessAlive(pid), false, "the job outlived its client");
+  assert.deepEqual(
+    await processesWithArg(mark),
+    [],
+    "the job outlived its client",
+  );
 });
 
 const toolchains = await createDefaultRegistry().detect();
@@ -409,6 +434,6 @@ Deno.test("cluster: deno task status shows live numbers", async () => {
   }).output();
   assert.match(
     new TextDecoder().decode(table.stdout),
-    /^NODE\s+ADDRESS\s+STATE\s+CPU\s+RAM\s+JOBS\s+LANGUAGES\nobserved\s+127\.0\.0\.1:\d+\s+ready/,
+    /^NODE\s+ADDRESS\s+STATE\s+CPU\s+RAM\s+JOBS\s+SANDBOX\s+LANGUAGES\nobserved\s+127\.0\.0\.1:\d+\s+ready/,
   );
 });

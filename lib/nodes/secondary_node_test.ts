@@ -10,12 +10,12 @@ import type { JobRequest, JobResult } from "../job.ts";
 import type { ResourceSample } from "../monitor/resource_sampler.ts";
 import { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
+import { processesWithArg, processMarker } from "../../tests/_processes.ts";
 import { serverHandshake } from "../protocol/handshake.ts";
 import type { Message, MessageOf } from "../protocol/messages.ts";
 import { BashRunner } from "../runners/bash_runner.ts";
 import { RunnerRegistry } from "../runners/registry.ts";
 import type { LanguageRunner } from "../runners/runner.ts";
-import { isProcessAlive } from "../sandbox/process_tree.ts";
 import {
   SecondaryNode,
   type SecondaryNodeEventMap,
@@ -203,17 +203,25 @@ function nextEvent<K extends keyof SecondaryNodeEventMap>(
   );
 }
 
-/** Starts a job that prints the pid of a `sleep 600` and waits for it; resolves with that pid. */
-async function startSleeper(link: Link, jobId: string): Promise<number> {
+/**
+ * Starts a job that starts a `sleep 600`, says so and waits for it; resolves
+ * with the marker its processes carry (see `tests/_processes.ts`), once they
+ * are seen running.
+ */
+async function startSleeper(link: Link, jobId: string): Promise<string> {
+  const mark = processMarker();
   await link.send({
     type: "run",
     jobId,
-    job: bash("sleep 600 & echo $!; wait"),
+    job: {
+      ...bash('(exec -a "$1" sleep 600) & echo started; wait'),
+      args: [mark],
+    },
   });
   const output = await link.next("output", jobId);
-  const pid = Number(output.data.trim());
-  assert.ok(pid > 0, `the job printed its child's pid: ${output.data}`);
-  return pid;
+  assert.equal(output.data, "started\n");
+  assert.notDeepEqual(await processesWithArg(mark), [], "the job is running");
+  return mark;
 }
 
 Deno.test("SecondaryNode registers its id, name, slots, thresholds and languages with versions", async () => {
@@ -404,22 +412,25 @@ Deno.test("SecondaryNode kills a cancelled job's whole process tree and still se
   await using master = new FakeMaster();
   await using _secondary = startSecondary(master);
   const link = await master.accept();
-  const pid = await startSleeper(link, "j1");
-  assert.equal(await isProcessAlive(pid), true);
+  const mark = await startSleeper(link, "j1");
 
   await link.send({ type: "cancel", jobId: "j1" });
   await link.send({ type: "cancel", jobId: "no-such-job" });
   const { result } = await link.next("result", "j1");
   assert.equal(result.verdict, "internal_error");
   assert.equal(result.reason, "cancelled: cancelled by the master");
-  assert.equal(await isProcessAlive(pid), false, "the job's child survived");
+  assert.deepEqual(
+    await processesWithArg(mark),
+    [],
+    "a process of the job survived",
+  );
 });
 
 Deno.test("SecondaryNode aborts its jobs when the master goes away, then registers again with the same id", async () => {
   await using master = new FakeMaster();
   await using secondary = startSecondary(master);
   const first = await master.accept();
-  const pid = await startSleeper(first, "j1");
+  const mark = await startSleeper(first, "j1");
   const disconnected = nextEvent(secondary, "disconnected");
   const aborted = nextEvent(secondary, "jobcomplete");
   const registeredAgain = nextEvent(secondary, "registered");
@@ -436,7 +447,11 @@ Deno.test("SecondaryNode aborts its jobs when the master goes away, then registe
   const result = await aborted;
   assert.equal(result.verdict, "internal_error");
   assert.match(result.reason ?? "", /connection to the master was lost/);
-  assert.equal(await isProcessAlive(pid), false, "the job outlived its master");
+  assert.deepEqual(
+    await processesWithArg(mark),
+    [],
+    "the job outlived its master",
+  );
   assert.equal(secondary.running, 0);
   assert.ok(secondary.lastError instanceof ProtocolError);
 
@@ -565,13 +580,13 @@ Deno.test("SecondaryNode shutdown kills running jobs, closes the link and resolv
   await using master = new FakeMaster();
   const secondary = startSecondary(master);
   const link = await master.accept();
-  const pid = await startSleeper(link, "j1");
+  const mark = await startSleeper(link, "j1");
 
   await secondary.shutdown();
   await secondary.finished;
   assert.equal(secondary.registered, false);
   assert.equal(secondary.running, 0);
-  assert.equal(await isProcessAlive(pid), false);
+  assert.deepEqual(await processesWithArg(mark), []);
   // The master sees the link close, without a result: it places the job again.
   await assert.rejects(
     link.next("result", "j1"),
