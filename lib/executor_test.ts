@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { processesWithArg, processMarker } from "../tests/_processes.ts";
 import { effectiveLimits, executeJob } from "./executor.ts";
+import { defaultSandbox } from "./sandbox/sandbox.ts";
 import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
 import { Sandbox } from "./sandbox/sandbox.ts";
@@ -340,4 +341,48 @@ Deno.test("executeJob() returns on time when an escaped process holds stdin and 
       Deno.kill(pid, "SIGKILL");
     }
   }
+});
+
+Deno.test("executeJob() says when a request asked for more than the node allows", async () => {
+  const result = await executeJob(scriptRunner(), job("echo fine"), {
+    limits: { memoryMb: 256, wallTimeMs: 5000 },
+  });
+  assert.equal(result.verdict, "ok");
+  assert.equal(result.reason, undefined, "nothing was asked: nothing to say");
+
+  const asking = await executeJob(
+    scriptRunner(),
+    job("echo fine", { limits: { memoryMb: 4096, wallTimeMs: 1000 } }),
+    { limits: { memoryMb: 256, wallTimeMs: 5000 } },
+  );
+  assert.equal(asking.verdict, "ok");
+  assert.equal(
+    asking.reason,
+    "the request asked for more than this node's maximum: memoryMb 4096 lowered to 256",
+  );
+});
+
+Deno.test({
+  name: "executeJob() gives the compile step its own memory limit",
+  ignore: !(await defaultSandbox()).layers.includes("cgroups"),
+  fn: async () => {
+    // The "compiler" needs 200 MiB, the program is limited to 64 MiB.
+    const grow =
+      "exec python3 -c 'b = bytearray(200 << 20); b[::4096] = b\"x\" * len(b[::4096])'";
+    const limits = { memoryMb: 64, compileMemoryMb: 512 };
+    const compiled = await executeJob(scriptRunner(grow), job("echo ran"), {
+      limits,
+    });
+    assert.equal(compiled.verdict, "ok", compiled.reason);
+    assert.ok(compiled.compile!.memoryKb! > 200 * 1024);
+
+    const tight = await executeJob(scriptRunner(grow), job("echo ran"), {
+      limits: { ...limits, compileMemoryMb: 64 },
+    });
+    assert.equal(tight.verdict, "memory_limit");
+    assert.match(
+      tight.reason ?? "",
+      /^compile step exceeded its memory limit of 64 MiB/,
+    );
+  },
 });
