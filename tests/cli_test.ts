@@ -415,6 +415,42 @@ Deno.test("CLI: master refuses bad flags and a busy port with one line", async (
   assert.match(taken.stderr, /address already in use/);
 });
 
+Deno.test("CLI: nodes refuse a sandbox they cannot have, and a token on the command line", async () => {
+  const run = async (script: string, ...args: string[]) => {
+    const path = fileURLToPath(new URL(`../cli/${script}`, import.meta.url));
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      // The master never gets to listen, but if it did: on any free port.
+      args: [
+        "run",
+        "-A",
+        path,
+        ...script === "master.ts" ? ["--port", "0"] : [],
+        ...args,
+      ],
+      stdin: "null",
+    }).output();
+    return { code, stderr: new TextDecoder().decode(stderr) };
+  };
+  for (const node of ["master.ts", "secondary.ts"]) {
+    const mode = await run(node, "--sandbox", "docker");
+    assert.equal(mode.code, 2, mode.stderr);
+    assert.match(
+      mode.stderr,
+      /--sandbox must be one of auto, bwrap, none, got "docker"/,
+    );
+    const none = await run(node, "--sandbox", "none", "--require-sandbox");
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(
+      none.stderr,
+      /cannot start: --require-sandbox cannot be combined with --sandbox none/,
+    );
+    // The token is secret: a command line is readable by every process.
+    const token = await run(node, "--token", "s3cret");
+    assert.equal(token.code, 2, token.stderr);
+    assert.doesNotMatch(token.stderr, /s3cret/);
+  }
+});
+
 /** Peak resident memory of a process, in MB, from /proc. */
 async function peakRssMb(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);

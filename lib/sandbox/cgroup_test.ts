@@ -526,6 +526,26 @@ Deno.test("cgroup v2 on a fake cgroupfs: create, enter, usage and remove", async
   }
 });
 
+Deno.test("cgroup v2 on a fake cgroupfs: children() lists cgroups and open() reaches one left behind", async () => {
+  await using fake = await fakeCgroupfs("memory pids\n");
+  const backend = await detectCgroups({
+    root: fake.root,
+    directories: fake.directories,
+  });
+  assert.ok(backend.available && backend.version === 2);
+  await backend.create("p1-left", { pids: 8 });
+  await backend.create("p2-live");
+  assert.deepEqual((await backend.children()).sort(), ["p1-left", "p2-live"]);
+  // Another process's cgroup, known only by its name: measured and removed.
+  const left = backend.open("p1-left");
+  assert.deepEqual(left.paths, [`${fake.root}/kiln/p1-left`]);
+  assert.equal((await left.usage()).oomKilled, false);
+  await left.remove();
+  assert.deepEqual(await backend.children(), ["p2-live"]);
+  assert.throws(() => backend.open("../escape"), TypeError);
+  await backend.open("p2-live").remove();
+});
+
 Deno.test("cgroup v2 on a fake cgroupfs: without memory.peak, memory.current is sampled", async () => {
   await using fake = await fakeCgroupfs("memory pids\n", { memoryPeak: false });
   const backend = await detectCgroups({
