@@ -39,6 +39,7 @@ const has = {
   python: (await registry.resolve("python")).ok,
   c: (await registry.resolve("c")).ok,
   java: (await registry.resolve("java")).ok,
+  javascript: (await registry.resolve("javascript")).ok,
 };
 
 /** The limits of the suite's node: small, so every case ends quickly. */
@@ -229,6 +230,21 @@ hostile("the JVM stays inside its memory limit and reports OutOfMemoryError", [
   assert.equal(result.verdict, "memory_limit", explain(result));
   assert.equal(result.stdout, "started\n", explain(result));
   assert.match(result.reason ?? "", /OutOfMemoryError/);
+});
+
+hostile("V8 stays inside its memory limit and reports a full heap", [
+  "javascript",
+  "cgroups",
+], async () => {
+  const result = await submit({
+    language: "javascript",
+    files: [{
+      name: "main.js",
+      content: "const a = [];\nwhile (true) a.push(new Array(1e6).fill(1.5));",
+    }],
+  });
+  assert.equal(result.verdict, "memory_limit", explain(result));
+  assert.match(result.reason ?? "", /out of memory/);
 });
 
 hostile("printing 1 GB ends at the output limit", ["python"], async () => {

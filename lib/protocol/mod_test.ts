@@ -32,6 +32,7 @@ Deno.test("mod.ts exports exactly the curated protocol API", () => {
     "ResultSchema",
     "RoleSchema",
     "RunSchema",
+    "SandboxReportSchema",
     "StartedSchema",
     "SubmitSchema",
     "WelcomeSchema",
