@@ -5,6 +5,12 @@
  * @module
  */
 
+/** What one benchmark section contributes to BENCHMARKS.md. */
+export interface BenchSection {
+  readonly title: string;
+  readonly markdown: string;
+}
+
 /** The p-th percentile (0-100) of `values`, nearest-rank. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
@@ -16,11 +22,13 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[rank - 1]!;
 }
 
-/** One line per fact about this machine and runtime. */
+/** One line per fact about this machine and runtime, and how busy it is now. */
 export async function describeMachine(): Promise<string[]> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown CPU";
   const memoryGiB = Deno.systemMemoryInfo().total / 1024 ** 3;
+  // Other work on the machine inflates every number: say how busy it was.
+  const [one, five, fifteen] = Deno.loadavg().map((n) => n.toFixed(2));
   return [
     `date: ${new Date().toISOString()}`,
     `machine: ${model}, ${navigator.hardwareConcurrency} cores, ${
@@ -28,6 +36,7 @@ export async function describeMachine(): Promise<string[]> {
     } GiB RAM`,
     `os: ${Deno.build.os} ${Deno.osRelease()} (${Deno.build.arch})`,
     `deno: ${Deno.version.deno} (v8 ${Deno.version.v8})`,
+    `load average before the bench: ${one} ${five} ${fifteen} (1, 5, 15 min)`,
   ];
 }
 

@@ -11,13 +11,7 @@ import {
   startSecondaryProcess,
 } from "../cli/_processes.ts";
 import { createDefaultRegistry, submitProgram } from "../mod.ts";
-import { percentile, runPool } from "./_stats.ts";
-
-/** What one benchmark section contributes to BENCHMARKS.md. */
-export interface BenchSection {
-  readonly title: string;
-  readonly markdown: string;
-}
+import { type BenchSection, percentile, runPool } from "./_stats.ts";
 
 const JOBS = 200;
 const CLIENTS = 16;

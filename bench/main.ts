@@ -7,20 +7,31 @@
  */
 // deno-lint-ignore-file no-console
 import { fileURLToPath } from "node:url";
-import { benchCluster, type BenchSection } from "./cluster_bench.ts";
-import { describeMachine } from "./_stats.ts";
+import { benchCluster } from "./cluster_bench.ts";
+import { benchSandbox } from "./sandbox_bench.ts";
+import { type BenchSection, describeMachine } from "./_stats.ts";
 
 const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 
+const BENCHES = [
+  ["cluster", benchCluster],
+  ["sandbox", benchSandbox],
+] as const;
+
+// Described before the benches run, so the load average is other work's, not ours.
+const machine = await describeMachine();
 const sections: BenchSection[] = [];
-for (const [name, run] of [["cluster", benchCluster]] as const) {
+for (const [name, run] of BENCHES) {
   console.error(`bench: ${name}...`);
+  const started = performance.now();
   const section = await run();
-  console.error(section.markdown);
+  const seconds = (performance.now() - started) / 1000;
+  console.error(
+    `${section.markdown}\nbench: ${name} took ${seconds.toFixed(0)} s`,
+  );
   sections.push(section);
 }
 
-const machine = await describeMachine();
 const text = [
   "# Benchmarks",
   "",
