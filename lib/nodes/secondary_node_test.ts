@@ -15,6 +15,7 @@ import { serverHandshake } from "../protocol/handshake.ts";
 import type { Message, MessageOf } from "../protocol/messages.ts";
 import { BashRunner } from "../runners/bash_runner.ts";
 import { RunnerRegistry } from "../runners/registry.ts";
+import { Sandbox } from "../sandbox/sandbox.ts";
 import type { LanguageRunner } from "../runners/runner.ts";
 import {
   SecondaryNode,
@@ -258,6 +259,15 @@ Deno.test("SecondaryNode registers its id, name, slots, thresholds and languages
     extensions: [".fake"],
   });
   assert.deepEqual(secondary.languages, registration.languages);
+});
+
+Deno.test("SecondaryNode registers the sandbox its jobs run in", async () => {
+  await using master = new FakeMaster();
+  await using secondary = startSecondary(master, { sandbox: Sandbox.none() });
+  const link = await master.accept();
+  assert.deepEqual(link.registration.sandbox, Sandbox.none().report);
+  assert.equal(link.registration.sandbox?.mode, "none");
+  assert.deepEqual(link.registration.sandbox?.layers, []);
 });
 
 Deno.test("SecondaryNode sends a heartbeat at once and every interval, never sampling twice at a time", async () => {
