@@ -48,6 +48,10 @@ export {
   type SubmitOptions,
   submitProgram,
 } from "./lib/client.ts";
+export type {
+  TlsDialOptions,
+  TlsListenOptions,
+} from "./lib/protocol/transport.ts";
 export { executeJob, type ExecuteOptions } from "./lib/executor.ts";
 export {
   type CompileResult,
@@ -73,6 +77,15 @@ export {
   SandboxUnavailableError,
   type StepLimits,
 } from "./lib/sandbox/sandbox.ts";
+export {
+  type Authentication,
+  type ClientQuota,
+  type Credential,
+  type CredentialRole,
+  Credentials,
+  CredentialsError,
+  DEFAULT_CLIENT_QUOTA,
+} from "./lib/security/credentials.ts";
 export type {
   CpuBudget,
   LaunchOptions,
@@ -113,6 +126,7 @@ export type {
   QueuedEvent,
   RestartedEvent,
   ResultEvent,
+  Role,
   StartedEvent,
 } from "./lib/protocol/messages.ts";
 export type { HostPort } from "./lib/address.ts";

@@ -4,6 +4,9 @@ import * as kiln from "./mod.ts";
 Deno.test("mod.ts exports exactly the curated public API", () => {
   assert.deepEqual(Object.keys(kiln).sort(), [
     "ConnectionError",
+    "Credentials",
+    "CredentialsError",
+    "DEFAULT_CLIENT_QUOTA",
     "DEFAULT_LIMITS",
     "MasterNode",
     "PROTOCOL_ERROR_CODES",

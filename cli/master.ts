@@ -4,7 +4,9 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { getLogger } from "@logtape/logtape";
 import { MasterNode } from "../mod.ts";
+import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import {
@@ -13,6 +15,12 @@ import {
   readNodeFlags,
   shutdownSignal,
 } from "./_node_flags.ts";
+import { readTlsListenFlags, TLS_LISTEN_FLAGS } from "./_tls_flags.ts";
+import {
+  LIMIT_FLAGS,
+  LIMIT_FLAGS_USAGE,
+  readLimitFlags,
+} from "./_limit_flags.ts";
 
 const USAGE = `Usage: deno task master [options]
 
@@ -24,6 +32,12 @@ const USAGE = `Usage: deno task master [options]
   --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --node-timeout MS  a secondary silent this long is lost; its jobs restart
                      elsewhere (default 5000, at least 2000)
+  --auth FILE        named client and node credentials with quotas (JSON, see
+                     the README), reloaded on SIGHUP; replaces the shared token
+  --tls-cert FILE    serve TLS with this certificate (PEM; deno task gen-certs
+                     makes one); plain TCP without it
+  --tls-key FILE     the certificate's private key (PEM); with --tls-cert
+${LIMIT_FLAGS_USAGE}
 ${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
@@ -34,12 +48,17 @@ async function main(args: string[]): Promise<number> {
     name: { type: "string", default: "master" },
     "max-queue": { type: "string" },
     "node-timeout": { type: "string" },
+    ...TLS_LISTEN_FLAGS,
+    ...LIMIT_FLAGS,
+    auth: { type: "string" },
   });
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
   const node = await readNodeFlags(values, 0);
+  const tls = await readTlsListenFlags(values);
+  const limits = readLimitFlags(values);
   const port = integerFlag("port", values.port, 0)!;
   if (port > 65535) throw new CliError(`--port must be 0-65535, got "${port}"`);
   const maxQueue = integerFlag("max-queue", values["max-queue"], 0);
@@ -50,10 +69,17 @@ async function main(args: string[]): Promise<number> {
     2000,
   );
 
+  const credentials = values.auth === undefined
+    ? undefined
+    : await loadCredentials(values.auth);
+
   let master: MasterNode;
   try {
     master = new MasterNode({
       ...node,
+      ...limits,
+      ...tls === undefined ? {} : { tls },
+      ...credentials ? { credentials } : {},
       hostname: values.hostname,
       port,
       name: values.name,
@@ -68,12 +94,51 @@ async function main(args: string[]): Promise<number> {
         1,
       );
     }
+    // Not a certificate, not a key, or a key of another certificate.
+    if (
+      tls !== undefined &&
+      (error instanceof Deno.errors.InvalidData ||
+        /KeyMismatch/.test(String(error)))
+    ) {
+      throw new CliError(
+        `cannot use --tls-cert/--tls-key: ${(error as Error).message}`,
+        1,
+      );
+    }
     throw error;
   }
+  if (values.auth !== undefined) reloadOnHangup(master, values.auth);
   await master.ready;
   console.log(`listening on ${formatHostPort(master.addr)}`);
   await master.finished;
   return 0;
+}
+
+/** The credentials file, or a one-line error naming what is wrong with it. */
+async function loadCredentials(path: string): Promise<Credentials> {
+  try {
+    return await Credentials.load(path);
+  } catch (error) {
+    if (error instanceof CredentialsError) throw new CliError(error.message, 1);
+    throw error;
+  }
+}
+
+/**
+ * SIGHUP rereads the credentials file. A file that no longer parses is
+ * logged and the credentials in use stay: a typo must not lock everyone out.
+ */
+function reloadOnHangup(master: MasterNode, path: string): void {
+  const log = getLogger(["kiln", "master"]);
+  Deno.addSignalListener("SIGHUP", async () => {
+    try {
+      master.setCredentials(await Credentials.load(path));
+    } catch (error) {
+      log.error("SIGHUP: keeping the credentials in use: {message}", {
+        message: error instanceof Error ? error.message : String(error),
+      });
+    }
+  });
 }
 
 if (import.meta.main) await runMain("kiln master", main);

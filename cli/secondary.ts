@@ -15,6 +15,7 @@ import {
   readNodeFlags,
   shutdownSignal,
 } from "./_node_flags.ts";
+import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
 
 const USAGE = `Usage: deno task secondary [options]
 
@@ -23,6 +24,9 @@ const USAGE = `Usage: deno task secondary [options]
                      (default: this machine's host name)
   --slots N          jobs run at once (default: number of CPUs)
   --languages a,b    offer only these languages (default: every one installed)
+  --ca FILE          speak TLS to the master, trusting the CA certificate in
+                     FILE (PEM, as deno task gen-certs makes)
+  --tls              speak TLS to the master, trusting the default roots only
 ${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
@@ -31,12 +35,14 @@ async function main(args: string[]): Promise<number> {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     name: { type: "string" },
     languages: { type: "string" },
+    ...TLS_DIAL_FLAGS,
   });
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
   const node = await readNodeFlags(values, 1);
+  const tls = await readTlsDialFlags(values);
   const languages = languagesFlag(values.languages);
   if (values.name !== undefined && values.name.trim() === "") {
     throw new CliError("--name must not be empty");
@@ -48,6 +54,7 @@ async function main(args: string[]): Promise<number> {
       ...node,
       master: values.master,
       signal: shutdownSignal(),
+      ...tls === undefined ? {} : { tls },
       ...values.name === undefined ? {} : { name: values.name },
       ...languages === undefined ? {} : { languages },
     });

@@ -13,12 +13,18 @@ import {
 } from "../mod.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
 import { CliError, parseFlags, readToken, runMain } from "./_cli.ts";
+import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
 import { EXIT_CODES } from "./submit.ts";
 
 const USAGE = `Usage: deno task status [options]
 
   --master HOST:PORT  master to ask (default 127.0.0.1:${DEFAULT_PORT})
   --token-file F      file holding the cluster token (default: $KILN_TOKEN)
+  --ca FILE           speak TLS, trusting the CA certificate in FILE (PEM, as
+                      deno task gen-certs makes)
+  --tls               speak TLS, trusting the default roots only
+  --name N            your credential's name on a master with --auth
+                      (default: $KILN_NAME)
   --json              print the status as one JSON object
   --verbose           print stack traces of errors
   -h, --help          show this help`;
@@ -27,6 +33,8 @@ async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     "token-file": { type: "string" },
+    ...TLS_DIAL_FLAGS,
+    name: { type: "string" },
     json: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -40,7 +48,8 @@ async function main(args: string[]): Promise<number> {
     status = await getClusterStatus({
       master: values.master,
       token: await readToken(values["token-file"]),
-      name: "status",
+      tls: await readTlsDialFlags(values),
+      name: values.name ?? Deno.env.get("KILN_NAME") ?? "status",
     });
   } catch (error) {
     if (error instanceof ConnectionError || error instanceof ProtocolError) {

@@ -24,6 +24,7 @@ import {
   readToken,
   runMain,
 } from "./_cli.ts";
+import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
 import { setupLogging } from "./_logging.ts";
 
 /** Exit codes for what is not the program's own exit code. Documented in the README. */
@@ -42,6 +43,11 @@ const USAGE = `Usage: deno task submit [options] FILE...
 
   --master HOST:PORT  master to submit to (default 127.0.0.1:${DEFAULT_PORT})
   --token-file F      file holding the cluster token (default: $KILN_TOKEN)
+  --ca FILE           speak TLS, trusting the CA certificate in FILE (PEM, as
+                      deno task gen-certs makes)
+  --tls               speak TLS, trusting the default roots only
+  --name N            your credential's name on a master with --auth
+                      (default: $KILN_NAME)
   --lang L            language (default: inferred from the first file's extension)
   --entry NAME        entry file (default: the first FILE)
   --stdin FILE|-      give the program this file, or our own stdin, as stdin
@@ -60,6 +66,8 @@ async function main(args: string[]): Promise<number> {
   const { values, positionals: paths } = parseFlags(args, {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     "token-file": { type: "string" },
+    ...TLS_DIAL_FLAGS,
+    name: { type: "string" },
     lang: { type: "string" },
     entry: { type: "string" },
     stdin: { type: "string" },
@@ -108,6 +116,8 @@ async function main(args: string[]): Promise<number> {
     }, {
       master: values.master,
       token: await readToken(values["token-file"]),
+      tls: await readTlsDialFlags(values),
+      name: values.name ?? Deno.env.get("KILN_NAME"),
       onEvent: values.json ? undefined : streamEvent,
     });
   } catch (error) {

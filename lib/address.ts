@@ -54,3 +54,22 @@ export function formatHostPort({ hostname, port }: HostPort): string {
     ? `[${hostname}]:${port}`
     : `${hostname}:${port}`;
 }
+
+/**
+ * Whether `hostname` only ever reaches this machine: `localhost`, `::1` or
+ * an address in 127.0.0.0/8. `0.0.0.0`, `::` and every other name reach
+ * further.
+ *
+ * @example Telling a development master from an exposed one
+ * ```ts
+ * import { isLoopbackHostname } from "./address.ts";
+ *
+ * isLoopbackHostname("127.0.0.1"); // true
+ * isLoopbackHostname("0.0.0.0"); // false
+ * ```
+ */
+export function isLoopbackHostname(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return host === "localhost" || host === "::1" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { formatHostPort, parseHostPort } from "./address.ts";
+import {
+  formatHostPort,
+  isLoopbackHostname,
+  parseHostPort,
+} from "./address.ts";
 
 Deno.test("parseHostPort() reads host and port", () => {
   assert.deepEqual(parseHostPort("example.org:7000"), {
@@ -44,4 +48,23 @@ Deno.test("formatHostPort() brackets IPv6", () => {
     formatHostPort({ hostname: "127.0.0.1", port: 2 }),
     "127.0.0.1:2",
   );
+});
+
+Deno.test("isLoopbackHostname() tells loopback from the network", () => {
+  for (
+    const host of ["localhost", "LOCALHOST", "::1", "127.0.0.1", "127.1.2.3"]
+  ) {
+    assert.ok(isLoopbackHostname(host), host);
+  }
+  for (
+    const host of [
+      "0.0.0.0",
+      "::",
+      "10.0.0.1",
+      "example.org",
+      "127.example.org",
+    ]
+  ) {
+    assert.ok(!isLoopbackHostname(host), host);
+  }
 });

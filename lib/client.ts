@@ -3,15 +3,11 @@
  *
  * @module
  */
-import {
-  DEFAULT_PORT,
-  formatHostPort,
-  type HostPort,
-  parseHostPort,
-} from "./address.ts";
+import { DEFAULT_PORT, type HostPort, parseHostPort } from "./address.ts";
 import type { JobRequest, JobResult } from "./job.ts";
 import { Connection } from "./protocol/connection.ts";
 import { ConnectionError, ProtocolError } from "./protocol/errors.ts";
+import { dial, hintTls, type TlsDialOptions } from "./protocol/transport.ts";
 
 export { ConnectionError };
 import { DEFAULT_MAX_FRAME_BYTES } from "./protocol/frame.ts";
@@ -38,8 +34,14 @@ export interface SubmitOptions {
   signal?: AbortSignal | undefined;
   /** Largest frame accepted from the master. @default 8 MiB */
   maxFrameBytes?: number | undefined;
-  /** Time allowed for the handshake. @default 10000 */
+  /** Time allowed for the handshake (and for the TLS handshake before it). @default 10000 */
   handshakeTimeoutMs?: number | undefined;
+  /**
+   * Speak TLS to the master and check its certificate: `true` trusts Deno's
+   * default roots; `{ caCerts }` also trusts these CAs (PEM), such as the
+   * one `deno task gen-certs` makes. Plain TCP when absent.
+   */
+  tls?: true | TlsDialOptions | undefined;
 }
 
 /**
@@ -170,7 +172,11 @@ async function connect(options: SubmitOptions): Promise<Connection> {
     handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
   } = options;
   const address = typeof master === "string" ? parseHostPort(master) : master;
-  const connection = new Connection(await dial(address), { maxFrameBytes });
+  const conn = await dial(address, {
+    tls: options.tls,
+    timeoutMs: handshakeTimeoutMs,
+  });
+  const connection = new Connection(conn, { maxFrameBytes });
   try {
     await clientHandshake(connection, {
       role: "client",
@@ -181,24 +187,7 @@ async function connect(options: SubmitOptions): Promise<Connection> {
     return connection;
   } catch (error) {
     await connection.close();
-    throw error;
-  }
-}
-
-async function dial(address: HostPort): Promise<Deno.Conn> {
-  try {
-    return await Deno.connect({
-      hostname: address.hostname,
-      port: address.port,
-    });
-  } catch (error) {
-    const reason = error instanceof Deno.errors.ConnectionRefused
-      ? "connection refused (is the master running?)"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new ConnectionError(formatHostPort(address), reason, {
-      cause: error,
-    });
+    // Over TLS the master's hang-up means something else: let it speak.
+    throw options.tls === undefined ? hintTls(error) : error;
   }
 }

@@ -147,6 +147,8 @@ export interface JobResult {
   memoryKb: number | null;
   /** The isolation layers the job ran under; empty when it ran unsandboxed or never ran. */
   sandbox: SandboxLayer[];
+  /** Who submitted the job: its credential's name, or the name it gave, or its host. */
+  client?: string | undefined;
   /** Name of the node that ran the job, or null when none did. */
   node: string | null;
   /** Time from acceptance to start, in milliseconds. */
@@ -274,6 +276,7 @@ export const JobResultSchema = z.object({
   cpuTimeMs: z.number().nullable(),
   memoryKb: z.number().nullable(),
   sandbox: z.array(z.enum(SANDBOX_LAYERS)),
+  client: z.string().optional(),
   node: z.string().nullable(),
   queuedMs: z.number(),
   reason: z.string().optional(),

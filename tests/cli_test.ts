@@ -201,6 +201,7 @@ Deno.test("CLI: master and submit run every language with stdin and args", async
         assert.equal(run.code, 0, run.stderr);
         const result: JobResult = JSON.parse(run.stdout);
         assert.deepEqual(Object.keys(result).sort(), [
+          "client",
           "compile",
           "cpuTimeMs",
           "exitCode",

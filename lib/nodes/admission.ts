@@ -4,8 +4,27 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { z } from "zod";
-import { type JobRequest, JobRequestSchema } from "../job.ts";
+import { type JobRequest, JobRequestSchema, MAX_FILES } from "../job.ts";
+
+/**
+ * The largest program the master admits by default: 1 MiB of source files,
+ * stdin and arguments together. Piston takes a 100 KB request body
+ * (body-parser's default) and Judge0 extracts at most 10 MB of additional
+ * files; 1 MiB holds any real source tree and a sizeable test input, and
+ * even escaped as JSON (at worst six bytes per byte) it still fits the 8 MiB
+ * frame that carries it on to a secondary.
+ */
+export const DEFAULT_MAX_PROGRAM_BYTES = 1024 * 1024;
+
+/** The sizes a master admits; a secondary checks only the schema's own caps. */
+export interface AdmissionLimits {
+  /** Most bytes (UTF-8) of source files, stdin and arguments together. */
+  readonly maxProgramBytes: number;
+  /** Most source files, at most {@linkcode MAX_FILES}. */
+  readonly maxFiles: number;
+}
 
 /** A submission that is a valid job. */
 export interface ParsedJob {
@@ -20,7 +39,45 @@ export interface InvalidJob {
 }
 
 /**
- * Validates an untrusted job.
+ * Checks admission limits, naming the bad one; throws `RangeError`. A
+ * program may not be larger than the frames that carry it (`maxFrameBytes`).
+ *
+ * @example A master that takes small programs only
+ * ```ts
+ * import { admissionLimits } from "./admission.ts";
+ *
+ * const limits = admissionLimits({ maxProgramBytes: 64 * 1024, maxFiles: 8 }, 8 * 1024 * 1024);
+ * ```
+ */
+export function admissionLimits(
+  limits: AdmissionLimits,
+  maxFrameBytes: number = Infinity,
+): AdmissionLimits {
+  const { maxProgramBytes, maxFiles } = limits;
+  if (!Number.isInteger(maxProgramBytes) || maxProgramBytes < 1) {
+    throw new RangeError(
+      `Cannot use maxProgramBytes ${maxProgramBytes}: expected an integer >= 1`,
+    );
+  }
+  // A larger program could never arrive: its frame would be refused first.
+  if (maxProgramBytes > maxFrameBytes) {
+    throw new RangeError(
+      `Cannot use maxProgramBytes ${maxProgramBytes}: it exceeds maxFrameBytes ${maxFrameBytes}`,
+    );
+  }
+  if (!Number.isInteger(maxFiles) || maxFiles < 1 || maxFiles > MAX_FILES) {
+    throw new RangeError(
+      `Cannot use maxFiles ${maxFiles}: expected an integer from 1 to ${MAX_FILES}`,
+    );
+  }
+  return { maxProgramBytes, maxFiles };
+}
+
+/**
+ * Validates an untrusted job and, given `limits`, its size. The file count
+ * is checked before anything else, so a job with a million files costs one
+ * comparison; the byte count after the schema, when every field is known to
+ * be a string.
  *
  * @example Refusing a job without files
  * ```ts
@@ -29,10 +86,58 @@ export interface InvalidJob {
  * const parsed = parseJob({ language: "python", files: [] });
  * if (!parsed.ok) console.log(parsed.reason); // invalid job: ✖ a job needs at least one source file ...
  * ```
+ *
+ * @example Refusing a program over the size limit
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseJob } from "./admission.ts";
+ *
+ * const job = { language: "bash", files: [{ name: "a.sh", content: "x".repeat(2000) }] };
+ * const parsed = parseJob(job, { maxProgramBytes: 1024, maxFiles: 4 });
+ * assert.ok(!parsed.ok);
+ * assert.match(parsed.reason, /program too large: 2000 bytes .* at most 1024 bytes/);
+ * ```
  */
-export function parseJob(raw: unknown): ParsedJob | InvalidJob {
+export function parseJob(
+  raw: unknown,
+  limits?: AdmissionLimits,
+): ParsedJob | InvalidJob {
+  if (limits !== undefined) {
+    const files = (raw as { files?: unknown } | null)?.files;
+    if (Array.isArray(files) && files.length > limits.maxFiles) {
+      return {
+        ok: false,
+        reason:
+          `too many source files: this job has ${files.length}; a job may have at most ${limits.maxFiles} source files`,
+      };
+    }
+  }
   const parsed = JobRequestSchema.safeParse(raw);
-  return parsed.success
-    ? { ok: true, request: parsed.data }
-    : { ok: false, reason: `invalid job: ${z.prettifyError(parsed.error)}` };
+  if (!parsed.success) {
+    return {
+      ok: false,
+      reason: `invalid job: ${z.prettifyError(parsed.error)}`,
+    };
+  }
+  if (limits !== undefined) {
+    const bytes = programBytes(parsed.data);
+    if (bytes > limits.maxProgramBytes) {
+      return {
+        ok: false,
+        reason:
+          `program too large: ${bytes} bytes of source files, stdin and arguments; a job may have at most ${limits.maxProgramBytes} bytes`,
+      };
+    }
+  }
+  return { ok: true, request: parsed.data };
+}
+
+/** What a job brings onto a node's disk and command line, in UTF-8 bytes. */
+function programBytes(request: JobRequest): number {
+  let bytes = Buffer.byteLength(request.stdin ?? "", "utf8");
+  for (const file of request.files) {
+    bytes += Buffer.byteLength(file.content, "utf8");
+  }
+  for (const arg of request.args ?? []) bytes += Buffer.byteLength(arg, "utf8");
+  return bytes;
 }

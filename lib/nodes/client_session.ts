@@ -6,6 +6,7 @@
  */
 import type { JobResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
+import type { ClientQuota } from "../security/credentials.ts";
 import { type Message, resultMessage } from "../protocol/messages.ts";
 
 /**
@@ -27,12 +28,26 @@ export class ClientSession {
   readonly client: string;
   /** Ids of this client's jobs that have not ended yet. */
   readonly jobs: Set<string> = new Set();
+  /** Called after each result is sent: the master's idle countdown restarts. */
+  onResult: (() => void) | undefined;
   #connection: Connection;
+  #quota: () => Readonly<ClientQuota> | undefined;
 
-  constructor(connection: Connection, name: string, client: string = name) {
+  constructor(
+    connection: Connection,
+    name: string,
+    client: string = name,
+    quota: () => Readonly<ClientQuota> | undefined = () => undefined,
+  ) {
     this.#connection = connection;
     this.name = name;
     this.client = client;
+    this.#quota = quota;
+  }
+
+  /** The client's job quota now, or undefined when it has none. */
+  get quota(): Readonly<ClientQuota> | undefined {
+    return this.#quota();
   }
 
   /**
@@ -51,5 +66,6 @@ export class ClientSession {
    */
   sendResult(result: JobResult): void {
     this.send(resultMessage(result, this.#connection.maxFrameBytes));
+    this.onResult?.();
   }
 }

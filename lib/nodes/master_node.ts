@@ -9,8 +9,12 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { DEFAULT_PORT, formatHostPort } from "../address.ts";
-import type { LimitOverrides } from "../job.ts";
+import {
+  DEFAULT_PORT,
+  formatHostPort,
+  isLoopbackHostname,
+} from "../address.ts";
+import { type LimitOverrides, MAX_FILES } from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
@@ -19,6 +23,11 @@ import {
 import { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import {
+  listen,
+  secureAccepted,
+  type TlsListenOptions,
+} from "../protocol/transport.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   serverHandshake,
@@ -30,9 +39,21 @@ import {
 } from "../runners/registry.ts";
 import { Dispatcher } from "../scheduler/dispatcher.ts";
 import { abortableDelay } from "./_timing.ts";
-import { parseJob } from "./admission.ts";
+import {
+  type AdmissionLimits,
+  admissionLimits,
+  DEFAULT_MAX_PROGRAM_BYTES,
+  parseJob,
+} from "./admission.ts";
+import {
+  checkIdleTimeout,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  IdleTimer,
+} from "./idle_timer.ts";
+import { PeerGuard } from "./peer_guard.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
+import { Credentials } from "../security/credentials.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
@@ -65,6 +86,12 @@ export interface MasterNodeOptions {
   maxRam?: number;
   /** Shared token clients and secondaries authenticate with; empty means an open cluster. @default "" */
   token?: string;
+  /**
+   * Named credentials with roles and client quotas (`--auth FILE`); replaces
+   * `token`. Swap them later with {@linkcode MasterNode.setCredentials}.
+   * @default {Credentials.shared(token)}
+   */
+  credentials?: Credentials;
   /** Languages the master runs itself, and the names and aliases it knows. @default {@linkcode createDefaultRegistry}() */
   registry?: RunnerRegistry;
   /** The maximum limits per job on the master's own slots; requests may lower them. */
@@ -73,6 +100,51 @@ export interface MasterNodeOptions {
   maxFrameBytes?: number;
   /** Time a new connection has to complete the handshake. @default 10000 */
   handshakeTimeoutMs?: number;
+  /**
+   * An authenticated client that sends nothing and has no job pending this
+   * long is closed with `idle_timeout`, in ms; 0 never closes it.
+   * (Secondaries are dropped by `nodeTimeoutMs` instead.)
+   * @default 300000
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Most bytes of source files, stdin and arguments in one job; a larger
+   * job is `rejected`, the reason naming both sizes. At most `maxFrameBytes`.
+   * @default 1 MiB, or `maxFrameBytes` if smaller
+   */
+  maxProgramBytes?: number;
+  /** Most source files in one job, from 1 to 256; more are `rejected`. @default 256 */
+  maxFiles?: number;
+  /**
+   * Connections one address (IPv6: one /64) may hold at once; more are
+   * refused with `too_many_connections` before any byte is read. 0 means
+   * no limit.
+   * @default 64
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * Failed authentications from one address within `authFailureWindowMs`
+   * after which its connections are refused with `auth_backoff` for a
+   * while. 0 turns the back-off off.
+   * @default 5
+   */
+  maxAuthFailures?: number;
+  /** How long a failed authentication counts towards `maxAuthFailures`, in ms. @default 60000 */
+  authFailureWindowMs?: number;
+  /**
+   * The first back-off, in ms; each one that follows within
+   * `authBackoffMaxMs` of the last lasts twice as long.
+   * @default 30000
+   */
+  authBackoffMs?: number;
+  /** The longest back-off, in ms; after this long quiet, an address starts afresh. @default 3600000 */
+  authBackoffMaxMs?: number;
+  /**
+   * Serve TLS with this certificate and key (PEM text, not paths); each
+   * connection completes its TLS handshake within `handshakeTimeoutMs`.
+   * Plain TCP when absent, with a warning unless listening on loopback.
+   */
+  tls?: TlsListenOptions;
   /** Jobs that may wait for a slot; more are rejected with a retry hint. @default 1000 */
   maxQueue?: number;
   /** How often secondaries report their load, in ms. @default 1000 */
@@ -121,12 +193,16 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly finished: Promise<void>;
 
   readonly #name: string;
-  readonly #token: string;
+  #credentials: Credentials;
   readonly #registry: RunnerRegistry;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
   readonly #heartbeatIntervalMs: number;
   readonly #nodeTimeoutMs: number;
+  readonly #idleTimeoutMs: number;
+  readonly #admission: AdmissionLimits;
+  /** Connections per address and the authentication back-off, checked at accept. */
+  readonly #peers: PeerGuard;
   readonly #listener: Deno.Listener;
   /** Every job's life, and the workers it runs on. */
   readonly #jobs: Dispatcher;
@@ -155,10 +231,20 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxCpu = 100,
       maxRam = 95,
       token = "",
+      credentials = Credentials.shared(token),
       registry = createDefaultRegistry(),
       limits = {},
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS,
+      maxProgramBytes = Math.min(DEFAULT_MAX_PROGRAM_BYTES, maxFrameBytes),
+      maxFiles = MAX_FILES,
+      maxConnectionsPerIp,
+      maxAuthFailures,
+      authFailureWindowMs,
+      authBackoffMs,
+      authBackoffMaxMs,
+      tls,
       maxQueue = 1000,
       heartbeatIntervalMs = 1000,
       nodeTimeoutMs = 5000,
@@ -180,12 +266,24 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       );
     }
     this.#name = name;
-    this.#token = token;
+    this.#credentials = credentials;
     this.#registry = registry;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
     this.#heartbeatIntervalMs = heartbeatIntervalMs;
     this.#nodeTimeoutMs = nodeTimeoutMs;
+    this.#idleTimeoutMs = checkIdleTimeout(idleTimeoutMs);
+    this.#admission = admissionLimits(
+      { maxProgramBytes, maxFiles },
+      maxFrameBytes,
+    );
+    this.#peers = new PeerGuard({
+      maxConnectionsPerIp,
+      maxAuthFailures,
+      authFailureWindowMs,
+      authBackoffMs,
+      authBackoffMaxMs,
+    });
     this.#jobs = new Dispatcher({
       maxQueue,
       maxAttempts,
@@ -193,9 +291,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
-    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    this.#listener = listen({ hostname, port, tls });
     this.addr = this.#listener.addr as Deno.NetAddr & { transport: "tcp" };
-    warnAboutExposure(hostname, token);
+    warnAboutExposure(hostname, credentials);
+    if (tls === undefined) warnAboutPlainText(hostname);
     this.ready = slots === 0 ? Promise.resolve() : this.#startLocalWorker({
       slots,
       maxCpu,
@@ -248,6 +347,20 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       queued: this.#jobs.queued,
       running: this.#jobs.running,
     };
+  }
+
+  /**
+   * Replaces the credentials (a reloaded `--auth` file): new connections
+   * authenticate against them, and quotas apply at the next submission.
+   * Connections already made keep who they proved to be.
+   */
+  setCredentials(credentials: Credentials): void {
+    this.#credentials = credentials;
+    log.info("credentials from {source}: {clients} clients, {nodes} nodes", {
+      source: credentials.source,
+      clients: credentials.count("client"),
+      nodes: credentials.count("node"),
+    });
   }
 
   /** Stops accepting, ends every job with a result, closes every connection. */
@@ -362,17 +475,39 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxFrameBytes: Math.min(HANDSHAKE_MAX_FRAME_BYTES, this.#maxFrameBytes),
     });
     this.#connections.add(connection);
+    const host = (conn.remoteAddr as Deno.NetAddr).hostname;
+    let admitted: Disposable | undefined;
     try {
+      // Before any byte is read: an address over its connection cap, or
+      // serving an authentication back-off, is told why and let go.
+      admitted = this.#peers.admit(host);
+      // TLS is up before the first protocol byte. A peer that fails it (a
+      // client without TLS, say) is only logged: it could not read an
+      // error message from us anyway.
+      try {
+        await secureAccepted(conn, this.#handshakeTimeoutMs);
+      } catch (error) {
+        if (this.#closing) return;
+        log.warn("TLS handshake failed from {addr}: {message}", {
+          addr: connection.remoteAddr,
+          message: (error as Error).message,
+        });
+        return;
+      }
       const peer = await serverHandshake(connection, {
-        token: this.#token,
+        credentials: this.#credentials,
         node: this.#name,
         roles: ["client", "secondary"],
         timeoutMs: this.#handshakeTimeoutMs,
       });
       connection.maxFrameBytes = this.#maxFrameBytes;
-      if (peer.role === "secondary") await this.#serveSecondary(connection);
-      else await this.#serveClient(connection, peer.name);
+      if (peer.role === "secondary") {
+        await this.#serveSecondary(connection, peer.identity);
+      } else await this.#serveClient(connection, peer.identity);
     } catch (error) {
+      // The slot is free before the peer hears why: it may dial again at once.
+      admitted?.[Symbol.dispose]();
+      this.#countAuthFailure(host, error);
       const message = error instanceof Error ? error.message : String(error);
       log.warn("closing connection from {addr}: {message}", {
         addr: connection.remoteAddr,
@@ -382,9 +517,28 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         error instanceof ProtocolError ? error : undefined,
       );
     } finally {
+      admitted?.[Symbol.dispose]();
       await connection.close();
       this.#connections.delete(connection);
     }
+  }
+
+  /** A failed authentication counts towards its address's back-off; one that starts is logged. */
+  #countAuthFailure(host: string, error: unknown): void {
+    if (
+      !(error instanceof ProtocolError) || error.code !== "auth_failed" ||
+      error.peerCode !== undefined // the peer's complaint, not our verdict
+    ) return;
+    const backoff = this.#peers.authFailed(host);
+    if (backoff === undefined) return;
+    log.warn(
+      "refusing connections from {peer} for {seconds} s after {failures} failed authentications",
+      {
+        peer: backoff.peer,
+        seconds: Math.ceil(backoff.durationMs / 1000),
+        failures: backoff.failures,
+      },
+    );
   }
 
   async #serveClient(
@@ -392,18 +546,35 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     name: string | undefined,
   ): Promise<void> {
     const host = connection.remoteAddr.replace(/:\d+$/, "");
-    // Fairness is per client: its declared name, or else its host.
+    // Fairness is per client: its credential, else its declared name, else
+    // its host. Its quota is read at each submission, so a reload applies.
     const session = new ClientSession(
       connection,
       name ?? connection.remoteAddr,
       name ?? host,
+      () => name === undefined ? undefined : this.#credentials.get(name)?.quota,
     );
     log.debug("client {client} connected from {addr}", {
       client: session.name,
       addr: connection.remoteAddr,
     });
+    // Silence with no job pending holds a socket and its buffers for nothing.
+    using idle = new IdleTimer(this.#idleTimeoutMs, () => {
+      log.info("closing idle client {client} from {addr}", {
+        client: session.name,
+        addr: connection.remoteAddr,
+      });
+      void connection.close(
+        new ProtocolError(
+          "idle_timeout",
+          `closing an idle connection: no message and no job pending for ${this.#idleTimeoutMs} ms`,
+        ),
+      );
+    }, { isBusy: () => session.jobs.size > 0 });
+    session.onResult = () => idle.touch();
     try {
       for await (const message of connection) {
+        idle.touch();
         if (message.type === "submit") await this.#submit(session, message);
         else if (message.type === "cancel") {
           this.#jobs.cancel(session, message.jobId, "cancelled by the client");
@@ -421,7 +592,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   }
 
   /** A secondary: its registration, then its messages until it is lost. */
-  async #serveSecondary(connection: Connection): Promise<void> {
+  async #serveSecondary(
+    connection: Connection,
+    identity: string | undefined,
+  ): Promise<void> {
     const registration = await connection.receive({
       timeoutMs: this.#handshakeTimeoutMs,
     });
@@ -429,6 +603,13 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       throw new ProtocolError(
         "unexpected_message",
         `a secondary must register first, not send "${registration.type}"`,
+      );
+    }
+    // A node credential is a name: the node may not register as another.
+    if (!this.#credentials.isShared && registration.name !== identity) {
+      throw new ProtocolError(
+        "auth_failed",
+        `node credential "${identity}" cannot register as "${registration.name}"`,
       );
     }
     if (this.#closing) {
@@ -499,7 +680,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     session.send({ type: "accepted", ref, jobId: id });
     this.emit("jobaccepted", { jobId: id, client: session.name });
     await this.ready;
-    const parsed = parseJob(raw);
+    const parsed = parseJob(raw, this.#admission);
     if (!parsed.ok) return this.#jobs.reject(session, id, parsed.reason);
     const language = resolveOffered(
       parsed.request.language,
@@ -543,11 +724,28 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 }
 
 /** Says loudly what an operator might not realise this node exposes. */
-function warnAboutExposure(hostname: string, token: string): void {
+function warnAboutExposure(
+  hostname: string,
+  credentials: Credentials,
+): void {
+  const token = credentials.isOpen ? "" : "set";
   const loopback = hostname === "localhost" || hostname === "::1" ||
     hostname.startsWith("127.");
   const noToken =
     "no token set: anyone who can reach {hostname} can run programs here; set KILN_TOKEN";
   if (token === "" && loopback) log.warn(noToken, { hostname });
   if (token === "" && !loopback) log.error(noToken, { hostname });
+}
+
+/**
+ * Plain TCP beyond this machine: programs, their output and who submitted
+ * them cross the network readable by anyone on the path (the token itself
+ * never does).
+ */
+function warnAboutPlainText(hostname: string): void {
+  if (isLoopbackHostname(hostname)) return;
+  log.warn(
+    "listening on {hostname} without TLS: programs and their output cross the network in the clear; give --tls-cert and --tls-key",
+    { hostname },
+  );
 }

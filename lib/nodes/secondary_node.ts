@@ -43,6 +43,7 @@ import {
   type OfferedLanguage,
   resultMessage,
 } from "../protocol/messages.ts";
+import { dial, hintTls, type TlsDialOptions } from "../protocol/transport.ts";
 import {
   createDefaultRegistry,
   type ResolvedRunner,
@@ -113,8 +114,14 @@ export interface SecondaryNodeOptions {
   sandbox?: Sandbox;
   /** Largest frame sent to or accepted from the master, in bytes. @default 8 MiB */
   maxFrameBytes?: number;
-  /** Time allowed for the handshake, and then for the master's `registered`. @default 10000 */
+  /** Time allowed for the handshake (TLS, then kiln's), and then for the master's `registered`. @default 10000 */
   handshakeTimeoutMs?: number;
+  /**
+   * Speak TLS to the master and check its certificate: `true` trusts Deno's
+   * default roots; `{ caCerts }` also trusts these CAs (PEM), such as the
+   * one `deno task gen-certs` makes. Plain TCP when absent.
+   */
+  tls?: true | TlsDialOptions;
   /** Aborting it shuts the node down, like {@linkcode SecondaryNode.shutdown}. */
   signal?: AbortSignal;
 }
@@ -215,6 +222,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   #sandbox: Sandbox | undefined;
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
+  readonly #tls: true | TlsDialOptions | undefined;
   readonly #jobs = new Map<string, SecondaryJob>();
   /** Aborted at shutdown: ends dials, back-off waits and heartbeats. */
   readonly #stopping = new AbortController();
@@ -254,6 +262,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       sandbox,
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      tls,
       signal,
     } = options;
     this.#address = typeof master === "string" ? parseHostPort(master) : master;
@@ -287,6 +296,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     this.#sandbox = sandbox;
     this.#maxFrameBytes = maxFrameBytes;
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
+    this.#tls = tls;
     this.ready = this.#readiness.promise;
     // Whoever awaits `ready` sees its rejection; nobody has to.
     this.ready.catch(() => {});
@@ -439,23 +449,18 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   async #connectOnce(): Promise<
     { registered: boolean; upMs: number; error: Error }
   > {
-    let conn: Deno.TcpConn;
+    let conn: Deno.Conn;
     try {
-      conn = await Deno.connect({
-        hostname: this.#address.hostname,
-        port: this.#address.port,
+      conn = await dial(this.#address, {
+        tls: this.#tls,
         signal: this.#stopping.signal,
+        timeoutMs: this.#handshakeTimeoutMs,
       });
-    } catch (cause) {
-      const reason = cause instanceof Deno.errors.ConnectionRefused
-        ? "connection refused (is the master running?)"
-        : cause instanceof Error
-        ? cause.message
-        : String(cause);
+    } catch (error) {
       return {
         registered: false,
         upMs: 0,
-        error: new ConnectionError(this.master, reason, { cause }),
+        error: error instanceof Error ? error : new Error(String(error)),
       };
     }
     const connection = new Connection(conn, {
@@ -508,12 +513,17 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
 
   /** Handshake and registration; resolves with the heartbeat interval the master wants. */
   async #register(connection: Connection): Promise<number> {
-    await clientHandshake(connection, {
-      role: "secondary",
-      token: this.#token,
-      name: this.name,
-      timeoutMs: this.#handshakeTimeoutMs,
-    });
+    try {
+      await clientHandshake(connection, {
+        role: "secondary",
+        token: this.#token,
+        name: this.name,
+        timeoutMs: this.#handshakeTimeoutMs,
+      });
+    } catch (error) {
+      // Over TLS the master's hang-up means something else: let it speak.
+      throw this.#tls === undefined ? hintTls(error) : error;
+    }
     await connection.send({
       type: "register",
       id: this.id,

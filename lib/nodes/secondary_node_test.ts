@@ -263,7 +263,9 @@ Deno.test("SecondaryNode registers its id, name, slots, thresholds and languages
 
 Deno.test("SecondaryNode registers the sandbox its jobs run in", async () => {
   await using master = new FakeMaster();
-  await using secondary = startSecondary(master, { sandbox: Sandbox.none() });
+  await using _secondary = startSecondary(master, {
+    sandbox: Sandbox.none(),
+  });
   const link = await master.accept();
   assert.deepEqual(link.registration.sandbox, Sandbox.none().report);
   assert.equal(link.registration.sandbox?.mode, "none");

@@ -17,6 +17,9 @@ export const PROTOCOL_ERROR_CODES = [
   "auth_failed",
   "role_refused",
   "timeout",
+  "idle_timeout",
+  "too_many_connections",
+  "auth_backoff",
   "closed",
 ] as const;
 
@@ -32,6 +35,12 @@ export const PROTOCOL_ERROR_CODES = [
  * - `auth_failed`: one side could not prove it knows the shared token.
  * - `role_refused`: the server does not accept peers of this role.
  * - `timeout`: the peer said nothing for too long.
+ * - `idle_timeout`: an authenticated client sent nothing and had no job
+ *   pending for too long.
+ * - `too_many_connections`: the peer's address holds as many connections as
+ *   it may.
+ * - `auth_backoff`: the peer's address failed authentication too often and
+ *   is refused for a while.
  * - `closed`: the connection is closed, or the peer closed it.
  */
 export type ProtocolErrorCode = typeof PROTOCOL_ERROR_CODES[number];

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { type ClientQuota, Credentials } from "../security/credentials.ts";
 import { Buffer } from "node:buffer";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { ProtocolError } from "./errors.ts";
@@ -66,8 +67,16 @@ export interface ClientHandshakeResult {
 
 /** Options of {@linkcode serverHandshake}. */
 export interface ServerHandshakeOptions {
-  /** The cluster's shared token; empty for an open cluster. Never sent. */
-  token: string;
+  /**
+   * The cluster's shared token; empty for an open cluster. Never sent.
+   * Ignored when `credentials` is given.
+   */
+  token?: string;
+  /**
+   * Who may connect, and as what: named credentials with roles, or a
+   * shared token. @default {Credentials.shared(token)}
+   */
+  credentials?: Credentials;
   /** This master's node name, told to the peer. */
   node: string;
   /**
@@ -98,6 +107,13 @@ export interface ServerHandshakeResult {
   version: number;
   /** The peer's display name, if it gave one. */
   name: string | undefined;
+  /**
+   * Who the peer proved to be: its credential's name with named
+   * credentials, otherwise the name it gave.
+   */
+  identity: string | undefined;
+  /** The peer's job quota, when it is a named client. */
+  quota: Readonly<ClientQuota> | undefined;
 }
 
 const DEFAULT_VERSIONS: VersionRange = {
@@ -127,7 +143,7 @@ const ALL_ROLES: readonly Role[] = ["client", "secondary"];
  *   serverHandshake(master, { token: "s3cret", node: "master-1" }),
  *   clientHandshake(client, { role: "client", token: "s3cret", name: "cli" }),
  * ]);
- * assert.deepEqual(peer, { role: "client", version: 1, name: "cli" });
+ * assert.deepEqual(peer, { role: "client", version: 1, name: "cli", identity: "cli", quota: undefined });
  * assert.deepEqual(session, { version: 1, node: "master-1" });
  * ```
  */
@@ -234,7 +250,8 @@ export async function serverHandshake(
   options: ServerHandshakeOptions,
 ): Promise<ServerHandshakeResult> {
   const {
-    token,
+    token = "",
+    credentials = Credentials.shared(token),
     node,
     roles = ALL_ROLES,
     timeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -264,8 +281,15 @@ export async function serverHandshake(
       );
     }
 
+    const who = credentials.authenticate(hello.role, hello.name);
+    if (!who.ok) {
+      throw new ProtocolError(
+        "auth_failed",
+        `authentication failed: ${who.reason}`,
+      );
+    }
     const nonce = newNonce();
-    const proof = hmac(token, "kiln-server", hello.nonce, nonce);
+    const proof = hmac(who.token, "kiln-server", hello.nonce, nonce);
     await connection.send({ type: "challenge", version, nonce, proof });
 
     progress.waitingFor = "auth";
@@ -273,16 +297,24 @@ export async function serverHandshake(
     if (
       !macEquals(
         auth.mac,
-        hmac(token, `kiln-${hello.role}`, nonce, hello.nonce),
+        hmac(who.token, `kiln-${hello.role}`, nonce, hello.nonce),
       )
     ) {
       throw new ProtocolError(
         "auth_failed",
-        "authentication failed: wrong token",
+        credentials.isShared
+          ? "authentication failed: wrong token"
+          : `authentication failed: wrong token for credential "${hello.name}"`,
       );
     }
     await connection.send({ type: "welcome", version, node });
-    return { role: hello.role, version, name: hello.name };
+    return {
+      role: hello.role,
+      version,
+      name: hello.name,
+      identity: who.identity,
+      quota: who.quota,
+    };
   });
 }
 

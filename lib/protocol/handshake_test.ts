@@ -61,7 +61,7 @@ Deno.test("handshake succeeds for both roles and names each peer", async () => {
     );
     assert.deepEqual(served, {
       status: "fulfilled",
-      value: { role, version: 1, name: "w1" },
+      value: { role, version: 1, name: "w1", identity: "w1", quota: undefined },
     });
     assert.deepEqual(dialed, {
       status: "fulfilled",
@@ -83,7 +83,13 @@ Deno.test("handshake works with an empty token, and without a name", async () =>
   }, { role: "client", token: "" });
   assert.deepEqual(served, {
     status: "fulfilled",
-    value: { role: "client", version: 1, name: undefined },
+    value: {
+      role: "client",
+      version: 1,
+      name: undefined,
+      identity: undefined,
+      quota: undefined,
+    },
   });
   assert.equal(dialed.status, "fulfilled");
   await Promise.all([master.close(), dialer.close()]);
@@ -447,7 +453,13 @@ Deno.test("the master keeps accepting after every kind of bad peer", async () =>
   );
   assert.deepEqual(await master.next(), {
     status: "fulfilled",
-    value: { role: "secondary", version: 1, name: "w9" },
+    value: {
+      role: "secondary",
+      version: 1,
+      name: "w9",
+      identity: "w9",
+      quota: undefined,
+    },
   });
   await good.close();
 });

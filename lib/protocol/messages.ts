@@ -24,10 +24,12 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest protocol version this build still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
 
-/** Who is on the other end of a connection. */
-export const RoleSchema = z.enum(["client", "secondary"]);
-/** Who is on the other end of a connection. */
-export type Role = z.infer<typeof RoleSchema>;
+/** Who is on the other end of a connection: a client or a secondary. */
+export type Role = "client" | "secondary";
+/** Validates a {@linkcode Role}. */
+export const RoleSchema = z.enum(["client", "secondary"]) satisfies z.ZodType<
+  Role
+>;
 
 const Nonce = z.string().min(16).max(128);
 const Mac = z.string().regex(/^[0-9a-f]{64}$/, "expected a hex HMAC-SHA256");

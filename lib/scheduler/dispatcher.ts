@@ -10,6 +10,7 @@
  *
  * @module
  */
+import type { ClientQuota } from "../security/credentials.ts";
 import { getLogger } from "@logtape/logtape";
 import { blankResult, type JobRequest, type JobResult } from "../job.ts";
 import type { Message, OfferedLanguage } from "../protocol/messages.ts";
@@ -30,6 +31,8 @@ export interface JobClient {
   readonly name: string;
   /** Identity for fair queueing: several connections of one client share it. */
   readonly client: string;
+  /** How many jobs the client may have running and waiting; none means no quota. */
+  readonly quota?: Readonly<ClientQuota> | undefined;
   /** Ids of this client's jobs that have not ended yet. */
   readonly jobs: Set<string>;
   /** Sends a job event; a client that went away simply misses it. */
@@ -189,8 +192,19 @@ export class Dispatcher {
     // Waiting jobs go first; those still waiting then fit no node, so a
     // new job that fits somewhere takes no one's turn.
     this.dispatch();
-    const worker = this.#place(job);
+    const quota = client.quota;
+    const counts = this.#countsOf(client.client);
+    const worker = quota && counts.running >= quota.maxRunning
+      ? undefined
+      : this.#place(job);
     if (worker) return this.#start(job, worker);
+    if (quota && counts.queued >= quota.maxQueued) {
+      return this.reject(
+        client,
+        id,
+        `client "${client.client}" is over its quota: ${counts.queued} jobs waiting and ${counts.running} running, the most it may have waiting is ${quota.maxQueued} (maxQueued)`,
+      );
+    }
     if (this.#queue.length >= this.#options.maxQueue) {
       const retryAfterMs = this.#retryAfterMs();
       return this.reject(
@@ -227,6 +241,7 @@ export class Dispatcher {
     const result = blankResult(jobId, {
       verdict: "rejected",
       reason,
+      client: client.client,
       ...retryAfterMs === undefined ? {} : { retryAfterMs },
     });
     client.sendResult(result);
@@ -264,11 +279,20 @@ export class Dispatcher {
     });
     if (!free) return;
     let started = false;
+    // A client at its running quota keeps its place, without a turn now.
+    const running = new Map<string, number>();
+    for (const job of this.#running.values()) {
+      running.set(job.client.client, (running.get(job.client.client) ?? 0) + 1);
+    }
     for (const [, job] of [...this.#queue.entries()]) {
+      const quota = job.client.quota;
+      const count = running.get(job.client.client) ?? 0;
+      if (quota && count >= quota.maxRunning) continue;
       const worker = this.#place(job);
       if (!worker) continue;
       this.#queue.take(job);
       this.#start(job, worker);
+      running.set(job.client.client, count + 1);
       started = true;
     }
     if (started) this.#announcePositions();
@@ -295,6 +319,19 @@ export class Dispatcher {
       })
     );
     await Promise.all(ending);
+  }
+
+  /** How many jobs of one client run and wait now. */
+  #countsOf(client: string): { running: number; queued: number } {
+    let running = 0;
+    for (const job of this.#running.values()) {
+      if (job.client.client === client) running++;
+    }
+    let queued = 0;
+    for (const [, job] of this.#queue.entries()) {
+      if (job.client.client === client) queued++;
+    }
+    return { running, queued };
   }
 
   /** The worker a job would run on now, if any fits. */
@@ -417,7 +454,8 @@ export class Dispatcher {
   }
 
   /** The one place a job ends: its client gets the result, listeners the event. */
-  #finish(job: Job, result: JobResult): void {
+  #finish(job: Job, ended: JobResult): void {
+    const result = { ...ended, client: job.client.client };
     job.client.jobs.delete(job.id);
     job.client.sendResult(result);
     log.info(

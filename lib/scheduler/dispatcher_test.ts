@@ -219,3 +219,28 @@ Deno.test("Dispatcher.close() ends queued jobs and waits for running ones", asyn
   dispatcher.submit(fay, job("late"));
   assert.equal(fay.results.at(-1)!.verdict, "rejected");
 });
+
+Deno.test("Dispatcher holds a client to its quota: running jobs wait, queued ones over it are rejected", () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w", 4);
+  dispatcher.addWorker(worker);
+  const bob = { ...client("bob"), quota: { maxRunning: 1, maxQueued: 1 } };
+  const carol = client("carol");
+  dispatcher.submit(bob, job("b1"));
+  dispatcher.submit(bob, job("b2"));
+  dispatcher.submit(bob, job("b3"));
+  // Slots are free, but bob may run one job: b2 waits, b3 is over the queue quota.
+  assert.deepEqual([...worker.jobs.keys()], ["b1"]);
+  assert.equal(dispatcher.queued, 1);
+  assert.deepEqual(bob.results.map((r) => [r.jobId, r.verdict, r.client]), [
+    ["b3", "rejected", "bob"],
+  ]);
+  assert.match(bob.results[0]!.reason!, /maxQueued/);
+  // Another client is not held up by bob's waiting job.
+  dispatcher.submit(carol, job("c1"));
+  assert.deepEqual([...worker.jobs.keys()], ["b1", "c1"]);
+  // bob's turn comes when his running job ends.
+  worker.finish("b1");
+  assert.deepEqual([...worker.jobs.keys()], ["c1", "b2"]);
+  assert.equal(bob.results.at(-1)?.client, "bob");
+});

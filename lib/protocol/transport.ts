@@ -1,0 +1,320 @@
+/**
+ * Opening the byte stream every link runs on: plain TCP, or TLS. The
+ * listening side gets a listener from {@linkcode listen} and secures each
+ * accepted connection with {@linkcode secureAccepted}; the dialing side gets
+ * a ready stream from {@linkcode dial}.
+ *
+ * Both sides complete the TLS handshake explicitly, before the first
+ * protocol message, under the handshake timeout. Deno would otherwise run
+ * it lazily inside the first read or write, and a certificate the client
+ * does not trust, or a peer that does not speak TLS at all, would surface as
+ * a puzzling protocol error.
+ *
+ * @module
+ */
+import { formatHostPort, type HostPort } from "../address.ts";
+import { ConnectionError, ProtocolError } from "./errors.ts";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "./handshake.ts";
+
+/** The master's certificate and key, as PEM text (not file paths). */
+export interface TlsListenOptions {
+  /** The certificate chain, PEM: the master's own certificate first. */
+  cert: string;
+  /** The certificate's private key, PEM. */
+  key: string;
+}
+
+/** How a client or a secondary checks the master's certificate. */
+export interface TlsDialOptions {
+  /**
+   * CA certificates (PEM) trusted besides Deno's default roots, such as the
+   * development CA `deno task gen-certs` makes.
+   *
+   * @default {undefined} (the default roots only)
+   */
+  caCerts?: string[] | undefined;
+}
+
+/** Options of {@linkcode listen}. */
+export interface ListenOptions {
+  /** Address to listen on. */
+  hostname: string;
+  /** Port to listen on; 0 picks a free one. */
+  port: number;
+  /** Serve TLS with this certificate; plain TCP when absent. */
+  tls?: TlsListenOptions | undefined;
+}
+
+/** Options of {@linkcode dial}. */
+export interface DialOptions {
+  /**
+   * Speak TLS: `true` trusts the default roots only; an object may add CAs.
+   * Plain TCP when absent.
+   */
+  tls?: true | TlsDialOptions | undefined;
+  /** Aborting it gives up the dial, and closes a half-open stream. */
+  signal?: AbortSignal | undefined;
+  /**
+   * Time the TLS handshake may take, in milliseconds.
+   *
+   * @default {DEFAULT_HANDSHAKE_TIMEOUT_MS}
+   */
+  timeoutMs?: number | undefined;
+}
+
+/**
+ * Listens for plain TCP, or TLS when `tls` is given. Throws synchronously,
+ * as `Deno.listen` does: `Deno.errors.AddrInUse`, or `Deno.errors.InvalidData`
+ * for a certificate or key that is not PEM.
+ *
+ * @example A plain listener on a free port
+ * ```ts
+ * import { listen } from "./transport.ts";
+ *
+ * using listener = listen({ hostname: "127.0.0.1", port: 0 });
+ * console.log(listener.addr);
+ * ```
+ */
+export function listen(options: ListenOptions): Deno.Listener {
+  const { hostname, port, tls } = options;
+  if (tls === undefined) return Deno.listen({ hostname, port });
+  return Deno.listenTls({ hostname, port, cert: tls.cert, key: tls.key });
+}
+
+/**
+ * Completes the TLS handshake of a connection a TLS listener accepted; does
+ * nothing for a plain one. On failure (the peer does not speak TLS, does not
+ * trust the certificate, or stays silent past `timeoutMs`) it closes `conn`
+ * and rejects with an `Error` whose message says why, for the log.
+ *
+ * Known gaps of `Deno.listenTls` (Deno 2.9):
+ *
+ * - Closing a `TlsConn` whose handshake has not finished only lets go of
+ *   it here; Deno keeps the socket open until the handshake ends, so a peer
+ *   that connects and never sends a byte holds a file descriptor until it
+ *   hangs up. The master forgets it at the timeout all the same.
+ * - An accepted `TlsConn` has no `setNoDelay()`: the server's first write
+ *   after the handshake waits for the ACK of its session tickets, which the
+ *   client delays by ~40 ms. Once per connection.
+ *
+ * A `node:net` server with `node:tls` sockets has neither problem (tried:
+ * `destroy()` closes a silent peer, `setNoDelay()` removes the stall), at
+ * the cost of adapting node streams to `Deno.Conn`.
+ *
+ * @example Securing what a listener accepts
+ * ```ts ignore
+ * import { listen, secureAccepted } from "./transport.ts";
+ *
+ * using listener = listen({ hostname: "127.0.0.1", port: 0, tls: { cert, key } });
+ * const conn = await listener.accept();
+ * await secureAccepted(conn, 10_000); // TLS is up: the protocol may start
+ * ```
+ */
+export async function secureAccepted(
+  conn: Deno.Conn,
+  timeoutMs: number,
+): Promise<void> {
+  if (!isTls(conn)) return;
+  try {
+    await handshakeWithin(conn, timeoutMs);
+  } catch (error) {
+    closeQuietly(conn);
+    throw new Error(describeServerFailure(error, timeoutMs), { cause: error });
+  }
+}
+
+/**
+ * Dials the master over TCP and, with `tls`, completes a TLS handshake that
+ * checks the master's certificate against `address.hostname`. Rejects with a
+ * {@linkcode ConnectionError} saying why: refused, not a TLS master, a
+ * certificate not trusted, or no handshake within `timeoutMs`.
+ *
+ * TLS is started on an open TCP stream (`Deno.startTls`) rather than with
+ * `Deno.connectTls`, which takes no abort signal. As on the listening side
+ * (see {@linkcode secureAccepted}), a handshake given up on a peer that
+ * never answers leaves Deno holding the socket until that peer hangs up.
+ *
+ * @example Dialing a TLS master with a development CA
+ * ```ts ignore
+ * import { dial } from "./transport.ts";
+ *
+ * const ca = await Deno.readTextFile("certs/ca.pem");
+ * const conn = await dial({ hostname: "localhost", port: 7700 }, { tls: { caCerts: [ca] } });
+ * ```
+ */
+export async function dial(
+  address: HostPort,
+  options: DialOptions = {},
+): Promise<Deno.Conn> {
+  const {
+    tls,
+    signal,
+    timeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  } = options;
+  const where = formatHostPort(address);
+  let tcp: Deno.TcpConn;
+  try {
+    tcp = await Deno.connect({
+      hostname: address.hostname,
+      port: address.port,
+      ...signal === undefined ? {} : { signal },
+    });
+  } catch (cause) {
+    const reason = cause instanceof Deno.errors.ConnectionRefused
+      ? "connection refused (is the master running?)"
+      : messageOf(cause);
+    throw new ConnectionError(where, reason, { cause });
+  }
+  if (tls === undefined) return tcp;
+  // Small frames go out at once: with Nagle, TLS's extra records wait on
+  // the peer's delayed ACK, some 40 ms per exchange.
+  tcp.setNoDelay(true);
+
+  const caCerts = tls === true ? undefined : tls.caCerts;
+  let conn: Deno.TlsConn;
+  try {
+    conn = await Deno.startTls(tcp, {
+      hostname: address.hostname,
+      ...caCerts === undefined ? {} : { caCerts },
+    });
+  } catch (cause) {
+    // Bad CA text, say: fails before a byte is sent.
+    closeQuietly(tcp);
+    throw new ConnectionError(where, `cannot start TLS: ${messageOf(cause)}`, {
+      cause,
+    });
+  }
+  try {
+    await handshakeWithin(conn, timeoutMs, signal);
+    return conn;
+  } catch (cause) {
+    closeQuietly(conn);
+    throw new ConnectionError(
+      where,
+      describeClientFailure(cause, timeoutMs, address.hostname),
+      { cause },
+    );
+  }
+}
+
+/**
+ * Explains a failed protocol handshake of a plain-TCP dialer. A TLS master
+ * answers plain bytes with a TLS alert (which reads as a frame far too
+ * large) and hangs up; the peer's bare hang-up says nothing, so this says
+ * what probably happened. Other errors, and the master's own words
+ * (`master said: ...`), are returned as they are.
+ *
+ * @example Wrapping a client handshake
+ * ```ts ignore
+ * try {
+ *   await clientHandshake(connection, { role: "client", token });
+ * } catch (error) {
+ *   throw tls === undefined ? hintTls(error) : error;
+ * }
+ * ```
+ */
+export function hintTls(error: unknown): unknown {
+  if (
+    !(error instanceof ProtocolError) || error.peerCode !== undefined ||
+    !HANG_UP_CODES.has(error.code)
+  ) return error;
+  return new ProtocolError(
+    "closed",
+    "the master closed the connection during the handshake; it may require TLS " +
+      "(--tls, or --ca FILE for a private CA; the tls option in code)",
+    { cause: error },
+  );
+}
+
+/** What a plain dialer sees when its peer hangs up or answers in TLS. */
+const HANG_UP_CODES = new Set<string>([
+  "closed",
+  "truncated",
+  "malformed",
+  "frame_too_large",
+]);
+
+function isTls(conn: Deno.Conn): conn is Deno.TlsConn {
+  return typeof (conn as Partial<Deno.TlsConn>).handshake === "function";
+}
+
+/** Thrown inside this module when a handshake ran out of time. */
+class HandshakeTimeout extends Error {}
+
+/**
+ * Runs the TLS handshake; closing `conn` when it takes longer than
+ * `timeoutMs` or `signal` aborts is what cancels it.
+ */
+async function handshakeWithin(
+  conn: Deno.TlsConn,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    closeQuietly(conn);
+  }, timeoutMs);
+  const onAbort = () => closeQuietly(conn);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    if (signal?.aborted) throw signal.reason;
+    await conn.handshake();
+  } catch (error) {
+    if (timedOut) throw new HandshakeTimeout();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The dialer's view: what went wrong, and the likely fix. */
+function describeClientFailure(
+  error: unknown,
+  timeoutMs: number,
+  hostname: string,
+): string {
+  if (error instanceof HandshakeTimeout) {
+    return `no TLS handshake from the master within ${timeoutMs} ms (is it a TLS master?)`;
+  }
+  const message = messageOf(error);
+  if (/invalid peer certificate/i.test(message)) {
+    const hint = /UnknownIssuer/i.test(message)
+      ? " (is it signed by the CA given with --ca / caCerts?)"
+      : /NotValidForName/i.test(message)
+      ? ` (the certificate does not name "${hostname}"; dial a name it has, or remake it with gen-certs --host)`
+      : /Expired/i.test(message)
+      ? " (the certificate has expired)"
+      : "";
+    return `the master's TLS certificate is not trusted: ${message}${hint}`;
+  }
+  return `the master did not answer with TLS (is it a TLS master?): ${message}`;
+}
+
+/** The master's view, for its log line `TLS handshake failed from ADDR: ...`. */
+function describeServerFailure(error: unknown, timeoutMs: number): string {
+  if (error instanceof HandshakeTimeout) {
+    return `no TLS handshake within ${timeoutMs} ms`;
+  }
+  const message = messageOf(error);
+  if (/corrupt message|InvalidContentType/i.test(message)) {
+    return `${message} (a client without TLS?)`;
+  }
+  if (/UnknownCA|BadCertificate|CertificateUnknown/i.test(message)) {
+    return `${message} (the peer does not trust this master's certificate)`;
+  }
+  return message;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed: by the timeout, an abort, or the peer.
+  }
+}
