@@ -21,7 +21,11 @@
  *
  * @module
  */
-export { MasterNode, type MasterNodeOptions } from "./lib/nodes/master_node.ts";
+export {
+  MasterNode,
+  type MasterNodeOptions,
+  type RunOptions,
+} from "./lib/nodes/master_node.ts";
 export type {
   JobAcceptedDetail,
   JobQueuedDetail,

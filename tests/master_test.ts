@@ -549,3 +549,41 @@ Deno.test("master without a token warns, serves clients that have none, and logs
     await reset();
   }
 });
+
+Deno.test("master.run() serves an in-process caller like a TCP client: events, result, rejection, cancellation", async () => {
+  await using master = startMaster({ slots: 1 });
+  const events: string[] = [];
+  const ok = master.run(bash("echo in-process"), {
+    client: "http:alice",
+    onEvent: (event) => events.push(event.type),
+  });
+  assert.match(ok.jobId, /^[0-9a-f-]{36}$/);
+  const result = await ok.result;
+  assert.equal(result.verdict, "ok");
+  assert.equal(result.stdout, "in-process\n");
+  assert.equal(result.client, "http:alice");
+  assert.deepEqual(events.filter((type) => type !== "output"), [
+    "accepted",
+    "started",
+    "result",
+  ]);
+
+  const invalid = await master.run({ language: "bash", files: [] }, {
+    client: "http:alice",
+  }).result;
+  assert.equal(invalid.verdict, "rejected");
+  assert.match(invalid.reason ?? "", /at least one source file/);
+
+  const stop = new AbortController();
+  const started = Promise.withResolvers<void>();
+  const long = master.run(bash("echo up; exec sleep 60"), {
+    client: "http:alice",
+    signal: stop.signal,
+    onEvent: (event) => event.type === "output" && started.resolve(),
+  });
+  await started.promise;
+  stop.abort();
+  const cancelled = await long.result;
+  assert.equal(cancelled.verdict, "internal_error");
+  assert.match(cancelled.reason ?? "", /cancelled by the client/);
+});

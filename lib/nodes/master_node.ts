@@ -14,7 +14,7 @@ import {
   formatHostPort,
   isLoopbackHostname,
 } from "../address.ts";
-import { type LimitOverrides, MAX_FILES } from "../job.ts";
+import { type JobResult, type LimitOverrides, MAX_FILES } from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
@@ -32,12 +32,17 @@ import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   serverHandshake,
 } from "../protocol/handshake.ts";
-import type { ClusterStatus, MessageOf } from "../protocol/messages.ts";
+import type {
+  ClusterStatus,
+  JobEvent,
+  Message,
+  MessageOf,
+} from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
   type RunnerRegistry,
 } from "../runners/registry.ts";
-import { Dispatcher } from "../scheduler/dispatcher.ts";
+import { Dispatcher, type JobClient } from "../scheduler/dispatcher.ts";
 import { abortableDelay } from "./_timing.ts";
 import {
   type AdmissionLimits,
@@ -53,7 +58,7 @@ import {
 import { PeerGuard } from "./peer_guard.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
-import { Credentials } from "../security/credentials.ts";
+import { type ClientQuota, Credentials } from "../security/credentials.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
@@ -361,6 +366,51 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       clients: credentials.count("client"),
       nodes: credentials.count("node"),
     });
+  }
+
+  /**
+   * Runs a job for a caller in this process (the HTTP API): the same
+   * validation, quotas, fair queue, placement and events as a client over
+   * TCP. `raw` is untrusted; an invalid job ends `rejected` with the reason.
+   * Aborting `signal` cancels the job wherever it is.
+   *
+   * @example Running a job on the master's own slots
+   * ```ts ignore
+   * const { jobId, result } = master.run(
+   *   { language: "python", files: [{ name: "main.py", content: "print(1)" }] },
+   *   { client: "http:alice", onEvent: (event) => console.log(event.type) },
+   * );
+   * console.log(jobId, (await result).verdict);
+   * ```
+   */
+  run(
+    raw: unknown,
+    options: RunOptions,
+  ): { jobId: string; result: Promise<JobResult> } {
+    const { client, quota, onEvent, signal } = options;
+    const ended = Promise.withResolvers<JobResult>();
+    let jobId = "";
+    const caller: JobClient = {
+      name: client,
+      client,
+      quota,
+      jobs: new Set(),
+      send: (message) => {
+        if (message.type === "accepted") jobId = message.jobId;
+        if (isJobEvent(message)) onEvent?.(message);
+      },
+      sendResult: (result) => {
+        onEvent?.({ type: "result", jobId: result.jobId, result });
+        ended.resolve(result);
+      },
+    };
+    // `accepted` is sent synchronously, before the first await in #submit.
+    this.#submit(caller, { type: "submit", ref: "", job: raw });
+    const cancel = () =>
+      this.#jobs.cancel(caller, jobId, "cancelled by the client");
+    signal?.addEventListener("abort", cancel, { once: true });
+    ended.promise.finally(() => signal?.removeEventListener("abort", cancel));
+    return { jobId, result: ended.promise };
   }
 
   /** Stops accepting, ends every job with a result, closes every connection. */
@@ -672,7 +722,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Validates a submission and resolves its language, then hands it to the dispatcher. */
   async #submit(
-    session: ClientSession,
+    session: JobClient,
     { ref, job: raw }: MessageOf<"submit">,
   ): Promise<void> {
     const acceptedAt = performance.now();
@@ -721,6 +771,30 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   override toString(): string {
     return formatHostPort(this.addr);
   }
+}
+
+/** Options of {@linkcode MasterNode.run}. */
+export interface RunOptions {
+  /** Who runs the job: its identity for fairness, quotas, logs and results. */
+  client: string;
+  /** The client's quota; none means no quota. */
+  quota?: Readonly<ClientQuota> | undefined;
+  /** Receives every event of the job as it happens, the result last. */
+  onEvent?: ((event: JobEvent) => void) | undefined;
+  /** Aborting it cancels the job. */
+  signal?: AbortSignal | undefined;
+}
+
+const JOB_EVENT_TYPES: ReadonlySet<string> = new Set([
+  "accepted",
+  "queued",
+  "started",
+  "output",
+  "restarted",
+]);
+
+function isJobEvent(message: Message): message is JobEvent {
+  return JOB_EVENT_TYPES.has(message.type);
 }
 
 /** Says loudly what an operator might not realise this node exposes. */
