@@ -24,6 +24,7 @@
 export {
   MasterNode,
   type MasterNodeOptions,
+  type RunHandle,
   type RunOptions,
 } from "./lib/nodes/master_node.ts";
 export type {
@@ -89,6 +90,7 @@ export {
   Credentials,
   CredentialsError,
   DEFAULT_CLIENT_QUOTA,
+  type TokenMatch,
 } from "./lib/security/credentials.ts";
 export type {
   CpuBudget,
@@ -133,6 +135,13 @@ export type {
   Role,
   StartedEvent,
 } from "./lib/protocol/messages.ts";
+export { HttpApi, type HttpApiOptions } from "./lib/http/http_api.ts";
+export {
+  JobHistory,
+  type JobHistoryFilter,
+  type JobHistoryOptions,
+  type JobSummary,
+} from "./lib/history/job_history.ts";
 export type { HostPort } from "./lib/address.ts";
 export type {
   ResourceSample,

@@ -8,6 +8,8 @@ Deno.test("mod.ts exports exactly the curated public API", () => {
     "CredentialsError",
     "DEFAULT_CLIENT_QUOTA",
     "DEFAULT_LIMITS",
+    "HttpApi",
+    "JobHistory",
     "MasterNode",
     "PROTOCOL_ERROR_CODES",
     "ProtocolError",

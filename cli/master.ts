@@ -5,7 +5,7 @@
  */
 // deno-lint-ignore-file no-console
 import { getLogger } from "@logtape/logtape";
-import { MasterNode } from "../mod.ts";
+import { HttpApi, JobHistory, MasterNode } from "../mod.ts";
 import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
@@ -37,6 +37,10 @@ const USAGE = `Usage: deno task master [options]
   --tls-cert FILE    serve TLS with this certificate (PEM; deno task gen-certs
                      makes one); plain TCP without it
   --tls-key FILE     the certificate's private key (PEM); with --tls-cert
+  --http-port P      serve the HTTP API, dashboard and playground on this port
+                     (0 for any free one); off without it
+  --http-hostname H  address of the HTTP API (default 127.0.0.1)
+  --history FILE     keep finished jobs in this SQLite file (default: in memory)
 ${LIMIT_FLAGS_USAGE}
 ${NODE_FLAGS_USAGE}`;
 
@@ -51,6 +55,9 @@ async function main(args: string[]): Promise<number> {
     ...TLS_LISTEN_FLAGS,
     ...LIMIT_FLAGS,
     auth: { type: "string" },
+    "http-port": { type: "string" },
+    "http-hostname": { type: "string", default: "127.0.0.1" },
+    history: { type: "string" },
   });
   if (values.help) {
     console.log(USAGE);
@@ -61,6 +68,15 @@ async function main(args: string[]): Promise<number> {
   const limits = readLimitFlags(values);
   const port = integerFlag("port", values.port, 0)!;
   if (port > 65535) throw new CliError(`--port must be 0-65535, got "${port}"`);
+  const httpPort = integerFlag("http-port", values["http-port"], 0);
+  if (httpPort !== undefined && httpPort > 65535) {
+    throw new CliError(`--http-port must be 0-65535, got "${httpPort}"`);
+  }
+  if (values.history !== undefined && httpPort === undefined) {
+    throw new CliError(
+      "--history needs --http-port: only the HTTP API keeps history",
+    );
+  }
   const maxQueue = integerFlag("max-queue", values["max-queue"], 0);
   // Heartbeats come every second: a shorter deadline would lose every node.
   const nodeTimeoutMs = integerFlag(
@@ -110,6 +126,35 @@ async function main(args: string[]): Promise<number> {
   if (values.auth !== undefined) reloadOnHangup(master, values.auth);
   await master.ready;
   console.log(`listening on ${formatHostPort(master.addr)}`);
+  if (httpPort !== undefined) {
+    // The API shuts down with the master; the history closes after it.
+    using history = new JobHistory(
+      values.history === undefined ? {} : { path: values.history },
+    );
+    let api: HttpApi;
+    try {
+      api = new HttpApi(master, {
+        hostname: values["http-hostname"],
+        port: httpPort,
+        history,
+      });
+    } catch (error) {
+      await master.shutdown();
+      if (error instanceof Deno.errors.AddrInUse) {
+        throw new CliError(
+          `cannot listen on ${
+            values["http-hostname"]
+          }:${httpPort}: address already in use`,
+          1,
+        );
+      }
+      throw error;
+    }
+    console.log(`http on ${formatHostPort(api.addr)}`);
+    await master.finished;
+    await api.finished;
+    return 0;
+  }
   await master.finished;
   return 0;
 }

@@ -32,6 +32,11 @@ export interface SubmitOptions {
   onEvent?: ((event: JobEvent) => void) | undefined;
   /** Aborting it cancels the job on the master and rejects with the abort reason. */
   signal?: AbortSignal | undefined;
+  /**
+   * Stdin to send while the program runs, chunk by chunk as it comes (an
+   * interactive program); EOF follows its end. Makes the job `interactive`.
+   */
+  input?: AsyncIterable<string> | undefined;
   /** Largest frame accepted from the master. @default 8 MiB */
   maxFrameBytes?: number | undefined;
   /** Time allowed for the handshake (and for the TLS handshake before it). @default 10000 */
@@ -72,9 +77,11 @@ export async function submitProgram(
   request: JobRequest,
   options: SubmitOptions = {},
 ): Promise<JobResult> {
-  const { onEvent, signal } = options;
+  const { onEvent, signal, input } = options;
   signal?.throwIfAborted();
   const connection = await connect(options);
+  // Input typed while the job runs needs stdin kept open for it.
+  const job = input ? { ...request, interactive: true } : request;
   let jobId: string | undefined;
   const onAbort = () => {
     if (jobId) connection.send({ type: "cancel", jobId }).catch(() => {});
@@ -82,13 +89,14 @@ export async function submitProgram(
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await connection.send({ type: "submit", ref: "1", job: request });
+    await connection.send({ type: "submit", ref: "1", job });
     while (true) {
       const message = await connection.receive();
       switch (message.type) {
         case "accepted":
           jobId = message.jobId;
           onEvent?.(message);
+          if (input) sendInput(connection, message.jobId, input);
           break;
         case "queued":
         case "started":
@@ -119,6 +127,25 @@ export async function submitProgram(
   } finally {
     signal?.removeEventListener("abort", onAbort);
     await connection.close();
+  }
+}
+
+/**
+ * Sends each chunk of `input` as stdin of the job as it comes, then EOF.
+ * Never rejects: a link that broke ends the job anyway.
+ */
+async function sendInput(
+  connection: Connection,
+  jobId: string,
+  input: AsyncIterable<string>,
+): Promise<void> {
+  try {
+    for await (const data of input) {
+      await connection.send({ type: "stdin", jobId, data });
+    }
+    await connection.send({ type: "stdin", jobId, data: "", eof: true });
+  } catch {
+    // The connection closed: the job's result (or the error) says why.
   }
 }
 

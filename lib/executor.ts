@@ -59,6 +59,12 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
   /** Receives the run step's output chunks as the program produces them. */
   onOutput?: (stream: OutputStream, data: string) => void;
+  /**
+   * More stdin for the run step, after `request.stdin`, as it arrives while
+   * the program runs (an interactive program, e.g. an `InputChannel`);
+   * stdin closes when it ends. None closes stdin after `request.stdin`.
+   */
+  input?: AsyncIterable<string>;
   /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>` */
   workRoot?: string;
   /**
@@ -120,7 +126,11 @@ export async function executeJob(
     const runStep = (
       spec: CommandSpec,
       stepLimits: StepLimits,
-      extra: { stdin?: string; onOutput?: ExecuteOptions["onOutput"] } = {},
+      extra: {
+        stdin?: string;
+        input?: AsyncIterable<string> | undefined;
+        onOutput?: ExecuteOptions["onOutput"];
+      } = {},
     ) =>
       sandbox.run(spec, {
         workdir: context.workdir,
@@ -161,7 +171,11 @@ export async function executeJob(
     const outcome = await runStep(
       resolved.runner.run({ ...context, memoryMb: limits.memoryMb }),
       limits,
-      { stdin: request.stdin ?? "", onOutput: options.onOutput },
+      {
+        stdin: request.stdin ?? "",
+        input: options.input,
+        onOutput: options.onOutput,
+      },
     );
     return withNote({
       ...base,

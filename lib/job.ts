@@ -89,6 +89,12 @@ export interface JobRequest {
   entry?: string | undefined;
   /** Text given to the program on standard input; none means empty stdin. */
   stdin?: string | undefined;
+  /**
+   * Keep stdin open after `stdin` for input sent while the program runs
+   * (`stdin` messages), until the client ends it: an interactive program.
+   * The wall time limit still applies.
+   */
+  interactive?: boolean | undefined;
   /** Command-line arguments of the program. */
   args?: string[] | undefined;
   /** Limits to lower below the node's own. */
@@ -231,6 +237,7 @@ export const JobRequestSchema = z.object({
     ),
   entry: z.string().optional(),
   stdin: z.string().optional(),
+  interactive: z.boolean().optional(),
   args: z.array(
     z.string().refine((arg) => !arg.includes("\0"), "an argument contains NUL"),
   )

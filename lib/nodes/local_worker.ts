@@ -6,6 +6,7 @@
  * @module
  */
 import { executeJob } from "../executor.ts";
+import { InputChannel } from "../sandbox/input_channel.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { LimitOverrides } from "../job.ts";
 import type { ResourceSample } from "../monitor/resource_sampler.ts";
@@ -54,6 +55,8 @@ export class LocalWorker implements Worker {
   readonly languages: readonly OfferedLanguage[];
   #options: LocalWorkerOptions;
   #running = new Map<string, AbortController>();
+  /** Stdin channels of the interactive jobs running here. */
+  #inputs = new Map<string, InputChannel>();
 
   constructor(options: LocalWorkerOptions) {
     this.#options = options;
@@ -102,7 +105,10 @@ export class LocalWorker implements Worker {
     }
     const abort = new AbortController();
     this.#running.set(job.id, abort);
+    const input = job.request.interactive ? new InputChannel() : undefined;
+    if (input) this.#inputs.set(job.id, input);
     executeJob(resolved, job.request, {
+      ...input ? { input } : {},
       jobId: job.id,
       nodeName: this.name,
       limits: this.#options.limits,
@@ -112,12 +118,19 @@ export class LocalWorker implements Worker {
       ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
     }).then((result) => {
       this.#running.delete(job.id);
+      this.#inputs.delete(job.id);
       events.result(result);
     });
   }
 
   cancel(jobId: string, reason: string): void {
     this.#running.get(jobId)?.abort(reason);
+  }
+
+  input(jobId: string, data: string, eof: boolean): void {
+    const input = this.#inputs.get(jobId);
+    input?.push(data);
+    if (eof) input?.end();
   }
 
   markFailing(): void {

@@ -37,6 +37,7 @@ import type {
   JobEvent,
   Message,
   MessageOf,
+  OfferedLanguage,
 } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
@@ -354,6 +355,16 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     };
   }
 
+  /** The credentials in use now (the HTTP API checks bearer tokens against them). */
+  get credentials(): Credentials {
+    return this.#credentials;
+  }
+
+  /** Every language some node offers now, one entry per node, with aliases. */
+  offers(): OfferedLanguage[] {
+    return this.#jobs.offers();
+  }
+
   /**
    * Replaces the credentials (a reloaded `--auth` file): new connections
    * authenticate against them, and quotas apply at the next submission.
@@ -383,10 +394,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
    * console.log(jobId, (await result).verdict);
    * ```
    */
-  run(
-    raw: unknown,
-    options: RunOptions,
-  ): { jobId: string; result: Promise<JobResult> } {
+  run(raw: unknown, options: RunOptions): RunHandle {
     const { client, quota, onEvent, signal } = options;
     const ended = Promise.withResolvers<JobResult>();
     let jobId = "";
@@ -410,7 +418,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       this.#jobs.cancel(caller, jobId, "cancelled by the client");
     signal?.addEventListener("abort", cancel, { once: true });
     ended.promise.finally(() => signal?.removeEventListener("abort", cancel));
-    return { jobId, result: ended.promise };
+    return {
+      jobId,
+      result: ended.promise,
+      input: (data, eof = false) => this.#jobs.input(caller, jobId, data, eof),
+    };
   }
 
   /** Stops accepting, ends every job with a result, closes every connection. */
@@ -628,6 +640,9 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         if (message.type === "submit") await this.#submit(session, message);
         else if (message.type === "cancel") {
           this.#jobs.cancel(session, message.jobId, "cancelled by the client");
+        } else if (message.type === "stdin") {
+          const { jobId, data, eof = false } = message;
+          this.#jobs.input(session, jobId, data, eof);
         } else if (message.type === "get_status") session.send(this.status());
         else {throw new ProtocolError(
             "unexpected_message",
@@ -771,6 +786,19 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   override toString(): string {
     return formatHostPort(this.addr);
   }
+}
+
+/** A job {@linkcode MasterNode.run} started. */
+export interface RunHandle {
+  /** The job's id. */
+  jobId: string;
+  /** Its result, whatever the verdict; never rejects. */
+  result: Promise<JobResult>;
+  /**
+   * More stdin for an interactive job (`interactive: true` in the request)
+   * while it waits or runs; `eof` ends it. Ignored once the job ended.
+   */
+  input(data: string, eof?: boolean): void;
 }
 
 /** Options of {@linkcode MasterNode.run}. */

@@ -140,6 +140,11 @@ export class RemoteWorker implements Worker {
     this.#connection.send({ type: "cancel", jobId }).catch(() => {});
   }
 
+  input(jobId: string, data: string, eof: boolean): void {
+    if (!this.#jobs.has(jobId)) return;
+    this.#connection.send({ type: "stdin", jobId, data, eof }).catch(() => {});
+  }
+
   markFailing(until: number): void {
     this.#failingUntil = Math.max(this.#failingUntil, until);
   }

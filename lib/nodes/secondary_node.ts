@@ -55,6 +55,7 @@ import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
+import { InputChannel } from "../sandbox/input_channel.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { JobStartDetail } from "./events.ts";
 
@@ -165,6 +166,8 @@ export interface SecondaryNodeEventMap {
 /** A job this node runs, or has accepted and is about to run. */
 interface SecondaryJob {
   readonly abort: AbortController;
+  /** Stdin typed while an interactive job runs; none for the others. */
+  readonly input: InputChannel | undefined;
   /** Settles (never rejects) when the job has ended and its slot is free. */
   done: Promise<void>;
 }
@@ -580,6 +583,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         case "cancel":
           this.#jobs.get(message.jobId)?.abort.abort("cancelled by the master");
           break;
+        case "stdin": {
+          const input = this.#jobs.get(message.jobId)?.input;
+          input?.push(message.data);
+          if (message.eof) input?.end();
+          break;
+        }
         default:
           log.warn('ignoring an unexpected "{type}" message from the master', {
             type: message.type,
@@ -608,6 +617,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     if (!parsed.ok) return refuse(parsed.reason);
     const job: SecondaryJob = {
       abort: new AbortController(),
+      input: parsed.request.interactive ? new InputChannel() : undefined,
       done: Promise.resolve(),
     };
     this.#jobs.set(jobId, job);
@@ -637,6 +647,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         limits: this.#limits,
         ...this.#sandbox ? { sandbox: this.#sandbox } : {},
         signal: job.abort.signal,
+        ...job.input ? { input: job.input } : {},
         onOutput: (stream, data) =>
           connection.send({ type: "output", jobId, stream, data })
             .catch(() => {}),

@@ -94,6 +94,18 @@ export const CancelSchema = z.object({
   jobId: JobId,
 }).strict();
 
+/**
+ * More stdin for an interactive job, typed while it runs: from the client
+ * to the master, and from the master to the secondary that runs the job.
+ * `eof` ends the program's stdin after `data`.
+ */
+export const StdinSchema = z.object({
+  type: z.literal("stdin"),
+  jobId: JobId,
+  data: z.string(),
+  eof: z.boolean().optional(),
+}).strict();
+
 /** The master took a submission and gave it an id. */
 export const AcceptedSchema = z.object({
   type: z.literal("accepted"),
@@ -312,6 +324,7 @@ export const MessageSchema = z.discriminatedUnion("type", [
   ErrorMessageSchema,
   SubmitSchema,
   CancelSchema,
+  StdinSchema,
   AcceptedSchema,
   QueuedSchema,
   StartedSchema,

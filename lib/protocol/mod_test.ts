@@ -34,6 +34,7 @@ Deno.test("mod.ts exports exactly the curated protocol API", () => {
     "RunSchema",
     "SandboxReportSchema",
     "StartedSchema",
+    "StdinSchema",
     "SubmitSchema",
     "WelcomeSchema",
     "clientHandshake",

@@ -42,8 +42,17 @@ export interface LaunchOptions {
   readonly cwd: string;
   /** The whole environment of the process: nothing of ours leaks in. */
   readonly env: Readonly<Record<string, string>>;
-  /** Text written to the program's stdin, which is then closed; none means empty stdin. */
+  /**
+   * Text written to the program's stdin, which is then closed (unless
+   * `input` follows); none (and no `input`) means empty stdin.
+   */
   readonly stdin?: string | undefined;
+  /**
+   * More stdin, written as it arrives while the program runs (an
+   * interactive program); stdin closes when it ends. Abandoned (its
+   * iterator returned) when the program exits first.
+   */
+  readonly input?: AsyncIterable<string> | undefined;
   /** Wall-clock limit in milliseconds; the process tree is killed after it. */
   readonly wallTimeMs: number;
   /** Bytes of stdout and stderr together to keep; more kills the process tree. */
@@ -110,7 +119,9 @@ export async function launch(
     cwd: options.cwd,
     env: { ...options.env },
     clearEnv: true,
-    stdin: options.stdin === undefined ? "null" : "piped",
+    stdin: options.stdin === undefined && options.input === undefined
+      ? "null"
+      : "piped",
     stdout: "piped",
     stderr: "piped",
     // Leader of a new process group, so one kill reaches every descendant.
@@ -139,13 +150,16 @@ export async function launch(
     onLimit: () => stop("output_limit"),
   });
   const captured = capture.drain(child.stdout, child.stderr);
-  const fed = options.stdin === undefined
+  const inputs = options.input?.[Symbol.asyncIterator]();
+  const fed = options.stdin === undefined && inputs === undefined
     ? Promise.resolve()
-    : feed(child.stdin, options.stdin);
+    : feed(child.stdin, options.stdin ?? "", inputs);
 
   try {
     const status = await child.status;
     const timeMs = performance.now() - started;
+    // Nobody reads stdin any more: stop waiting for input to give it.
+    inputs?.return?.();
     // The program is gone, but anything it left running must go too: that
     // also closes the pipes those leftovers hold.
     await killEverything();
@@ -196,14 +210,24 @@ function watchCpu(budget: CpuBudget, onExceeded: () => void) {
   };
 }
 
-/** Writes stdin and closes it; a program that exits without reading it is fine. */
+/**
+ * Writes stdin, then whatever `inputs` yields, and closes it; a program
+ * that exits without reading it is fine.
+ */
 async function feed(
   stdin: WritableStream<Uint8Array>,
   text: string,
+  inputs: AsyncIterator<string> | undefined,
 ): Promise<void> {
   const writer = stdin.getWriter();
+  const encoder = new TextEncoder();
   try {
-    await writer.write(new TextEncoder().encode(text));
+    if (text !== "") await writer.write(encoder.encode(text));
+    while (inputs) {
+      const next = await inputs.next();
+      if (next.done) break;
+      await writer.write(encoder.encode(next.value));
+    }
     await writer.close();
   } catch {
     // Broken pipe: the program closed stdin or died. Not our error to report.

@@ -94,7 +94,7 @@ export type StepLimits = Pick<
 
 /** Options of {@linkcode Sandbox.run}. */
 export interface SandboxStepOptions
-  extends Pick<LaunchOptions, "stdin" | "signal" | "onOutput"> {
+  extends Pick<LaunchOptions, "stdin" | "input" | "signal" | "onOutput"> {
   /** The job's workdir, prepared with {@linkcode Sandbox.prepareWorkdir}. */
   readonly workdir: string;
   /** The program's whole environment: never a secret (it is on bwrap's command line). */
@@ -310,6 +310,7 @@ export class Sandbox {
         cwd: options.workdir,
         env: this.#bwrap?.available ? {} : options.env,
         stdin: options.stdin,
+        input: options.input,
         wallTimeMs: limits.wallTimeMs,
         outputBytes: limits.outputBytes,
         signal: options.signal,

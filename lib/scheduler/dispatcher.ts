@@ -25,6 +25,9 @@ const log = getLogger(["kiln", "master"]);
 /** How long a node that refused a job is passed over. */
 const FAILING_COOLDOWN_MS = 5000;
 
+/** Most stdin one interactive job may be sent while it runs, in UTF-16 units. */
+export const MAX_INPUT_BYTES = 1024 * 1024;
+
 /** Who submitted a job: where its events go, and which jobs die with it. */
 export interface JobClient {
   /** Display name for logs. */
@@ -61,6 +64,12 @@ interface Job {
   cancelled: string | undefined;
   /** Last position the client was told, so only moves are sent. */
   position: number;
+  /** Stdin sent while the job waited or ran, replayed to each attempt. */
+  input: string[];
+  /** Bytes of `input` so far, held to {@linkcode MAX_INPUT_BYTES}. */
+  inputBytes: number;
+  /** Whether the client ended stdin. */
+  inputEnded: boolean;
   /** Called once the job has ended, for whoever waits on it (shutdown). */
   ended?: () => void;
 }
@@ -188,6 +197,9 @@ export class Dispatcher {
       startedAt: 0,
       cancelled: undefined,
       position: 0,
+      input: [],
+      inputBytes: 0,
+      inputEnded: false,
     };
     // Waiting jobs go first; those still waiting then fit no node, so a
     // new job that fits somewhere takes no one's turn.
@@ -246,6 +258,29 @@ export class Dispatcher {
     });
     client.sendResult(result);
     this.#options.emit("jobcomplete", result);
+  }
+
+  /**
+   * Stdin its client typed for an interactive job: kept for a restart, and
+   * passed on to the worker when the job runs. More than
+   * {@linkcode MAX_INPUT_BYTES} ends stdin there (the program sees EOF).
+   */
+  input(client: JobClient, jobId: string, data: string, eof: boolean): void {
+    if (!client.jobs.has(jobId)) return; // Not this client's job, or already over.
+    const job = this.#running.get(jobId) ?? this.#findQueued(jobId);
+    if (!job || job.inputEnded || !job.request.interactive) return;
+    if (job.inputBytes + data.length > MAX_INPUT_BYTES) {
+      log.warn("job {jobId}: stdin over {max} bytes, ended there", {
+        jobId,
+        max: MAX_INPUT_BYTES,
+      });
+      data = "";
+      eof = true;
+    }
+    job.input.push(data);
+    job.inputBytes += data.length;
+    job.inputEnded = eof;
+    if (this.#running.has(jobId)) job.worker?.input(jobId, data, eof);
   }
 
   /** Its client gave up on a job: out of the queue, or stopped where it runs. */
@@ -398,6 +433,11 @@ export class Dispatcher {
         this.dispatch();
       },
     });
+    // Stdin typed before this attempt began: every attempt gets all of it.
+    for (const [i, data] of job.input.entries()) {
+      const last = i === job.input.length - 1;
+      worker.input(job.id, data, last && job.inputEnded);
+    }
   }
 
   /** A job's node refused or lost it: start it again elsewhere, or end it. */

@@ -42,6 +42,10 @@ class FakeWorker implements Worker {
   cancel(jobId: string): void {
     this.cancelled.push(jobId);
   }
+  readonly inputs: [jobId: string, data: string, eof: boolean][] = [];
+  input(jobId: string, data: string, eof: boolean): void {
+    this.inputs.push([jobId, data, eof]);
+  }
   markFailing(): void {}
   status(): NodeStatus {
     throw new Error("not used");
@@ -243,4 +247,37 @@ Deno.test("Dispatcher holds a client to its quota: running jobs wait, queued one
   worker.finish("b1");
   assert.deepEqual([...worker.jobs.keys()], ["c1", "b2"]);
   assert.equal(bob.results.at(-1)?.client, "bob");
+});
+
+Deno.test("Dispatcher passes stdin on to an interactive job, and replays it all after a restart", () => {
+  const { dispatcher } = setup();
+  const doomed = new FakeWorker("doomed");
+  dispatcher.addWorker(doomed);
+  const alice = client("alice");
+  const interactive = {
+    ...job("1"),
+    request: { ...job("1").request, interactive: true },
+  };
+  dispatcher.submit(alice, interactive);
+  dispatcher.input(alice, "1", "first\n", false);
+  dispatcher.input(client("mallory"), "1", "not yours\n", false);
+  assert.deepEqual(doomed.inputs, [["1", "first\n", false]]);
+
+  const spare = new FakeWorker("spare");
+  dispatcher.addWorker(spare);
+  dispatcher.removeWorker(doomed, "connection closed");
+  doomed.die();
+  dispatcher.input(alice, "1", "second\n", true);
+  assert.deepEqual(spare.inputs, [
+    ["1", "first\n", false],
+    ["1", "second\n", true],
+  ]);
+  // Ended: nothing more reaches the program.
+  dispatcher.input(alice, "1", "late\n", false);
+  assert.equal(spare.inputs.length, 2);
+
+  // A job that is not interactive never gets stdin after its start.
+  dispatcher.submit(alice, job("2"));
+  dispatcher.input(alice, "2", "ignored\n", false);
+  assert.ok(!spare.inputs.some(([id]) => id === "2"));
 });

@@ -47,6 +47,11 @@ export interface Worker {
   start(job: WorkerJob, events: WorkerJobEvents): void;
   /** Stops a job it runs; its `result` (or `failed`) still follows. */
   cancel(jobId: string, reason: string): void;
+  /**
+   * More stdin for an interactive job it runs; `eof` ends the program's
+   * stdin after `data`. Ignored for a job it does not run.
+   */
+  input(jobId: string, data: string, eof: boolean): void;
   /** Skip this node for placement until `until` (epoch ms), after a refusal. */
   markFailing(until: number): void;
   /** What `deno task status` shows of it. */

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import type { Role } from "../protocol/messages.ts";
 
@@ -66,6 +67,16 @@ export type Authentication =
     readonly quota: Readonly<ClientQuota> | undefined;
   }
   | { readonly ok: false; readonly reason: string };
+
+/** Who a bearer token (the HTTP API) belongs to. */
+export interface TokenMatch {
+  /** The credential's name; undefined on a shared-token cluster, where tokens name nobody. */
+  readonly name: string | undefined;
+  /** What the token lets its holder be; a shared token is both, reported as `client`. */
+  readonly role: CredentialRole;
+  /** The client's quota, when it is a named client. */
+  readonly quota: Readonly<ClientQuota> | undefined;
+}
 
 /** A credentials file that cannot be used, and exactly why. */
 export class CredentialsError extends Error {
@@ -281,4 +292,35 @@ export class Credentials {
       quota: credential.role === "client" ? credential.quota : undefined,
     };
   }
+
+  /**
+   * Whose token `token` is, for callers that present the token itself (the
+   * HTTP API's `Authorization: Bearer`), or undefined when nobody's. Every
+   * token is compared, in constant time, so the time taken tells nothing.
+   * An open cluster matches any token.
+   */
+  matchToken(token: string): TokenMatch | undefined {
+    if (this.#shared !== undefined) {
+      if (this.#shared === "" || sameSecret(token, this.#shared)) {
+        return { name: undefined, role: "client", quota: undefined };
+      }
+      return undefined;
+    }
+    let found: Credential | undefined;
+    for (const credential of this.#byName.values()) {
+      if (sameSecret(token, credential.token)) found = credential;
+    }
+    if (found === undefined) return undefined;
+    return {
+      name: found.name,
+      role: found.role,
+      quota: found.role === "client" ? found.quota : undefined,
+    };
+  }
+}
+
+/** Compares digests, which have one length, so neither length nor content leaks. */
+function sameSecret(given: string, expected: string): boolean {
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  return timingSafeEqual(digest(given), digest(expected));
 }

@@ -1,0 +1,66 @@
+/**
+ * Who an HTTP request comes from: its bearer token (or `access_token` query
+ * parameter, for EventSource and WebSocket, which cannot set headers)
+ * checked against the master's credentials.
+ *
+ * @module
+ */
+import type { ClientQuota, Credentials } from "../security/credentials.ts";
+
+/** The client name of requests on a shared-token or open cluster. */
+export const SHARED_CLIENT_NAME = "http";
+
+/** An HTTP caller allowed to use the API, or why not. */
+export type HttpCaller =
+  | {
+    readonly ok: true;
+    /** The job's `client`: the credential's name, or `http`. */
+    readonly client: string;
+    /** Its quota, for a named client. */
+    readonly quota: Readonly<ClientQuota> | undefined;
+  }
+  | {
+    readonly ok: false;
+    /** 401 without a valid token, 403 with a token that may not use the API. */
+    readonly status: 401 | 403;
+    /** Why, naming no token. */
+    readonly error: string;
+  };
+
+/** Checks the request's token; an open cluster lets everyone in. */
+export function authorize(
+  request: Request,
+  url: URL,
+  credentials: Credentials,
+): HttpCaller {
+  if (credentials.isOpen) {
+    return { ok: true, client: SHARED_CLIENT_NAME, quota: undefined };
+  }
+  const header = request.headers.get("authorization");
+  const bearer = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
+  const token = bearer ?? url.searchParams.get("access_token");
+  if (token === null || token === "") {
+    return {
+      ok: false,
+      status: 401,
+      error: "this master requires a token: send Authorization: Bearer <token>",
+    };
+  }
+  const match = credentials.matchToken(token);
+  if (match === undefined) {
+    return { ok: false, status: 401, error: "the token is not valid" };
+  }
+  if (match.role !== "client") {
+    return {
+      ok: false,
+      status: 403,
+      error:
+        `credential "${match.name}" is a node credential: it cannot use the API`,
+    };
+  }
+  return {
+    ok: true,
+    client: match.name ?? SHARED_CLIENT_NAME,
+    quota: match.quota,
+  };
+}
