@@ -82,6 +82,8 @@ export async function submitProgram(
   const connection = await connect(options);
   // Input typed while the job runs needs stdin kept open for it.
   const job = input ? { ...request, interactive: true } : request;
+  /** Aborted once the job ended: no more input is read for it. */
+  const ended = new AbortController();
   let jobId: string | undefined;
   const onAbort = () => {
     if (jobId) connection.send({ type: "cancel", jobId }).catch(() => {});
@@ -96,7 +98,7 @@ export async function submitProgram(
         case "accepted":
           jobId = message.jobId;
           onEvent?.(message);
-          if (input) sendInput(connection, message.jobId, input);
+          if (input) sendInput(connection, message.jobId, input, ended.signal);
           break;
         case "queued":
         case "started":
@@ -105,6 +107,7 @@ export async function submitProgram(
           onEvent?.(message);
           break;
         case "result":
+          ended.abort();
           onEvent?.(message);
           return message.result;
         default:
@@ -125,6 +128,7 @@ export async function submitProgram(
     }
     throw error;
   } finally {
+    ended.abort();
     signal?.removeEventListener("abort", onAbort);
     await connection.close();
   }
@@ -138,9 +142,11 @@ async function sendInput(
   connection: Connection,
   jobId: string,
   input: AsyncIterable<string>,
+  ended: AbortSignal,
 ): Promise<void> {
   try {
     for await (const data of input) {
+      if (ended.aborted) return; // leaving the loop returns the iterator
       await connection.send({ type: "stdin", jobId, data });
     }
     await connection.send({ type: "stdin", jobId, data: "", eof: true });

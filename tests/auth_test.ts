@@ -270,6 +270,41 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
   }
 });
 
+Deno.test("auth: a reload that revokes a credential ends its links, and its running job with them", async () => {
+  await using master = startMaster();
+  const started = Promise.withResolvers<void>();
+  const running = submitAs(
+    master,
+    "bob",
+    TOKENS.bob,
+    bash("echo started; exec sleep 60"),
+    (event) => event.type === "output" && started.resolve(),
+  );
+  await started.promise;
+  const ended = Promise.withResolvers<string>();
+  master.addEventListener(
+    "jobcomplete",
+    (event) => ended.resolve(event.detail.reason ?? ""),
+    { once: true },
+  );
+  // bob is gone from the file; alice stays, with the same token.
+  master.setCredentials(
+    Credentials.parse(
+      JSON.stringify({
+        credentials: [AUTH.credentials[0], AUTH.credentials[2]],
+      }),
+      "reloaded",
+    ),
+  );
+  await assert.rejects(running, /credential "bob" was revoked or changed/);
+  assert.match(await ended.promise, /cancelled: the client disconnected/);
+  await assert.rejects(
+    submitAs(master, "bob", TOKENS.bob),
+    /unknown credential "bob"/,
+  );
+  assert.equal((await submitAs(master, "alice", TOKENS.alice)).verdict, "ok");
+});
+
 Deno.test("auth: no token appears in any log line of this file", async () => {
   try {
     assert.ok(records.length > 0, "the tests logged something");

@@ -327,6 +327,46 @@ Deno.test("named credentials: no or bad token is 401, a node token 403, a client
   assert.equal((await json(`${cluster.base}/healthz`)).status, 200);
 });
 
+Deno.test("named credentials: a client sees only its own jobs", async () => {
+  const ALICE = "alice-token-0123456789";
+  const BOB = "bob-token-01234567890";
+  const credentials = Credentials.parse(
+    JSON.stringify({
+      credentials: [
+        { name: "alice", role: "client", token: ALICE },
+        { name: "bob", role: "client", token: BOB },
+      ],
+    }),
+    "test",
+  );
+  await using cluster = startCluster({ credentials });
+  const bobs = await post(
+    `${cluster.base}/api/v1/jobs`,
+    bash("echo bob's secret"),
+    BOB,
+  );
+  const { jobId } = bobs.body as JobResult;
+  const as = (token: string) => ({
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(
+    (await json(`${cluster.base}/api/v1/jobs/${jobId}`, as(BOB))).status,
+    200,
+  );
+  const peek = await json(`${cluster.base}/api/v1/jobs/${jobId}`, as(ALICE));
+  assert.equal(peek.status, 404);
+  const list = await json(
+    `${cluster.base}/api/v1/jobs?client=bob`,
+    as(ALICE),
+  );
+  assert.deepEqual((list.body as { jobs: unknown[] }).jobs, []);
+  const stream = await fetch(
+    `${cluster.base}/api/v1/jobs/${jobId}/stream?access_token=${ALICE}`,
+  );
+  assert.equal(stream.status, 404);
+  await stream.body?.cancel();
+});
+
 Deno.test("a shared token is the bearer token, and its jobs run as client http", async () => {
   await using cluster = startCluster({ token: "shared-secret" });
   assert.equal(

@@ -18,6 +18,11 @@ export type HttpCaller =
     readonly client: string;
     /** Its quota, for a named client. */
     readonly quota: Readonly<ClientQuota> | undefined;
+    /**
+     * A named client sees only its own jobs (their output is its business);
+     * undefined on a shared-token or open cluster, where everyone sees all.
+     */
+    readonly onlyJobsOf: string | undefined;
   }
   | {
     readonly ok: false;
@@ -34,7 +39,12 @@ export function authorize(
   credentials: Credentials,
 ): HttpCaller {
   if (credentials.isOpen) {
-    return { ok: true, client: SHARED_CLIENT_NAME, quota: undefined };
+    return {
+      ok: true,
+      client: SHARED_CLIENT_NAME,
+      quota: undefined,
+      onlyJobsOf: undefined,
+    };
   }
   const header = request.headers.get("authorization");
   const bearer = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
@@ -62,5 +72,6 @@ export function authorize(
     ok: true,
     client: match.name ?? SHARED_CLIENT_NAME,
     quota: match.quota,
+    onlyJobsOf: match.name,
   };
 }

@@ -184,14 +184,19 @@ export class HttpApi implements AsyncDisposable {
 
     const jobPath = /^\/api\/v1\/jobs\/([^/]+)(\/stream)?$/.exec(path);
     if (method === "GET") {
-      if (path === "/api/v1/events") return this.#events();
+      if (path === "/api/v1/events") return this.#events(caller);
       if (path === "/api/v1/runtimes") return Response.json(this.#runtimes());
       if (path === "/api/v1/nodes") {
         return Response.json(this.#master.status());
       }
-      if (path === "/api/v1/jobs") return Response.json(this.#listJobs(url));
+      if (path === "/api/v1/jobs") {
+        return Response.json(this.#listJobs(url, caller));
+      }
       if (path === "/api/v2/runtimes") {
         return Response.json(toPistonRuntimes(this.#master.offers()));
+      }
+      if (jobPath && !this.#mayseeJob(caller, jobPath[1]!)) {
+        return error(404, `no job ${jobPath[1]}`);
       }
       if (jobPath?.[2] !== undefined) {
         return this.#stream(request, jobPath[1]!, caller);
@@ -215,7 +220,18 @@ export class HttpApi implements AsyncDisposable {
     }));
   }
 
-  #listJobs(url: URL): { jobs: JobSummary[] } {
+  /** Whether `caller` may see the job: a named client only its own. */
+  #mayseeJob(caller: HttpCaller & { ok: true }, jobId: string): boolean {
+    if (caller.onlyJobsOf === undefined) return true;
+    const owner = this.#tracker.summary(jobId)?.client ??
+      this.#history.get(jobId)?.summary.client;
+    return owner === undefined || owner === caller.onlyJobsOf;
+  }
+
+  #listJobs(
+    url: URL,
+    caller: HttpCaller & { ok: true },
+  ): { jobs: JobSummary[] } {
     const param = (name: string) => url.searchParams.get(name) ?? undefined;
     const limitText = param("limit");
     const limit = limitText === undefined ? 50 : Number(limitText);
@@ -223,7 +239,8 @@ export class HttpApi implements AsyncDisposable {
       limit: Number.isInteger(limit) && limit >= 0 ? limit : 50,
       language: param("language"),
       verdict: param("verdict"),
-      client: param("client"),
+      // A named client lists its own jobs whatever it asks.
+      client: caller.onlyJobsOf ?? param("client"),
     };
     // Unfinished jobs are the most recent; they have no verdict yet.
     const live = filter.verdict !== undefined ? [] : this.#tracker.unfinished()
@@ -321,7 +338,9 @@ export class HttpApi implements AsyncDisposable {
   }
 
   /** `GET /api/v1/events`: the cluster status every second and at each node change, and every job change. */
-  #events(): Response {
+  #events(caller: HttpCaller & { ok: true }): Response {
+    const visible = (job: JobSummary) =>
+      caller.onlyJobsOf === undefined || job.client === caller.onlyJobsOf;
     const encoder = new TextEncoder();
     let close = () => {};
     const body = new ReadableStream<Uint8Array>({
@@ -335,7 +354,9 @@ export class HttpApi implements AsyncDisposable {
         const status = () => send("status", this.#master.status());
         const stop = new AbortController();
         const timer = setInterval(status, STATUS_INTERVAL_MS);
-        const stopJobs = this.#tracker.onChange((job) => send("job", job));
+        const stopJobs = this.#tracker.onChange((job) =>
+          visible(job) && send("job", job)
+        );
         for (const type of ["nodejoin", "nodeleave"] as const) {
           this.#master.addEventListener(type, status, { signal: stop.signal });
         }
@@ -350,7 +371,9 @@ export class HttpApi implements AsyncDisposable {
         };
         this.#closers.add(close);
         status();
-        for (const job of this.#tracker.unfinished()) send("job", job);
+        for (const job of this.#tracker.unfinished()) {
+          if (visible(job)) send("job", job);
+        }
       },
       cancel: () => close(),
     });
@@ -472,13 +495,26 @@ async function readJson(
       error: `the body is larger than ${MAX_BODY_BYTES} bytes`,
     };
   }
-  const text = await request.text();
-  if (text.length > MAX_BODY_BYTES) {
-    return {
-      ok: false,
-      error: `the body is larger than ${MAX_BODY_BYTES} bytes`,
-    };
+  // Read with a cap: a chunked body has no length to check first.
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of request.body ?? []) {
+    bytes += chunk.byteLength;
+    if (bytes > MAX_BODY_BYTES) {
+      return {
+        ok: false,
+        error: `the body is larger than ${MAX_BODY_BYTES} bytes`,
+      };
+    }
+    chunks.push(chunk);
   }
+  const body = new Uint8Array(bytes);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  const text = new TextDecoder().decode(body);
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch {

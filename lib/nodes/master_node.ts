@@ -14,7 +14,12 @@ import {
   formatHostPort,
   isLoopbackHostname,
 } from "../address.ts";
-import { type JobResult, type LimitOverrides, MAX_FILES } from "../job.ts";
+import {
+  blankResult,
+  type JobResult,
+  type LimitOverrides,
+  MAX_FILES,
+} from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
@@ -38,6 +43,7 @@ import type {
   Message,
   MessageOf,
   OfferedLanguage,
+  Role,
 } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
@@ -214,6 +220,14 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #jobs: Dispatcher;
   readonly #remoteServing = new Set<Promise<void>>();
   readonly #connections = new Set<Connection>();
+  /**
+   * Who each authenticated connection proved to be, and with which token,
+   * so that a reload that revokes or changes a credential ends its links.
+   */
+  readonly #peersAuthenticated = new Map<
+    Connection,
+    { role: Role; identity: string | undefined; token: string }
+  >();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
   readonly #stopping = new AbortController();
@@ -372,6 +386,22 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
    */
   setCredentials(credentials: Credentials): void {
     this.#credentials = credentials;
+    // A credential removed, or its token or role changed: its links end now,
+    // with the reason (a client's jobs are cancelled as on any disconnect).
+    for (const [connection, peer] of this.#peersAuthenticated) {
+      const now = credentials.authenticate(peer.role, peer.identity);
+      if (now.ok && now.token === peer.token) continue;
+      this.#peersAuthenticated.delete(connection);
+      log.warn("closing the link of {who}: its credential was revoked", {
+        who: peer.identity ?? connection.remoteAddr,
+      });
+      connection.close(
+        new ProtocolError(
+          "auth_failed",
+          `credential "${peer.identity}" was revoked or changed`,
+        ),
+      );
+    }
     log.info("credentials from {source}: {clients} clients, {nodes} nodes", {
       source: credentials.source,
       clients: credentials.count("client"),
@@ -413,10 +443,21 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       },
     };
     // `accepted` is sent synchronously, before the first await in #submit.
-    this.#submit(caller, { type: "submit", ref: "", job: raw });
+    this.#submit(caller, { type: "submit", ref: "", job: raw }).catch(
+      (error) =>
+        caller.sendResult(
+          blankResult(jobId, {
+            reason: `cannot run job: ${
+              error instanceof Error ? error.message : String(error)
+            }`,
+            client,
+          }),
+        ),
+    );
     const cancel = () =>
       this.#jobs.cancel(caller, jobId, "cancelled by the client");
     signal?.addEventListener("abort", cancel, { once: true });
+    if (signal?.aborted) cancel();
     ended.promise.finally(() => signal?.removeEventListener("abort", cancel));
     return {
       jobId,
@@ -563,6 +604,14 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         timeoutMs: this.#handshakeTimeoutMs,
       });
       connection.maxFrameBytes = this.#maxFrameBytes;
+      const proven = this.#credentials.authenticate(peer.role, peer.identity);
+      if (proven.ok) {
+        this.#peersAuthenticated.set(connection, {
+          role: peer.role,
+          identity: peer.identity,
+          token: proven.token,
+        });
+      }
       if (peer.role === "secondary") {
         await this.#serveSecondary(connection, peer.identity);
       } else await this.#serveClient(connection, peer.identity);
@@ -582,6 +631,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       admitted?.[Symbol.dispose]();
       await connection.close();
       this.#connections.delete(connection);
+      this.#peersAuthenticated.delete(connection);
     }
   }
 

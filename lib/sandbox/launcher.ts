@@ -130,10 +130,14 @@ export async function launch(
   const started = performance.now();
 
   let ending: StepEnding = "exited";
+  /** Set once the program exited: a limit or a cancel that fires later did not end it. */
+  let exited = false;
   const killEverything = () =>
     Promise.all([killProcessTree(child.pid), options.killAll?.()]);
   const stop = (why: StepEnding) => {
     if (ending !== "exited") return;
+    // Output still in the pipes after the exit counts; a timer does not.
+    if (exited && why !== "output_limit") return;
     ending = why;
     killEverything();
   };
@@ -158,6 +162,9 @@ export async function launch(
   try {
     const status = await child.status;
     const timeMs = performance.now() - started;
+    exited = true;
+    clearTimeout(timer);
+    cpuWatch?.stop();
     // Nobody reads stdin any more: stop waiting for input to give it.
     inputs?.return?.();
     // The program is gone, but anything it left running must go too: that

@@ -323,9 +323,13 @@ export class Sandbox {
           : undefined,
         killAll: cgroup ? () => cgroup.killAll() : undefined,
       });
+      // The failure names the step's cgroup, a random path the program
+      // cannot see (its cgroup namespace hides it): a program cannot fake it.
       if (
         cgroup && outcome.exitCode === CGROUP_ENTER_FAILED &&
-        outcome.stderr.startsWith("kiln: cannot enter cgroup")
+        outcome.stderr.startsWith(
+          `kiln: cannot enter cgroup ${cgroup.paths[0]}/cgroup.procs`,
+        )
       ) {
         throw new Error(outcome.stderr.trim());
       }

@@ -269,6 +269,8 @@ export class Dispatcher {
     if (!client.jobs.has(jobId)) return; // Not this client's job, or already over.
     const job = this.#running.get(jobId) ?? this.#findQueued(jobId);
     if (!job || job.inputEnded || !job.request.interactive) return;
+    // Empty chunks carry nothing but would pile up in the replay log.
+    if (data === "" && !eof) return;
     if (job.inputBytes + data.length > MAX_INPUT_BYTES) {
       log.warn("job {jobId}: stdin over {max} bytes, ended there", {
         jobId,

@@ -183,8 +183,13 @@ export class Credentials {
     try {
       raw = JSON.parse(text);
     } catch (error) {
+      // V8's message quotes the text around the fault, which may be a
+      // token: say only where it is.
+      const at = /position (\d+)/.exec((error as Error).message)?.[1];
       throw new CredentialsError(
-        `credentials file ${source} is not JSON: ${(error as Error).message}`,
+        `credentials file ${source} is not JSON${
+          at === undefined ? "" : ` (at ${lineAndColumn(text, Number(at))})`
+        }`,
       );
     }
     const parsed = FileSchema.safeParse(raw);
@@ -323,4 +328,10 @@ export class Credentials {
 function sameSecret(given: string, expected: string): boolean {
   const digest = (text: string) => createHash("sha256").update(text).digest();
   return timingSafeEqual(digest(given), digest(expected));
+}
+
+/** "line L, column C" of a character offset, both from 1. */
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split("\n");
+  return `line ${before.length}, column ${before.at(-1)!.length + 1}`;
 }

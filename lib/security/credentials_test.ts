@@ -90,6 +90,11 @@ Deno.test("Credentials.shared() lets anybody with the token be anybody", () => {
 Deno.test("Credentials.parse() refuses a bad file with the problem named and no token echoed", () => {
   const cases: [string, RegExp][] = [
     ["{not json", /auth\.json is not JSON/],
+    // A quote missing before a token: the error must not quote the token.
+    [
+      `{"credentials":[{"name":"alice","role":"client","token":${ALICE}"}]}`,
+      /auth\.json is not JSON( \(at line 1, column \d+\))?$/,
+    ],
     [file([]), /no credential: nobody could connect/],
     [
       file([{ name: "alice", role: "client", token: "short" }]),
