@@ -65,6 +65,7 @@ import {
 import { PeerGuard } from "./peer_guard.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
+import { logLanguage } from "./_log_languages.ts";
 import { type ClientQuota, Credentials } from "../security/credentials.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import { ClientSession } from "./client_session.ts";
@@ -512,17 +513,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     const sandbox = await startSandbox(options.sandbox);
     const statuses = await this.#registry.detect();
     for (const status of statuses) {
-      if (status.toolchain.available) {
-        log.info("language {name}: {version}", {
-          name: status.name,
-          version: status.toolchain.version,
-        });
-      } else {
-        log.warn("language {name} unavailable: {reason}", {
-          name: status.name,
-          reason: status.toolchain.reason,
-        });
-      }
+      logLanguage(log, status);
     }
     const runners = new Map(
       (await this.#registry.available()).map((r) => [r.runner.name, r]),

@@ -55,6 +55,7 @@ import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
 import { parseJob } from "./admission.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
+import { logLanguage } from "./_log_languages.ts";
 import { InputChannel } from "../sandbox/input_channel.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { JobStartDetail } from "./events.ts";
@@ -414,17 +415,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     for (const status of statuses) {
       const runner = this.#registry.get(status.name);
       if (this.#allowed && runner && !this.#allowed.has(runner)) continue;
-      if (status.toolchain.available) {
-        log.info("language {name}: {version}", {
-          name: status.name,
-          version: status.toolchain.version,
-        });
-      } else {
-        log.warn("language {name} unavailable: {reason}", {
-          name: status.name,
-          reason: status.toolchain.reason,
-        });
-      }
+      logLanguage(log, status);
     }
     if (this.#offered.length > 0) return;
     const considered = statuses.filter((status) => {
