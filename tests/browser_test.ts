@@ -147,6 +147,20 @@ async function screenshot(page: Page, name: string): Promise<void> {
   });
 }
 
+/** Opens the playground with bash chosen, and `code` in the editor when given. */
+async function openPlayground(page: Page, base: string, code?: string) {
+  await page.goto(`${base}/playground`);
+  await page.waitForSelector('#language option[value="bash"]');
+  await page.select("#language", "bash");
+  if (code === undefined) return;
+  // A string, run in the page: this file has no DOM types.
+  await page.evaluate(`{
+    const editor = document.querySelector("#code");
+    editor.value = ${JSON.stringify(code)};
+    editor.dispatchEvent(new Event("input"));
+  }`);
+}
+
 function nodeCard(name: string): string {
   return `.node[data-node-name="${name}"]`;
 }
@@ -222,9 +236,7 @@ browserTest(
     await using cluster = await startCluster("web-master");
     await using browser = await openBrowser();
     const { page } = browser;
-    await page.goto(`${cluster.base}/playground`);
-    await page.waitForSelector('#language option[value="bash"]');
-    await page.select("#language", "bash");
+    await openPlayground(page, cluster.base);
 
     // Replace the sample with a program typed key by key.
     await page.click("#code");
@@ -358,14 +370,7 @@ browserTest(
     await using cluster = await startCluster("web-master");
     await using browser = await openBrowser();
     const { page } = browser;
-    await page.goto(`${cluster.base}/playground`);
-    await page.waitForSelector('#language option[value="bash"]');
-    await page.select("#language", "bash");
-    await page.evaluate(`{
-      const code = document.querySelector("#code");
-      code.value = "echo started\\nexec sleep 600\\n";
-      code.dispatchEvent(new Event("input"));
-    }`);
+    await openPlayground(page, cluster.base, "echo started\nexec sleep 600\n");
     await page.click("#run");
     await page.waitForFunction(
       `document.querySelector(".stream-stdout")?.textContent === "started\\n"`,
@@ -392,14 +397,11 @@ browserTest(
     await using cluster = await startCluster("web-master");
     await using browser = await openBrowser();
     const { page } = browser;
-    await page.goto(`${cluster.base}/playground`);
-    await page.waitForSelector('#language option[value="bash"]');
-    await page.select("#language", "bash");
-    await page.evaluate(`{
-    const code = document.querySelector("#code");
-    code.value = 'echo "name?"\\nread -r name\\necho "hello $name"\\ncat > /dev/null\\necho bye\\n';
-    code.dispatchEvent(new Event("input"));
-  }`);
+    await openPlayground(
+      page,
+      cluster.base,
+      'echo "name?"\nread -r name\necho "hello $name"\ncat > /dev/null\necho bye\n',
+    );
     await page.click("#interactive");
     await page.click("#run");
     const stdout =
