@@ -26,10 +26,12 @@ export const DEFAULT_MAX_PROGRAM_BYTES = 1024 * 1024;
  */
 export const JOB_ENVELOPE_BYTES = 1024;
 
-/** `{"type":"run","jobId":"<128 characters>","job":}`: a `run` message without its job. */
-const RUN_MESSAGE_BYTES =
-  JSON.stringify({ type: "run", jobId: "x".repeat(128), job: null }).length -
-  "null".length;
+/** `{"type":"run","jobId":"<a UUID>","job":}`: a `run` message without its job. */
+const RUN_MESSAGE_BYTES = JSON.stringify({
+  type: "run",
+  jobId: crypto.randomUUID(), // the master's job ids are UUIDs
+  job: null,
+}).length - "null".length;
 
 /** The sizes a master admits; a secondary checks only the schema's own caps. */
 export interface AdmissionLimits {
