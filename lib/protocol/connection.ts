@@ -283,6 +283,8 @@ export class Connection implements AsyncDisposable {
   /** The write chain: frames go out whole and in order. Never rejects. */
   #writing: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
+  #shuttingDown = false;
   #resolveClosed: () => void;
 
   /** Wraps an open socket; the connection owns it from now on. */
@@ -484,7 +486,10 @@ export class Connection implements AsyncDisposable {
 
   /** Arms the stall deadline unless it is armed or turned off. */
   #watchStall(): void {
-    if (this.#stallTimer !== undefined || this.#stallTimeoutMs === 0) return;
+    if (
+      this.#stallTimer !== undefined || this.#stallTimeoutMs === 0 ||
+      this.#shuttingDown
+    ) return;
     this.#stallTimer = setTimeout(
       () => this.#checkStall(),
       this.#stallTimeoutMs,
@@ -494,7 +499,7 @@ export class Connection implements AsyncDisposable {
   /** Closes a peer that took no byte for `stallTimeoutMs`; otherwise waits the rest. */
   #checkStall(): void {
     this.#stallTimer = undefined;
-    if (this.#bufferedBytes === 0 || this.#closing !== undefined) return;
+    if (this.#bufferedBytes === 0 || this.#shuttingDown) return;
     const stalledMs = performance.now() - this.#lastProgress;
     if (stalledMs < this.#stallTimeoutMs) {
       this.#stallTimer = setTimeout(
@@ -643,6 +648,7 @@ export class Connection implements AsyncDisposable {
   async #shutdown(
     reason: ProtocolError | CloseReason | undefined,
   ): Promise<void> {
+    this.#shuttingDown = true;
     clearTimeout(this.#stallTimer);
     this.#stallTimer = undefined;
     this.#end(closedError(), true);
