@@ -9,6 +9,7 @@
 import type { MasterNodeOptions } from "../mod.ts";
 import { MAX_FILES } from "../lib/job.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../lib/protocol/frame.ts";
+import { JOB_ENVELOPE_BYTES } from "../lib/nodes/admission.ts";
 import { CliError, integerFlag } from "./_cli.ts";
 
 /** Below this, not even a handshake fits in a frame; the master uses it until the peer authenticates. */
@@ -94,11 +95,11 @@ export function readLimitFlags(values: LimitFlagValues): LimitFlagOptions {
       `--max-files must be at most ${MAX_FILES}, got "${options.maxFiles}"`,
     );
   }
-  // Without --max-program-size, the library lowers its default to the frame size.
+  // Without --max-program-size, the library lowers its default to fit the frame size.
   const frame = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  if ((options.maxProgramBytes ?? 0) > frame) {
+  if ((options.maxProgramBytes ?? 0) > frame - JOB_ENVELOPE_BYTES) {
     throw new CliError(
-      `--max-program-size (${options.maxProgramBytes}) must not exceed --max-frame-size (${frame}): such a program could never arrive`,
+      `--max-program-size (${options.maxProgramBytes}) must not exceed --max-frame-size (${frame}) minus ${JOB_ENVELOPE_BYTES} bytes for the message around it: such a program could not be passed on to a node`,
     );
   }
   return options;

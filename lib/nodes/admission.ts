@@ -18,12 +18,33 @@ import { type JobRequest, JobRequestSchema, MAX_FILES } from "../job.ts";
  */
 export const DEFAULT_MAX_PROGRAM_BYTES = 1024 * 1024;
 
+/**
+ * Room a frame keeps around a program's own bytes (1 KiB): the `run`
+ * message that carries it to a secondary, and a simple job's JSON keys and
+ * file name. A larger program could arrive in a `submit` and then not be
+ * passed on, so `maxProgramBytes` is at most `maxFrameBytes` minus this.
+ */
+export const JOB_ENVELOPE_BYTES = 1024;
+
+/** `{"type":"run","jobId":"<a UUID>","job":}`: a `run` message without its job. */
+const RUN_MESSAGE_BYTES = JSON.stringify({
+  type: "run",
+  jobId: crypto.randomUUID(), // the master's job ids are UUIDs
+  job: null,
+}).length - "null".length;
+
 /** The sizes a master admits; a secondary checks only the schema's own caps. */
 export interface AdmissionLimits {
   /** Most bytes (UTF-8) of source files, stdin and arguments together. */
   readonly maxProgramBytes: number;
   /** Most source files, at most {@linkcode MAX_FILES}. */
   readonly maxFiles: number;
+  /**
+   * The largest frame that carries a job on (its `run` message, JSON as it
+   * is sent, escapes included); a job that would not fit is refused.
+   * Unchecked when absent.
+   */
+  readonly maxFrameBytes?: number;
 }
 
 /** A submission that is a valid job. */
@@ -40,7 +61,9 @@ export interface InvalidJob {
 
 /**
  * Checks admission limits, naming the bad one; throws `RangeError`. A
- * program may not be larger than the frames that carry it (`maxFrameBytes`).
+ * program must leave room in the frames that carry it (`maxFrameBytes`) for
+ * {@linkcode JOB_ENVELOPE_BYTES}; the limits returned check each job's
+ * encoded size against `maxFrameBytes` too.
  *
  * @example A master that takes small programs only
  * ```ts
@@ -59,10 +82,12 @@ export function admissionLimits(
       `Cannot use maxProgramBytes ${maxProgramBytes}: expected an integer >= 1`,
     );
   }
-  // A larger program could never arrive: its frame would be refused first.
-  if (maxProgramBytes > maxFrameBytes) {
+  // A larger program could arrive but never be passed on in a `run` frame.
+  if (maxProgramBytes > maxFrameBytes - JOB_ENVELOPE_BYTES) {
     throw new RangeError(
-      `Cannot use maxProgramBytes ${maxProgramBytes}: it exceeds maxFrameBytes ${maxFrameBytes}`,
+      `Cannot use maxProgramBytes ${maxProgramBytes}: with maxFrameBytes ${maxFrameBytes} it may be at most ${
+        maxFrameBytes - JOB_ENVELOPE_BYTES
+      }, leaving ${JOB_ENVELOPE_BYTES} bytes for the message around it`,
     );
   }
   if (!Number.isInteger(maxFiles) || maxFiles < 1 || maxFiles > MAX_FILES) {
@@ -70,7 +95,9 @@ export function admissionLimits(
       `Cannot use maxFiles ${maxFiles}: expected an integer from 1 to ${MAX_FILES}`,
     );
   }
-  return { maxProgramBytes, maxFiles };
+  return Number.isFinite(maxFrameBytes)
+    ? { maxProgramBytes, maxFiles, maxFrameBytes }
+    : { maxProgramBytes, maxFiles };
 }
 
 /**
@@ -128,8 +155,26 @@ export function parseJob(
           `program too large: ${bytes} bytes of source files, stdin and arguments; a job may have at most ${limits.maxProgramBytes} bytes`,
       };
     }
+    // Escaped as JSON, a byte can take six (`\u0001`): what travels on is
+    // measured as it will be sent, not guessed from the raw size.
+    const { maxFrameBytes } = limits;
+    if (maxFrameBytes !== undefined) {
+      const encoded = runMessageBytes(parsed.data);
+      if (encoded > maxFrameBytes) {
+        return {
+          ok: false,
+          reason:
+            `program too large: passed on to a node as JSON (control characters, quotes and backslashes escaped), this job takes ${encoded} bytes; a frame carries at most ${maxFrameBytes} bytes`,
+        };
+      }
+    }
   }
   return { ok: true, request: parsed.data };
+}
+
+/** The most UTF-8 bytes of the `run` message that carries `request` to a node. */
+function runMessageBytes(request: JobRequest): number {
+  return RUN_MESSAGE_BYTES + Buffer.byteLength(JSON.stringify(request), "utf8");
 }
 
 /** What a job brings onto a node's disk and command line, in UTF-8 bytes. */

@@ -76,6 +76,37 @@ Deno.test("admissionLimits() refuses limits the schema could never honour", () =
   );
   assert.throws(
     () => admissionLimits({ maxProgramBytes: 2000, maxFiles: 1 }, 1000),
-    /maxProgramBytes 2000: it exceeds maxFrameBytes 1000/,
+    /maxProgramBytes 2000: with maxFrameBytes 1000 it may be at most -24/,
   );
+  // A program as large as the frame could arrive but not be passed on.
+  assert.throws(
+    () => admissionLimits({ maxProgramBytes: 65536, maxFiles: 1 }, 65536),
+    /maxProgramBytes 65536: with maxFrameBytes 65536 it may be at most 64512, leaving 1024 bytes for the message around it/,
+  );
+  assert.deepEqual(
+    admissionLimits({ maxProgramBytes: 64512, maxFiles: 1 }, 65536),
+    { maxProgramBytes: 64512, maxFiles: 1, maxFrameBytes: 65536 },
+  );
+});
+
+Deno.test("parseJob() refuses a job whose run message, escaped as JSON, would not fit a frame", () => {
+  const limits = admissionLimits(
+    { maxProgramBytes: 20_000, maxFiles: 4 },
+    65536,
+  );
+  // 15,000 raw bytes, far under the program limit; 90,000 bytes as JSON.
+  const escaped = parseJob({
+    language: "bash",
+    files: [{ name: "a.sh", content: "\x01".repeat(15_000) }],
+  }, limits);
+  assert.ok(!escaped.ok);
+  assert.match(
+    escaped.reason,
+    /^program too large: passed on to a node as JSON .* this job takes 90\d{3} bytes; a frame carries at most 65536 bytes$/,
+  );
+  const plain = parseJob({
+    language: "bash",
+    files: [{ name: "a.sh", content: "x".repeat(15_000) }],
+  }, limits);
+  assert.ok(plain.ok);
 });

@@ -8,6 +8,7 @@ import type { JobResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type { ClientQuota } from "../security/credentials.ts";
 import { type Message, resultMessage } from "../protocol/messages.ts";
+import { offerOutput } from "../protocol/output_messages.ts";
 
 /**
  * A client connected to the master.
@@ -32,6 +33,8 @@ export class ClientSession {
   onResult: (() => void) | undefined;
   #connection: Connection;
   #quota: () => Readonly<ClientQuota> | undefined;
+  /** Jobs whose live output the client did not keep up with: the rest of it is not sent. */
+  #lostOutput = new Set<string>();
 
   constructor(
     connection: Connection,
@@ -54,18 +57,37 @@ export class ClientSession {
    * Sends a message, in order with every earlier one. A client that has gone
    * away simply misses it: its jobs are cancelled by the master, so nothing
    * is lost that anyone is waiting for.
+   *
+   * Live output is cut to fit the frames and sent only while the client
+   * keeps up (the connection's high-water mark): past it, the rest of that
+   * job's output is dropped, and its result says `truncated`. Any other
+   * message the client does not read in time closes it with `slow_peer`.
    */
   send(message: Message): void {
+    if (message.type === "output") {
+      if (this.#lostOutput.has(message.jobId)) return;
+      if (!offerOutput(this.#connection, message)) {
+        this.#lostOutput.add(message.jobId);
+      }
+      return;
+    }
     this.#connection.send(message).catch(() => {});
   }
 
   /**
    * Sends a job's result, cut to fit in one frame if its output, once
    * escaped as JSON, would not: a result too big to send would leave the
-   * client waiting forever.
+   * client waiting forever. `truncated` is set when some of the job's live
+   * output was dropped because the client did not read it in time.
    */
   sendResult(result: JobResult): void {
-    this.send(resultMessage(result, this.#connection.maxFrameBytes));
+    const lost = this.#lostOutput.delete(result.jobId);
+    this.send(
+      resultMessage(
+        lost ? { ...result, truncated: true } : result,
+        this.#connection.maxSendFrameBytes,
+      ),
+    );
     this.onResult?.();
   }
 }

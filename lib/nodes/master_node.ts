@@ -25,7 +25,7 @@ import {
   type ResourceSampler,
   sampleResources,
 } from "../monitor/resource_sampler.ts";
-import { Connection } from "../protocol/connection.ts";
+import { Connection, sendBufferLimits } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import {
@@ -55,6 +55,7 @@ import {
   type AdmissionLimits,
   admissionLimits,
   DEFAULT_MAX_PROGRAM_BYTES,
+  JOB_ENVELOPE_BYTES,
   parseJob,
 } from "./admission.ts";
 import {
@@ -122,10 +123,25 @@ export interface MasterNodeOptions {
   idleTimeoutMs?: number;
   /**
    * Most bytes of source files, stdin and arguments in one job; a larger
-   * job is `rejected`, the reason naming both sizes. At most `maxFrameBytes`.
-   * @default 1 MiB, or `maxFrameBytes` if smaller
+   * job is `rejected`, the reason naming both sizes, and so is one whose
+   * `run` message (JSON, escapes included) would exceed `maxFrameBytes`.
+   * At most `maxFrameBytes` minus 1024 (`JOB_ENVELOPE_BYTES`).
+   * @default 1 MiB, or `maxFrameBytes` minus 1024 if smaller
    */
   maxProgramBytes?: number;
+  /**
+   * The high-water mark of each peer's send buffer, in bytes: past it, live
+   * output to a client that does not read is dropped and its job's result
+   * says `truncated`. At most `maxBufferedBytes`.
+   * @default 8 MiB, or `maxBufferedBytes` if smaller
+   */
+  highWaterBytes?: number;
+  /**
+   * The most bytes waiting to be sent to one peer; a result or other
+   * message past it closes that peer with `slow_peer`. Up to 2^32 - 1.
+   * @default 64 MiB
+   */
+  maxBufferedBytes?: number;
   /** Most source files in one job, from 1 to 256; more are `rejected`. @default 256 */
   maxFiles?: number;
   /**
@@ -213,6 +229,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #heartbeatIntervalMs: number;
   readonly #nodeTimeoutMs: number;
   readonly #idleTimeoutMs: number;
+  readonly #highWaterBytes: number;
+  readonly #maxBufferedBytes: number;
   readonly #admission: AdmissionLimits;
   /** Connections per address and the authentication back-off, checked at accept. */
   readonly #peers: PeerGuard;
@@ -258,7 +276,12 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
       idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS,
-      maxProgramBytes = Math.min(DEFAULT_MAX_PROGRAM_BYTES, maxFrameBytes),
+      maxProgramBytes = Math.min(
+        DEFAULT_MAX_PROGRAM_BYTES,
+        maxFrameBytes - JOB_ENVELOPE_BYTES,
+      ),
+      highWaterBytes,
+      maxBufferedBytes,
       maxFiles = MAX_FILES,
       maxConnectionsPerIp,
       maxAuthFailures,
@@ -294,6 +317,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#heartbeatIntervalMs = heartbeatIntervalMs;
     this.#nodeTimeoutMs = nodeTimeoutMs;
     this.#idleTimeoutMs = checkIdleTimeout(idleTimeoutMs);
+    ({
+      highWaterBytes: this.#highWaterBytes,
+      maxBufferedBytes: this.#maxBufferedBytes,
+    } = sendBufferLimits({ highWaterBytes, maxBufferedBytes }));
     this.#admission = admissionLimits(
       { maxProgramBytes, maxFiles },
       maxFrameBytes,
@@ -357,6 +384,15 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   /** Jobs waiting for a slot. */
   get queued(): number {
     return this.#jobs.queued;
+  }
+
+  /** Bytes waiting to be sent to peers, over all connections: bounded by `maxBufferedBytes` each. */
+  get bufferedBytes(): number {
+    let bytes = 0;
+    for (const connection of this.#connections) {
+      bytes += connection.bufferedBytes;
+    }
+    return bytes;
   }
 
   /** The cluster as `deno task status` shows it: every node, the queue. */
@@ -567,6 +603,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     // stranger cannot make the master buffer megabytes per connection.
     const connection = new Connection(conn, {
       maxFrameBytes: Math.min(HANDSHAKE_MAX_FRAME_BYTES, this.#maxFrameBytes),
+      highWaterBytes: this.#highWaterBytes,
+      maxBufferedBytes: this.#maxBufferedBytes,
     });
     this.#connections.add(connection);
     const host = (conn.remoteAddr as Deno.NetAddr).hostname;
@@ -740,6 +778,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       type: "registered",
       master: this.#name,
       heartbeatIntervalMs: this.#heartbeatIntervalMs,
+      maxFrameBytes: this.#maxFrameBytes,
     });
     // A secondary that reconnects before its old link timed out replaces
     // it: the new link is in place first, so the old one's jobs are placed

@@ -2,12 +2,15 @@
  * A connected secondary as the master sees it: jobs go out as `run`
  * messages over the secondary's one connection and come back as `output`,
  * `result` or `refused`, multiplexed by job id. A closed connection, or
- * silence past the deadline, loses the node and every job it had.
+ * silence past the deadline, loses the node and every job it had; a job
+ * that cannot be sent (too large for the node's frames) fails alone.
  *
  * @module
  */
 import { effectiveLimits } from "../executor.ts";
+import { blankResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
+import { ProtocolError } from "../protocol/errors.ts";
 import type {
   MessageOf,
   NodeStatus,
@@ -33,8 +36,24 @@ export interface RemoteWorkerOptions {
   readonly onHeartbeat: (worker: RemoteWorker) => void;
 }
 
+/** A job on the node, as the master follows it. */
+interface RemoteJob {
+  readonly events: WorkerJobEvents;
+  /**
+   * Output relayed so far, in UTF-16 units: never more than the job's
+   * output limit in bytes, which no honest node's output exceeds (a byte
+   * decodes to at most one unit).
+   */
+  outputUnits: number;
+  readonly maxOutputUnits: number;
+  /** Whether output past the limit was dropped: the result then says `truncated`. */
+  dropped: boolean;
+}
+
 /**
- * A secondary the master places jobs on.
+ * A secondary the master places jobs on. What a node sends is bounded per
+ * job: output past the job's output limit is not relayed, whatever the
+ * node claims.
  *
  * @example Serving a registered secondary
  * ```ts ignore
@@ -49,7 +68,7 @@ export class RemoteWorker implements Worker {
   readonly languages: readonly OfferedLanguage[];
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
-  readonly #jobs = new Map<string, WorkerJobEvents>();
+  readonly #jobs = new Map<string, RemoteJob>();
   /** A deadline per job: a node that heartbeats but never answers must not hold a job forever. */
   readonly #overdue = new Map<string, ReturnType<typeof setTimeout>>();
   #heartbeat: MessageOf<"heartbeat"> | undefined;
@@ -65,6 +84,8 @@ export class RemoteWorker implements Worker {
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
     this.languages = options.registration.languages;
+    // `run` messages must fit the frames the node accepts.
+    this.#connection.peerMaxFrameBytes = options.registration.maxFrameBytes;
   }
 
   /** Why the node was lost, once it was. */
@@ -109,11 +130,16 @@ export class RemoteWorker implements Worker {
     if (this.#lost !== undefined) {
       return queueMicrotask(() => events.failed(this.#lostMessage(), "lost"));
     }
-    this.#jobs.set(job.id, events);
     const limits = effectiveLimits(
       this.#options.registration.limits,
       job.request.limits,
     );
+    this.#jobs.set(job.id, {
+      events,
+      outputUnits: 0,
+      maxOutputUnits: limits.outputBytes,
+      dropped: false,
+    });
     const deadlineMs = limits.compileWallTimeMs + limits.wallTimeMs +
       this.#options.nodeTimeoutMs;
     this.#overdue.set(
@@ -132,7 +158,22 @@ export class RemoteWorker implements Worker {
       }, deadlineMs),
     );
     this.#connection.send({ type: "run", jobId: job.id, job: job.request })
-      .catch((error) => this.lose(`cannot send it a job: ${error.message}`));
+      .catch((error) => {
+        // Too large for this node's frames: nothing was sent, the link is
+        // fine, and only this job fails.
+        if (
+          error instanceof ProtocolError && error.code === "frame_too_large"
+        ) {
+          this.#take(job.id)?.result(blankResult(job.id, {
+            verdict: "rejected",
+            language: job.language,
+            reason:
+              `program too large for node "${this.name}" (its run message: ${error.message})`,
+          }));
+          return;
+        }
+        this.lose(`cannot send it a job: ${error.message}`);
+      });
   }
 
   cancel(jobId: string): void {
@@ -192,11 +233,15 @@ export class RemoteWorker implements Worker {
         this.#options.onHeartbeat(this);
         return;
       case "output":
-        this.#jobs.get(message.jobId)?.output(message.stream, message.data);
+        this.#relayOutput(message);
         return;
-      case "result":
-        this.#take(message.jobId)?.result(message.result);
+      case "result": {
+        const dropped = this.#jobs.get(message.jobId)?.dropped;
+        this.#take(message.jobId)?.result(
+          dropped ? { ...message.result, truncated: true } : message.result,
+        );
         return;
+      }
       case "refused":
         this.#take(message.jobId)?.failed(
           `node "${this.name}" refused it: ${message.reason}`,
@@ -208,13 +253,31 @@ export class RemoteWorker implements Worker {
     }
   }
 
+  /** Relays a chunk of a job's output, cut at the job's output limit. */
+  #relayOutput({ jobId, stream, data }: MessageOf<"output">): void {
+    const job = this.#jobs.get(jobId);
+    if (job === undefined || job.dropped) return;
+    const room = job.maxOutputUnits - job.outputUnits;
+    let kept = data;
+    if (data.length > room) {
+      job.dropped = true;
+      // Not half a surrogate pair: the cut falls before it.
+      const end = room > 0 && isHighSurrogate(data.charCodeAt(room - 1))
+        ? room - 1
+        : room;
+      kept = data.slice(0, Math.max(0, end));
+    }
+    job.outputUnits += kept.length;
+    if (kept.length > 0) job.events.output(stream, kept);
+  }
+
   /** Ends the master's interest in a job here: its events, and its deadline. */
   #take(jobId: string): WorkerJobEvents | undefined {
-    const events = this.#jobs.get(jobId);
+    const job = this.#jobs.get(jobId);
     this.#jobs.delete(jobId);
     clearTimeout(this.#overdue.get(jobId));
     this.#overdue.delete(jobId);
-    return events;
+    return job?.events;
   }
 
   #armDeadline(): void {
@@ -228,4 +291,8 @@ export class RemoteWorker implements Worker {
   #lostMessage(): string {
     return `node "${this.name}" was lost: ${this.#lost}`;
   }
+}
+
+function isHighSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdbff;
 }

@@ -25,7 +25,12 @@
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "../address.ts";
 import { effectiveLimits, executeJob } from "../executor.ts";
-import type { JobRequest, JobResult, LimitOverrides } from "../job.ts";
+import {
+  blankResult,
+  type JobRequest,
+  type JobResult,
+  type LimitOverrides,
+} from "../job.ts";
 import {
   type ResourceSample,
   type ResourceSampler,
@@ -43,6 +48,7 @@ import {
   type OfferedLanguage,
   resultMessage,
 } from "../protocol/messages.ts";
+import { offerOutput } from "../protocol/output_messages.ts";
 import { dial, hintTls, type TlsDialOptions } from "../protocol/transport.ts";
 import {
   createDefaultRegistry,
@@ -528,6 +534,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       maxRam: this.#maxRam,
       limits: effectiveLimits(this.#limits),
       ...this.#sandbox ? { sandbox: this.#sandbox.report } : {},
+      maxFrameBytes: this.#maxFrameBytes,
     });
     let answer;
     try {
@@ -547,6 +554,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         `the master answered our registration with "${answer.type}" instead of "registered"`,
       );
     }
+    // Output and results must fit the master's frames, not only ours.
+    connection.peerMaxFrameBytes = answer.maxFrameBytes;
     return answer.heartbeatIntervalMs ?? this.#heartbeatIntervalMs;
   }
 
@@ -632,18 +641,28 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       const language = resolution.resolved.runner.name;
       log.info("job {jobId} ({language}) started", { jobId, language });
       this.emit("jobstart", { jobId, node: this.name, language });
-      const result = await executeJob(resolution.resolved, request, {
+      // Output the master does not take in time is dropped, not buffered:
+      // the rest of it is not streamed, and the result says `truncated`.
+      let outputLost = false;
+      const ran = await executeJob(resolution.resolved, request, {
         jobId,
         nodeName: this.name,
         limits: this.#limits,
         ...this.#sandbox ? { sandbox: this.#sandbox } : {},
         signal: job.abort.signal,
         ...job.input ? { input: job.input } : {},
-        onOutput: (stream, data) =>
-          connection.send({ type: "output", jobId, stream, data })
-            .catch(() => {}),
+        onOutput: (stream, data) => {
+          if (outputLost) return;
+          outputLost = !offerOutput(connection, {
+            type: "output",
+            jobId,
+            stream,
+            data,
+          });
+        },
         ...this.#workRoot ? { workRoot: this.#workRoot } : {},
       });
+      const result = outputLost ? { ...ran, truncated: true } : ran;
       // The slot is free before the master hears of it, so it may reuse it at once.
       this.#jobs.delete(jobId);
       log.info("job {jobId} ({language}) finished: {verdict} in {timeMs} ms", {
@@ -652,9 +671,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         verdict: result.verdict,
         timeMs: result.timeMs,
       });
-      connection.send(resultMessage(result, connection.maxFrameBytes)).catch(
-        () => {},
-      );
+      sendResult(connection, result);
       this.emit("jobcomplete", result);
     } catch (error) {
       // executeJob never throws; a listener of ours might. Whatever broke,
@@ -746,6 +763,35 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       log.warn(template, { ...properties, ms: retryInMs });
     }
   }
+}
+
+/**
+ * Sends a job's result, its output cut to fit the master's frames. One that
+ * still does not fit (a huge reason, say) goes as an `internal_error` that
+ * says so: the master must hear of the job, and the link must not suffer.
+ */
+function sendResult(connection: Connection, result: JobResult): void {
+  connection.send(resultMessage(result, connection.maxSendFrameBytes)).catch(
+    (error) => {
+      if (
+        !(error instanceof ProtocolError) || error.code !== "frame_too_large"
+      ) {
+        return;
+      }
+      connection.send({
+        type: "result",
+        jobId: result.jobId,
+        result: blankResult(result.jobId, {
+          language: result.language,
+          node: result.node,
+          sandbox: result.sandbox,
+          truncated: true,
+          reason:
+            `the result does not fit the master's frames: ${error.message}`,
+        }),
+      }).catch(() => {});
+    },
+  );
 }
 
 function checkRange(

@@ -40,7 +40,101 @@ export interface ConnectionOptions {
    * @default {"peer"}
    */
   peerName?: string;
+  /**
+   * The high-water mark of the send buffer, in bytes: while more than this
+   * waits to be written (the peer reads slower than we send),
+   * {@linkcode Connection.offer} drops its message instead of buffering it.
+   * At most `maxBufferedBytes`.
+   *
+   * @default {DEFAULT_HIGH_WATER_BYTES}
+   */
+  highWaterBytes?: number;
+  /**
+   * The most bytes that may wait to be written, for any message: a
+   * {@linkcode Connection.send} that would buffer more closes the connection
+   * with `slow_peer` (one frame is always accepted when nothing waits).
+   * From 1 to 2^32 - 1.
+   *
+   * @default {DEFAULT_MAX_BUFFERED_BYTES}
+   */
+  maxBufferedBytes?: number;
+  /**
+   * How long bytes may wait to be written without the peer taking any of
+   * them, in ms, before the connection is closed with `slow_peer`; 0 waits
+   * forever. At most 2^31 - 1.
+   *
+   * @default {DEFAULT_STALL_TIMEOUT_MS}
+   */
+  stallTimeoutMs?: number;
 }
+
+/**
+ * The default high-water mark of a connection's send buffer (8 MiB): past
+ * it, live output to a peer that does not keep up is dropped.
+ */
+export const DEFAULT_HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/**
+ * The default limit on all that may wait to be sent to one peer (64 MiB):
+ * past it, the peer is closed with `slow_peer`. It leaves room above the
+ * high-water mark for a few results of the largest frame size.
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+/** The default time a peer may take none of the bytes waiting for it (60 s). */
+export const DEFAULT_STALL_TIMEOUT_MS = 60_000;
+/** The send-buffer limits of a connection, defaults resolved. */
+export interface SendBufferLimits {
+  /** See {@linkcode ConnectionOptions.highWaterBytes}. */
+  readonly highWaterBytes: number;
+  /** See {@linkcode ConnectionOptions.maxBufferedBytes}. */
+  readonly maxBufferedBytes: number;
+  /** See {@linkcode ConnectionOptions.stallTimeoutMs}. */
+  readonly stallTimeoutMs: number;
+}
+
+/**
+ * Resolves the send-buffer options of {@linkcode ConnectionOptions} and
+ * checks them, naming a bad one; throws `RangeError`. A node calls it when
+ * it starts, so that bad options fail then, not at the first connection.
+ *
+ * @example The defaults
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sendBufferLimits } from "./connection.ts";
+ *
+ * assert.deepEqual(sendBufferLimits({ maxBufferedBytes: 1024 }), {
+ *   highWaterBytes: 1024,
+ *   maxBufferedBytes: 1024,
+ *   stallTimeoutMs: 60_000,
+ * });
+ * ```
+ */
+export function sendBufferLimits(
+  options: {
+    readonly highWaterBytes?: number | undefined;
+    readonly maxBufferedBytes?: number | undefined;
+    readonly stallTimeoutMs?: number | undefined;
+  },
+): SendBufferLimits {
+  const {
+    maxBufferedBytes = DEFAULT_MAX_BUFFERED_BYTES,
+    highWaterBytes = Math.min(DEFAULT_HIGH_WATER_BYTES, maxBufferedBytes),
+    stallTimeoutMs = DEFAULT_STALL_TIMEOUT_MS,
+  } = options;
+  checkTimeout("stallTimeoutMs", stallTimeoutMs);
+  checkMax("maxBufferedBytes", maxBufferedBytes);
+  checkMax("highWaterBytes", highWaterBytes);
+  if (highWaterBytes > maxBufferedBytes) {
+    throw new RangeError(
+      `Cannot use highWaterBytes ${highWaterBytes}: it exceeds maxBufferedBytes ${maxBufferedBytes}`,
+    );
+  }
+  return { highWaterBytes, maxBufferedBytes, stallTimeoutMs };
+}
+
+/** The largest delay a timer takes; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The largest buffer limit accepted, in bytes. */
+const MAX_BUFFER_LIMIT = 0xffff_ffff;
 
 /** Options of {@linkcode Connection.receive}. */
 export interface ReceiveOptions {
@@ -82,6 +176,11 @@ interface Waiter {
  *   the connection, telling the peer why.
  * - The peer's `error` message fails `receive()` with a {@linkcode ProtocolError}
  *   carrying its code (`peerCode`) and message, and closes the connection.
+ * - What waits to be written is bounded ({@linkcode Connection.bufferedBytes}):
+ *   past `highWaterBytes`, {@linkcode Connection.offer} drops messages that
+ *   may be lost (live output); past `maxBufferedBytes`, or when the peer
+ *   takes no byte for `stallTimeoutMs`, the connection closes with
+ *   `slow_peer`, so a peer that never reads cannot grow our memory.
  * - No method throws synchronously, `close()` never rejects, and nothing is
  *   left as an unhandled rejection.
  *
@@ -119,6 +218,38 @@ export class Connection implements AsyncDisposable {
     this.#maxFrameBytes = value;
   }
 
+  /**
+   * The largest frame the peer said it accepts (a secondary and its master
+   * tell each other at registration); `undefined` when it did not say.
+   * Sends are capped at the smaller of this and `maxFrameBytes`.
+   */
+  get peerMaxFrameBytes(): number | undefined {
+    return this.#peerMaxFrameBytes;
+  }
+
+  set peerMaxFrameBytes(value: number | undefined) {
+    if (value !== undefined) checkMax("peerMaxFrameBytes", value);
+    this.#peerMaxFrameBytes = value;
+  }
+
+  /** The largest frame this side sends: `maxFrameBytes`, or less if the peer takes less. */
+  get maxSendFrameBytes(): number {
+    return Math.min(
+      this.#maxFrameBytes,
+      this.#peerMaxFrameBytes ?? this.#maxFrameBytes,
+    );
+  }
+
+  /** Bytes handed to `send` or `offer` and not yet taken by the socket. */
+  get bufferedBytes(): number {
+    return this.#bufferedBytes;
+  }
+
+  /** Messages {@linkcode Connection.offer} dropped so far. */
+  get droppedMessages(): number {
+    return this.#droppedMessages;
+  }
+
   /** Resolves (never rejects) once the connection is closed, by either side. */
   readonly closed: Promise<void>;
 
@@ -127,6 +258,16 @@ export class Connection implements AsyncDisposable {
   #maxFrameBytes: number;
   #idleTimeoutMs: number | undefined;
   #closeTimeoutMs: number;
+  #peerMaxFrameBytes: number | undefined;
+  #highWaterBytes: number;
+  #maxBufferedBytes: number;
+  #stallTimeoutMs: number;
+  #bufferedBytes = 0;
+  #droppedMessages = 0;
+  /** When the socket last took bytes, or the send buffer last became non-empty. */
+  #lastProgress = 0;
+  /** Armed while bytes wait to be written: closes a peer that takes none. */
+  #stallTimer: ReturnType<typeof setTimeout> | undefined;
   #decoder: FrameDecoder;
   #buffer = new Uint8Array(READ_BUFFER_BYTES);
   /** Frames decoded from the last read and not yet handed out. */
@@ -142,6 +283,8 @@ export class Connection implements AsyncDisposable {
   /** The write chain: frames go out whole and in order. Never rejects. */
   #writing: Promise<void> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
+  #shuttingDown = false;
   #resolveClosed: () => void;
 
   /** Wraps an open socket; the connection owns it from now on. */
@@ -156,6 +299,11 @@ export class Connection implements AsyncDisposable {
       checkTimeout("idleTimeoutMs", idleTimeoutMs);
     }
     checkTimeout("closeTimeoutMs", closeTimeoutMs);
+    const { highWaterBytes, maxBufferedBytes, stallTimeoutMs } =
+      sendBufferLimits(options);
+    this.#highWaterBytes = highWaterBytes;
+    this.#maxBufferedBytes = maxBufferedBytes;
+    this.#stallTimeoutMs = stallTimeoutMs;
     this.#conn = conn;
     this.#remoteAddr = formatAddr(conn.remoteAddr);
     this.#decoder = new FrameDecoder({ maxFrameBytes });
@@ -176,7 +324,10 @@ export class Connection implements AsyncDisposable {
   /**
    * Sends one message. Frames never interleave, whoever calls. Rejects with
    * `closed` once the connection is closing, and with `frame_too_large` when
-   * the message exceeds the frame cap.
+   * the message exceeds {@linkcode Connection.maxSendFrameBytes} (nothing is
+   * sent; the connection stays up). When the message would make more than
+   * `maxBufferedBytes` wait to be written, the peer is not keeping up: the
+   * connection closes with `slow_peer`, and so does this call.
    */
   send(message: Message): Promise<void> {
     if (this.#closing !== undefined) {
@@ -186,11 +337,44 @@ export class Connection implements AsyncDisposable {
     }
     let frame: Uint8Array;
     try {
-      frame = encodeFrame(message, this.#maxFrameBytes);
+      frame = encodeFrame(message, this.maxSendFrameBytes);
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.#wouldExceed(frame.length, this.#maxBufferedBytes)) {
+      const error = new ProtocolError(
+        "slow_peer",
+        `${this.peerName} is not reading: ${this.#bufferedBytes} bytes wait to be sent to it, and ${frame.length} more would exceed the limit of ${this.#maxBufferedBytes} bytes`,
+      );
+      this.#end(error, false);
+      void this.close(error);
+      return Promise.reject(error);
+    }
     return this.#enqueueWrite(frame);
+  }
+
+  /**
+   * Sends a message that may be lost, such as live output: queued like
+   * {@linkcode Connection.send} while at most `highWaterBytes` wait to be
+   * written, dropped otherwise. Returns whether it was queued; `false` also
+   * when the connection is closing or the message exceeds the frame cap.
+   * Never throws; a write that fails later ends the connection as usual.
+   */
+  offer(message: Message): boolean {
+    if (this.#closing !== undefined) return false;
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(message, this.maxSendFrameBytes);
+    } catch {
+      this.#droppedMessages++;
+      return false;
+    }
+    if (this.#wouldExceed(frame.length, this.#highWaterBytes)) {
+      this.#droppedMessages++;
+      return false;
+    }
+    this.#enqueueWrite(frame).catch(() => {});
+    return true;
   }
 
   /**
@@ -254,17 +438,29 @@ export class Connection implements AsyncDisposable {
     return this.close();
   }
 
+  /** Whether `bytes` more would put the send buffer over `limit`; an empty buffer takes any one frame. */
+  #wouldExceed(bytes: number, limit: number): boolean {
+    return this.#bufferedBytes > 0 && this.#bufferedBytes + bytes > limit;
+  }
+
   #enqueueWrite(frame: Uint8Array): Promise<void> {
+    if (this.#bufferedBytes === 0) this.#lastProgress = performance.now();
+    this.#bufferedBytes += frame.length;
+    this.#watchStall();
     const written = this.#writing.then(() => this.#writeAll(frame));
     this.#writing = written.catch(() => {});
     return written;
   }
 
   async #writeAll(frame: Uint8Array): Promise<void> {
+    let offset = 0;
     try {
       // write() may take only part of the frame; loop until it is all out.
-      for (let offset = 0; offset < frame.length;) {
-        offset += await this.#conn.write(frame.subarray(offset));
+      while (offset < frame.length) {
+        const n = await this.#conn.write(frame.subarray(offset));
+        offset += n;
+        this.#bufferedBytes -= n;
+        this.#lastProgress = performance.now();
       }
     } catch (cause) {
       if (this.#closing !== undefined) {
@@ -278,7 +474,46 @@ export class Connection implements AsyncDisposable {
       this.#end(error, false);
       void this.close();
       throw error;
+    } finally {
+      // Bytes that will never go out (a failed or cancelled write) wait no more.
+      this.#bufferedBytes -= frame.length - offset;
+      if (this.#bufferedBytes === 0) {
+        clearTimeout(this.#stallTimer);
+        this.#stallTimer = undefined;
+      }
     }
+  }
+
+  /** Arms the stall deadline unless it is armed or turned off. */
+  #watchStall(): void {
+    if (
+      this.#stallTimer !== undefined || this.#stallTimeoutMs === 0 ||
+      this.#shuttingDown
+    ) return;
+    this.#stallTimer = setTimeout(
+      () => this.#checkStall(),
+      this.#stallTimeoutMs,
+    );
+  }
+
+  /** Closes a peer that took no byte for `stallTimeoutMs`; otherwise waits the rest. */
+  #checkStall(): void {
+    this.#stallTimer = undefined;
+    if (this.#bufferedBytes === 0 || this.#shuttingDown) return;
+    const stalledMs = performance.now() - this.#lastProgress;
+    if (stalledMs < this.#stallTimeoutMs) {
+      this.#stallTimer = setTimeout(
+        () => this.#checkStall(),
+        Math.max(1, Math.ceil(this.#stallTimeoutMs - stalledMs)),
+      );
+      return;
+    }
+    const error = new ProtocolError(
+      "slow_peer",
+      `${this.peerName} is not reading: it took none of the ${this.#bufferedBytes} bytes waiting for it in ${this.#stallTimeoutMs} ms`,
+    );
+    this.#end(error, false);
+    void this.close(error);
   }
 
   /** Runs the read loop unless it already runs; it stops when nobody waits. */
@@ -413,6 +648,9 @@ export class Connection implements AsyncDisposable {
   async #shutdown(
     reason: ProtocolError | CloseReason | undefined,
   ): Promise<void> {
+    this.#shuttingDown = true;
+    clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
     this.#end(closedError(), true);
     if (reason !== undefined) await this.#tellPeer(reason);
     try {
@@ -434,7 +672,7 @@ export class Connection implements AsyncDisposable {
         type: "error",
         code: reason.code.slice(0, 64),
         message: reason.message.slice(0, 4096),
-      }, this.#maxFrameBytes);
+      }, this.maxSendFrameBytes);
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, this.#closeTimeoutMs);
       });
@@ -460,9 +698,17 @@ function describe(error: z.ZodError): string {
 }
 
 function checkTimeout(name: string, ms: number): void {
-  if (!Number.isFinite(ms) || ms < 0) {
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIMER_MS) {
     throw new RangeError(
-      `Cannot use ${name} ${ms}: expected a finite number of milliseconds >= 0`,
+      `Cannot use ${name} ${ms}: expected a number of milliseconds from 0 to ${MAX_TIMER_MS}`,
+    );
+  }
+}
+
+function checkMax(name: string, bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes < 1 || bytes > MAX_BUFFER_LIMIT) {
+    throw new RangeError(
+      `Cannot use ${name} ${bytes}: expected an integer from 1 to ${MAX_BUFFER_LIMIT}`,
     );
   }
 }

@@ -366,3 +366,130 @@ Deno.test("Connection.maxFrameBytes can be raised after a small start", async ()
     /exceeds the limit of 16 bytes/,
   );
 });
+
+/** A 64 KiB `output` message: many of them fill a peer that does not read. */
+const CHUNK: Message = {
+  type: "output",
+  jobId: "j",
+  stream: "stdout",
+  data: "x".repeat(64 * 1024),
+};
+const CHUNK_FRAME_BYTES = encodeFrame(CHUNK).length;
+
+Deno.test("Connection.offer drops messages past the high-water mark of a peer that does not read, and sends again once it reads", async () => {
+  const highWaterBytes = 256 * 1024;
+  const { connection, peer } = await connectionAndRawPeer({ highWaterBytes });
+  // 12.5 MiB offered at once: nothing can be written in between.
+  let queued = 0;
+  for (let i = 0; i < 200; i++) {
+    if (connection.offer(CHUNK)) queued++;
+    assert.ok(
+      connection.bufferedBytes <= highWaterBytes,
+      `${connection.bufferedBytes} bytes buffered`,
+    );
+  }
+  assert.ok(queued < 200, "nothing was dropped");
+  assert.equal(connection.droppedMessages, 200 - queued);
+
+  // The peer reads everything that was queued: the buffer empties.
+  const reading = readFramesUntilEof(peer);
+  await connection.send(CANCEL);
+  assert.equal(connection.bufferedBytes, 0);
+  assert.ok(connection.offer(CHUNK));
+  await connection.send(CANCEL);
+  await connection.close();
+  const frames = await reading;
+  assert.equal(frames.length, queued + 3);
+  assert.deepEqual(frames[queued], CANCEL);
+  assert.deepEqual(frames[queued + 1], CHUNK);
+});
+
+Deno.test("Connection closes a peer with slow_peer when a message would buffer more than maxBufferedBytes", async () => {
+  const { connection, peer } = await connectionAndRawPeer({
+    highWaterBytes: 64 * 1024,
+    maxBufferedBytes: 1024 * 1024,
+    closeTimeoutMs: 100,
+  });
+  const sends: Promise<unknown>[] = [];
+  let refused: unknown;
+  for (let i = 0; i < 200 && refused === undefined; i++) {
+    sends.push(
+      connection.send(CHUNK).catch((error) => refused ??= error),
+    );
+    assert.ok(connection.bufferedBytes <= 1024 * 1024);
+    await Promise.resolve(); // lets a synchronous refusal land
+  }
+  const error = await rejection(
+    connection.receive(),
+    "slow_peer",
+    new RegExp(
+      `^peer is not reading: \\d+ bytes wait to be sent to it, and ${CHUNK_FRAME_BYTES} more would exceed the limit of 1048576 bytes$`,
+    ),
+  );
+  assert.equal(refused, error);
+  await connection.closed;
+  await Promise.all(sends);
+  assert.equal(connection.bufferedBytes, 0);
+  peer.close();
+});
+
+Deno.test("Connection closes a peer with slow_peer when it takes no byte for stallTimeoutMs", async () => {
+  const { connection, peer } = await connectionAndRawPeer({
+    stallTimeoutMs: 200,
+    closeTimeoutMs: 100,
+  });
+  const big: Message = { ...CHUNK, data: "x".repeat(4 * 1024 * 1024) };
+  const sends = [big, big].map((message) =>
+    connection.send(message).catch((error) => error)
+  );
+  await rejection(
+    connection.receive(),
+    "slow_peer",
+    /^peer is not reading: it took none of the \d+ bytes waiting for it in 200 ms$/,
+  );
+  await connection.closed;
+  assert.ok(
+    (await Promise.all(sends)).some((outcome) =>
+      outcome instanceof ProtocolError
+    ),
+  );
+  assert.equal(connection.bufferedBytes, 0);
+  peer.close();
+});
+
+Deno.test("Connection sends no frame larger than the peer takes, and stays up", async () => {
+  const { server, client } = await connectionPair();
+  assert.equal(client.maxSendFrameBytes, client.maxFrameBytes);
+  client.peerMaxFrameBytes = 1024;
+  assert.equal(client.maxSendFrameBytes, 1024);
+  await rejection(
+    client.send({ ...CHUNK, data: "x".repeat(2000) }),
+    "frame_too_large",
+    /exceeds the limit of 1024 bytes/,
+  );
+  assert.equal(client.offer({ ...CHUNK, data: "x".repeat(2000) }), false);
+  await client.send(CANCEL);
+  assert.deepEqual(await server.receive(), CANCEL);
+  assert.throws(() => client.peerMaxFrameBytes = 0, RangeError);
+  await Promise.all([server.close(), client.close()]);
+});
+
+Deno.test("Connection rejects send-buffer options it cannot honour", async () => {
+  const { server, client } = await socketPair();
+  for (
+    const options of [
+      { highWaterBytes: 2048, maxBufferedBytes: 1024 },
+      { maxBufferedBytes: 0 },
+      { stallTimeoutMs: 2 ** 31 },
+      { stallTimeoutMs: -1 },
+    ]
+  ) {
+    assert.throws(
+      () => new Connection(server, options),
+      RangeError,
+      JSON.stringify(options),
+    );
+  }
+  server.close();
+  client.close();
+});

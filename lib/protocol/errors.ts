@@ -20,6 +20,7 @@ export const PROTOCOL_ERROR_CODES = [
   "idle_timeout",
   "too_many_connections",
   "auth_backoff",
+  "slow_peer",
   "closed",
 ] as const;
 
@@ -41,6 +42,8 @@ export const PROTOCOL_ERROR_CODES = [
  *   it may.
  * - `auth_backoff`: the peer's address failed authentication too often and
  *   is refused for a while.
+ * - `slow_peer`: the peer does not read what is sent to it: more waits to be
+ *   written than the connection buffers, or none of it was taken for too long.
  * - `closed`: the connection is closed, or the peer closed it.
  */
 export type ProtocolErrorCode = typeof PROTOCOL_ERROR_CODES[number];

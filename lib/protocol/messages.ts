@@ -35,6 +35,8 @@ const Nonce = z.string().min(16).max(128);
 const Mac = z.string().regex(/^[0-9a-f]{64}$/, "expected a hex HMAC-SHA256");
 const Version = z.number().int().min(0).max(65535);
 const JobId = z.string().min(1).max(128);
+/** The largest frame a peer accepts, as it declares it at registration. */
+const FrameBytes = z.number().int().min(1024).max(0xffff_ffff);
 
 /** First message of every connection, from the dialing side. */
 export const HelloSchema = z.object({
@@ -202,6 +204,8 @@ export const RegisterSchema = z.object({
   limits: JobLimitsSchema.optional(),
   /** The isolation its jobs run under. */
   sandbox: SandboxReportSchema.optional(),
+  /** The largest frame it accepts: a `run` message must fit. */
+  maxFrameBytes: FrameBytes.optional(),
 }).strict();
 
 /** The master took the registration; heartbeats are due every `heartbeatIntervalMs`. */
@@ -209,6 +213,8 @@ export const RegisteredSchema = z.object({
   type: z.literal("registered"),
   master: z.string(),
   heartbeatIntervalMs: z.number().int().positive(),
+  /** The largest frame the master accepts: `output` and `result` messages must fit. */
+  maxFrameBytes: FrameBytes.optional(),
 }).strict();
 
 /** A secondary's load, about every second. */
