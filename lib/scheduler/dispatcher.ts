@@ -554,7 +554,6 @@ export class Dispatcher {
     }
     job.state = "running";
     job.attempt++;
-    job.worker = worker;
     job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.client.jobs.add(job.id);
@@ -574,12 +573,13 @@ export class Dispatcher {
     if (job.cancelled !== undefined) {
       // Cancelled by a listener of `started`: the worker never sees it.
       this.#running.delete(job.id);
-      job.worker = undefined;
       return this.#finish(
         job,
         this.#failure(job, `cancelled: ${job.cancelled}`),
       );
     }
+    // Only now: a cancel or stdin before this point stays with the job.
+    job.worker = worker;
     // Answers about an earlier attempt (a node that lost the job, then
     // spoke up) must not touch this one, even on the same worker.
     const attempt = job.attempt;
