@@ -135,14 +135,6 @@ export interface DispatcherOptions {
   ) => void;
 }
 
-/** Queued jobs of one language that no live node runs, waiting for one. */
-interface Stranded {
-  /** Ends them when the grace is over. */
-  readonly timer: ReturnType<typeof setTimeout>;
-  /** Why no node runs it, e.g. `w1 left: connection closed`. */
-  readonly reason: string;
-}
-
 /**
  * Places, queues, restarts and ends jobs over a set of workers.
  *
@@ -162,8 +154,11 @@ export class Dispatcher {
   readonly #queued = new Map<string, Job>();
   /** How many jobs of each language are queued; no key when none. */
   readonly #waiting = new Map<string, number>();
-  /** Languages with queued jobs and no live node, each in its grace. */
-  readonly #stranded = new Map<string, Stranded>();
+  /**
+   * Languages with queued jobs and no live node, each with the timer that
+   * ends those jobs when its grace is over.
+   */
+  readonly #stranded = new Map<string, ReturnType<typeof setTimeout>>();
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
   /** Average run time of recent jobs, for the queue-full retry hint. */
@@ -225,9 +220,9 @@ export class Dispatcher {
     const previous = this.#workers.get(worker.id);
     this.#workers.set(worker.id, worker);
     for (const { name } of worker.languages) {
-      const stranded = this.#stranded.get(name);
-      if (stranded === undefined) continue;
-      clearTimeout(stranded.timer);
+      const timer = this.#stranded.get(name);
+      if (timer === undefined) continue;
+      clearTimeout(timer);
       this.#stranded.delete(name);
       log.info("node {node} runs {language}: its waiting jobs stay queued", {
         node: worker.name,
@@ -341,7 +336,9 @@ export class Dispatcher {
     });
     // The master admits only languages some node runs; should none run it
     // now, the job must still not wait forever.
-    if (!this.#isOffered(language)) this.#strand(language, "no node runs it");
+    if (!this.#isOffered(language)) {
+      this.#strand(language, "none did when the job came");
+    }
   }
 
   /** Ends a submission that will not run, with the reason the client reads. */
@@ -497,7 +494,7 @@ export class Dispatcher {
    */
   async close(reason: string): Promise<void> {
     this.#closed = true;
-    for (const { timer } of this.#stranded.values()) clearTimeout(timer);
+    for (const timer of this.#stranded.values()) clearTimeout(timer);
     this.#stranded.clear();
     for (const [, job] of this.#queue.entries()) {
       if (!this.#dequeue(job, "removed")) continue;
@@ -690,7 +687,7 @@ export class Dispatcher {
         `no live node runs ${language} any more (${reason}), and none joined within ${this.#nodeGraceMs} ms`,
       );
     }, this.#nodeGraceMs);
-    this.#stranded.set(language, { timer, reason });
+    this.#stranded.set(language, timer);
   }
 
   /** Ends every queued job of `language`, which no live node runs. */
@@ -728,9 +725,9 @@ export class Dispatcher {
     }
     this.#waiting.delete(job.language);
     // Nothing of that language waits for a node any more.
-    const stranded = this.#stranded.get(job.language);
-    if (stranded !== undefined) {
-      clearTimeout(stranded.timer);
+    const timer = this.#stranded.get(job.language);
+    if (timer !== undefined) {
+      clearTimeout(timer);
       this.#stranded.delete(job.language);
     }
     return true;
