@@ -8,6 +8,7 @@
 // deno-lint-ignore-file no-console
 import { fileURLToPath } from "node:url";
 import { benchCluster } from "./cluster_bench.ts";
+import { benchDispatch } from "./dispatch_bench.ts";
 import { benchSandbox } from "./sandbox_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
 
@@ -15,6 +16,7 @@ const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 
 const BENCHES = [
   ["cluster", benchCluster],
+  ["dispatch", benchDispatch],
   ["sandbox", benchSandbox],
 ] as const;
 

@@ -8,6 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { HttpApi, JobHistory, MasterNode } from "../mod.ts";
 import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
+import { MAX_NODE_GRACE_MS } from "../lib/scheduler/dispatcher.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import {
   NODE_FLAGS,
@@ -32,6 +33,8 @@ const USAGE = `Usage: deno task master [options]
   --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --node-timeout MS  a secondary silent this long is lost; its jobs restart
                      elsewhere (default 5000, at least 2000)
+  --node-grace MS    jobs whose language no live node runs any more wait this
+                     long for one to join, then fail (default 10000, 0-600000)
   --auth FILE        named client and node credentials with quotas (JSON, see
                      the README), reloaded on SIGHUP; replaces the shared token
   --tls-cert FILE    serve TLS with this certificate (PEM; deno task gen-certs
@@ -52,6 +55,7 @@ async function main(args: string[]): Promise<number> {
     name: { type: "string", default: "master" },
     "max-queue": { type: "string" },
     "node-timeout": { type: "string" },
+    "node-grace": { type: "string" },
     ...TLS_LISTEN_FLAGS,
     ...LIMIT_FLAGS,
     auth: { type: "string" },
@@ -84,6 +88,12 @@ async function main(args: string[]): Promise<number> {
     values["node-timeout"],
     2000,
   );
+  const nodeGraceMs = integerFlag("node-grace", values["node-grace"], 0);
+  if (nodeGraceMs !== undefined && nodeGraceMs > MAX_NODE_GRACE_MS) {
+    throw new CliError(
+      `--node-grace must be at most ${MAX_NODE_GRACE_MS}, got "${nodeGraceMs}"`,
+    );
+  }
 
   const credentials = values.auth === undefined
     ? undefined
@@ -102,6 +112,7 @@ async function main(args: string[]): Promise<number> {
       signal: shutdownSignal(),
       ...maxQueue === undefined ? {} : { maxQueue },
       ...nodeTimeoutMs === undefined ? {} : { nodeTimeoutMs },
+      ...nodeGraceMs === undefined ? {} : { nodeGraceMs },
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {

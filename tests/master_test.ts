@@ -587,3 +587,91 @@ Deno.test("master.run() serves an in-process caller like a TCP client: events, r
   assert.equal(cancelled.verdict, "internal_error");
   assert.match(cancelled.reason ?? "", /cancelled by the client/);
 });
+
+Deno.test("master.run(): a listener that cancels a queued job while another starts gives it exactly one result, unstarted", async () => {
+  // The master's own load reads 100 % CPU until the test lets it go, so
+  // both jobs wait; then one sample frees both slots in one dispatch.
+  let cpuPercent = 100;
+  await using master = startMaster({
+    slots: 2,
+    maxCpu: 50,
+    heartbeatIntervalMs: 50,
+    sampleResources: () =>
+      Promise.resolve({ cpuPercent, ramPercent: 0, ramUsedMb: 0 }),
+  });
+  const completions = new Map<string, number>();
+  master.addEventListener("jobcomplete", ({ detail }) => {
+    completions.set(detail.jobId, (completions.get(detail.jobId) ?? 0) + 1);
+  });
+  const bothQueued = Promise.withResolvers<void>();
+  let queued = 0;
+  master.addEventListener(
+    "jobqueued",
+    () => ++queued === 2 && bothQueued.resolve(),
+  );
+
+  const giveUp = new AbortController();
+  const first = master.run(bash("echo first"), {
+    client: "http:alice",
+    // Runs synchronously inside the start of `first`.
+    onEvent: (event) => event.type === "started" && giveUp.abort(),
+  });
+  const secondEvents: string[] = [];
+  const second = master.run(bash("echo second"), {
+    client: "http:alice",
+    signal: giveUp.signal,
+    onEvent: (event) => secondEvents.push(event.type),
+  });
+  await bothQueued.promise;
+  cpuPercent = 0;
+  const [ran, cancelled] = await Promise.all([first.result, second.result]);
+  assert.equal(ran.verdict, "ok");
+  assert.equal(ran.stdout, "first\n");
+  assert.equal(cancelled.verdict, "internal_error");
+  assert.equal(cancelled.reason, "cancelled: cancelled by the client");
+  assert.deepEqual(secondEvents, ["accepted", "queued", "result"]);
+  assert.equal(completions.get(second.jobId), 1);
+  assert.equal(master.running + master.queued, 0);
+});
+
+Deno.test("master.run() with a signal aborted before the call, or in the same tick, ends the job cancelled and never runs it", async () => {
+  await using master = startMaster({ slots: 1 });
+  const started: string[] = [];
+  master.addEventListener(
+    "jobstart",
+    ({ detail }) => started.push(detail.jobId),
+  );
+  const completions: string[] = [];
+  master.addEventListener(
+    "jobcomplete",
+    ({ detail }) => completions.push(detail.jobId),
+  );
+
+  const beforeEvents: string[] = [];
+  const before = master.run(bash("echo ran"), {
+    client: "http:alice",
+    signal: AbortSignal.abort(),
+    onEvent: (event) => beforeEvents.push(event.type),
+  });
+  const sameTick = new AbortController();
+  const sameTickEvents: string[] = [];
+  const during = master.run(bash("echo ran"), {
+    client: "http:alice",
+    signal: sameTick.signal,
+    onEvent: (event) => sameTickEvents.push(event.type),
+  });
+  sameTick.abort();
+  for (const result of [await before.result, await during.result]) {
+    assert.equal(result.verdict, "internal_error");
+    assert.equal(result.reason, "cancelled: cancelled by the client");
+    assert.equal(result.stdout, "");
+  }
+  assert.deepEqual(beforeEvents, ["accepted", "result"]);
+  assert.deepEqual(sameTickEvents, ["accepted", "result"]);
+  assert.deepEqual(started, []);
+  assert.deepEqual(completions, [before.jobId, during.jobId]);
+  // The master still runs the next job.
+  const next = await master.run(bash("echo next"), { client: "http:alice" })
+    .result;
+  assert.equal(next.stdout, "next\n");
+});

@@ -12,7 +12,7 @@ import {
   SecondaryNode,
   submitProgram,
 } from "../mod.ts";
-import { DEFAULT_LIMITS, type JobLimits } from "../lib/job.ts";
+import { blankResult, DEFAULT_LIMITS, type JobLimits } from "../lib/job.ts";
 import { Connection } from "../lib/protocol/connection.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
 import type { Message } from "../lib/protocol/messages.ts";
@@ -223,34 +223,71 @@ Deno.test("placement: a job whose node keeps dying ends in internal_error after 
   for (const victim of victims) await victim.close();
 });
 
-Deno.test("placement: running and queued jobs end when the last node for their language leaves", async () => {
-  await using master = startMaster({ slots: 0 });
+/** Starts `count` bash jobs on a master whose only node never answers: `count - 1` run, one waits. */
+async function fillSilentNode(master: MasterNode, count: number) {
   const join = joined(master);
-  const lonely = await scriptedSecondary(master, "lonely", () => {}); // takes jobs, never answers
+  const silent = await scriptedSecondary(master, "lonely", () => {}); // takes jobs, never answers
   await join;
   let started = 0;
-  const fourStarted = new Promise<void>((resolve) =>
+  const allStarted = new Promise<void>((resolve) =>
     master.addEventListener("jobstart", () => ++started === 4 && resolve())
   );
   const queued = new Promise((resolve) =>
     master.addEventListener("jobqueued", resolve, { once: true })
   );
-  // Four jobs fill the node's four slots; the fifth waits.
-  const jobs = [1, 2, 3, 4, 5].map((i) =>
-    submitProgram(bash(`echo ${i}`), { master: master.addr, token: TOKEN })
+  // Four jobs fill the node's four slots; the rest wait.
+  const jobs = Array.from(
+    { length: count },
+    (_, i) =>
+      submitProgram(bash(`echo ${i}`), { master: master.addr, token: TOKEN }),
   );
-  await Promise.all([fourStarted, queued]);
-  await lonely.close();
+  await Promise.all([allStarted, queued]);
+  return { silent, jobs };
+}
+
+Deno.test("placement: running and queued jobs end when the last node for their language leaves and none joins within the grace", async () => {
+  await using master = startMaster({ slots: 0, nodeGraceMs: 1 });
+  const { silent, jobs } = await fillSilentNode(master, 5);
+  await silent.close();
   const results = await Promise.all(jobs);
   for (const result of results) {
     assert.equal(result.verdict, "internal_error");
-    assert.match(result.reason ?? "", /no live node runs bash any more/);
+    assert.match(
+      result.reason ?? "",
+      /^no live node runs bash any more \(lonely left: .+\), and none joined within 1 ms$/,
+    );
   }
-  assert.equal(
-    results.filter((r) => /lonely left/.test(r.reason ?? "")).length,
-    1,
-    "the queued one says who left",
+});
+
+Deno.test("placement: jobs whose last node left wait for one to join, and run there", async () => {
+  await using master = startMaster({ slots: 0, nodeGraceMs: 600_000 });
+  const { silent, jobs } = await fillSilentNode(master, 5);
+  const left = new Promise((resolve) =>
+    master.addEventListener("nodeleave", resolve, { once: true })
   );
+  await silent.close();
+  await left;
+  assert.equal(master.queued, 5, "all five wait, the running ones again");
+  // The node comes back (a master paused past --node-timeout sees this).
+  const runs: string[] = [];
+  const back = await scriptedSecondary(master, "lonely", (message, link) => {
+    if (message.type !== "run") return;
+    runs.push(message.jobId);
+    link.send({
+      type: "result",
+      jobId: message.jobId,
+      result: blankResult(message.jobId, {
+        verdict: "ok",
+        language: "bash",
+        exitCode: 0,
+        stdout: "back\n",
+      }),
+    });
+  });
+  const results = await Promise.all(jobs);
+  assert.deepEqual(results.map((r) => r.verdict), Array(5).fill("ok"));
+  assert.equal(runs.length, 5);
+  await back.close();
 });
 
 Deno.test("placement: a secondary that registers again takes its jobs over on the new link", async () => {

@@ -6,6 +6,14 @@
  * @module
  */
 import type { JobResult } from "../job.ts";
+import type {
+  JobQueuedDetail,
+  JobRestartDetail,
+  JobStartDetail,
+} from "../scheduler/events.ts";
+
+// The scheduler emits these; they are the master's events too.
+export type { JobQueuedDetail, JobRestartDetail, JobStartDetail };
 
 /** A job was received and given an id. */
 export interface JobAcceptedDetail {
@@ -13,24 +21,6 @@ export interface JobAcceptedDetail {
   readonly jobId: string;
   /** The client's display name (from its handshake) or address. */
   readonly client: string;
-}
-
-/** A job waits in the queue at `position` (1 is next). */
-export interface JobQueuedDetail {
-  /** The waiting job. */
-  readonly jobId: string;
-  /** Its place in the queue; 1 runs next. */
-  readonly position: number;
-}
-
-/** A job started running on `node`. */
-export interface JobStartDetail {
-  /** The job that started. */
-  readonly jobId: string;
-  /** The node running it. */
-  readonly node: string;
-  /** The runner's canonical language name. */
-  readonly language: string;
 }
 
 /** A secondary joined the cluster, or left it (`reason` says why). */
@@ -43,16 +33,6 @@ export interface NodeDetail {
   readonly address: string;
   /** Why it left; absent when it joined. */
   readonly reason?: string;
-}
-
-/** A job lost its node and starts again elsewhere. */
-export interface JobRestartDetail {
-  /** The job. */
-  readonly jobId: string;
-  /** Why it restarts. */
-  readonly reason: string;
-  /** The attempt about to start: 2 for the first restart. */
-  readonly attempt: number;
 }
 
 /** Every event of a master node, by type. */

@@ -182,6 +182,14 @@ export interface MasterNodeOptions {
   nodeTimeoutMs?: number;
   /** Times a job may start before a lost node makes it fail for good. @default 3 */
   maxAttempts?: number;
+  /**
+   * How long queued jobs wait for a node that runs their language, in ms,
+   * once the last such node left, before they end with `internal_error`:
+   * a node that rejoins meanwhile (say after the master was paused) runs
+   * them. 0 ends them at once; at most 600000 (10 minutes).
+   * @default 10000
+   */
+  nodeGraceMs?: number;
   /** Interval of the resource log line, in ms; 0 turns it off. @default 10000 */
   resourceLogIntervalMs?: number;
   /** Where the master's own load comes from. @default {@linkcode sampleResources} */
@@ -293,6 +301,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       heartbeatIntervalMs = 1000,
       nodeTimeoutMs = 5000,
       maxAttempts = 3,
+      nodeGraceMs,
       resourceLogIntervalMs = 10_000,
       sampleResources: sampler = sampleResources,
       workRoot,
@@ -335,6 +344,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#jobs = new Dispatcher({
       maxQueue,
       maxAttempts,
+      nodeGraceMs,
       emit: (type, detail) => this.emit(type, detail),
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -465,7 +475,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     const { client, quota, onEvent, signal } = options;
     const ended = Promise.withResolvers<JobResult>();
     let jobId = "";
-    const caller: JobClient = {
+    const caller: Submitter = {
       name: client,
       client,
       quota,
@@ -479,8 +489,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         ended.resolve(result);
       },
     };
-    // `accepted` is sent synchronously, before the first await in #submit.
-    this.#submit(caller, { type: "submit", ref: "", job: raw }).catch(
+    // `accepted` is sent synchronously, before the first await in #submit;
+    // the dispatcher follows the signal from the job's admission on, and
+    // ends the job unstarted if it aborted before (even in this tick).
+    this.#submit(caller, { type: "submit", ref: "", job: raw }, signal).catch(
       (error) =>
         caller.sendResult(
           blankResult(jobId, {
@@ -491,11 +503,6 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
           }),
         ),
     );
-    const cancel = () =>
-      this.#jobs.cancel(caller, jobId, "cancelled by the client");
-    signal?.addEventListener("abort", cancel, { once: true });
-    if (signal?.aborted) cancel();
-    ended.promise.finally(() => signal?.removeEventListener("abort", cancel));
     return {
       jobId,
       result: ended.promise,
@@ -817,8 +824,9 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Validates a submission and resolves its language, then hands it to the dispatcher. */
   async #submit(
-    session: JobClient,
+    session: Submitter,
     { ref, job: raw }: MessageOf<"submit">,
+    signal?: AbortSignal,
   ): Promise<void> {
     const acceptedAt = performance.now();
     const id = crypto.randomUUID();
@@ -838,6 +846,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       request: parsed.request,
       language: language.language,
       acceptedAt,
+      signal,
     });
   }
 
@@ -866,6 +875,12 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   override toString(): string {
     return formatHostPort(this.addr);
   }
+}
+
+/** A client as the master sees it: the dispatcher's, told of admission too. */
+interface Submitter extends Omit<JobClient, "send"> {
+  /** Sends any message of the client protocol: `accepted`, then the job's updates. */
+  send(message: Message): void;
 }
 
 /** A job {@linkcode MasterNode.run} started. */

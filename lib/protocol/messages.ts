@@ -18,6 +18,10 @@ import {
   JobResultSchema,
   type OutputStream,
 } from "../job.ts";
+import type { NodeStatus, OfferedLanguage } from "../scheduler/worker.ts";
+
+// The scheduler owns these (it sits below the protocol); the wire carries them.
+export type { NodeStatus, OfferedLanguage };
 
 /** The protocol version this build speaks best. */
 export const PROTOCOL_VERSION = 1;
@@ -167,18 +171,6 @@ export const OfferedLanguageSchema = z.object({
   extensions: z.array(z.string().max(32)).max(32),
 }).strict() satisfies z.ZodType<OfferedLanguage>;
 
-/** A language a node can run, with its toolchain version. */
-export interface OfferedLanguage {
-  /** Canonical name, e.g. `python`. */
-  name: string;
-  /** The toolchain's version, e.g. `Python 3.11.2`. */
-  version: string;
-  /** Other names clients may use. */
-  aliases: string[];
-  /** File extensions with the dot. */
-  extensions: string[];
-}
-
 /** Validates a node's {@linkcode SandboxReport}. */
 export const SandboxReportSchema = z.object({
   mode: z.enum(["auto", "bwrap", "none"]),
@@ -267,34 +259,6 @@ export const NodeStatusSchema = z.object({
   lastSeenMs: z.number(),
   sandbox: SandboxReportSchema.nullable(),
 }).strict() satisfies z.ZodType<NodeStatus>;
-
-/** One node as `cluster_status` reports it. */
-export interface NodeStatus {
-  /** The id it registered with (`local` for the master's own slots). */
-  id: string;
-  /** Its name. */
-  name: string;
-  /** Where the node connects from, or the master's listening address for itself. */
-  address: string;
-  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately. */
-  state: "ready" | "busy" | "failing";
-  /** Whether this is the master's own slots. */
-  local: boolean;
-  /** CPU busy, 0-100, from its last heartbeat. */
-  cpuPercent: number;
-  /** RAM in use, 0-100, from its last heartbeat. */
-  ramPercent: number;
-  /** Jobs the master has running on it now. */
-  running: number;
-  /** Jobs it runs at once. */
-  slots: number;
-  /** The languages it runs, with toolchain versions. */
-  languages: { name: string; version: string }[];
-  /** Milliseconds since its last message (0 for the master itself). */
-  lastSeenMs: number;
-  /** The isolation its jobs run under, or null when it did not say. */
-  sandbox: SandboxReport | null;
-}
 
 /** The master's answer to `get_status`. */
 export const ClusterStatusSchema = z.object({

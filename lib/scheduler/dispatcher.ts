@@ -8,22 +8,50 @@
  * It knows workers and clients only through small interfaces, so the whole
  * lifecycle is here, apart from sockets and registration (the master's).
  *
+ * Listeners run synchronously inside it (a `jobstart` listener, a client's
+ * event callback) and may cancel, submit or end jobs on the spot: a job
+ * knows where it is in its life, a job that ended never starts, and a
+ * dispatch called from inside a dispatch runs again after it.
+ *
+ * It depends on nothing above it: the types it shares with the nodes and
+ * the protocol live here ({@linkcode ClientQuota}) or beside it
+ * (`events.ts`, `worker.ts`).
+ *
  * @module
  */
-import type { ClientQuota } from "../security/credentials.ts";
 import { getLogger } from "@logtape/logtape";
 import { blankResult, type JobRequest, type JobResult } from "../job.ts";
-import type { Message, OfferedLanguage } from "../protocol/messages.ts";
-import type { MasterNodeEventMap } from "../nodes/events.ts";
+import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
-import { chooseNode } from "./placement.ts";
-import type { Worker } from "./worker.ts";
+import { canRun, chooseNode, type NodeLoad } from "./placement.ts";
+import type { OfferedLanguage, Worker } from "./worker.ts";
 
 const log = getLogger(["kiln", "master"]);
 
 /** How long a node that refused a job is passed over. */
 const FAILING_COOLDOWN_MS = 5000;
+
+/**
+ * How long queued jobs wait for a node that runs their language, once the
+ * last one left, before they end: long enough for a node that lost its link
+ * (a paused master, a network blip) to reconnect and register again.
+ */
+export const DEFAULT_NODE_GRACE_MS = 10_000;
+
+/** The longest {@linkcode DispatcherOptions.nodeGraceMs}: 10 minutes. */
+export const MAX_NODE_GRACE_MS = 600_000;
+
+/** What a job is cancelled with when its submitter's signal aborts. */
+const ABORTED = "cancelled by the client";
+
+/** How many jobs one client may have at once. */
+export interface ClientQuota {
+  /** Jobs running at once; more wait in the queue. */
+  maxRunning: number;
+  /** Jobs waiting at once; more are rejected with the quota named. */
+  maxQueued: number;
+}
 
 /** Most stdin one interactive job may be sent while it runs, in UTF-16 units. */
 export const MAX_INPUT_BYTES = 1024 * 1024;
@@ -39,14 +67,22 @@ export interface JobClient {
   /** Ids of this client's jobs that have not ended yet. */
   readonly jobs: Set<string>;
   /** Sends a job event; a client that went away simply misses it. */
-  send(message: Message): void;
+  send(message: JobUpdate): void;
   /** Sends a job's result, cut to fit one frame. */
   sendResult(result: JobResult): void;
 }
 
+/**
+ * A job from acceptance to result: `new` until it is queued or started,
+ * `queued` while it waits (again after a restart), `running` while a worker
+ * has it, `ended` once its one result went out (and then for good).
+ */
+type JobState = "new" | "queued" | "running" | "ended";
+
 /** A job from acceptance to result. */
 interface Job {
   readonly id: string;
+  state: JobState;
   readonly request: JobRequest;
   /** Canonical language name. */
   readonly language: string;
@@ -72,6 +108,8 @@ interface Job {
   inputEnded: boolean;
   /** Called once the job has ended, for whoever waits on it (shutdown). */
   ended?: () => void;
+  /** Stops listening to its submitter's abort signal, once it ended. */
+  detach?: () => void;
 }
 
 /** Options of {@linkcode Dispatcher}. */
@@ -80,10 +118,20 @@ export interface DispatcherOptions {
   readonly maxQueue: number;
   /** Times a job may start before a refusal or a lost node ends it. */
   readonly maxAttempts: number;
+  /**
+   * How long, in ms, queued jobs wait for a node that runs their language
+   * once no live node does (the last one left, or a restarted job's node
+   * was the last), before they end with `internal_error`. A node that
+   * joins meanwhile takes them. 0 ends them at once; at most
+   * {@linkcode MAX_NODE_GRACE_MS}.
+   *
+   * @default {DEFAULT_NODE_GRACE_MS}
+   */
+  readonly nodeGraceMs?: number | undefined;
   /** Where the job events go (the master dispatches them as its own). */
-  readonly emit: <K extends keyof MasterNodeEventMap>(
+  readonly emit: <K extends keyof DispatcherEventMap>(
     type: K,
-    detail: MasterNodeEventMap[K]["detail"],
+    detail: DispatcherEventMap[K],
   ) => void;
 }
 
@@ -99,16 +147,43 @@ export interface DispatcherOptions {
  */
 export class Dispatcher {
   readonly #options: DispatcherOptions;
+  readonly #nodeGraceMs: number;
   readonly #workers = new Map<string, Worker>();
   readonly #queue: JobQueue<Job> = new FairQueue((job) => job.client.client);
+  /** The queued jobs by id (the queue itself is in dispatch order). */
+  readonly #queued = new Map<string, Job>();
+  /** How many jobs of each language are queued; no key when none. */
+  readonly #waiting = new Map<string, number>();
+  /**
+   * Languages with queued jobs and no live node, each with the timer that
+   * ends those jobs when its grace is over.
+   */
+  readonly #stranded = new Map<string, ReturnType<typeof setTimeout>>();
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
   /** Average run time of recent jobs, for the queue-full retry hint. */
   #averageJobMs = 1000;
   #closed = false;
+  /** A dispatch is under way: one asked for meanwhile runs after it. */
+  #dispatching = false;
+  #dispatchAgain = false;
+  /** Positions are being told: a change meanwhile has them told again. */
+  #announcing = false;
+  #announceAgain = false;
 
+  /** @throws {RangeError} If `nodeGraceMs` is not an integer from 0 to {@linkcode MAX_NODE_GRACE_MS}. */
   constructor(options: DispatcherOptions) {
+    const { nodeGraceMs = DEFAULT_NODE_GRACE_MS } = options;
+    if (
+      !Number.isInteger(nodeGraceMs) || nodeGraceMs < 0 ||
+      nodeGraceMs > MAX_NODE_GRACE_MS
+    ) {
+      throw new RangeError(
+        `Cannot create dispatcher: nodeGraceMs must be an integer from 0 to ${MAX_NODE_GRACE_MS}, got ${nodeGraceMs}`,
+      );
+    }
     this.#options = options;
+    this.#nodeGraceMs = nodeGraceMs;
   }
 
   /** Jobs running now, anywhere. */
@@ -118,7 +193,7 @@ export class Dispatcher {
 
   /** Jobs waiting for a slot. */
   get queued(): number {
-    return this.#queue.length;
+    return this.#queued.size;
   }
 
   /** Every worker, the master's own slots included. */
@@ -139,47 +214,57 @@ export class Dispatcher {
   /**
    * Adds a worker, or replaces a live one with the same id (a secondary
    * that reconnected); returns the one it replaced. Waiting jobs that now
-   * fit start at once.
+   * fit start at once, those that waited for its languages included.
    */
   addWorker(worker: Worker): Worker | undefined {
     const previous = this.#workers.get(worker.id);
     this.#workers.set(worker.id, worker);
+    for (const { name } of worker.languages) {
+      const timer = this.#stranded.get(name);
+      if (timer === undefined) continue;
+      clearTimeout(timer);
+      this.#stranded.delete(name);
+      log.info("node {node} runs {language}: its waiting jobs stay queued", {
+        node: worker.name,
+        language: name,
+      });
+    }
     this.dispatch();
     return previous;
   }
 
   /**
    * Forgets a lost worker (unless another took its id meanwhile). Waiting
-   * jobs whose language no live worker runs any more end, or they would
-   * wait forever. The worker fails its own running jobs, which restart.
+   * jobs whose language no live worker runs any more wait
+   * {@linkcode DispatcherOptions.nodeGraceMs} for one to join, then end,
+   * or they would wait forever. The worker fails its own running jobs,
+   * which restart.
    */
   removeWorker(worker: Worker, reason: string): void {
     if (this.#workers.get(worker.id) === worker) {
       this.#workers.delete(worker.id);
     }
-    for (const [, job] of [...this.#queue.entries()]) {
-      if (this.#isOffered(job.language)) continue;
-      this.#queue.remove(job);
-      this.#finish(
-        job,
-        this.#failure(
-          job,
-          `no live node runs ${job.language} any more (${worker.name} left: ${reason})`,
-        ),
-      );
+    for (const language of [...this.#waiting.keys()]) {
+      if (!this.#isOffered(language)) {
+        this.#strand(language, `${worker.name} left: ${reason}`);
+      }
     }
-    this.#announcePositions();
     this.dispatch();
   }
 
-  /** Places a validated job, or queues it, or rejects it when the queue is full. */
+  /**
+   * Places a validated job, or queues it, or rejects it when the queue is
+   * full. Aborting `signal` cancels it, as {@linkcode cancel} does; a
+   * signal already aborted ends it at once, unstarted.
+   */
   submit(
     client: JobClient,
-    { id, request, language, acceptedAt }: {
+    { id, request, language, acceptedAt, signal }: {
       id: string;
       request: JobRequest;
       language: string;
       acceptedAt: number;
+      signal?: AbortSignal | undefined;
     },
   ): void {
     if (this.#closed) {
@@ -187,6 +272,7 @@ export class Dispatcher {
     }
     const job: Job = {
       id,
+      state: "new",
       request,
       language,
       client,
@@ -201,15 +287,26 @@ export class Dispatcher {
       inputBytes: 0,
       inputEnded: false,
     };
+    if (signal?.aborted) {
+      return this.#finish(job, this.#failure(job, `cancelled: ${ABORTED}`));
+    }
     // Waiting jobs go first; those still waiting then fit no node, so a
-    // new job that fits somewhere takes no one's turn.
+    // new job that fits somewhere takes no one's turn. Submitted from inside
+    // a dispatch (by a listener), it queues: the dispatch runs again.
     this.dispatch();
     const quota = client.quota;
-    const counts = this.#countsOf(client.client);
-    const worker = quota && counts.running >= quota.maxRunning
+    const counts = quota
+      ? this.#countsOf(client.client)
+      : { running: 0, queued: 0 };
+    const worker = this.#dispatching ||
+        (quota && counts.running >= quota.maxRunning)
       ? undefined
       : this.#place(job);
-    if (worker) return this.#start(job, worker);
+    if (worker) {
+      this.#follow(job, signal);
+      this.#start(job, worker);
+      return;
+    }
     if (quota && counts.queued >= quota.maxQueued) {
       return this.reject(
         client,
@@ -229,13 +326,19 @@ export class Dispatcher {
       );
     }
     client.jobs.add(id);
-    this.#queue.push(job);
+    this.#follow(job, signal);
+    this.#enqueue(job);
     this.#announcePositions();
     log.info("job {jobId} from {client} queued at position {position}", {
       jobId: id,
       client: client.name,
       position: job.position,
     });
+    // The master admits only languages some node runs; should none run it
+    // now, the job must still not wait forever.
+    if (!this.#isOffered(language)) {
+      this.#strand(language, "none did when the job came");
+    }
   }
 
   /** Ends a submission that will not run, with the reason the client reads. */
@@ -267,7 +370,7 @@ export class Dispatcher {
    */
   input(client: JobClient, jobId: string, data: string, eof: boolean): void {
     if (!client.jobs.has(jobId)) return; // Not this client's job, or already over.
-    const job = this.#running.get(jobId) ?? this.#findQueued(jobId);
+    const job = this.#running.get(jobId) ?? this.#queued.get(jobId);
     if (!job || job.inputEnded || !job.request.interactive) return;
     // Empty chunks carry nothing but would pile up in the replay log.
     if (data === "" && !eof) return;
@@ -288,15 +391,15 @@ export class Dispatcher {
   /** Its client gave up on a job: out of the queue, or stopped where it runs. */
   cancel(client: JobClient, jobId: string, reason: string): void {
     if (!client.jobs.has(jobId)) return; // Not this client's job, or already over.
-    const queued = this.#findQueued(jobId);
+    const queued = this.#queued.get(jobId);
     if (queued) {
-      this.#queue.remove(queued);
+      this.#dequeue(queued, "removed");
       this.#finish(queued, this.#failure(queued, `cancelled: ${reason}`));
       this.#announcePositions();
       return;
     }
     const running = this.#running.get(jobId);
-    if (!running) return;
+    if (!running || running.cancelled !== undefined) return;
     running.cancelled = reason;
     running.worker?.cancel(jobId, reason);
   }
@@ -305,30 +408,80 @@ export class Dispatcher {
    * Starts every waiting job that fits somewhere now, in queue order; jobs
    * that fit nowhere keep their place. Called on every event that can free
    * a slot or lower a load: a job ending, a node joining, a heartbeat.
+   *
+   * Called from inside a dispatch (a listener of a job it starts), it only
+   * asks the running one to go round again, so the queue is never walked
+   * by two loops at once.
    */
   dispatch(): void {
-    if (this.#closed || this.#queue.length === 0) return;
-    // Heartbeats call this every second from every node: skip the scan
-    // when no node has a free slot at all.
-    const free = this.workers.some((worker) => {
-      const load = worker.load();
-      return load.assigned < load.slots;
-    });
-    if (!free) return;
-    let started = false;
+    if (this.#dispatching) {
+      this.#dispatchAgain = true;
+      return;
+    }
+    this.#dispatching = true;
+    try {
+      do {
+        this.#dispatchAgain = false;
+        if (this.#closed || this.#queued.size === 0) break;
+        this.#dispatchPass();
+      } while (this.#dispatchAgain);
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  /**
+   * One walk of the queue. Heartbeats call it every second from every node,
+   * so it costs O(nodes × waiting languages) when nothing fits, and O(jobs)
+   * plus O(nodes) per job started otherwise: each language's candidate
+   * nodes are found once, and a language whose job fitted no candidate is
+   * passed over for the rest of the walk (nothing frees a slot during it:
+   * what could, asks for another walk).
+   */
+  #dispatchPass(): void {
+    const now = Date.now();
+    const loads = new Map<Worker, NodeLoad>();
+    for (const worker of this.#workers.values()) {
+      loads.set(worker, worker.load());
+    }
+    // The nodes that could take a job of each waiting language now.
+    const open = new Map<string, Worker[]>();
+    for (const language of this.#waiting.keys()) {
+      const candidates: Worker[] = [];
+      for (const [worker, load] of loads) {
+        if (canRun(load, language, now)) candidates.push(worker);
+      }
+      if (candidates.length > 0) open.set(language, candidates);
+    }
+    if (open.size === 0) return;
     // A client at its running quota keeps its place, without a turn now.
     const running = new Map<string, number>();
     for (const job of this.#running.values()) {
       running.set(job.client.client, (running.get(job.client.client) ?? 0) + 1);
     }
-    for (const [, job] of [...this.#queue.entries()]) {
+    let started = false;
+    for (const [, job] of this.#queue.entries()) {
+      // Listeners of the jobs started so far may have ended this one.
+      if (job.state !== "queued") continue;
+      const candidates = open.get(job.language);
+      if (candidates === undefined) continue;
       const quota = job.client.quota;
       const count = running.get(job.client.client) ?? 0;
       if (quota && count >= quota.maxRunning) continue;
-      const worker = this.#place(job);
-      if (!worker) continue;
-      this.#queue.take(job);
+      const worker = pick(candidates, loads, job.language, now);
+      if (worker === undefined) {
+        open.delete(job.language);
+        if (open.size === 0) break;
+        continue;
+      }
+      // A listener dropped the node: walk again with the nodes as they are.
+      if (this.#workers.get(worker.id) !== worker) {
+        this.#dispatchAgain = true;
+        break;
+      }
+      if (!this.#dequeue(job, "served")) continue;
       this.#start(job, worker);
+      loads.set(worker, worker.load());
       running.set(job.client.client, count + 1);
       started = true;
     }
@@ -341,8 +494,10 @@ export class Dispatcher {
    */
   async close(reason: string): Promise<void> {
     this.#closed = true;
-    for (const [, job] of [...this.#queue.entries()]) {
-      this.#queue.remove(job);
+    for (const timer of this.#stranded.values()) clearTimeout(timer);
+    this.#stranded.clear();
+    for (const [, job] of this.#queue.entries()) {
+      if (!this.#dequeue(job, "removed")) continue;
       this.#finish(
         job,
         this.#failure(job, `the master shut down before the job started`),
@@ -351,6 +506,7 @@ export class Dispatcher {
     const ending = [...this.#running.values()].map((job) =>
       new Promise<void>((resolve) => {
         job.ended = resolve;
+        if (job.cancelled !== undefined) return;
         job.cancelled = reason;
         job.worker?.cancel(job.id, reason);
       })
@@ -365,7 +521,7 @@ export class Dispatcher {
       if (job.client.client === client) running++;
     }
     let queued = 0;
-    for (const [, job] of this.#queue.entries()) {
+    for (const job of this.#queued.values()) {
       if (job.client.client === client) queued++;
     }
     return { running, queued };
@@ -380,10 +536,21 @@ export class Dispatcher {
     return chosen && this.#workers.get(chosen.id);
   }
 
-  /** Starts a job on a worker: the one place a job begins (again). */
+  /**
+   * Starts a job on a worker: the one place a job begins (again). A job
+   * that ended never starts; one cancelled by a listener of its own start
+   * ends there, before the worker is given it.
+   */
   #start(job: Job, worker: Worker): void {
+    if (job.state === "ended") {
+      log.error("job {jobId} ended already: it does not start on {node}", {
+        jobId: job.id,
+        node: worker.name,
+      });
+      return;
+    }
+    job.state = "running";
     job.attempt++;
-    job.worker = worker;
     job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.client.jobs.add(job.id);
@@ -400,6 +567,16 @@ export class Dispatcher {
       node: worker.name,
       retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
     });
+    if (job.cancelled !== undefined) {
+      // Cancelled by a listener of `started`: the worker never sees it.
+      this.#running.delete(job.id);
+      return this.#finish(
+        job,
+        this.#failure(job, `cancelled: ${job.cancelled}`),
+      );
+    }
+    // Only now: a cancel or stdin before this point stays with the job.
+    job.worker = worker;
     // Answers about an earlier attempt (a node that lost the job, then
     // spoke up) must not touch this one, even on the same worker.
     const attempt = job.attempt;
@@ -456,7 +633,8 @@ export class Dispatcher {
         this.#failure(job, `${reason} (gave up after ${job.attempt} attempts)`),
       );
     }
-    if (!this.#isOffered(job.language)) {
+    const offered = this.#isOffered(job.language);
+    if (!offered && this.#nodeGraceMs === 0) {
       return this.#finish(
         job,
         this.#failure(
@@ -471,32 +649,138 @@ export class Dispatcher {
       reason,
       attempt,
     });
+    // Queued before anyone hears of it, so a listener can cancel it.
+    job.position = 0;
+    this.#enqueue(job, "front");
     job.client.send({ type: "restarted", jobId: job.id, reason, attempt });
     this.#options.emit("jobrestart", { jobId: job.id, reason, attempt });
-    job.position = 0;
-    this.#queue.pushFront(job);
+    if (job.state !== "queued") return;
+    this.#announcePositions();
+    if (!offered) this.#strand(job.language, reason);
+  }
+
+  /**
+   * No live node runs `language` and jobs of it wait: they end when the
+   * grace is over, unless a node that runs it joins first.
+   */
+  #strand(language: string, reason: string): void {
+    if (this.#stranded.has(language) || !this.#waiting.has(language)) return;
+    if (this.#nodeGraceMs === 0) {
+      return this.#endStranded(
+        language,
+        `no live node runs ${language} any more (${reason})`,
+      );
+    }
+    log.warn(
+      "no live node runs {language} ({reason}): its {count} waiting jobs end unless one joins within {ms} ms",
+      {
+        language,
+        reason,
+        count: this.#waiting.get(language),
+        ms: this.#nodeGraceMs,
+      },
+    );
+    const timer = setTimeout(() => {
+      this.#stranded.delete(language);
+      this.#endStranded(
+        language,
+        `no live node runs ${language} any more (${reason}), and none joined within ${this.#nodeGraceMs} ms`,
+      );
+    }, this.#nodeGraceMs);
+    this.#stranded.set(language, timer);
+  }
+
+  /** Ends every queued job of `language`, which no live node runs. */
+  #endStranded(language: string, reason: string): void {
+    for (const [, job] of this.#queue.entries()) {
+      if (job.language !== language) continue;
+      if (!this.#dequeue(job, "removed")) continue;
+      this.#finish(job, this.#failure(job, reason));
+    }
     this.#announcePositions();
   }
 
-  /** Tells every waiting client whose position changed where it stands now. */
+  /** Puts a job in the queue: at the back, or at the front after a restart. */
+  #enqueue(job: Job, where: "back" | "front" = "back"): void {
+    if (where === "front") this.#queue.pushFront(job);
+    else this.#queue.push(job);
+    job.state = "queued";
+    this.#queued.set(job.id, job);
+    this.#waiting.set(job.language, (this.#waiting.get(job.language) ?? 0) + 1);
+  }
+
+  /**
+   * Takes a job out of the queue, `served` (it starts now: its client had
+   * its turn) or `removed` (it leaves unserved); false if it was not there.
+   */
+  #dequeue(job: Job, how: "served" | "removed"): boolean {
+    if (this.#queued.get(job.id) !== job) return false;
+    if (how === "served") this.#queue.take(job);
+    else this.#queue.remove(job);
+    this.#queued.delete(job.id);
+    const left = (this.#waiting.get(job.language) ?? 1) - 1;
+    if (left > 0) {
+      this.#waiting.set(job.language, left);
+      return true;
+    }
+    this.#waiting.delete(job.language);
+    // Nothing of that language waits for a node any more.
+    const timer = this.#stranded.get(job.language);
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      this.#stranded.delete(job.language);
+    }
+    return true;
+  }
+
+  /** Cancels the job when its submitter's signal aborts, until it ends. */
+  #follow(job: Job, signal: AbortSignal | undefined): void {
+    if (signal === undefined) return;
+    const onAbort = () => this.cancel(job.client, job.id, ABORTED);
+    signal.addEventListener("abort", onAbort, { once: true });
+    job.detach = () => signal.removeEventListener("abort", onAbort);
+  }
+
+  /**
+   * Tells every waiting client whose position changed where it stands now.
+   * A listener that moves the queue meanwhile makes it go round again, so
+   * the last position each client hears is its true one.
+   */
   #announcePositions(): void {
-    for (const [position, job] of this.#queue.entries()) {
-      if (job.position === position) continue;
-      job.position = position;
-      job.client.send({ type: "queued", jobId: job.id, position });
-      this.#options.emit("jobqueued", { jobId: job.id, position });
+    if (this.#announcing) {
+      this.#announceAgain = true;
+      return;
+    }
+    this.#announcing = true;
+    try {
+      do {
+        this.#announceAgain = false;
+        for (const [position, job] of this.#queue.entries()) {
+          if (job.state !== "queued" || job.position === position) continue;
+          job.position = position;
+          job.client.send({ type: "queued", jobId: job.id, position });
+          this.#options.emit("jobqueued", { jobId: job.id, position });
+          if (this.#announceAgain) break;
+        }
+      } while (this.#announceAgain);
+    } finally {
+      this.#announcing = false;
     }
   }
 
-  #findQueued(jobId: string): Job | undefined {
-    for (const [, job] of this.#queue.entries()) {
-      if (job.id === jobId) return job;
-    }
-    return undefined;
-  }
-
-  /** The one place a job ends: its client gets the result, listeners the event. */
+  /**
+   * The one place a job ends: its client gets the result, listeners the
+   * event. Once: a second ending is a bug, logged and dropped.
+   */
   #finish(job: Job, ended: JobResult): void {
+    if (job.state === "ended") {
+      log.error("job {jobId} ended already: a second result is dropped", {
+        jobId: job.id,
+      });
+      return;
+    }
+    job.state = "ended";
+    job.detach?.();
     const result = { ...ended, client: job.client.client };
     job.client.jobs.delete(job.id);
     job.client.sendResult(result);
@@ -525,7 +809,12 @@ export class Dispatcher {
   }
 
   #isOffered(language: string): boolean {
-    return this.offers().some((offer) => offer.name === language);
+    for (const worker of this.#workers.values()) {
+      for (const offer of worker.languages) {
+        if (offer.name === language) return true;
+      }
+    }
+    return false;
   }
 
   /** A guess of when a slot frees up for a rejected client: queue length times average job time over slots. */
@@ -538,4 +827,26 @@ export class Dispatcher {
       Math.max(1, slots);
     return Math.round(Math.min(60_000, Math.max(1000, estimate)));
   }
+}
+
+/**
+ * The best of a language's candidate nodes for one more job, by
+ * {@linkcode chooseNode}; candidates that filled up are dropped from the
+ * list on the way, so it only shrinks as the walk places jobs.
+ */
+function pick(
+  candidates: Worker[],
+  loads: ReadonlyMap<Worker, NodeLoad>,
+  language: string,
+  now: number,
+): Worker | undefined {
+  let kept = 0;
+  for (const worker of candidates) {
+    if (canRun(loads.get(worker)!, language, now)) candidates[kept++] = worker;
+  }
+  candidates.length = kept;
+  if (kept === 0) return undefined;
+  const nodes = candidates.map((worker) => loads.get(worker)!);
+  const chosen = chooseNode(nodes, language, { now });
+  return chosen && candidates[nodes.indexOf(chosen)];
 }

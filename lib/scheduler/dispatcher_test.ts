@@ -1,31 +1,53 @@
 import assert from "node:assert/strict";
 import { blankResult, type JobResult } from "../job.ts";
-import type { Message, NodeStatus } from "../protocol/messages.ts";
-import { Dispatcher, type JobClient } from "./dispatcher.ts";
+import {
+  Dispatcher,
+  type DispatcherOptions,
+  type JobClient,
+  MAX_NODE_GRACE_MS,
+} from "./dispatcher.ts";
+import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import type { NodeLoad } from "./placement.ts";
-import type { Worker, WorkerJob, WorkerJobEvents } from "./worker.ts";
+import type {
+  NodeStatus,
+  OfferedLanguage,
+  Worker,
+  WorkerJob,
+  WorkerJobEvents,
+} from "./worker.ts";
 
 /** A worker the test drives by hand: it only records what it was given. */
 class FakeWorker implements Worker {
   readonly address = "fake";
-  readonly languages = [{
-    name: "bash",
-    version: "5",
-    aliases: [],
-    extensions: [".sh"],
-  }];
+  readonly languages: OfferedLanguage[];
   readonly jobs = new Map<string, WorkerJobEvents>();
+  /** Every job it was given, in order. */
+  readonly started: string[] = [];
   readonly cancelled: string[] = [];
-  constructor(readonly id: string, readonly slots = 1) {}
+  /** How many times placement read its load. */
+  loads = 0;
+  constructor(
+    readonly id: string,
+    readonly slots = 1,
+    readonly language = "bash",
+  ) {
+    this.languages = [{
+      name: language,
+      version: "1",
+      aliases: [],
+      extensions: [],
+    }];
+  }
   get name(): string {
     return this.id;
   }
   load(): NodeLoad {
+    this.loads++;
     return {
       id: this.id,
       name: this.id,
       local: false,
-      languages: new Set(["bash"]),
+      languages: new Set([this.language]),
       slots: this.slots,
       assigned: this.jobs.size,
       cpuPercent: 0,
@@ -38,6 +60,7 @@ class FakeWorker implements Worker {
   }
   start(job: WorkerJob, events: WorkerJobEvents): void {
     this.jobs.set(job.id, events);
+    this.started.push(job.id);
   }
   cancel(jobId: string): void {
     this.cancelled.push(jobId);
@@ -71,8 +94,8 @@ class FakeWorker implements Worker {
 /** A client that records every message it is sent. */
 function client(
   name: string,
-): JobClient & { messages: Message[]; results: JobResult[] } {
-  const messages: Message[] = [];
+): JobClient & { messages: JobUpdate[]; results: JobResult[] } {
+  const messages: JobUpdate[] = [];
   const results: JobResult[] = [];
   return {
     name,
@@ -85,20 +108,32 @@ function client(
   };
 }
 
-function setup(maxAttempts = 3) {
+function setup(maxAttempts = 3, options: Partial<DispatcherOptions> = {}) {
   const events: string[] = [];
+  /** Every event with its detail, for the tests that read them. */
+  const details: [keyof DispatcherEventMap, Detail][] = [];
+  const listeners: (<K extends keyof DispatcherEventMap>(
+    type: K,
+    detail: DispatcherEventMap[K],
+  ) => void)[] = [];
   const dispatcher = new Dispatcher({
     maxQueue: 10,
     maxAttempts,
-    emit: (type) => events.push(type),
+    nodeGraceMs: 0,
+    ...options,
+    emit: (type, detail) => {
+      events.push(type);
+      details.push([type, detail as Detail]);
+      for (const listener of listeners) listener(type, detail);
+    },
   });
-  return { dispatcher, events };
+  return { dispatcher, events, details, listeners };
 }
 
-const job = (id: string) => ({
+const job = (id: string, language = "bash") => ({
   id,
-  request: { language: "bash", files: [{ name: "a.sh", content: "true" }] },
-  language: "bash",
+  request: { language, files: [{ name: "a.sh", content: "true" }] },
+  language,
   acceptedAt: performance.now(),
 });
 
@@ -280,4 +315,257 @@ Deno.test("Dispatcher passes stdin on to an interactive job, and replays it all 
   dispatcher.submit(alice, job("2"));
   dispatcher.input(alice, "2", "ignored\n", false);
   assert.ok(!spare.inputs.some(([id]) => id === "2"));
+});
+
+/** Any event's detail, as the tests read it. */
+type Detail = { jobId: string; position?: number };
+
+/** The ids of every event of `type`, in order. */
+function idsOf(
+  details: [keyof DispatcherEventMap, Detail][],
+  type: keyof DispatcherEventMap,
+): string[] {
+  return details.filter(([t]) => t === type).map(([, d]) => d.jobId);
+}
+
+Deno.test("Dispatcher: a listener that cancels a queued job while another starts ends it once, and it never starts", () => {
+  const { dispatcher, details, listeners } = setup();
+  const first = new FakeWorker("first", 2);
+  dispatcher.addWorker(first);
+  const alice = client("alice");
+  for (const id of ["1", "2", "3", "4"]) dispatcher.submit(alice, job(id));
+  assert.deepEqual(first.started, ["1", "2"]);
+  // As 3 starts, its client gives up on 4: synchronously, inside the start.
+  listeners.push((type, detail) => {
+    if (type === "jobstart" && (detail as { jobId: string }).jobId === "3") {
+      dispatcher.cancel(alice, "4", "gave up");
+    }
+  });
+  // A node with room for both joins: one dispatch would start 3 and 4.
+  const second = new FakeWorker("second", 2);
+  dispatcher.addWorker(second);
+  assert.deepEqual(second.started, ["3"]);
+  assert.deepEqual(
+    alice.messages.filter((m) => m.jobId === "4").map((m) => m.type),
+    ["queued"],
+  );
+  assert.deepEqual(
+    alice.results.filter((r) => r.jobId === "4").map((r) => r.reason),
+    ["cancelled: gave up"],
+  );
+  assert.deepEqual(idsOf(details, "jobcomplete"), ["4"]);
+  assert.ok(!idsOf(details, "jobstart").includes("4"));
+  assert.equal(dispatcher.queued, 0);
+});
+
+Deno.test("Dispatcher: a job cancelled by a listener of its own start never reaches its worker", () => {
+  const { dispatcher, details, listeners } = setup();
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  listeners.push((type, detail) => {
+    if (type === "jobstart" && (detail as { jobId: string }).jobId === "1") {
+      dispatcher.cancel(alice, "1", "changed my mind");
+    }
+  });
+  dispatcher.submit(alice, job("1"));
+  assert.deepEqual(worker.started, []);
+  assert.deepEqual(worker.cancelled, []);
+  assert.deepEqual(alice.results.map((r) => [r.jobId, r.reason]), [
+    ["1", "cancelled: changed my mind"],
+  ]);
+  assert.deepEqual(idsOf(details, "jobcomplete"), ["1"]);
+  // Its slot is free: the next job runs.
+  dispatcher.submit(alice, job("2"));
+  assert.deepEqual(worker.started, ["2"]);
+});
+
+Deno.test("Dispatcher: a job whose signal aborted before or as it is submitted ends cancelled, unstarted", () => {
+  const { dispatcher, details } = setup();
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, { ...job("early"), signal: AbortSignal.abort() });
+  assert.deepEqual(worker.started, []);
+  assert.deepEqual(alice.results.map((r) => [r.jobId, r.verdict, r.reason]), [
+    ["early", "internal_error", "cancelled: cancelled by the client"],
+  ]);
+  assert.deepEqual(idsOf(details, "jobcomplete"), ["early"]);
+
+  // Aborted while it runs: cancelled on its worker, one result.
+  const running = new AbortController();
+  dispatcher.submit(alice, { ...job("running"), signal: running.signal });
+  // Aborted while it waits: out of the queue at once.
+  const waiting = new AbortController();
+  dispatcher.submit(alice, { ...job("waiting"), signal: waiting.signal });
+  waiting.abort();
+  running.abort();
+  assert.deepEqual(worker.started, ["running"]);
+  assert.deepEqual(worker.cancelled, ["running"]);
+  worker.finish("running", { verdict: "internal_error", reason: "cancelled" });
+  // Once it ended, its signal is let go.
+  running.signal.dispatchEvent(new Event("abort"));
+  assert.deepEqual(worker.cancelled, ["running"]);
+  assert.deepEqual(alice.results.map((r) => r.jobId), [
+    "early",
+    "waiting",
+    "running",
+  ]);
+});
+
+Deno.test("Dispatcher puts restarted jobs back at the front in their original order", () => {
+  const { dispatcher, details } = setup();
+  const doomed = new FakeWorker("doomed", 3);
+  dispatcher.addWorker(doomed);
+  const alice = client("alice");
+  for (const id of ["1", "2", "3"]) dispatcher.submit(alice, job(id));
+  const busy = new FakeWorker("busy");
+  dispatcher.addWorker(busy);
+  dispatcher.submit(alice, job("4"));
+  dispatcher.submit(alice, job("5"));
+  assert.deepEqual(doomed.started, ["1", "2", "3"]);
+  assert.deepEqual(busy.started, ["4"]);
+  dispatcher.removeWorker(doomed, "connection closed");
+  doomed.die();
+  // Where each job was last told it stands.
+  const positions = new Map<string, number>();
+  for (const [type, detail] of details) {
+    if (type === "jobqueued") {
+      positions.set(detail.jobId, detail.position!);
+    }
+  }
+  assert.deepEqual(
+    [...positions].sort((a, b) => a[1] - b[1]),
+    [["1", 1], ["2", 2], ["3", 3], ["5", 4]],
+  );
+  for (const id of ["4", "1", "2", "3"]) busy.finish(id);
+  assert.deepEqual(busy.started, ["4", "1", "2", "3", "5"]);
+});
+
+Deno.test("Dispatcher keeps jobs queued while no node runs their language, and a node that joins within the grace runs them", () => {
+  const { dispatcher, details } = setup(3, { nodeGraceMs: MAX_NODE_GRACE_MS });
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, job("running"));
+  dispatcher.submit(alice, job("waiting"));
+  // The only bash node is lost (a master paused past the node timeout).
+  dispatcher.removeWorker(worker, "silent for 5000 ms");
+  worker.die();
+  assert.equal(alice.results.length, 0);
+  assert.equal(dispatcher.queued, 2);
+  // It rejoins: both run, the restarted one first. (Its grace timer ends
+  // here too, or the test's sanitizer would catch it.)
+  const back = new FakeWorker("w", 2);
+  dispatcher.addWorker(back);
+  assert.deepEqual(back.started, ["running", "waiting"]);
+  back.finish("running");
+  back.finish("waiting");
+  assert.deepEqual(alice.results.map((r) => [r.jobId, r.verdict]), [
+    ["running", "ok"],
+    ["waiting", "ok"],
+  ]);
+  assert.deepEqual(idsOf(details, "jobcomplete"), ["running", "waiting"]);
+});
+
+Deno.test("Dispatcher ends jobs that waited out the grace with no node for their language, naming why", async () => {
+  const { dispatcher, listeners } = setup(3, { nodeGraceMs: 1 });
+  const worker = new FakeWorker("w");
+  const python = new FakeWorker("py", 1, "python");
+  dispatcher.addWorker(worker);
+  dispatcher.addWorker(python);
+  const alice = client("alice");
+  dispatcher.submit(alice, job("running"));
+  dispatcher.submit(alice, job("waiting"));
+  const ended = Promise.withResolvers<void>();
+  listeners.push((type) => {
+    if (type === "jobcomplete" && alice.results.length === 2) ended.resolve();
+  });
+  dispatcher.removeWorker(worker, "connection closed");
+  worker.die();
+  // A node of another language does not save them.
+  dispatcher.addWorker(new FakeWorker("py2", 1, "python"));
+  assert.equal(alice.results.length, 0);
+  await ended.promise;
+  for (const result of alice.results) {
+    assert.equal(result.verdict, "internal_error");
+    assert.equal(
+      result.reason,
+      "no live node runs bash any more (w left: connection closed), and none joined within 1 ms",
+    );
+  }
+  assert.equal(dispatcher.queued, 0);
+});
+
+Deno.test("Dispatcher with no grace ends such jobs at once; the grace has a maximum", async () => {
+  const { dispatcher } = setup(3, { nodeGraceMs: 0 });
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, job("running"));
+  dispatcher.submit(alice, job("waiting"));
+  dispatcher.removeWorker(worker, "connection closed");
+  worker.die();
+  assert.deepEqual(alice.results.map((r) => [r.jobId, r.reason]), [
+    ["waiting", "no live node runs bash any more (w left: connection closed)"],
+    [
+      "running",
+      'node "w" was lost; no live node runs bash any more',
+    ],
+  ]);
+  for (const nodeGraceMs of [-1, 1.5, MAX_NODE_GRACE_MS + 1, NaN]) {
+    assert.throws(
+      () =>
+        new Dispatcher({ maxQueue: 1, maxAttempts: 1, nodeGraceMs, emit() {} }),
+      RangeError,
+    );
+  }
+  // Grace timers end with the dispatcher, and with the last job that waited.
+  const graceful = setup(3, { nodeGraceMs: MAX_NODE_GRACE_MS });
+  const gone = new FakeWorker("gone", 1);
+  graceful.dispatcher.addWorker(gone);
+  graceful.dispatcher.submit(alice, job("a"));
+  graceful.dispatcher.submit(alice, job("b"));
+  graceful.dispatcher.removeWorker(gone, "connection closed");
+  graceful.dispatcher.cancel(alice, "b", "gave up");
+  gone.die();
+  await graceful.dispatcher.close("shutting down");
+  assert.deepEqual(alice.results.slice(2).map((r) => [r.jobId, r.reason]), [
+    ["b", "cancelled: gave up"],
+    ["a", "the master shut down before the job started"],
+  ]);
+});
+
+Deno.test("Dispatcher reads each node's load once per dispatch, however many jobs wait", () => {
+  const { dispatcher } = setup(3, { maxQueue: 2000 });
+  const java = new FakeWorker("java", 1, "java");
+  dispatcher.addWorker(java);
+  const pythons = Array.from(
+    { length: 200 },
+    (_, i) => new FakeWorker(`py${i}`, 1, "python"),
+  );
+  for (const worker of pythons) dispatcher.addWorker(worker);
+  const clients = Array.from({ length: 10 }, (_, i) => client(`c${i}`));
+  for (let i = 0; i < 1001; i++) {
+    dispatcher.submit(clients[i % 10]!, job(`j${i}`, "java"));
+  }
+  assert.equal(dispatcher.queued, 1000);
+  const workers = [java, ...pythons];
+  for (const worker of workers) worker.loads = 0;
+  dispatcher.dispatch();
+  const reads = workers.reduce((sum, worker) => sum + worker.loads, 0);
+  assert.ok(reads <= workers.length, `${reads} load reads`);
+  // A python job behind them all still starts when a python node frees up.
+  for (let i = 0; i < pythons.length; i++) {
+    dispatcher.submit(clients[0]!, job(`p${i}`, "python"));
+  }
+  assert.ok(pythons.every((worker) => worker.started.length === 1));
+  dispatcher.submit(clients[1]!, job("late", "python"));
+  assert.equal(dispatcher.queued, 1001);
+  pythons[7]!.finish(pythons[7]!.started[0]!);
+  assert.deepEqual(pythons[7]!.started.slice(1), ["late"]);
+  // And java's turn comes in queue order, fair across clients: c1 was
+  // served last (its python job), so c2 goes first.
+  java.finish("j0");
+  assert.deepEqual(java.started, ["j0", "j2"]);
 });

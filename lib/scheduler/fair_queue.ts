@@ -14,7 +14,8 @@ import type { JobQueue } from "./job_queue.ts";
  * have work. {@linkcode FairQueue.shift} takes the head of the first client in
  * the rotation and moves that client to the back (or drops it when its list is
  * empty); a client that newly has work joins the back of the rotation. Jobs put
- * back with {@linkcode FairQueue.pushFront} go before every client.
+ * back with {@linkcode FairQueue.pushFront} go before every client, in the
+ * order they came back.
  *
  * Positions are the dispatch order as it stands now, so unlike a plain FIFO a
  * job's position can move backwards: when another client (or a new client)
@@ -22,8 +23,7 @@ import type { JobQueue } from "./job_queue.ts";
  * Send position updates after every change, not only when the front leaves.
  *
  * Costs: `push` is O(clients), `shift`, `remove` and `pushFront` are O(1)
- * (amortised; `remove` of a restarted job is O(restarted jobs)), `entries` is
- * O(jobs).
+ * (amortised), `entries` is O(jobs).
  *
  * @example One client's burst does not starve another
  * ```ts
@@ -43,7 +43,7 @@ import type { JobQueue } from "./job_queue.ts";
  * ]);
  * ```
  *
- * @example A restarted job runs next, whoever sent it
+ * @example Restarted jobs run next, whoever sent them, in the order they came back
  * ```ts
  * import assert from "node:assert/strict";
  * import { FairQueue } from "./fair_queue.ts";
@@ -51,7 +51,9 @@ import type { JobQueue } from "./job_queue.ts";
  * const queue = new FairQueue<string>((job) => job[0]!);
  * queue.push("a1");
  * queue.pushFront("b0");
+ * queue.pushFront("c0");
  * assert.equal(queue.shift(), "b0");
+ * assert.equal(queue.shift(), "c0");
  * assert.equal(queue.shift(), "a1");
  * ```
  */
@@ -62,8 +64,8 @@ export class FairQueue<T> implements JobQueue<T> {
   #lists = new Map<string, Set<T>>();
   // Clients with work, next first; delete then add moves one to the back.
   #rotation = new Set<string>();
-  // Restarted jobs, the last one pushed first.
-  #front: T[] = [];
+  // Restarted jobs, in the order they came back.
+  #front = new Set<T>();
   // Every queued job: its client, or undefined when it sits in #front.
   #keys = new Map<T, string | undefined>();
 
@@ -103,7 +105,7 @@ export class FairQueue<T> implements JobQueue<T> {
     // after every job in rounds before k, and after the clients ahead of its
     // own in round k.
     const k = list.size - 1;
-    let position = this.#front.length + 1;
+    let position = this.#front.size + 1;
     let ahead = true;
     for (const [other, otherList] of this.#rotationLists()) {
       if (other === key) ahead = false;
@@ -114,21 +116,21 @@ export class FairQueue<T> implements JobQueue<T> {
   }
 
   /**
-   * Puts a job before everyone, whatever its client: the next
-   * {@linkcode FairQueue.shift} returns it.
+   * Puts a restarted job before every client's jobs, behind those put back
+   * before it, whatever its client.
    *
    * @throws {TypeError} If the job is already queued.
    */
   pushFront(item: T): void {
     this.#refuseTwice(item);
-    this.#front.push(item);
+    this.#front.add(item);
     this.#keys.set(item, undefined);
   }
 
   /** Takes the next job to dispatch; undefined when the queue is empty. */
   shift(): T | undefined {
-    if (this.#front.length > 0) {
-      const item = this.#front.pop() as T;
+    for (const item of this.#front) {
+      this.#front.delete(item);
       this.#keys.delete(item);
       return item;
     }
@@ -166,7 +168,7 @@ export class FairQueue<T> implements JobQueue<T> {
     const key = this.#keys.get(item);
     this.#keys.delete(item);
     if (key === undefined) {
-      this.#front.splice(this.#front.lastIndexOf(item), 1);
+      this.#front.delete(item);
       return true;
     }
     const list = this.#lists.get(key) as Set<T>;
@@ -185,9 +187,7 @@ export class FairQueue<T> implements JobQueue<T> {
    */
   entries(): IterableIterator<[number, T]> {
     const order: [number, T][] = [];
-    for (let i = this.#front.length - 1; i >= 0; i--) {
-      order.push([order.length + 1, this.#front[i] as T]);
-    }
+    for (const item of this.#front) order.push([order.length + 1, item]);
     let active = [...this.#rotationLists()].map(([, list]) => list.values());
     while (active.length > 0) {
       const next: typeof active = [];

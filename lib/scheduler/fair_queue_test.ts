@@ -104,13 +104,13 @@ Deno.test("FairQueue positions can move backwards", () => {
   assert.deepEqual([...queue.entries()][2], [3, "a2"]);
 });
 
-Deno.test("FairQueue runs a restarted job next, whatever its client", () => {
+Deno.test("FairQueue runs restarted jobs next, whatever their client, in the order they came back", () => {
   const queue = byLetter();
   for (const job of ["a1", "a2", "b1"]) queue.push(job);
   queue.pushFront("b0");
   queue.pushFront("c0");
   assert.equal(queue.length, 5);
-  assert.deepEqual(order(queue), ["c0", "b0", "a1", "b1", "a2"]);
+  assert.deepEqual(order(queue), ["b0", "c0", "a1", "b1", "a2"]);
   assert.equal(queue.push("c1"), 5);
   assert.throws(() => queue.pushFront("a1"), TypeError);
   assert.throws(() => queue.push("b0"), TypeError);
@@ -183,7 +183,7 @@ class ReferenceQueue {
   }
 
   pushFront(item: string): void {
-    this.front.unshift(item);
+    this.front.push(item);
   }
 
   shift(): string | undefined {

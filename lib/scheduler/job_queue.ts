@@ -26,8 +26,9 @@ export interface JobQueue<T> {
   /** Adds a job at the back; returns its position. */
   push(item: T): number;
   /**
-   * Puts a job before everyone else: the next {@linkcode JobQueue.shift}
-   * returns it. For a job that must restart because its node died.
+   * Puts a job back ahead of every job that waits its first turn, behind
+   * those put back before it: for jobs that must restart because their node
+   * died. Several put back at once keep their order (a queue, not a stack).
    */
   pushFront(item: T): void;
   /** Takes the job at the front. */
@@ -58,26 +59,28 @@ export interface JobQueue<T> {
  * [...queue.entries()]; // [[1, "b"]]
  * ```
  *
- * @example A restarted job goes before everyone
+ * @example Restarted jobs go before everyone, in the order they came back
  * ```ts
  * import assert from "node:assert/strict";
  * import { FifoQueue } from "./job_queue.ts";
  *
  * const queue = new FifoQueue<string>();
  * queue.push("a");
- * queue.pushFront("restarted");
- * assert.equal(queue.shift(), "restarted");
+ * queue.pushFront("r1");
+ * queue.pushFront("r2");
+ * assert.equal(queue.shift(), "r1");
+ * assert.equal(queue.shift(), "r2");
  * assert.equal(queue.shift(), "a");
  * ```
  */
 export class FifoQueue<T> implements JobQueue<T> {
   // A Set keeps insertion order and removes from the middle in O(1).
   #items = new Set<T>();
-  // Restarted jobs, the last one pushed first (a Set cannot prepend).
-  #front: T[] = [];
+  // Restarted jobs, in the order they came back.
+  #front = new Set<T>();
 
   get length(): number {
-    return this.#front.length + this.#items.size;
+    return this.#front.size + this.#items.size;
   }
 
   push(item: T): number {
@@ -88,14 +91,15 @@ export class FifoQueue<T> implements JobQueue<T> {
 
   pushFront(item: T): void {
     this.#refuseTwice(item);
-    this.#front.push(item);
+    this.#front.add(item);
   }
 
   shift(): T | undefined {
-    if (this.#front.length > 0) return this.#front.pop();
-    for (const item of this.#items) {
-      this.#items.delete(item);
-      return item;
+    for (const items of [this.#front, this.#items]) {
+      for (const item of items) {
+        items.delete(item);
+        return item;
+      }
     }
     return undefined;
   }
@@ -105,22 +109,17 @@ export class FifoQueue<T> implements JobQueue<T> {
   }
 
   remove(item: T): boolean {
-    const index = this.#front.lastIndexOf(item);
-    if (index === -1) return this.#items.delete(item);
-    this.#front.splice(index, 1);
-    return true;
+    return this.#front.delete(item) || this.#items.delete(item);
   }
 
   *entries(): IterableIterator<[number, T]> {
     let position = 0;
-    for (let i = this.#front.length - 1; i >= 0; i--) {
-      yield [++position, this.#front[i] as T];
-    }
+    for (const item of this.#front) yield [++position, item];
     for (const item of this.#items) yield [++position, item];
   }
 
   #refuseTwice(item: T): void {
-    if (this.#items.has(item) || this.#front.includes(item)) {
+    if (this.#items.has(item) || this.#front.has(item)) {
       throw new TypeError("Cannot queue a job twice");
     }
   }

@@ -29,14 +29,14 @@ Deno.test("FifoQueue refuses the same job twice and empties cleanly", () => {
   assert.equal(queue.length, 0);
 });
 
-Deno.test("FifoQueue puts a restarted job before everyone", () => {
+Deno.test("FifoQueue puts restarted jobs before everyone, in the order they came back", () => {
   const queue = new FifoQueue<string>();
   queue.push("a");
   queue.push("b");
   queue.pushFront("r1");
   queue.pushFront("r2");
   assert.equal(queue.length, 4);
-  assert.deepEqual([...queue.entries()], [[1, "r2"], [2, "r1"], [3, "a"], [
+  assert.deepEqual([...queue.entries()], [[1, "r1"], [2, "r2"], [3, "a"], [
     4,
     "b",
   ]]);

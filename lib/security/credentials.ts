@@ -22,17 +22,13 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import type { Role } from "../protocol/messages.ts";
+import type { ClientQuota } from "../scheduler/dispatcher.ts";
 
 /** What a credential lets its holder be. */
 export type CredentialRole = "client" | "node";
 
-/** How many jobs one client may have at once. */
-export interface ClientQuota {
-  /** Jobs running at once; more wait in the queue. */
-  maxRunning: number;
-  /** Jobs waiting at once; more are rejected with the quota named. */
-  maxQueued: number;
-}
+// The scheduler enforces quotas (it sits below security); credentials carry them.
+export type { ClientQuota };
 
 /** The quota of a client whose credential and file name none. */
 export const DEFAULT_CLIENT_QUOTA: Readonly<ClientQuota> = Object.freeze({
