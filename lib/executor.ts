@@ -303,6 +303,13 @@ function compileResult(
  * The verdict of one step and the reason for it, from the most specific
  * evidence down: what the launcher stopped, what the kernel killed, what the
  * runtime reported, how the program exited.
+ *
+ * A limit verdict needs kiln's own evidence (its timers, the cgroup's CPU
+ * time and OOM kills), never a number the program chose: under bubblewrap
+ * `exit 152` looks exactly like a death by SIGXCPU (see
+ * `SandboxedOutcome.ambiguousSignal`), so such a code is a `runtime_error`
+ * that names the code, and the signal it may stand for only where the
+ * evidence does not rule that out.
  */
 function stepEnding(
   outcome: SandboxedOutcome,
@@ -339,14 +346,17 @@ function stepEnding(
         `${what} exceeded its memory limit of ${limits.memoryMb} MiB (killed by the kernel's OOM killer)`,
     };
   }
-  // The per-process rlimit: SIGXCPU at the soft limit, SIGKILL a second later.
-  if (
-    outcome.signal === "SIGXCPU" ||
-    (outcome.signal === "SIGKILL" && outcome.cpuTimeMs !== null &&
-      outcome.cpuTimeMs >= limits.cpuTimeMs)
-  ) {
+  const cpu = cpuEvidence(outcome, limits);
+  const killedBy = (name: Deno.Signal) =>
+    outcome.signal === name || outcome.ambiguousSignal === name;
+  // The per-process rlimit sends SIGXCPU at the soft limit and SIGKILL a
+  // second later; either counts only when the CPU time was really spent.
+  if ((killedBy("SIGXCPU") || killedBy("SIGKILL")) && cpu === "spent") {
     return cpuLimit;
   }
+  // Without a measurement, a real SIGXCPU (the wait status, not a code)
+  // that came late enough for the rlimit to have sent it is all there is.
+  if (outcome.signal === "SIGXCPU" && cpu === "possible") return cpuLimit;
   if (outcome.signal === "SIGXFSZ") {
     return {
       verdict: "runtime_error",
@@ -372,10 +382,53 @@ function stepEnding(
   if (outcome.exitCode !== 0) {
     return {
       verdict: "runtime_error",
-      reason: `exited with code ${outcome.exitCode}`,
+      reason: `exited with code ${outcome.exitCode}${
+        ambiguityNote(outcome.ambiguousSignal, cpu, limits)
+      }`,
     };
   }
   return { verdict: "ok" };
+}
+
+/**
+ * What kiln knows of the step's CPU time against its budget: `spent` when
+ * the cgroup measured at least the budget, `unspent` when it measured less
+ * (or, unmeasured, when even every core busy for the whole wall time could
+ * not have reached the rlimit), `possible` when nothing rules it out.
+ */
+function cpuEvidence(
+  outcome: SandboxedOutcome,
+  limits: StepLimits,
+): "spent" | "unspent" | "possible" {
+  if (outcome.cpuTimeMs !== null) {
+    return outcome.cpuTimeMs >= limits.cpuTimeMs ? "spent" : "unspent";
+  }
+  // The rlimit counts whole seconds (see `Sandbox`), and a process cannot
+  // use more CPU time than its wall time on every core.
+  const rlimitMs = Math.max(1, Math.ceil(limits.cpuTimeMs / 1000)) * 1000;
+  const cores = navigator.hardwareConcurrency || 1;
+  return outcome.timeMs * cores >= rlimitMs ? "possible" : "unspent";
+}
+
+/**
+ * For an exit code that may stand for a signal (under bubblewrap, 128 + n):
+ * the signal, unless kiln's evidence rules it out, with what it would mean.
+ */
+function ambiguityNote(
+  maybe: Deno.Signal | null,
+  cpu: "spent" | "unspent" | "possible",
+  limits: StepLimits,
+): string {
+  if (maybe === null) return "";
+  // SIGXCPU comes from the CPU rlimit: not without the CPU time. (The
+  // verdict would have been time_limit had it been spent.)
+  if (maybe === "SIGXCPU" && cpu !== "possible") return "";
+  const meaning = maybe === "SIGXCPU"
+    ? `, as at the CPU time limit of ${limits.cpuTimeMs} ms`
+    : maybe === "SIGXFSZ"
+    ? `, as for a file written past the file size limit of ${limits.fileSizeBytes} bytes`
+    : "";
+  return `, or was killed by ${maybe}${meaning} (the sandbox reports both alike)`;
 }
 
 function cancelledReason(signal: AbortSignal | undefined): string {

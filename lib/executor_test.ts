@@ -130,9 +130,70 @@ Deno.test("executeJob() reports a non-zero exit and a fatal signal as runtime_er
 
   const killed = await executeJob(scriptRunner(), job("kill -SEGV $$"));
   assert.equal(killed.verdict, "runtime_error");
-  assert.equal(killed.exitCode, null);
-  assert.equal(killed.signal, "SIGSEGV");
   assert.match(killed.reason ?? "", /SIGSEGV/);
+  if ((await defaultSandbox()).layers.includes("namespaces")) {
+    // bwrap reports the signal as 139, exactly as `exit 139` (see below).
+    assert.equal(killed.exitCode, 139);
+    assert.equal(killed.signal, null);
+  } else {
+    assert.equal(killed.exitCode, null);
+    assert.equal(killed.signal, "SIGSEGV");
+  }
+
+  const unsandboxed = await executeJob(scriptRunner(), job("kill -SEGV $$"), {
+    sandbox: Sandbox.none(),
+  });
+  assert.equal(unsandboxed.exitCode, null);
+  assert.equal(unsandboxed.signal, "SIGSEGV");
+  assert.equal(unsandboxed.reason, "killed by SIGSEGV");
+});
+
+Deno.test("executeJob() never takes a limit verdict from an exit code the program chose", async (t) => {
+  for (const [name, sandbox] of SANDBOXES) {
+    await t.step(name, async () => {
+      const run = (script: string) =>
+        executeJob(scriptRunner(), job(script), {
+          limits: { cpuTimeMs: 2000, fileSizeBytes: 4096 },
+          ...sandbox ? { sandbox } : {},
+        });
+      // 152 = 128 + SIGXCPU, 153 = 128 + SIGXFSZ, 137 = 128 + SIGKILL: what
+      // bwrap reports for those signals, chosen here by a program that
+      // used no CPU time, wrote no file and was killed by nobody.
+      for (const code of [152, 153, 137]) {
+        const result = await run(`exit ${code}`);
+        assert.equal(result.verdict, "runtime_error", JSON.stringify(result));
+        assert.equal(result.exitCode, code);
+        assert.equal(result.signal, null);
+        assert.match(
+          result.reason ?? "",
+          new RegExp(`^exited with code ${code}`),
+        );
+        assert.doesNotMatch(result.reason ?? "", /CPU time limit/);
+      }
+      const segv = await run("exit 139");
+      assert.equal(segv.verdict, "runtime_error");
+      assert.equal(segv.exitCode, 139);
+      assert.equal(segv.signal, null);
+    });
+  }
+});
+
+Deno.test({
+  name:
+    "executeJob() still gives the CPU limit its verdict when the program spins past it",
+  ignore: !(await defaultSandbox()).layers.includes("cgroups"),
+  fn: async () => {
+    const result = await executeJob(
+      scriptRunner(),
+      job("while :; do :; done"),
+      {
+        limits: { cpuTimeMs: 300 },
+      },
+    );
+    assert.equal(result.verdict, "time_limit", JSON.stringify(result));
+    assert.match(result.reason ?? "", /CPU time limit of 300 ms/);
+    assert.ok(result.cpuTimeMs! >= 300);
+  },
 });
 
 Deno.test("executeJob() kills the whole process tree at the time limit", async (t) => {
