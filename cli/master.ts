@@ -8,6 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { HttpApi, JobHistory, MasterNode } from "../mod.ts";
 import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
+import { MAX_TIMER_MS } from "../lib/_timer.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import {
   NODE_FLAGS,
@@ -31,7 +32,8 @@ const USAGE = `Usage: deno task master [options]
                      (default: number of CPUs)
   --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --node-timeout MS  a secondary silent this long is lost; its jobs restart
-                     elsewhere (default 5000, at least 2000)
+                     elsewhere (default 5000, at least 2000, at most
+                     2147483647)
   --auth FILE        named client and node credentials with quotas (JSON, see
                      the README), reloaded on SIGHUP; replaces the shared token
   --tls-cert FILE    serve TLS with this certificate (PEM; deno task gen-certs
@@ -83,6 +85,7 @@ async function main(args: string[]): Promise<number> {
     "node-timeout",
     values["node-timeout"],
     2000,
+    MAX_TIMER_MS,
   );
 
   const credentials = values.auth === undefined

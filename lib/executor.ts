@@ -19,19 +19,27 @@
  * @module
  */
 import { join } from "node:path";
+import { z } from "zod";
 import {
   blankResult,
+  checkLimits,
   type CompileResult,
   DEFAULT_LIMITS,
   type JobLimits,
   type JobRequest,
+  JobRequestSchema,
   type JobResult,
   type LimitOverrides,
   type OutputStream,
   type SourceFile,
+  SourceFileSchema,
 } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
-import type { CommandSpec, StepContext } from "./runners/runner.ts";
+import type {
+  CommandSpec,
+  LanguageRunner,
+  StepContext,
+} from "./runners/runner.ts";
 import { jobEnvironment } from "./sandbox/environment.ts";
 import { defaultWorkRoot } from "./sandbox/work_root.ts";
 import {
@@ -77,6 +85,12 @@ export interface ExecuteOptions {
 /**
  * Compiles and runs one job, returning its result.
  *
+ * The request is checked as the protocol checks a client's (file names that
+ * stay in the workdir, limits within their maxima, ...), and its `language`
+ * must name the given runner (its name, an alias or an extension): a job
+ * that fails either ends as `rejected` with the reason, and nothing runs.
+ * Bad `options.limits` are the node's fault: `internal_error`.
+ *
  * @example Running a Python program
  * ```ts
  * import { createDefaultRegistry, executeJob } from "../mod.ts";
@@ -103,6 +117,29 @@ export async function executeJob(
     language: resolved.runner.name,
     node: options.nodeName ?? null,
   });
+  // A public entry point: nothing it is given is trusted, whoever calls it.
+  const parsed = JobRequestSchema.safeParse(request);
+  if (!parsed.success) {
+    return {
+      ...base,
+      verdict: "rejected",
+      reason: `invalid job: ${z.prettifyError(parsed.error)}`,
+    };
+  }
+  request = parsed.data;
+  if (!answersTo(resolved.runner, request.language)) {
+    return {
+      ...base,
+      verdict: "rejected",
+      reason:
+        `the job is for language "${request.language}", but it was given to the runner of "${resolved.runner.name}"`,
+    };
+  }
+  try {
+    checkLimits(options.limits ?? {}, "the node's limits");
+  } catch (error) {
+    return { ...base, verdict: "internal_error", reason: describe(error) };
+  }
 
   const limits = effectiveLimits(options.limits, request.limits);
   const note = loweredNote(options.limits, request.limits);
@@ -244,6 +281,18 @@ function loweredNote(
     }`;
 }
 
+/**
+ * Whether `language` names `runner` as the registry resolves it: its name
+ * or an alias in any case, or one of its extensions with or without the dot.
+ */
+function answersTo(runner: LanguageRunner, language: string): boolean {
+  const wanted = language.trim().toLowerCase();
+  const extension = wanted.startsWith(".") ? wanted : `.${wanted}`;
+  return [runner.name, ...runner.aliases].some((name) =>
+    name.toLowerCase() === wanted
+  ) || runner.extensions.some((ext) => ext.toLowerCase() === extension);
+}
+
 /** The compile step has its own time and memory limits; the rest are shared. */
 function compileLimits(limits: JobLimits): StepLimits {
   return {
@@ -264,6 +313,16 @@ async function writeSources(
   const { files, entry } = runner.arrange?.(request.files, requestedEntry) ??
     { files: request.files, entry: requestedEntry };
   for (const file of files) {
+    // A runner may rename files (Java names the entry after its class): the
+    // names it made are checked like a client's before any is written.
+    const name = SourceFileSchema.shape.name.safeParse(file.name);
+    if (!name.success) {
+      throw new Error(
+        `runner "${runner.name}" made the file name ${
+          JSON.stringify(file.name)
+        }: ${name.error.issues[0]?.message}`,
+      );
+    }
     await Deno.writeTextFile(join(workdir, file.name), file.content, {
       createNew: true,
     });

@@ -447,3 +447,85 @@ Deno.test({
     );
   },
 });
+
+Deno.test("executeJob() rejects a file name that leaves the workdir, writing nothing", async () => {
+  const root = await Deno.makeTempDir({ prefix: "kiln-test-" });
+  try {
+    const workRoot = `${root}/jobs`;
+    await Deno.mkdir(workRoot);
+    const result = await executeJob(
+      scriptRunner(),
+      {
+        language: "script",
+        files: [
+          { name: "main.sh", content: "echo hi" },
+          { name: "../../escaped.txt", content: "out" },
+        ],
+      },
+      { workRoot },
+    );
+    assert.equal(result.verdict, "rejected");
+    assert.match(result.reason ?? "", /^invalid job: .*path separator/s);
+    const names = async (dir: string) =>
+      (await Array.fromAsync(Deno.readDir(dir))).map((entry) => entry.name);
+    assert.deepEqual(await names(root), ["jobs"]);
+    assert.deepEqual(await names(workRoot), []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("executeJob() checks its request as the protocol does, and its language", async () => {
+  const overLimit = await executeJob(
+    scriptRunner(),
+    job("echo hi", { limits: { wallTimeMs: 2 ** 31 } }),
+  );
+  assert.equal(overLimit.verdict, "rejected");
+  assert.match(overLimit.reason ?? "", /wallTimeMs must be at most 86400000/);
+
+  const wrongLanguage = await executeJob(scriptRunner(), {
+    ...job("echo hi"),
+    language: "java",
+  });
+  assert.equal(wrongLanguage.verdict, "rejected");
+  assert.equal(
+    wrongLanguage.reason,
+    'the job is for language "java", but it was given to the runner of "script"',
+  );
+  // Its name, an alias or an extension, as the registry resolves them.
+  for (const language of ["SCRIPT", "sh", ".sh"]) {
+    const result = await executeJob(scriptRunner(), {
+      ...job("echo hi"),
+      language,
+    });
+    assert.equal(result.verdict, "ok", `${language}: ${result.reason}`);
+  }
+
+  const badNode = await executeJob(scriptRunner(), job("echo hi"), {
+    limits: { wallTimeMs: 2 ** 31 },
+  });
+  assert.equal(badNode.verdict, "internal_error");
+  assert.equal(
+    badNode.reason,
+    "Cannot use the node's limits: wallTimeMs must be at most 86400000",
+  );
+});
+
+Deno.test("executeJob() never writes a file name a runner made outside the workdir", async () => {
+  await withWorkRoot(async (workRoot) => {
+    const renaming: ResolvedRunner = {
+      ...scriptRunner(),
+      runner: {
+        ...scriptRunner().runner,
+        arrange: (files) => ({
+          files: files.map((f) => ({ ...f, name: `../${f.name}` })),
+          entry: "../main.sh",
+        }),
+      },
+    };
+    const result = await executeJob(renaming, job("echo hi"), { workRoot });
+    assert.equal(result.verdict, "internal_error");
+    assert.match(result.reason ?? "", /made the file name "..\/main.sh"/);
+    await assert.rejects(Deno.stat(`${workRoot}/main.sh`));
+  });
+});

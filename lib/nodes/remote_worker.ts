@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { effectiveLimits } from "../executor.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type {
@@ -114,8 +115,11 @@ export class RemoteWorker implements Worker {
       this.#options.registration.limits,
       job.request.limits,
     );
-    const deadlineMs = limits.compileWallTimeMs + limits.wallTimeMs +
-      this.#options.nodeTimeoutMs;
+    // A sum of durations: held to what a timer takes, or it fires at once.
+    const deadlineMs = timerDelay(
+      limits.compileWallTimeMs + limits.wallTimeMs +
+        this.#options.nodeTimeoutMs,
+    );
     this.#overdue.set(
       job.id,
       setTimeout(() => {
@@ -221,7 +225,7 @@ export class RemoteWorker implements Worker {
     clearTimeout(this.#deadline);
     this.#deadline = setTimeout(
       () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-      this.#options.nodeTimeoutMs,
+      timerDelay(this.#options.nodeTimeoutMs),
     );
   }
 
