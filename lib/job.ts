@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { z } from "zod";
 
 /** Every way a job can end. Exactly one per submission. */
@@ -438,12 +439,32 @@ export function fitResult(result: JobResult, maxBytes: number): JobResult {
   return fitted;
 }
 
+/** The first half of `text`, never ending in half a surrogate pair. */
 function half(text: string): string {
-  return text.slice(0, Math.floor(text.length / 2));
+  let end = Math.floor(text.length / 2);
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return text.slice(0, end);
 }
 
 function jsonBytes(value: unknown): number {
   return new TextEncoder().encode(JSON.stringify(value)).byteLength;
+}
+
+/**
+ * The length of `text` in UTF-8 bytes, what it takes on a disk, a command
+ * line or the wire (not `text.length`, which counts UTF-16 units: "€" is 1
+ * unit and 3 bytes). A lone surrogate counts as the 3 bytes of U+FFFD.
+ *
+ * @example
+ * ```ts
+ * import { utf8Bytes } from "./job.ts";
+ *
+ * console.log(utf8Bytes("aa€")); // 5
+ * ```
+ */
+export function utf8Bytes(text: string): number {
+  return Buffer.byteLength(text, "utf8");
 }
 
 /** Which output stream a chunk came from. */

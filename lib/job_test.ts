@@ -108,3 +108,11 @@ Deno.test("checkLimits() refuses a limit no timer can hold, and an unknown one",
     /Cannot use limits: .*wallTime/,
   );
 });
+
+Deno.test("fitResult() never splits a surrogate pair", () => {
+  // "😀" is two UTF-16 units: halving 3 of them falls inside the second.
+  const result = blankResult("j", { verdict: "ok", stdout: "😀😀😀" });
+  const fitted = fitResult(result, jsonBytes(result) - 1);
+  assert.equal(fitted.stdout, "😀");
+  assert.ok(!/[\ud800-\udbff]$/.test(fitted.stdout));
+});

@@ -282,6 +282,14 @@ export class Sandbox {
   }
 
   /**
+   * Step cgroups this sandbox could not remove (each logged at warn with
+   * its path), for metrics; 0 without cgroups.
+   */
+  get leakedCgroups(): number {
+    return this.#cgroups?.available ? this.#cgroups.leaked : 0;
+  }
+
+  /**
    * Hands the workdir, with the sources written, to the job's uid. Call it
    * once, before the first step (see `prepareWorkdir` in `bubblewrap.ts`).
    */

@@ -281,3 +281,22 @@ Deno.test("Dispatcher passes stdin on to an interactive job, and replays it all 
   dispatcher.input(alice, "2", "ignored\n", false);
   assert.ok(!spare.inputs.some(([id]) => id === "2"));
 });
+
+Deno.test("Dispatcher holds an interactive job's stdin to MAX_INPUT_BYTES in UTF-8 bytes", () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w1");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, {
+    ...job("1"),
+    request: { ...job("1").request, interactive: true },
+  });
+  // 3 bytes a character: 1.5 MiB of stdin in 512 Ki UTF-16 units.
+  const euros = "€".repeat(256 * 1024);
+  dispatcher.input(alice, "1", euros, false);
+  dispatcher.input(alice, "1", euros, false);
+  assert.deepEqual(worker.inputs.map(([, data, eof]) => [data.length, eof]), [
+    [euros.length, false],
+    [0, true],
+  ]);
+});
