@@ -35,18 +35,25 @@ export function parseFlags<T extends ParseArgsConfig["options"]>(
   }
 }
 
-/** Reads an integer flag, naming the flag when the value is not one. */
+/**
+ * Reads an integer flag, naming the flag when the value is not one or lies
+ * outside `min`..`max`. Durations pass `MAX_TIMER_MS` as `max`.
+ */
 export function integerFlag(
   name: string,
   value: string | undefined,
   min: number,
+  max: number = Number.MAX_SAFE_INTEGER,
 ): number | undefined {
   if (value === undefined) return undefined;
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min) {
+  if (value.trim() === "" || !Number.isInteger(parsed) || parsed < min) {
     throw new CliError(
       `--${name} must be an integer >= ${min}, got "${value}"`,
     );
+  }
+  if (parsed > max) {
+    throw new CliError(`--${name} must be at most ${max}, got "${value}"`);
   }
   return parsed;
 }

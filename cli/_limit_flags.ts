@@ -10,6 +10,7 @@ import type { MasterNodeOptions } from "../mod.ts";
 import { MAX_FILES } from "../lib/job.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../lib/protocol/frame.ts";
 import { JOB_ENVELOPE_BYTES } from "../lib/nodes/admission.ts";
+import { MAX_TIMER_MS } from "../lib/_timer.ts";
 import { CliError, integerFlag } from "./_cli.ts";
 
 /** Below this, not even a handshake fits in a frame; the master uses it until the peer authenticates. */
@@ -76,20 +77,21 @@ export function readLimitFlags(values: LimitFlagValues): LimitFlagOptions {
     key: K,
     flag: keyof typeof LIMIT_FLAGS,
     min: number,
+    max?: number,
   ) => {
-    const value = integerFlag(flag, values[flag], min);
+    const value = integerFlag(flag, values[flag], min, max);
     if (value !== undefined) options[key] = value;
   };
-  read("handshakeTimeoutMs", "handshake-timeout", 1);
-  read("idleTimeoutMs", "idle-timeout", 0);
+  read("handshakeTimeoutMs", "handshake-timeout", 1, MAX_TIMER_MS);
+  read("idleTimeoutMs", "idle-timeout", 0, MAX_TIMER_MS);
   read("maxFrameBytes", "max-frame-size", MIN_FRAME_BYTES);
   read("maxProgramBytes", "max-program-size", 1);
   read("maxFiles", "max-files", 1);
   read("maxConnectionsPerIp", "max-connections-per-ip", 0);
   read("maxAuthFailures", "max-auth-failures", 0);
-  read("authFailureWindowMs", "auth-failure-window", 1);
-  read("authBackoffMs", "auth-backoff", 1);
-  read("authBackoffMaxMs", "auth-backoff-max", 1);
+  read("authFailureWindowMs", "auth-failure-window", 1, MAX_TIMER_MS);
+  read("authBackoffMs", "auth-backoff", 1, MAX_TIMER_MS);
+  read("authBackoffMaxMs", "auth-backoff-max", 1, MAX_TIMER_MS);
   if ((options.maxFiles ?? 0) > MAX_FILES) {
     throw new CliError(
       `--max-files must be at most ${MAX_FILES}, got "${options.maxFiles}"`,

@@ -6,6 +6,8 @@
  * @module
  */
 import type { LimitOverrides } from "../mod.ts";
+import { LIMIT_MAXIMA } from "../lib/job.ts";
+import { MAX_SLOTS } from "../lib/protocol/messages.ts";
 import {
   Sandbox,
   SANDBOX_MODES,
@@ -45,12 +47,15 @@ export const NODE_FLAGS_USAGE =
                      the others; bwrap: refuse to start without bubblewrap;
                      none: no isolation at all (development only) (default auto)
   --require-sandbox  refuse to start without namespaces and cgroups
-  --time-limit MS    maximum wall time per job (default 10000)
-  --cpu-limit MS     maximum CPU time per job (default 5000)
-  --memory-limit MB  maximum memory per job, in MiB (default 512)
-  --process-limit N  maximum processes and threads per job (default 256)
-  --file-size-limit B  largest file a job may write (default 33554432)
-  --output-limit B   maximum output bytes per job (default 1048576)
+  --time-limit MS    maximum wall time per job, up to 86400000 (default 10000)
+  --cpu-limit MS     maximum CPU time per job, up to 86400000 (default 5000)
+  --memory-limit MB  maximum memory per job, in MiB, up to 1048576 (default 512)
+  --process-limit N  maximum processes and threads per job, up to 4194304
+                     (default 256)
+  --file-size-limit B  largest file a job may write, up to 1099511627776
+                     (default 33554432)
+  --output-limit B   maximum output bytes per job, up to 1073741824 (default
+                     1048576)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
   --verbose          print stack traces of errors
@@ -100,7 +105,7 @@ export async function readNodeFlags(
   } catch (error) {
     throw new CliError((error as Error).message);
   }
-  const slots = integerFlag("slots", values.slots, minSlots);
+  const slots = integerFlag("slots", values.slots, minSlots, MAX_SLOTS);
   const maxCpu = percentFlag("max-cpu", values["max-cpu"]);
   const maxRam = percentFlag("max-ram", values["max-ram"]);
   const limits: LimitOverrides = {};
@@ -114,7 +119,7 @@ export async function readNodeFlags(
       ["output-limit", "outputBytes"],
     ] as const
   ) {
-    const value = integerFlag(flag, values[flag], 1);
+    const value = integerFlag(flag, values[flag], 1, LIMIT_MAXIMA[key]);
     if (value !== undefined) limits[key] = value;
   }
   const mode = values.sandbox as SandboxMode;

@@ -9,6 +9,7 @@ import { HttpApi, JobHistory, MasterNode } from "../mod.ts";
 import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { MAX_NODE_GRACE_MS } from "../lib/scheduler/dispatcher.ts";
+import { MAX_TIMER_MS } from "../lib/_timer.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import {
   NODE_FLAGS,
@@ -32,7 +33,8 @@ const USAGE = `Usage: deno task master [options]
                      (default: number of CPUs)
   --max-queue N      jobs that may wait for a slot; more are rejected (default 1000)
   --node-timeout MS  a secondary silent this long is lost; its jobs restart
-                     elsewhere (default 5000, at least 2000)
+                     elsewhere (default 5000, at least 2000, at most
+                     2147483647)
   --node-grace MS    jobs whose language no live node runs any more wait this
                      long for one to join, then fail (default 10000, 0-600000)
   --auth FILE        named client and node credentials with quotas (JSON, see
@@ -87,6 +89,7 @@ async function main(args: string[]): Promise<number> {
     "node-timeout",
     values["node-timeout"],
     2000,
+    MAX_TIMER_MS,
   );
   const nodeGraceMs = integerFlag("node-grace", values["node-grace"], 0);
   if (nodeGraceMs !== undefined && nodeGraceMs > MAX_NODE_GRACE_MS) {

@@ -16,6 +16,7 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
+import { LIMIT_MAXIMA } from "../lib/job.ts";
 import {
   CliError,
   EXIT_USAGE,
@@ -92,7 +93,12 @@ async function main(args: string[]): Promise<number> {
   } catch (error) {
     throw new CliError((error as Error).message);
   }
-  const wallTimeMs = integerFlag("time-limit", values["time-limit"], 1);
+  const wallTimeMs = integerFlag(
+    "time-limit",
+    values["time-limit"],
+    1,
+    LIMIT_MAXIMA.wallTimeMs,
+  );
   const language = values.lang ?? inferLanguage(paths[0]!);
   const files = await Promise.all(
     paths.map(async (path) => ({

@@ -19,19 +19,27 @@
  * @module
  */
 import { join } from "node:path";
+import { z } from "zod";
 import {
   blankResult,
+  checkLimits,
   type CompileResult,
   DEFAULT_LIMITS,
   type JobLimits,
   type JobRequest,
+  JobRequestSchema,
   type JobResult,
   type LimitOverrides,
   type OutputStream,
   type SourceFile,
+  SourceFileSchema,
 } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
-import type { CommandSpec, StepContext } from "./runners/runner.ts";
+import type {
+  CommandSpec,
+  LanguageRunner,
+  StepContext,
+} from "./runners/runner.ts";
 import { jobEnvironment } from "./sandbox/environment.ts";
 import { defaultWorkRoot } from "./sandbox/work_root.ts";
 import {
@@ -77,6 +85,12 @@ export interface ExecuteOptions {
 /**
  * Compiles and runs one job, returning its result.
  *
+ * The request is checked as the protocol checks a client's (file names that
+ * stay in the workdir, limits within their maxima, ...), and its `language`
+ * must name the given runner (its name, an alias or an extension): a job
+ * that fails either ends as `rejected` with the reason, and nothing runs.
+ * Bad `options.limits` are the node's fault: `internal_error`.
+ *
  * @example Running a Python program
  * ```ts
  * import { createDefaultRegistry, executeJob } from "../mod.ts";
@@ -103,6 +117,29 @@ export async function executeJob(
     language: resolved.runner.name,
     node: options.nodeName ?? null,
   });
+  // A public entry point: nothing it is given is trusted, whoever calls it.
+  const parsed = JobRequestSchema.safeParse(request);
+  if (!parsed.success) {
+    return {
+      ...base,
+      verdict: "rejected",
+      reason: `invalid job: ${z.prettifyError(parsed.error)}`,
+    };
+  }
+  request = parsed.data;
+  if (!answersTo(resolved.runner, request.language)) {
+    return {
+      ...base,
+      verdict: "rejected",
+      reason:
+        `the job is for language "${request.language}", but it was given to the runner of "${resolved.runner.name}"`,
+    };
+  }
+  try {
+    checkLimits(options.limits ?? {}, "the node's limits");
+  } catch (error) {
+    return { ...base, verdict: "internal_error", reason: describe(error) };
+  }
 
   const limits = effectiveLimits(options.limits, request.limits);
   const note = loweredNote(options.limits, request.limits);
@@ -244,6 +281,18 @@ function loweredNote(
     }`;
 }
 
+/**
+ * Whether `language` names `runner` as the registry resolves it: its name
+ * or an alias in any case, or one of its extensions with or without the dot.
+ */
+function answersTo(runner: LanguageRunner, language: string): boolean {
+  const wanted = language.trim().toLowerCase();
+  const extension = wanted.startsWith(".") ? wanted : `.${wanted}`;
+  return [runner.name, ...runner.aliases].some((name) =>
+    name.toLowerCase() === wanted
+  ) || runner.extensions.some((ext) => ext.toLowerCase() === extension);
+}
+
 /** The compile step has its own time and memory limits; the rest are shared. */
 function compileLimits(limits: JobLimits): StepLimits {
   return {
@@ -264,6 +313,16 @@ async function writeSources(
   const { files, entry } = runner.arrange?.(request.files, requestedEntry) ??
     { files: request.files, entry: requestedEntry };
   for (const file of files) {
+    // A runner may rename files (Java names the entry after its class): the
+    // names it made are checked like a client's before any is written.
+    const name = SourceFileSchema.shape.name.safeParse(file.name);
+    if (!name.success) {
+      throw new Error(
+        `runner "${runner.name}" made the file name ${
+          JSON.stringify(file.name)
+        }: ${name.error.issues[0]?.message}`,
+      );
+    }
     await Deno.writeTextFile(join(workdir, file.name), file.content, {
       createNew: true,
     });
@@ -303,6 +362,13 @@ function compileResult(
  * The verdict of one step and the reason for it, from the most specific
  * evidence down: what the launcher stopped, what the kernel killed, what the
  * runtime reported, how the program exited.
+ *
+ * A limit verdict needs kiln's own evidence (its timers, the cgroup's CPU
+ * time and OOM kills), never a number the program chose: under bubblewrap
+ * `exit 152` looks exactly like a death by SIGXCPU (see
+ * `SandboxedOutcome.ambiguousSignal`), so such a code is a `runtime_error`
+ * that names the code, and the signal it may stand for only where the
+ * evidence does not rule that out.
  */
 function stepEnding(
   outcome: SandboxedOutcome,
@@ -339,14 +405,17 @@ function stepEnding(
         `${what} exceeded its memory limit of ${limits.memoryMb} MiB (killed by the kernel's OOM killer)`,
     };
   }
-  // The per-process rlimit: SIGXCPU at the soft limit, SIGKILL a second later.
-  if (
-    outcome.signal === "SIGXCPU" ||
-    (outcome.signal === "SIGKILL" && outcome.cpuTimeMs !== null &&
-      outcome.cpuTimeMs >= limits.cpuTimeMs)
-  ) {
+  const cpu = cpuEvidence(outcome, limits);
+  const killedBy = (name: Deno.Signal) =>
+    outcome.signal === name || outcome.ambiguousSignal === name;
+  // The per-process rlimit sends SIGXCPU at the soft limit and SIGKILL a
+  // second later; either counts only when the CPU time was really spent.
+  if ((killedBy("SIGXCPU") || killedBy("SIGKILL")) && cpu === "spent") {
     return cpuLimit;
   }
+  // Without a measurement, a real SIGXCPU (the wait status, not a code)
+  // that came late enough for the rlimit to have sent it is all there is.
+  if (outcome.signal === "SIGXCPU" && cpu === "possible") return cpuLimit;
   if (outcome.signal === "SIGXFSZ") {
     return {
       verdict: "runtime_error",
@@ -372,10 +441,53 @@ function stepEnding(
   if (outcome.exitCode !== 0) {
     return {
       verdict: "runtime_error",
-      reason: `exited with code ${outcome.exitCode}`,
+      reason: `exited with code ${outcome.exitCode}${
+        ambiguityNote(outcome.ambiguousSignal, cpu, limits)
+      }`,
     };
   }
   return { verdict: "ok" };
+}
+
+/**
+ * What kiln knows of the step's CPU time against its budget: `spent` when
+ * the cgroup measured at least the budget, `unspent` when it measured less
+ * (or, unmeasured, when even every core busy for the whole wall time could
+ * not have reached the rlimit), `possible` when nothing rules it out.
+ */
+function cpuEvidence(
+  outcome: SandboxedOutcome,
+  limits: StepLimits,
+): "spent" | "unspent" | "possible" {
+  if (outcome.cpuTimeMs !== null) {
+    return outcome.cpuTimeMs >= limits.cpuTimeMs ? "spent" : "unspent";
+  }
+  // The rlimit counts whole seconds (see `Sandbox`), and a process cannot
+  // use more CPU time than its wall time on every core.
+  const rlimitMs = Math.max(1, Math.ceil(limits.cpuTimeMs / 1000)) * 1000;
+  const cores = navigator.hardwareConcurrency || 1;
+  return outcome.timeMs * cores >= rlimitMs ? "possible" : "unspent";
+}
+
+/**
+ * For an exit code that may stand for a signal (under bubblewrap, 128 + n):
+ * the signal, unless kiln's evidence rules it out, with what it would mean.
+ */
+function ambiguityNote(
+  maybe: Deno.Signal | null,
+  cpu: "spent" | "unspent" | "possible",
+  limits: StepLimits,
+): string {
+  if (maybe === null) return "";
+  // SIGXCPU comes from the CPU rlimit: not without the CPU time. (The
+  // verdict would have been time_limit had it been spent.)
+  if (maybe === "SIGXCPU" && cpu !== "possible") return "";
+  const meaning = maybe === "SIGXCPU"
+    ? `, as at the CPU time limit of ${limits.cpuTimeMs} ms`
+    : maybe === "SIGXFSZ"
+    ? `, as for a file written past the file size limit of ${limits.fileSizeBytes} bytes`
+    : "";
+  return `, or was killed by ${maybe}${meaning} (the sandbox reports both alike)`;
 }
 
 function cancelledReason(signal: AbortSignal | undefined): string {

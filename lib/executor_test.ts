@@ -130,9 +130,70 @@ Deno.test("executeJob() reports a non-zero exit and a fatal signal as runtime_er
 
   const killed = await executeJob(scriptRunner(), job("kill -SEGV $$"));
   assert.equal(killed.verdict, "runtime_error");
-  assert.equal(killed.exitCode, null);
-  assert.equal(killed.signal, "SIGSEGV");
   assert.match(killed.reason ?? "", /SIGSEGV/);
+  if ((await defaultSandbox()).layers.includes("namespaces")) {
+    // bwrap reports the signal as 139, exactly as `exit 139` (see below).
+    assert.equal(killed.exitCode, 139);
+    assert.equal(killed.signal, null);
+  } else {
+    assert.equal(killed.exitCode, null);
+    assert.equal(killed.signal, "SIGSEGV");
+  }
+
+  const unsandboxed = await executeJob(scriptRunner(), job("kill -SEGV $$"), {
+    sandbox: Sandbox.none(),
+  });
+  assert.equal(unsandboxed.exitCode, null);
+  assert.equal(unsandboxed.signal, "SIGSEGV");
+  assert.equal(unsandboxed.reason, "killed by SIGSEGV");
+});
+
+Deno.test("executeJob() never takes a limit verdict from an exit code the program chose", async (t) => {
+  for (const [name, sandbox] of SANDBOXES) {
+    await t.step(name, async () => {
+      const run = (script: string) =>
+        executeJob(scriptRunner(), job(script), {
+          limits: { cpuTimeMs: 2000, fileSizeBytes: 4096 },
+          ...sandbox ? { sandbox } : {},
+        });
+      // 152 = 128 + SIGXCPU, 153 = 128 + SIGXFSZ, 137 = 128 + SIGKILL: what
+      // bwrap reports for those signals, chosen here by a program that
+      // used no CPU time, wrote no file and was killed by nobody.
+      for (const code of [152, 153, 137]) {
+        const result = await run(`exit ${code}`);
+        assert.equal(result.verdict, "runtime_error", JSON.stringify(result));
+        assert.equal(result.exitCode, code);
+        assert.equal(result.signal, null);
+        assert.match(
+          result.reason ?? "",
+          new RegExp(`^exited with code ${code}`),
+        );
+        assert.doesNotMatch(result.reason ?? "", /CPU time limit/);
+      }
+      const segv = await run("exit 139");
+      assert.equal(segv.verdict, "runtime_error");
+      assert.equal(segv.exitCode, 139);
+      assert.equal(segv.signal, null);
+    });
+  }
+});
+
+Deno.test({
+  name:
+    "executeJob() still gives the CPU limit its verdict when the program spins past it",
+  ignore: !(await defaultSandbox()).layers.includes("cgroups"),
+  fn: async () => {
+    const result = await executeJob(
+      scriptRunner(),
+      job("while :; do :; done"),
+      {
+        limits: { cpuTimeMs: 300 },
+      },
+    );
+    assert.equal(result.verdict, "time_limit", JSON.stringify(result));
+    assert.match(result.reason ?? "", /CPU time limit of 300 ms/);
+    assert.ok(result.cpuTimeMs! >= 300);
+  },
 });
 
 Deno.test("executeJob() kills the whole process tree at the time limit", async (t) => {
@@ -385,4 +446,86 @@ Deno.test({
       /^compile step exceeded its memory limit of 64 MiB/,
     );
   },
+});
+
+Deno.test("executeJob() rejects a file name that leaves the workdir, writing nothing", async () => {
+  const root = await Deno.makeTempDir({ prefix: "kiln-test-" });
+  try {
+    const workRoot = `${root}/jobs`;
+    await Deno.mkdir(workRoot);
+    const result = await executeJob(
+      scriptRunner(),
+      {
+        language: "script",
+        files: [
+          { name: "main.sh", content: "echo hi" },
+          { name: "../../escaped.txt", content: "out" },
+        ],
+      },
+      { workRoot },
+    );
+    assert.equal(result.verdict, "rejected");
+    assert.match(result.reason ?? "", /^invalid job: .*path separator/s);
+    const names = async (dir: string) =>
+      (await Array.fromAsync(Deno.readDir(dir))).map((entry) => entry.name);
+    assert.deepEqual(await names(root), ["jobs"]);
+    assert.deepEqual(await names(workRoot), []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("executeJob() checks its request as the protocol does, and its language", async () => {
+  const overLimit = await executeJob(
+    scriptRunner(),
+    job("echo hi", { limits: { wallTimeMs: 2 ** 31 } }),
+  );
+  assert.equal(overLimit.verdict, "rejected");
+  assert.match(overLimit.reason ?? "", /wallTimeMs must be at most 86400000/);
+
+  const wrongLanguage = await executeJob(scriptRunner(), {
+    ...job("echo hi"),
+    language: "java",
+  });
+  assert.equal(wrongLanguage.verdict, "rejected");
+  assert.equal(
+    wrongLanguage.reason,
+    'the job is for language "java", but it was given to the runner of "script"',
+  );
+  // Its name, an alias or an extension, as the registry resolves them.
+  for (const language of ["SCRIPT", "sh", ".sh"]) {
+    const result = await executeJob(scriptRunner(), {
+      ...job("echo hi"),
+      language,
+    });
+    assert.equal(result.verdict, "ok", `${language}: ${result.reason}`);
+  }
+
+  const badNode = await executeJob(scriptRunner(), job("echo hi"), {
+    limits: { wallTimeMs: 2 ** 31 },
+  });
+  assert.equal(badNode.verdict, "internal_error");
+  assert.equal(
+    badNode.reason,
+    "Cannot use the node's limits: wallTimeMs must be at most 86400000",
+  );
+});
+
+Deno.test("executeJob() never writes a file name a runner made outside the workdir", async () => {
+  await withWorkRoot(async (workRoot) => {
+    const renaming: ResolvedRunner = {
+      ...scriptRunner(),
+      runner: {
+        ...scriptRunner().runner,
+        arrange: (files) => ({
+          files: files.map((f) => ({ ...f, name: `../${f.name}` })),
+          entry: "../main.sh",
+        }),
+      },
+    };
+    const result = await executeJob(renaming, job("echo hi"), { workRoot });
+    assert.equal(result.verdict, "internal_error");
+    assert.match(result.reason ?? "", /made the file name "..\/main.sh"/);
+    await assert.rejects(Deno.stat(`${workRoot}/main.sh`));
+  });
 });

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { z } from "zod";
 
 /** Every way a job can end. Exactly one per submission. */
@@ -186,25 +187,97 @@ export const SourceFileSchema = z.object({
   content: z.string(),
 }).strict() satisfies z.ZodType<SourceFile>;
 
-const LimitSchema = z.number().int().positive();
+/** One day, the longest any step may run: timers take at most 2^31 - 1 ms. */
+const DAY_MS = 24 * 60 * 60 * 1000;
 
-/** Validates {@linkcode JobLimits}. */
+/**
+ * The largest value of each limit that a request, a node's options, a flag
+ * or a secondary's registration may give; {@linkcode JobLimitsSchema}
+ * rejects more. Times are at most a day, so a job's deadlines (the sum of
+ * its compile and run times plus a node timeout) stay within what a timer
+ * takes. Memory is at most 1 TiB, processes the kernel's `pid_max` ceiling
+ * (2^22), output 1 GiB (it is held in memory), file size 1 TiB, open files
+ * Linux's default `fs.nr_open` (2^20).
+ */
+export const LIMIT_MAXIMA: Readonly<JobLimits> = Object.freeze({
+  wallTimeMs: DAY_MS,
+  cpuTimeMs: DAY_MS,
+  memoryMb: 1024 * 1024,
+  compileWallTimeMs: DAY_MS,
+  compileCpuTimeMs: DAY_MS,
+  compileMemoryMb: 1024 * 1024,
+  processes: 1 << 22,
+  outputBytes: 1 << 30,
+  fileSizeBytes: 2 ** 40,
+  openFiles: 1 << 20,
+});
+
+/** A limit: a positive integer up to its maximum, named in every message. */
+function limitSchema(key: keyof JobLimits) {
+  const max = LIMIT_MAXIMA[key];
+  return z.number({ error: `${key} must be a number` })
+    .int(`${key} must be an integer`)
+    .positive(`${key} must be positive`)
+    .max(max, `${key} must be at most ${max}`);
+}
+
+/** Validates {@linkcode JobLimits}, each one within {@linkcode LIMIT_MAXIMA}. */
 export const JobLimitsSchema = z.object({
-  wallTimeMs: LimitSchema,
-  cpuTimeMs: LimitSchema,
-  memoryMb: LimitSchema,
-  compileWallTimeMs: LimitSchema,
-  compileCpuTimeMs: LimitSchema,
-  compileMemoryMb: LimitSchema,
-  processes: LimitSchema,
-  outputBytes: LimitSchema,
-  fileSizeBytes: LimitSchema,
-  openFiles: LimitSchema,
+  wallTimeMs: limitSchema("wallTimeMs"),
+  cpuTimeMs: limitSchema("cpuTimeMs"),
+  memoryMb: limitSchema("memoryMb"),
+  compileWallTimeMs: limitSchema("compileWallTimeMs"),
+  compileCpuTimeMs: limitSchema("compileCpuTimeMs"),
+  compileMemoryMb: limitSchema("compileMemoryMb"),
+  processes: limitSchema("processes"),
+  outputBytes: limitSchema("outputBytes"),
+  fileSizeBytes: limitSchema("fileSizeBytes"),
+  openFiles: limitSchema("openFiles"),
 }).strict() satisfies z.ZodType<JobLimits>;
 
 /** Validates {@linkcode LimitOverrides}. */
 export const LimitOverridesSchema = JobLimitsSchema
   .partial() satisfies z.ZodType<LimitOverrides>;
+
+/**
+ * Checks limits a caller gives in code (a node's options), as the protocol
+ * checks a request's: each a positive integer within
+ * {@linkcode LIMIT_MAXIMA}, no unknown field.
+ *
+ * @throws {RangeError} naming every bad field, and its maximum when it is
+ * too large.
+ *
+ * @example Refusing a wall time no timer can hold
+ * ```ts
+ * import { checkLimits } from "./job.ts";
+ *
+ * checkLimits({ wallTimeMs: 5000 }); // fine
+ * try {
+ *   checkLimits({ wallTimeMs: 2 ** 31 });
+ * } catch (error) {
+ *   console.log((error as Error).message); // "Cannot use limits: wallTimeMs must be at most 86400000"
+ * }
+ * ```
+ */
+export function checkLimits(
+  limits: LimitOverrides,
+  what: string = "limits",
+): LimitOverrides {
+  const parsed = LimitOverridesSchema.safeParse(limits);
+  if (!parsed.success) {
+    throw new RangeError(
+      `Cannot use ${what}: ${
+        parsed.error.issues.map((issue) =>
+          issue.path.length === 0 ||
+            issue.message.startsWith(`${issue.path[0]!.toString()} `)
+            ? issue.message
+            : `${issue.path.join(".")}: ${issue.message}`
+        ).join("; ")
+      }`,
+    );
+  }
+  return limits;
+}
 
 /**
  * The limits a node applies when neither it nor the request says otherwise.
@@ -366,12 +439,32 @@ export function fitResult(result: JobResult, maxBytes: number): JobResult {
   return fitted;
 }
 
+/** The first half of `text`, never ending in half a surrogate pair. */
 function half(text: string): string {
-  return text.slice(0, Math.floor(text.length / 2));
+  let end = Math.floor(text.length / 2);
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return text.slice(0, end);
 }
 
 function jsonBytes(value: unknown): number {
   return new TextEncoder().encode(JSON.stringify(value)).byteLength;
+}
+
+/**
+ * The length of `text` in UTF-8 bytes, what it takes on a disk, a command
+ * line or the wire (not `text.length`, which counts UTF-16 units: "€" is 1
+ * unit and 3 bytes). A lone surrogate counts as the 3 bytes of U+FFFD.
+ *
+ * @example
+ * ```ts
+ * import { utf8Bytes } from "./job.ts";
+ *
+ * console.log(utf8Bytes("aa€")); // 5
+ * ```
+ */
+export function utf8Bytes(text: string): number {
+  return Buffer.byteLength(text, "utf8");
 }
 
 /** Which output stream a chunk came from. */

@@ -452,6 +452,46 @@ Deno.test("CLI: nodes refuse a sandbox they cannot have, and a token on the comm
   }
 });
 
+Deno.test("CLI: nodes refuse a limit or a duration past its maximum, naming both", async () => {
+  const run = async (script: string, ...args: string[]) => {
+    const path = fileURLToPath(new URL(`../cli/${script}`, import.meta.url));
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", path, "--port", "0", ...args],
+      stdin: "null",
+    }).output();
+    return { code, stderr: new TextDecoder().decode(stderr) };
+  };
+  // Each is read before anything starts: a flag error exits at once.
+  for (
+    const [flags, message] of [
+      [["--time-limit", "2147483648"], /--time-limit must be at most 86400000/],
+      [["--cpu-limit", "86400001"], /--cpu-limit must be at most 86400000/],
+      [["--memory-limit", "1048577"], /--memory-limit must be at most 1048576/],
+      [
+        ["--node-timeout", "2147483648"],
+        /--node-timeout must be at most 2147483647/,
+      ],
+      [
+        ["--node-timeout", "4294967296"],
+        /--node-timeout must be at most 2147483647/,
+      ],
+      [
+        ["--idle-timeout", "2147483648"],
+        /--idle-timeout must be at most 2147483647/,
+      ],
+      [
+        ["--auth-backoff-max", "1e10"],
+        /--auth-backoff-max must be at most 2147483647/,
+      ],
+      [["--slots", "5000"], /--slots must be at most 4096/],
+    ] as const
+  ) {
+    const result = await run("master.ts", ...flags);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, message);
+  }
+});
+
 /** Peak resident memory of a process, in MB, from /proc. */
 async function peakRssMb(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 
 /** Bounds of {@linkcode backoffDelay}. */
 export interface BackoffOptions {
@@ -77,7 +78,7 @@ export function settledWithin(
 ): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
+    const timer = setTimeout(done, timerDelay(ms));
     signal.addEventListener("abort", done, { once: true });
     promise.then(done, done);
     function done() {

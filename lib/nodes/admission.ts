@@ -177,10 +177,11 @@ function runMessageBytes(request: JobRequest): number {
   return RUN_MESSAGE_BYTES + Buffer.byteLength(JSON.stringify(request), "utf8");
 }
 
-/** What a job brings onto a node's disk and command line, in UTF-8 bytes. */
+/** What a job brings onto a node's disk and command line, in UTF-8 bytes: file names too. */
 function programBytes(request: JobRequest): number {
   let bytes = Buffer.byteLength(request.stdin ?? "", "utf8");
   for (const file of request.files) {
+    bytes += Buffer.byteLength(file.name, "utf8");
     bytes += Buffer.byteLength(file.content, "utf8");
   }
   for (const arg of request.args ?? []) bytes += Buffer.byteLength(arg, "utf8");

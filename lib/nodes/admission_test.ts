@@ -14,11 +14,11 @@ function files(count: number, content = "") {
 Deno.test("parseJob() admits a job at the limits and refuses one over them, naming the limit and the size", () => {
   const atLimit = parseJob({
     language: "bash",
-    files: files(3, "x".repeat(30)),
+    files: files(3, "x".repeat(25)),
     stdin: "12345",
     args: ["1234", "5"],
   }, LIMITS);
-  assert.ok(atLimit.ok, "30 * 3 + 5 + 5 = 100 bytes is allowed");
+  assert.ok(atLimit.ok, "(5 + 25) * 3 + 5 + 5 = 100 bytes is allowed");
 
   const tooMany = parseJob({ language: "bash", files: files(4) }, LIMITS);
   assert.deepEqual(tooMany, {
@@ -29,7 +29,7 @@ Deno.test("parseJob() admits a job at the limits and refuses one over them, nami
 
   const tooBig = parseJob({
     language: "bash",
-    files: files(1, "x".repeat(90)),
+    files: files(1, "x".repeat(85)),
     stdin: "é".repeat(6), // 12 bytes in UTF-8, 6 in UTF-16
   }, LIMITS);
   assert.deepEqual(tooBig, {
@@ -37,6 +37,15 @@ Deno.test("parseJob() admits a job at the limits and refuses one over them, nami
     reason:
       "program too large: 102 bytes of source files, stdin and arguments; a job may have at most 100 bytes",
   });
+
+  // File names land on disk and on command lines too: 256 names of 255
+  // bytes are 64 KiB, whatever the files hold.
+  const longNames = parseJob({
+    language: "bash",
+    files: [{ name: "n".repeat(101), content: "" }],
+  }, LIMITS);
+  assert.ok(!longNames.ok);
+  assert.match(longNames.reason, /program too large: 101 bytes/);
 });
 
 Deno.test("parseJob() counts files before validating them, and survives any shape", () => {

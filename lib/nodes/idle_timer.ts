@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 
 /** Closing an authenticated client that sends nothing and waits for no job, by default (5 minutes). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
@@ -55,7 +56,7 @@ export function checkIdleTimeout(timeoutMs: number): number {
 
 const REAL_CLOCK: IdleClock = {
   now: () => performance.now(),
-  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  setTimeout: (callback, ms) => setTimeout(callback, timerDelay(ms)),
   clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
 };
 

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { getLogger } from "@logtape/logtape";
 import {
   DEFAULT_PORT,
@@ -16,6 +17,7 @@ import {
 } from "../address.ts";
 import {
   blankResult,
+  checkLimits,
   type JobResult,
   type LimitOverrides,
   MAX_FILES,
@@ -318,6 +320,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         `Cannot start master: slots must be an integer >= 0, got ${slots}`,
       );
     }
+    checkLimits(limits, "master limits");
     this.#name = name;
     this.#credentials = credentials;
     this.#registry = registry;
@@ -372,13 +375,15 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       }, (error) => log.warn("cannot sample resources: {error}", { error }));
     if (slots > 0) {
       sampleNow();
-      this.#timers.push(setInterval(sampleNow, heartbeatIntervalMs));
+      this.#timers.push(
+        setInterval(sampleNow, timerDelay(heartbeatIntervalMs)),
+      );
     }
     if (resourceLogIntervalMs > 0) {
       this.#timers.push(
         setInterval(
           () => this.#logResources(sampler, slots),
-          resourceLogIntervalMs,
+          timerDelay(resourceLogIntervalMs),
         ),
       );
     }

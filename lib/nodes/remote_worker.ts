@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { effectiveLimits } from "../executor.ts";
 import { blankResult } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
@@ -140,8 +141,11 @@ export class RemoteWorker implements Worker {
       maxOutputUnits: limits.outputBytes,
       dropped: false,
     });
-    const deadlineMs = limits.compileWallTimeMs + limits.wallTimeMs +
-      this.#options.nodeTimeoutMs;
+    // A sum of durations: held to what a timer takes, or it fires at once.
+    const deadlineMs = timerDelay(
+      limits.compileWallTimeMs + limits.wallTimeMs +
+        this.#options.nodeTimeoutMs,
+    );
     this.#overdue.set(
       job.id,
       setTimeout(() => {
@@ -284,7 +288,7 @@ export class RemoteWorker implements Worker {
     clearTimeout(this.#deadline);
     this.#deadline = setTimeout(
       () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-      this.#options.nodeTimeoutMs,
+      timerDelay(this.#options.nodeTimeoutMs),
     );
   }
 

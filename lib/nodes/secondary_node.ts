@@ -27,6 +27,7 @@ import { formatHostPort, type HostPort, parseHostPort } from "../address.ts";
 import { effectiveLimits, executeJob } from "../executor.ts";
 import {
   blankResult,
+  checkLimits,
   type JobRequest,
   type JobResult,
   type LimitOverrides,
@@ -285,6 +286,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     checkRange("slots", slots, 1, 4096, true);
     checkRange("maxCpu", maxCpu, 0, 100);
     checkRange("maxRam", maxRam, 0, 100);
+    checkLimits(limits, "secondary limits");
     checkRange("heartbeatIntervalMs", heartbeatIntervalMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMinMs", reconnectMinMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMaxMs", reconnectMaxMs, reconnectMinMs, 2 ** 31 - 1);

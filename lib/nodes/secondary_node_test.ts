@@ -671,6 +671,14 @@ Deno.test("SecondaryNode rejects bad options at once", () => {
   );
   assert.throws(() => new SecondaryNode({ ...base, name: "" }), RangeError);
   assert.throws(
+    () => new SecondaryNode({ ...base, limits: { wallTimeMs: 2 ** 31 } }),
+    {
+      name: "RangeError",
+      message:
+        "Cannot use secondary limits: wallTimeMs must be at most 86400000",
+    },
+  );
+  assert.throws(
     () => new SecondaryNode({ ...base, master: "host:99999" }),
     TypeError,
   );

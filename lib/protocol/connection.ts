@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { z } from "zod";
 import { formatHostPort } from "../address.ts";
 import { isProtocolErrorCode, ProtocolError } from "./errors.ts";
@@ -396,7 +397,7 @@ export class Connection implements AsyncDisposable {
       if (timeoutMs !== undefined) {
         waiter.timer = setTimeout(
           () => this.#timeOut(waiter, timeoutMs, explicit !== undefined),
-          timeoutMs,
+          timerDelay(timeoutMs),
         );
       }
       this.#waiters.push(waiter);
@@ -674,7 +675,7 @@ export class Connection implements AsyncDisposable {
         message: reason.message.slice(0, 4096),
       }, this.maxSendFrameBytes);
       const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, this.#closeTimeoutMs);
+        timer = setTimeout(resolve, timerDelay(this.#closeTimeoutMs));
       });
       await Promise.race([this.#enqueueWrite(frame), timeout]);
     } catch {

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { type ClientQuota, Credentials } from "../security/credentials.ts";
 import { Buffer } from "node:buffer";
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -348,7 +349,7 @@ async function guarded<T>(
           `handshake timed out after ${timeoutMs} ms waiting for ${progress.waitingFor}`,
         ),
       );
-    }, timeoutMs);
+    }, timerDelay(timeoutMs));
   });
   try {
     // Promise.race subscribes to both, so whichever loses cannot go unhandled;

@@ -163,6 +163,9 @@ export const RestartedSchema = z.object({
 
 const Percent = z.number().min(0).max(100);
 
+/** Most jobs one node runs at once (its `slots`). */
+export const MAX_SLOTS = 4096;
+
 /** A language a secondary can run, as it reports it when registering. */
 export const OfferedLanguageSchema = z.object({
   name: z.string().min(1).max(64),
@@ -187,7 +190,7 @@ export const RegisterSchema = z.object({
   name: z.string().min(1).max(128),
   languages: z.array(OfferedLanguageSchema).max(256),
   /** Jobs it runs at once. */
-  slots: z.number().int().min(1).max(4096),
+  slots: z.number().int().min(1).max(MAX_SLOTS),
   /** Above this CPU % it takes no new job. */
   maxCpu: Percent,
   /** Above this RAM % it takes no new job. */

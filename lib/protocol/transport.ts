@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { timerDelay } from "../_timer.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { ConnectionError, ProtocolError } from "./errors.ts";
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "./handshake.ts";
@@ -254,7 +255,7 @@ async function handshakeWithin(
   const timer = setTimeout(() => {
     timedOut = true;
     closeQuietly(conn);
-  }, timeoutMs);
+  }, timerDelay(timeoutMs));
   const onAbort = () => closeQuietly(conn);
   signal?.addEventListener("abort", onAbort, { once: true });
   try {

@@ -20,7 +20,10 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CommandSpec } from "../runners/runner.ts";
+
+const log = getLogger(["kiln", "sandbox"]);
 
 /** Where the cgroup filesystem is normally mounted. */
 export const DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup";
@@ -110,6 +113,12 @@ export interface CgroupBackend {
   readonly controllers: readonly string[];
   /** The parent cgroup directories the jobs' cgroups are created in. */
   readonly parentPaths: readonly string[];
+  /**
+   * How many cgroup directories could not be removed (still busy after
+   * every retry, or an error): each is logged at warn with its path, and
+   * stays behind until `Sandbox.sweepStale` or a reboot takes it.
+   */
+  readonly leaked: number;
   /**
    * Removes the parent cgroups (up to the root) that are empty; a parent
    * another node's jobs still use stays, and {@linkcode CgroupBackend.create}
@@ -291,23 +300,27 @@ async function detectV2(
   const problem = await prepare();
   if (problem) return unavailable(problem);
   const parentPath = levels.at(-1)!;
+  const leaks: Leaks = { count: 0 };
   return {
     available: true,
     version: 2,
     root,
     controllers,
     parentPaths: [parentPath],
+    get leaked() {
+      return leaks.count;
+    },
     removeParent: () => removeLineage(directories, levels),
     children: () => childNames([parentPath]),
     open: (name) => {
       validateName(name, "cgroup");
-      return new V2Cgroup(name, `${parentPath}/${name}`, directories);
+      return new V2Cgroup(name, `${parentPath}/${name}`, directories, leaks);
     },
     create: async (name, limits = {}) => {
       validateName(name, "cgroup");
       const { memoryBytes, pids } = validateLimits(name, limits);
       const path = `${parentPath}/${name}`;
-      const cgroup = new V2Cgroup(name, path, directories);
+      const cgroup = new V2Cgroup(name, path, directories, leaks);
       await makeCgroup(directories, path, prepare);
       try {
         if (memoryBytes !== undefined) {
@@ -429,6 +442,7 @@ async function detectV1(
   };
   const problem = await prepare();
   if (problem) return unavailable(problem);
+  const leaks: Leaks = { count: 0 };
   const openV1 = (name: string) => {
     const paths = parents.map((parent) => `${parent}/${name}`);
     const pathOf = (controller: string) => {
@@ -437,7 +451,7 @@ async function detectV1(
       );
       return index === -1 ? undefined : paths[index];
     };
-    return new V1Cgroup(name, paths, directories, {
+    return new V1Cgroup(name, paths, directories, leaks, {
       memory: pathOf("memory")!,
       pids: pathOf("pids")!,
       cpuacct: pathOf("cpuacct"),
@@ -449,6 +463,9 @@ async function detectV1(
     root,
     controllers: hierarchies.flatMap((h) => h.controllers),
     parentPaths: parents,
+    get leaked() {
+      return leaks.count;
+    },
     removeParent: async () => {
       for (const levels of lineages) await removeLineage(directories, levels);
     },
@@ -487,7 +504,7 @@ async function detectV1(
         }
       } catch (error) {
         for (const path of created.reverse()) {
-          await removeDirectory(directories, path, async () => {});
+          await removeDirectory(directories, path, async () => {}, leaks);
         }
         throw error;
       }
@@ -501,15 +518,18 @@ abstract class BaseCgroup implements JobCgroup {
   readonly name: string;
   readonly paths: readonly string[];
   #directories: CgroupDirectories;
+  #leaks: Leaks;
 
   constructor(
     name: string,
     paths: readonly string[],
     directories: CgroupDirectories,
+    leaks: Leaks,
   ) {
     this.name = name;
     this.paths = paths;
     this.#directories = directories;
+    this.#leaks = leaks;
   }
 
   enterPrefix(): string[] {
@@ -576,7 +596,12 @@ abstract class BaseCgroup implements JobCgroup {
   async remove(): Promise<void> {
     await this.killAll();
     for (const path of [...this.paths].reverse()) {
-      await removeDirectory(this.#directories, path, () => this.killAll());
+      await removeDirectory(
+        this.#directories,
+        path,
+        () => this.killAll(),
+        this.#leaks,
+      );
     }
   }
 
@@ -590,8 +615,13 @@ class V2Cgroup extends BaseCgroup {
   /** Highest `memory.current` seen, for kernels without `memory.peak`. */
   #sampledPeak = 0;
 
-  constructor(name: string, path: string, directories: CgroupDirectories) {
-    super(name, [path], directories);
+  constructor(
+    name: string,
+    path: string,
+    directories: CgroupDirectories,
+    leaks: Leaks,
+  ) {
+    super(name, [path], directories, leaks);
     this.#path = path;
   }
 
@@ -643,9 +673,10 @@ class V1Cgroup extends BaseCgroup {
     name: string,
     paths: readonly string[],
     directories: CgroupDirectories,
+    leaks: Leaks,
     controllers: V1Paths,
   ) {
-    super(name, paths, directories);
+    super(name, paths, directories, leaks);
     this.#controllers = controllers;
   }
 
@@ -683,27 +714,42 @@ class V1Cgroup extends BaseCgroup {
   }
 }
 
+/** Cgroup directories a backend could not remove, counted. */
+interface Leaks {
+  count: number;
+}
+
 /**
  * Removes a cgroup directory, retrying while processes are still exiting
  * (EBUSY). On a cgroup filesystem `rmdir` takes the interface files with it;
  * a plain directory with files in it fails, so a fake cgroupfs must bring
- * its own {@linkcode CgroupDirectories}. Never throws.
+ * its own {@linkcode CgroupDirectories}. A directory left behind is logged
+ * at warn with its path and counted in `leaks`. Never throws.
  */
 async function removeDirectory(
   directories: CgroupDirectories,
   path: string,
   killAll: () => Promise<void>,
+  leaks: Leaks,
 ): Promise<void> {
+  let why = "";
   for (let attempt = 1; attempt <= RMDIR_ATTEMPTS; attempt++) {
     try {
       await directories.rmdir(path);
       return;
     } catch (error) {
-      if (!(error instanceof Deno.errors.Busy)) return; // Gone, or hopeless.
+      if (error instanceof Deno.errors.NotFound) return; // Gone already.
+      why = message(error);
+      if (!(error instanceof Deno.errors.Busy)) break; // Hopeless.
       await killAll();
       await delay(KILL_PAUSE_MS);
     }
   }
+  leaks.count++;
+  log.warn(
+    "cannot remove cgroup {path}, left behind ({leaked} so far): {why}",
+    { path, leaked: leaks.count, why },
+  );
 }
 
 /** `base/a`, `base/a/b`, ... for the segments `a`, `b`, ... */

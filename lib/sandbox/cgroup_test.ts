@@ -5,6 +5,7 @@ import {
   detectCgroups,
   type JobCgroup,
 } from "./cgroup.ts";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { isProcessAlive } from "./process_tree.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -599,5 +600,55 @@ Deno.test("detectCgroups() rejects a bad parent before touching anything", async
       () => detectCgroups({ parent, root: "/nonexistent" }),
       TypeError,
     );
+  }
+});
+
+Deno.test("a cgroup still busy after every rmdir retry is logged at warn with its path, and counted", async () => {
+  await using fake = await fakeCgroupfs("cpu memory pids\n");
+  // The kernel keeps saying EBUSY, as for a process stuck in D state.
+  const directories: CgroupDirectories = {
+    mkdir: fake.directories.mkdir,
+    rmdir: (path) =>
+      path.endsWith("/stuck")
+        ? Promise.reject(new Deno.errors.Busy(`${path} holds processes`))
+        : fake.directories.rmdir(path),
+  };
+  const backend = await detectCgroups({ root: fake.root, directories });
+  assert.ok(backend.available);
+  const warnings: LogRecord[] = [];
+  await configure({
+    sinks: { memory: (record: LogRecord) => warnings.push(record) },
+    loggers: [
+      {
+        category: ["kiln", "sandbox"],
+        lowestLevel: "warning",
+        sinks: ["memory"],
+      },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["memory"],
+      },
+    ],
+    reset: true,
+  });
+  try {
+    const stuck = await backend.create("stuck");
+    await stuck.remove();
+    assert.equal(backend.leaked, 1);
+    assert.equal(warnings.length, 1);
+    assert.equal(warnings[0]!.level, "warning");
+    assert.equal(warnings[0]!.properties.path, stuck.paths[0]);
+    assert.match(
+      warnings[0]!.message.map(String).join(""),
+      /^cannot remove cgroup .*\/stuck, left behind \(1 so far\): .*holds processes$/,
+    );
+    // One that goes is neither logged nor counted.
+    await (await backend.create("fine")).remove();
+    assert.equal(backend.leaked, 1);
+    assert.equal(warnings.length, 1);
+  } finally {
+    await reset();
+    await Deno.remove(`${fake.root}/kiln/stuck`, { recursive: true });
   }
 });

@@ -14,6 +14,7 @@
  */
 import type { OutputStream } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
+import { timerDelay } from "../_timer.ts";
 import { OutputCapture } from "./output_capture.ts";
 import { killProcessTree } from "./process_tree.ts";
 
@@ -141,7 +142,10 @@ export async function launch(
     ending = why;
     killEverything();
   };
-  const timer = setTimeout(() => stop("time_limit"), options.wallTimeMs);
+  const timer = setTimeout(
+    () => stop("time_limit"),
+    timerDelay(options.wallTimeMs),
+  );
   const cpuWatch = options.cpu &&
     watchCpu(options.cpu, () => stop("cpu_limit"));
   const onAbort = () => stop("cancelled");

@@ -104,7 +104,9 @@ export class OutputCapture {
       // Cancelled, or the pipe broke because the process was killed.
     } finally {
       this.#readers.delete(reader);
-      this.#keep(stream, decoder.decode());
+      // Past the budget, a character the cut split in two is dropped whole,
+      // never kept as U+FFFD: its other bytes were never kept.
+      if (!this.#truncated) this.#keep(stream, decoder.decode());
       reader.releaseLock();
     }
   }

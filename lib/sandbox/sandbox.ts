@@ -10,8 +10,15 @@
  * ```
  *
  * Each link `exec`s the next, except bwrap, which stays as the parent of the
- * sandbox and reports the program's exit (128 + n for signal n, as a shell
- * does). The pid the launcher spawned is bwrap's, so its process-group kill
+ * sandbox and reports the program's exit: 128 + n for signal n, as a shell
+ * does, and its `--json-status-fd` says the same. So under bwrap an exit
+ * code above 128 is ambiguous: `exit 152` and a death by SIGXCPU look alike.
+ * The sandbox never turns such a code into a signal; it reports the code,
+ * names the signal it could also mean ({@linkcode SandboxedOutcome}'s
+ * `ambiguousSignal`), and leaves the verdict to what kiln itself measured
+ * (the cgroup's CPU time and OOM kills, its own timers). Only a SIGKILL that
+ * kiln knows of (its own kill, or the cgroup's OOM kill) is reported as the
+ * signal. The pid the launcher spawned is bwrap's, so its process-group kill
  * reaches bwrap, `--die-with-parent` takes the sandbox's first process with
  * it, and the pid namespace dies with that process. The cgroup catches the
  * rest, measures CPU time and peak memory, and enforces the memory and
@@ -113,6 +120,13 @@ export interface SandboxedOutcome extends StepOutcome {
   readonly memoryKb: number | null;
   /** Whether the kernel's OOM killer killed a process of the step. */
   readonly oomKilled: boolean;
+  /**
+   * Under bubblewrap, which reports a program killed by signal n as exit
+   * code 128 + n: the signal that `exitCode` may also stand for, when it is
+   * above 128. Neither is proven: a program can `exit 152` as well as die
+   * of SIGXCPU. Null when the code is unambiguous.
+   */
+  readonly ambiguousSignal: Deno.Signal | null;
 }
 
 /** The node cannot give the isolation its options demand. */
@@ -268,6 +282,14 @@ export class Sandbox {
   }
 
   /**
+   * Step cgroups this sandbox could not remove (each logged at warn with
+   * its path), for metrics; 0 without cgroups.
+   */
+  get leakedCgroups(): number {
+    return this.#cgroups?.available ? this.#cgroups.leaked : 0;
+  }
+
+  /**
    * Hands the workdir, with the sources written, to the job's uid. Call it
    * once, before the first step (see `prepareWorkdir` in `bubblewrap.ts`).
    */
@@ -334,11 +356,12 @@ export class Sandbox {
         throw new Error(outcome.stderr.trim());
       }
       const usage = cgroup ? await cgroup.usage() : null;
+      const oomKilled = usage?.oomKilled ?? false;
       return {
-        ...this.#withSignal(outcome),
+        ...this.#exitOf(outcome, oomKilled),
         cpuTimeMs: usage?.cpuTimeMs ?? null,
         memoryKb: usage?.peakMemoryKb ?? null,
-        oomKilled: usage?.oomKilled ?? false,
+        oomKilled,
       };
     } finally {
       await cgroup?.remove();
@@ -418,14 +441,34 @@ export class Sandbox {
   }
 
   /**
+   * What the exit code means. Without bwrap it is the real wait status.
    * bwrap reports a program killed by signal n as exit code 128 + n (it
-   * cannot die of the same signal itself): turn that back into the signal.
+   * cannot die of the same signal itself), which a program can also choose
+   * to exit with: the code stays the code, and the signal it may mean is
+   * named as ambiguous. Only kiln's own evidence turns 137 into SIGKILL: the
+   * launcher killed the step (a limit or a cancel), or the cgroup counted an
+   * OOM kill.
    */
-  #withSignal(outcome: StepOutcome): StepOutcome {
-    if (!this.#bwrap?.available || outcome.signal !== null) return outcome;
+  #exitOf(
+    outcome: StepOutcome,
+    oomKilled: boolean,
+  ): StepOutcome & Pick<SandboxedOutcome, "ambiguousSignal"> {
+    const unambiguous = { ...outcome, ambiguousSignal: null };
+    if (!this.#bwrap?.available || outcome.signal !== null) return unambiguous;
     const code = outcome.exitCode;
-    const name = code !== null && code > 128 ? SIGNAL_NAMES[code - 128] : null;
-    return name ? { ...outcome, exitCode: null, signal: name } : outcome;
+    const name = code !== null && code > 128
+      ? SIGNAL_NAMES[code - 128]
+      : undefined;
+    if (name === undefined) return unambiguous;
+    if (name === "SIGKILL" && (outcome.ending !== "exited" || oomKilled)) {
+      return {
+        ...outcome,
+        exitCode: null,
+        signal: name,
+        ambiguousSignal: null,
+      };
+    }
+    return { ...outcome, ambiguousSignal: name };
   }
 }
 

@@ -20,7 +20,12 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { blankResult, type JobRequest, type JobResult } from "../job.ts";
+import {
+  blankResult,
+  type JobRequest,
+  type JobResult,
+  utf8Bytes,
+} from "../job.ts";
 import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
@@ -53,7 +58,7 @@ export interface ClientQuota {
   maxQueued: number;
 }
 
-/** Most stdin one interactive job may be sent while it runs, in UTF-16 units. */
+/** Most stdin one interactive job may be sent while it runs, in UTF-8 bytes. */
 export const MAX_INPUT_BYTES = 1024 * 1024;
 
 /** Who submitted a job: where its events go, and which jobs die with it. */
@@ -374,7 +379,8 @@ export class Dispatcher {
     if (!job || job.inputEnded || !job.request.interactive) return;
     // Empty chunks carry nothing but would pile up in the replay log.
     if (data === "" && !eof) return;
-    if (job.inputBytes + data.length > MAX_INPUT_BYTES) {
+    const bytes = utf8Bytes(data);
+    if (job.inputBytes + bytes > MAX_INPUT_BYTES) {
       log.warn("job {jobId}: stdin over {max} bytes, ended there", {
         jobId,
         max: MAX_INPUT_BYTES,
@@ -383,7 +389,7 @@ export class Dispatcher {
       eof = true;
     }
     job.input.push(data);
-    job.inputBytes += data.length;
+    job.inputBytes += utf8Bytes(data);
     job.inputEnded = eof;
     if (this.#running.has(jobId)) job.worker?.input(jobId, data, eof);
   }

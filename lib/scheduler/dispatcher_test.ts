@@ -569,3 +569,22 @@ Deno.test("Dispatcher reads each node's load once per dispatch, however many job
   java.finish("j0");
   assert.deepEqual(java.started, ["j0", "j2"]);
 });
+
+Deno.test("Dispatcher holds an interactive job's stdin to MAX_INPUT_BYTES in UTF-8 bytes", () => {
+  const { dispatcher } = setup();
+  const worker = new FakeWorker("w1");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  dispatcher.submit(alice, {
+    ...job("1"),
+    request: { ...job("1").request, interactive: true },
+  });
+  // 3 bytes a character: 1.5 MiB of stdin in 512 Ki UTF-16 units.
+  const euros = "€".repeat(256 * 1024);
+  dispatcher.input(alice, "1", euros, false);
+  dispatcher.input(alice, "1", euros, false);
+  assert.deepEqual(worker.inputs.map(([, data, eof]) => [data.length, eof]), [
+    [euros.length, false],
+    [0, true],
+  ]);
+});

@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { blankResult } from "../job.ts";
+import { MAX_TIMER_MS } from "../_timer.ts";
+import { socketPair } from "../protocol/_testing.ts";
+import { Connection } from "../protocol/connection.ts";
+import type { MessageOf } from "../protocol/messages.ts";
+import type { WorkerJobEvents } from "../scheduler/worker.ts";
+import { RemoteWorker } from "./remote_worker.ts";
+
+const REGISTRATION: MessageOf<"register"> = {
+  type: "register",
+  id: "node-1",
+  name: "w1",
+  languages: [{ name: "bash", version: "5", aliases: [], extensions: [] }],
+  slots: 1,
+  maxCpu: 100,
+  maxRam: 100,
+};
+
+Deno.test("RemoteWorker keeps a node and its job under a node timeout of 2^31 - 1 ms or more", async (t) => {
+  // Past 2^31 - 1 ms a timer fires at once: the node was dropped as silent,
+  // or its job marked overdue (the deadline adds the job's times to it).
+  for (const nodeTimeoutMs of [MAX_TIMER_MS, 2 ** 32]) {
+    await t.step(`${nodeTimeoutMs} ms`, async () => {
+      const { server, client } = await socketPair();
+      await using master = new Connection(server);
+      await using node = new Connection(client);
+      let lost: string | undefined;
+      const worker = new RemoteWorker({
+        connection: master,
+        registration: REGISTRATION,
+        nodeTimeoutMs,
+        onLost: (_, reason) => lost = reason,
+        onHeartbeat: () => {},
+      });
+      const serving = worker.serve();
+      const ended = Promise.withResolvers<string>();
+      const events: WorkerJobEvents = {
+        output: () => {},
+        result: (result) => ended.resolve(`result ${result.verdict}`),
+        failed: (reason) => ended.resolve(`failed: ${reason}`),
+      };
+      worker.start({
+        id: "job-1",
+        request: { language: "bash", files: [{ name: "a.sh", content: "" }] },
+        language: "bash",
+      }, events);
+      const run = await node.receive({ timeoutMs: 5000 });
+      assert.equal(run.type, "run");
+      // Timers fire in the order of their deadlines: a deadline that
+      // overflowed (1 ms) would have fired before this one.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(lost, undefined, "the node was dropped");
+      await node.send({
+        type: "result",
+        jobId: "job-1",
+        result: blankResult("job-1", { verdict: "ok" }),
+      });
+      assert.equal(await ended.promise, "result ok");
+      await node.close();
+      await serving;
+    });
+  }
+});
