@@ -303,7 +303,7 @@ export class HttpApi implements AsyncDisposable {
       if (path === "/api/v1/events") {
         return this.#events(
           caller,
-          () => this.#stillAuthorized(request, url, caller),
+          this.#stillAuthorized(request, url, caller),
         );
       }
       if (path === "/api/v1/runtimes") return Response.json(this.#runtimes());
@@ -324,7 +324,7 @@ export class HttpApi implements AsyncDisposable {
           request,
           jobPath[1]!,
           caller,
-          () => this.#stillAuthorized(request, url, caller),
+          this.#stillAuthorized(request, url, caller),
         );
       }
       if (jobPath) return this.#getJob(jobPath[1]!);
@@ -350,18 +350,31 @@ export class HttpApi implements AsyncDisposable {
     return total <= this.#maxBuffered;
   }
 
-  /** Whether the request's credential still lets `caller` in (after a reload). */
+  /**
+   * A check of whether the request's credential still lets `caller` in
+   * (after a reload). It keeps the token: a request's headers cannot be
+   * read once it has been answered.
+   */
   #stillAuthorized(
     request: Request,
     url: URL,
     caller: HttpCaller & { ok: true },
-  ): boolean {
-    const again = authorize(
-      request,
+  ): () => boolean {
+    const header = request.headers.get("authorization");
+    const kept = new Request(
       url,
-      this.#credentials ?? this.#master.credentials,
+      header === null ? {} : {
+        headers: { authorization: header },
+      },
     );
-    return again.ok && again.client === caller.client;
+    return () => {
+      const again = authorize(
+        kept,
+        url,
+        this.#credentials ?? this.#master.credentials,
+      );
+      return again.ok && again.client === caller.client;
+    };
   }
 
   /** Closes every feed and stream whose credential a reload revoked. */
@@ -627,6 +640,11 @@ export class HttpApi implements AsyncDisposable {
       }
     };
     socket.onopen = () => {
+      // A reload may have revoked the credential since the request.
+      if (!stillAuthorized()) {
+        close("the credential was revoked or changed", 1008);
+        return;
+      }
       this.#closers.set(close, stillAuthorized);
       this.#sockets.add(socket);
       unfollow = this.#tracker.follow(jobId, (event) => {
