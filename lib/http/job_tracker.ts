@@ -44,7 +44,7 @@ export interface JobTrackerOptions {
    * @default logs nothing
    */
   onHistoryError?: ((error: unknown, result: JobResult) => void) | undefined;
-  /** Output kept per unfinished job. @default {MAX_BUFFERED_OUTPUT_UNITS} */
+  /** Output kept per unfinished job, in UTF-16 units, 1 to 2^30. @default {MAX_BUFFERED_OUTPUT_UNITS} */
   maxBufferedOutput?: number | undefined;
 }
 
@@ -89,6 +89,16 @@ export class JobTracker implements Disposable {
     } = options;
     this.#history = history;
     this.#onHistoryError = onHistoryError;
+    if (
+      !Number.isInteger(maxBufferedOutput) || maxBufferedOutput < 1 ||
+      maxBufferedOutput > 2 ** 30
+    ) {
+      throw new RangeError(
+        `Cannot use maxBufferedOutput ${maxBufferedOutput}: expected an integer from 1 to ${
+          2 ** 30
+        }`,
+      );
+    }
     this.#maxOutput = maxBufferedOutput;
     const signal = this.#abort.signal;
     master.addEventListener("jobaccepted", ({ detail }) => {
