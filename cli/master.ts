@@ -6,6 +6,13 @@
 // deno-lint-ignore-file no-console
 import { getLogger } from "@logtape/logtape";
 import { HttpApi, JobHistory, MasterNode } from "../mod.ts";
+import {
+  DEFAULT_HISTORY_MAX_AGE_MS,
+  DEFAULT_HISTORY_MAX_JOBS,
+  type JobHistoryOptions,
+  MAX_HISTORY_MAX_AGE_MS,
+  MAX_HISTORY_MAX_JOBS,
+} from "../lib/history/job_history.ts";
 import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { MAX_NODE_GRACE_MS } from "../lib/scheduler/dispatcher.ts";
@@ -46,6 +53,12 @@ const USAGE = `Usage: deno task master [options]
                      (0 for any free one); off without it
   --http-hostname H  address of the HTTP API (default 127.0.0.1)
   --history FILE     keep finished jobs in this SQLite file (default: in memory)
+  --history-max-jobs N  finished jobs kept, the oldest dropped first
+                     (default ${DEFAULT_HISTORY_MAX_JOBS}, at most ${MAX_HISTORY_MAX_JOBS})
+  --history-max-age T   how long a finished job is kept: seconds, or with a
+                     unit s, m, h or d (default ${
+  DEFAULT_HISTORY_MAX_AGE_MS / 86_400_000
+}d, at most ${MAX_HISTORY_MAX_AGE_MS / 86_400_000}d)
 ${LIMIT_FLAGS_USAGE}
 ${NODE_FLAGS_USAGE}`;
 
@@ -64,6 +77,8 @@ async function main(args: string[]): Promise<number> {
     "http-port": { type: "string" },
     "http-hostname": { type: "string", default: "127.0.0.1" },
     history: { type: "string" },
+    "history-max-jobs": { type: "string" },
+    "history-max-age": { type: "string" },
   });
   if (values.help) {
     console.log(USAGE);
@@ -78,11 +93,28 @@ async function main(args: string[]): Promise<number> {
   if (httpPort !== undefined && httpPort > 65535) {
     throw new CliError(`--http-port must be 0-65535, got "${httpPort}"`);
   }
-  if (values.history !== undefined && httpPort === undefined) {
+  for (const flag of ["history", "history-max-jobs", "history-max-age"]) {
+    if (values[flag as "history"] !== undefined && httpPort === undefined) {
+      throw new CliError(
+        `--${flag} needs --http-port: only the HTTP API keeps history`,
+      );
+    }
+  }
+  const historyMaxJobs = integerFlag(
+    "history-max-jobs",
+    values["history-max-jobs"],
+    1,
+  );
+  if (historyMaxJobs !== undefined && historyMaxJobs > MAX_HISTORY_MAX_JOBS) {
     throw new CliError(
-      "--history needs --http-port: only the HTTP API keeps history",
+      `--history-max-jobs must be at most ${MAX_HISTORY_MAX_JOBS}, got "${historyMaxJobs}"`,
     );
   }
+  const historyMaxAgeMs = durationFlag(
+    "history-max-age",
+    values["history-max-age"],
+    MAX_HISTORY_MAX_AGE_MS,
+  );
   const maxQueue = integerFlag("max-queue", values["max-queue"], 0);
   // Heartbeats come every second: a shorter deadline would lose every node.
   const nodeTimeoutMs = integerFlag(
@@ -142,9 +174,11 @@ async function main(args: string[]): Promise<number> {
   console.log(`listening on ${formatHostPort(master.addr)}`);
   if (httpPort !== undefined) {
     // The API shuts down with the master; the history closes after it.
-    using history = new JobHistory(
-      values.history === undefined ? {} : { path: values.history },
-    );
+    using history = openHistory({
+      path: values.history,
+      maxJobs: historyMaxJobs,
+      maxAgeMs: historyMaxAgeMs,
+    });
     let api: HttpApi;
     try {
       api = new HttpApi(master, {
@@ -171,6 +205,45 @@ async function main(args: string[]): Promise<number> {
   }
   await master.finished;
   return 0;
+}
+
+/** The history, or a one-line error naming the file that cannot be opened. */
+function openHistory(
+  options: JobHistoryOptions,
+): JobHistory {
+  try {
+    return new JobHistory(options);
+  } catch (error) {
+    throw new CliError(
+      `cannot open --history ${options.path ?? ":memory:"}: ${
+        (error as Error).message
+      }`,
+      1,
+    );
+  }
+}
+
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration flag in seconds, or with a unit (`90s`, `30m`, `12h`, `7d`), in ms. */
+function durationFlag(
+  name: string,
+  value: string | undefined,
+  maxMs: number,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const match = /^(\d{1,15})([smhd]?)$/.exec(value.trim());
+  const ms = match
+    ? Number(match[1]) * UNIT_MS[(match[2] || "s") as keyof typeof UNIT_MS]
+    : NaN;
+  if (!(ms >= 1000 && ms <= maxMs)) {
+    throw new CliError(
+      `--${name} must be a duration from 1s to ${
+        maxMs / 86_400_000
+      }d (seconds, or with a unit s, m, h or d), got "${value}"`,
+    );
+  }
+  return ms;
 }
 
 /** The credentials file, or a one-line error naming what is wrong with it. */

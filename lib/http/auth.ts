@@ -30,6 +30,12 @@ export type HttpCaller =
     readonly status: 401 | 403;
     /** Why, naming no token. */
     readonly error: string;
+    /**
+     * Whether a token was presented and matched none: a guess, which counts
+     * towards the address's authentication back-off. A missing token or a
+     * node's token used here does not.
+     */
+    readonly badToken: boolean;
   };
 
 /** Checks the request's token; an open cluster lets everyone in. */
@@ -54,11 +60,17 @@ export function authorize(
       ok: false,
       status: 401,
       error: "this master requires a token: send Authorization: Bearer <token>",
+      badToken: false,
     };
   }
   const match = credentials.matchToken(token);
   if (match === undefined) {
-    return { ok: false, status: 401, error: "the token is not valid" };
+    return {
+      ok: false,
+      status: 401,
+      error: "the token is not valid",
+      badToken: true,
+    };
   }
   if (match.role !== "client") {
     return {
@@ -66,6 +78,7 @@ export function authorize(
       status: 403,
       error:
         `credential "${match.name}" is a node credential: it cannot use the API`,
+      badToken: false,
     };
   }
   return {

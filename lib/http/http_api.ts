@@ -8,12 +8,13 @@
 import { getLogger } from "@logtape/logtape";
 import { JobHistory, type JobSummary } from "../history/job_history.ts";
 import type { JobResult } from "../job.ts";
+import { ProtocolError } from "../protocol/errors.ts";
 import { ClusterMetrics } from "../monitor/cluster_metrics.ts";
 import type { MasterNode } from "../nodes/master_node.ts";
 import type { JobEvent } from "../protocol/messages.ts";
 import type { Credentials } from "../security/credentials.ts";
 import { authorize, type HttpCaller } from "./auth.ts";
-import { JobTracker } from "./job_tracker.ts";
+import { JobTracker, type StreamEvent } from "./job_tracker.ts";
 import {
   fromPistonRequest,
   toPistonResponse,
@@ -33,6 +34,20 @@ const STATUS_INTERVAL_MS = 1000;
 /** Largest request body read, in bytes: a job's own cap is the master's. */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
+/** Bytes one job stream or events feed may leave unread, by default: 1 MiB. */
+export const DEFAULT_STREAM_BUFFERED_BYTES = 1024 * 1024;
+/** Bytes all job streams together may leave unread, by default: 64 MiB. */
+export const DEFAULT_BUFFERED_BYTES = 64 * 1024 * 1024;
+/** The largest `maxStreamBufferedBytes` and `maxBufferedBytes`: 1 GiB. */
+export const MAX_BUFFERED_BYTES = 1024 * 1024 * 1024;
+/** Below this many unsent bytes a stream is not worth summing all streams for. */
+const SMALL_BUFFER_BYTES = 64 * 1024;
+/**
+ * Output a Piston request collects for its interleaved `output`, in UTF-16
+ * units (16 MiB of memory); past it the answer gives stdout then stderr.
+ */
+const MAX_PISTON_OUTPUT_UNITS = 8 * 1024 * 1024;
+
 /** Options of {@linkcode HttpApi}. */
 export interface HttpApiOptions {
   /** Address to listen on. @default "127.0.0.1" */
@@ -49,6 +64,35 @@ export interface HttpApiOptions {
    * @default a new in-memory history, closed at shutdown
    */
   history?: JobHistory;
+  /**
+   * Finished jobs the API's own history keeps (without `history`); see
+   * `JobHistoryOptions.maxJobs`.
+   * @default {DEFAULT_HISTORY_MAX_JOBS}
+   */
+  historyMaxJobs?: number | undefined;
+  /**
+   * How long the API's own history keeps a job, in ms (without `history`);
+   * see `JobHistoryOptions.maxAgeMs`.
+   * @default {DEFAULT_HISTORY_MAX_AGE_MS}
+   */
+  historyMaxAgeMs?: number | undefined;
+  /**
+   * Bytes one job stream (WebSocket) or events feed (SSE) may leave unread,
+   * 1 to {@linkcode MAX_BUFFERED_BYTES}. Past it a job stream drops output
+   * (and says how much with a `truncated` message once it catches up; the
+   * result is always sent), and an events feed is closed (an `EventSource`
+   * reconnects and starts afresh).
+   * @default {DEFAULT_STREAM_BUFFERED_BYTES}
+   */
+  maxStreamBufferedBytes?: number | undefined;
+  /**
+   * Bytes all job streams together may leave unread, 1 to
+   * {@linkcode MAX_BUFFERED_BYTES}. A stream whose next message would pass
+   * it is closed with code 1013 and the reason; the job goes on, and its
+   * result stays at `GET /api/v1/jobs/:id`.
+   * @default {DEFAULT_BUFFERED_BYTES}
+   */
+  maxBufferedBytes?: number | undefined;
   /** Aborting it shuts the API down, like {@linkcode HttpApi.shutdown}. */
   signal?: AbortSignal;
 }
@@ -90,8 +134,18 @@ export class HttpApi implements AsyncDisposable {
   readonly #tracker: JobTracker;
   readonly #metrics: ClusterMetrics;
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
-  /** Closes each open events feed and WebSocket: a server cannot finish while they stay open. */
-  readonly #closers = new Set<() => void>();
+  /**
+   * Closes each open events feed and WebSocket (a server cannot finish while
+   * they stay open), with whether its caller's credential still stands.
+   */
+  readonly #closers = new Map<
+    (reason?: string, code?: number) => void,
+    () => boolean
+  >();
+  /** Open job streams, whose unsent bytes count towards `maxBufferedBytes`. */
+  readonly #sockets = new Set<WebSocket>();
+  readonly #maxStreamBuffered: number;
+  readonly #maxBuffered: number;
   /** HTTP jobs not finished yet, by id: who may cancel them or type their stdin, and how. */
   readonly #cancels = new Map<
     string,
@@ -104,35 +158,87 @@ export class HttpApi implements AsyncDisposable {
   readonly #stopping = new AbortController();
   #closing: Promise<void> | undefined;
 
-  /** Starts serving at once; throws `Deno.errors.AddrInUse` and the like synchronously. */
+  /**
+   * Starts serving at once. Throws synchronously: `RangeError` for an
+   * option out of range, `Deno.errors.AddrInUse` (naming the address) and
+   * the like, having let go of everything it took.
+   */
   constructor(master: MasterNode, options: HttpApiOptions = {}) {
     const {
       hostname = "127.0.0.1",
       port = DEFAULT_HTTP_PORT,
       credentials,
       history,
+      historyMaxJobs,
+      historyMaxAgeMs,
+      maxStreamBufferedBytes = DEFAULT_STREAM_BUFFERED_BYTES,
+      maxBufferedBytes = DEFAULT_BUFFERED_BYTES,
       signal,
     } = options;
+    this.#maxStreamBuffered = bytesOption(
+      "maxStreamBufferedBytes",
+      maxStreamBufferedBytes,
+    );
+    this.#maxBuffered = bytesOption("maxBufferedBytes", maxBufferedBytes);
     this.#master = master;
     this.#credentials = credentials;
-    this.#history = history ?? new JobHistory();
+    this.#history = history ??
+      new JobHistory({ maxJobs: historyMaxJobs, maxAgeMs: historyMaxAgeMs });
     this.#ownsHistory = history === undefined;
-    this.#tracker = new JobTracker(master, this.#history);
-    this.#metrics = new ClusterMetrics(() => master.status());
-    master.addEventListener(
-      "jobcomplete",
-      ({ detail }) => this.#metrics.observe(detail),
-      { signal: this.#stopping.signal },
-    );
-    this.#server = Deno.serve({
-      hostname,
-      port,
-      onListen: () => {},
-      onError: (error) => {
-        log.error("request failed: {error}", { error });
-        return Response.json({ error: "internal error" }, { status: 500 });
+    this.#metrics = new ClusterMetrics(() => master.status(), {
+      listenerErrors: () => master.listenerErrors,
+    });
+    // History and metrics are optional: their failure is logged and
+    // counted, and the master carries on.
+    this.#tracker = new JobTracker(master, this.#history, {
+      onHistoryError: (error, result) => {
+        log.error("cannot record job {jobId} in the history: {error}", {
+          jobId: result.jobId,
+          error,
+        });
+        this.#metrics.countFailure("history");
       },
-    }, (request) => this.#handle(request));
+    });
+    const listening = { signal: this.#stopping.signal };
+    master.addEventListener("jobcomplete", ({ detail }) => {
+      try {
+        this.#metrics.observe(detail);
+      } catch (error) {
+        log.error("cannot count job {jobId}: {error}", {
+          jobId: detail.jobId,
+          error,
+        });
+        this.#metrics.countFailure("metrics");
+      }
+    }, listening);
+    master.addEventListener(
+      "credentialschange",
+      () => this.#closeRevoked(),
+      listening,
+    );
+    try {
+      this.#server = Deno.serve({
+        hostname,
+        port,
+        onListen: () => {},
+        onError: (error) => {
+          log.error("request failed: {error}", { error });
+          return Response.json({ error: "internal error" }, { status: 500 });
+        },
+      }, (request, info) => this.#handle(request, info.remoteAddr.hostname));
+    } catch (error) {
+      // Nothing listens: let go of the master's events and the history.
+      this.#stopping.abort();
+      this.#tracker[Symbol.dispose]();
+      if (this.#ownsHistory) this.#history.close();
+      if (error instanceof Deno.errors.AddrInUse) {
+        throw new Deno.errors.AddrInUse(
+          `Cannot serve the HTTP API on ${hostname}:${port}: address already in use`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
     this.addr = this.#server.addr;
     this.finished = this.#server.finished;
     signal?.addEventListener("abort", () => this.shutdown(), { once: true });
@@ -143,7 +249,7 @@ export class HttpApi implements AsyncDisposable {
   shutdown(): Promise<void> {
     this.#closing ??= (async () => {
       this.#stopping.abort();
-      for (const close of [...this.#closers]) close();
+      for (const close of [...this.#closers.keys()]) close();
       for (const { abort } of this.#cancels.values()) abort.abort();
       await this.#server.shutdown();
       this.#tracker[Symbol.dispose]();
@@ -157,7 +263,7 @@ export class HttpApi implements AsyncDisposable {
     await this.shutdown();
   }
 
-  async #handle(request: Request): Promise<Response> {
+  async #handle(request: Request, host: string): Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
     const method = request.method;
@@ -175,16 +281,31 @@ export class HttpApi implements AsyncDisposable {
       }
     }
     if (!path.startsWith("/api/")) return error(404, "not found");
+    // One back-off for an address, over HTTP as over TCP.
+    try {
+      this.#master.checkAuthBackoff(host);
+    } catch (refusal) {
+      if (!(refusal instanceof ProtocolError)) throw refusal;
+      return error(429, refusal.message);
+    }
     const caller = authorize(
       request,
       url,
       this.#credentials ?? this.#master.credentials,
     );
-    if (!caller.ok) return error(caller.status, caller.error);
+    if (!caller.ok) {
+      if (caller.badToken) this.#master.countAuthFailure(host);
+      return error(caller.status, caller.error);
+    }
 
     const jobPath = /^\/api\/v1\/jobs\/([^/]+)(\/stream)?$/.exec(path);
     if (method === "GET") {
-      if (path === "/api/v1/events") return this.#events(caller);
+      if (path === "/api/v1/events") {
+        return this.#events(
+          caller,
+          this.#stillAuthorized(request, url, caller),
+        );
+      }
       if (path === "/api/v1/runtimes") return Response.json(this.#runtimes());
       if (path === "/api/v1/nodes") {
         return Response.json(this.#master.status());
@@ -199,7 +320,12 @@ export class HttpApi implements AsyncDisposable {
         return error(404, `no job ${jobPath[1]}`);
       }
       if (jobPath?.[2] !== undefined) {
-        return this.#stream(request, jobPath[1]!, caller);
+        return this.#stream(
+          request,
+          jobPath[1]!,
+          caller,
+          this.#stillAuthorized(request, url, caller),
+        );
       }
       if (jobPath) return this.#getJob(jobPath[1]!);
     }
@@ -210,6 +336,54 @@ export class HttpApi implements AsyncDisposable {
       }
     }
     return error(404, `no route for ${method} ${path}`);
+  }
+
+  /**
+   * Whether `socket` may queue `bytes` more: always while it has little
+   * unsent, otherwise while all streams together stay within
+   * `maxBufferedBytes`.
+   */
+  #roomFor(socket: WebSocket, bytes: number): boolean {
+    if (socket.bufferedAmount + bytes <= SMALL_BUFFER_BYTES) return true;
+    let total = bytes;
+    for (const open of this.#sockets) total += open.bufferedAmount;
+    return total <= this.#maxBuffered;
+  }
+
+  /**
+   * A check of whether the request's credential still lets `caller` in
+   * (after a reload). It keeps the token: a request's headers cannot be
+   * read once it has been answered.
+   */
+  #stillAuthorized(
+    request: Request,
+    url: URL,
+    caller: HttpCaller & { ok: true },
+  ): () => boolean {
+    const header = request.headers.get("authorization");
+    const kept = new Request(
+      url,
+      header === null ? {} : {
+        headers: { authorization: header },
+      },
+    );
+    return () => {
+      const again = authorize(
+        kept,
+        url,
+        this.#credentials ?? this.#master.credentials,
+      );
+      return again.ok && again.client === caller.client;
+    };
+  }
+
+  /** Closes every feed and stream whose credential a reload revoked. */
+  #closeRevoked(): void {
+    for (const [close, stillAuthorized] of [...this.#closers]) {
+      if (stillAuthorized()) continue;
+      log.warn("closing a stream: its credential was revoked");
+      close("the credential was revoked or changed", 1008);
+    }
   }
 
   #runtimes(): { language: string; version: string; aliases: string[] }[] {
@@ -224,7 +398,7 @@ export class HttpApi implements AsyncDisposable {
   #mayseeJob(caller: HttpCaller & { ok: true }, jobId: string): boolean {
     if (caller.onlyJobsOf === undefined) return true;
     const owner = this.#tracker.summary(jobId)?.client ??
-      this.#history.get(jobId)?.summary.client;
+      this.#history.summary(jobId)?.client;
     return owner === undefined || owner === caller.onlyJobsOf;
   }
 
@@ -317,11 +491,19 @@ export class HttpApi implements AsyncDisposable {
     if (!job.ok) {
       return Response.json({ message: job.message }, { status: 400 });
     }
-    // Piston's `output` is both streams in the order written: collect the chunks.
+    // Piston's `output` is both streams in the order written: collect the
+    // chunks, up to a bound (a rogue node may send more than any limit).
     let output = "";
+    let overflow = false;
     const { result } = this.#run(job.job, caller, (event) => {
-      if (event.type === "output") output += event.data;
-      if (event.type === "restarted") output = "";
+      if (event.type === "output" && !overflow) {
+        overflow = output.length + event.data.length > MAX_PISTON_OUTPUT_UNITS;
+        output = overflow ? "" : output + event.data;
+      }
+      if (event.type === "restarted") {
+        output = "";
+        overflow = false;
+      }
     });
     const done = await result;
     if (done.verdict === "rejected") {
@@ -331,26 +513,41 @@ export class HttpApi implements AsyncDisposable {
     }
     const version = offers.find((o) => o.name === done.language)?.version ?? "";
     // Chunks may include a compile step's output, or miss a cut tail: trust them only when they add up.
-    const ordered = output.length === done.stdout.length + done.stderr.length
-      ? output
-      : undefined;
+    const ordered =
+      !overflow && output.length === done.stdout.length + done.stderr.length
+        ? output
+        : undefined;
     return Response.json(toPistonResponse(done, version, ordered));
   }
 
   /** `GET /api/v1/events`: the cluster status every second and at each node change, and every job change. */
-  #events(caller: HttpCaller & { ok: true }): Response {
+  #events(
+    caller: HttpCaller & { ok: true },
+    stillAuthorized: () => boolean,
+  ): Response {
     const visible = (job: JobSummary) =>
       caller.onlyJobsOf === undefined || job.client === caller.onlyJobsOf;
     const encoder = new TextEncoder();
     let close = () => {};
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        const send = (event: string, data: unknown) =>
-          controller.enqueue(
-            encoder.encode(
-              `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`,
-            ),
+        const send = (event: string, data: unknown) => {
+          if (!this.#closers.has(close)) return;
+          const bytes = encoder.encode(
+            `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`,
           );
+          // A reader this far behind is closed rather than buffered for:
+          // its EventSource reconnects and starts afresh from the status.
+          if ((controller.desiredSize ?? 0) < bytes.byteLength) {
+            log.warn("closing an events feed: {bytes} bytes unread", {
+              bytes: this.#maxStreamBuffered - (controller.desiredSize ?? 0),
+            });
+            this.#metrics.countSlowClient("events", "closed");
+            close();
+            return;
+          }
+          controller.enqueue(bytes);
+        };
         const status = () => send("status", this.#master.status());
         const stop = new AbortController();
         const timer = setInterval(status, STATUS_INTERVAL_MS);
@@ -369,13 +566,16 @@ export class HttpApi implements AsyncDisposable {
             controller.close();
           } catch { /* the client went first */ }
         };
-        this.#closers.add(close);
+        this.#closers.set(close, stillAuthorized);
         status();
         for (const job of this.#tracker.unfinished()) {
           if (visible(job)) send("job", job);
         }
       },
       cancel: () => close(),
+    }, {
+      highWaterMark: this.#maxStreamBuffered,
+      size: (chunk) => chunk.byteLength,
     });
     return new Response(body, {
       headers: {
@@ -390,27 +590,63 @@ export class HttpApi implements AsyncDisposable {
     request: Request,
     jobId: string,
     caller: HttpCaller & { ok: true },
+    stillAuthorized: () => boolean,
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return error(426, "this is a WebSocket endpoint");
     }
-    if (!this.#tracker.summary(jobId) && !this.#history.get(jobId)) {
+    if (!this.#tracker.summary(jobId) && !this.#history.summary(jobId)) {
       return error(404, `no job ${jobId}`);
     }
     const { socket, response } = Deno.upgradeWebSocket(request);
-    const send = (message: JobEvent | StreamError) => {
-      if (socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify(message));
+    /** Output dropped while the peer was behind, in UTF-16 units, not yet told. */
+    let dropped = 0;
+    const send = (message: StreamEvent | StreamError) => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      if (message.type === "output") {
+        if (socket.bufferedAmount >= this.#maxStreamBuffered) {
+          dropped += message.data.length;
+          this.#metrics.countSlowClient("websocket", "dropped");
+          return;
+        }
       }
+      if (dropped > 0) {
+        const told = dropped;
+        dropped = 0;
+        send({ type: "truncated", jobId, dropped: told });
+      }
+      const text = JSON.stringify(message);
+      if (!this.#roomFor(socket, text.length)) {
+        log.warn("closing the stream of job {jobId}: clients are too slow", {
+          jobId,
+        });
+        this.#metrics.countSlowClient("websocket", "closed");
+        close(
+          `too much unread: read faster, or GET /api/v1/jobs/${jobId}`,
+          1013,
+        );
+        return;
+      }
+      socket.send(text);
     };
     let unfollow: (() => void) | undefined;
-    const close = () => {
+    const close = (reason = "done", code = 1000) => {
       this.#closers.delete(close);
+      this.#sockets.delete(socket);
       unfollow?.();
-      if (socket.readyState <= WebSocket.OPEN) socket.close(1000, "done");
+      // A close reason is at most 123 bytes.
+      if (socket.readyState <= WebSocket.OPEN) {
+        socket.close(code, reason.slice(0, 120));
+      }
     };
     socket.onopen = () => {
-      this.#closers.add(close);
+      // A reload may have revoked the credential since the request.
+      if (!stillAuthorized()) {
+        close("the credential was revoked or changed", 1008);
+        return;
+      }
+      this.#closers.set(close, stillAuthorized);
+      this.#sockets.add(socket);
       unfollow = this.#tracker.follow(jobId, (event) => {
         send(event);
         if (event.type === "result") queueMicrotask(close);
@@ -421,7 +657,7 @@ export class HttpApi implements AsyncDisposable {
       if (done) send({ type: "result", jobId, result: done.result });
       close();
     };
-    socket.onclose = close;
+    socket.onclose = () => close();
     socket.onmessage = (message) => {
       let parsed: Record<string, unknown> | undefined;
       try {
@@ -475,6 +711,15 @@ export class HttpApi implements AsyncDisposable {
     };
     return response;
   }
+}
+
+function bytesOption(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_BUFFERED_BYTES) {
+    throw new RangeError(
+      `Cannot use ${name} ${value}: expected an integer from 1 to ${MAX_BUFFERED_BYTES}`,
+    );
+  }
+  return value;
 }
 
 function error(status: number, message: string): Response {

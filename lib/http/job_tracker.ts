@@ -13,13 +13,48 @@ import type { JobEvent } from "../protocol/messages.ts";
 
 /** Events kept per unfinished job; past it the oldest output chunks go first. */
 export const MAX_BUFFERED_EVENTS = 1000;
+/**
+ * Output kept per unfinished job, in UTF-16 code units (a JavaScript string
+ * holds at most 2 bytes per unit: 4 MiB); past it the oldest output chunks
+ * go first, and a late follower hears how much with a `truncated` event.
+ */
+export const MAX_BUFFERED_OUTPUT_UNITS = 2 * 1024 * 1024;
+
+/** Said in place of output that was dropped before it reached this follower. */
+export interface TruncatedEvent {
+  /** The event type. */
+  type: "truncated";
+  /** The job this event is about. */
+  jobId: string;
+  /** How much output was dropped, in UTF-16 code units. */
+  dropped: number;
+}
+
+/** What a follower of a job hears: its events, and where output was dropped. */
+export type StreamEvent = JobEvent | TruncatedEvent;
 
 /** Receives one event of one job. */
-export type JobEventListener = (event: JobEvent) => void;
+export type JobEventListener = (event: StreamEvent) => void;
+
+/** Options of {@linkcode JobTracker}. */
+export interface JobTrackerOptions {
+  /**
+   * Called when the history cannot record a finished job (a full disk, a
+   * locked file). The job still ends for everyone following it.
+   * @default logs nothing
+   */
+  onHistoryError?: ((error: unknown, result: JobResult) => void) | undefined;
+  /** Output kept per unfinished job, in UTF-16 units, 1 to 2^30. @default {MAX_BUFFERED_OUTPUT_UNITS} */
+  maxBufferedOutput?: number | undefined;
+}
 
 interface Live {
   summary: JobSummary;
   events: JobEvent[];
+  /** Output units in `events`. */
+  outputUnits: number;
+  /** Output units dropped from the front of `events`. */
+  dropped: number;
   listeners: Set<JobEventListener>;
   /** Whether its events come from `MasterNode.run` (with output), not rebuilt from the master's events. */
   fed: boolean;
@@ -39,10 +74,32 @@ export class JobTracker implements Disposable {
   readonly #live = new Map<string, Live>();
   readonly #changeListeners = new Set<(summary: JobSummary) => void>();
   readonly #abort = new AbortController();
+  readonly #onHistoryError: (error: unknown, result: JobResult) => void;
+  readonly #maxOutput: number;
 
   /** Starts following `master`, recording finished jobs in `history`. */
-  constructor(master: MasterNode, history: JobHistory) {
+  constructor(
+    master: MasterNode,
+    history: JobHistory,
+    options: JobTrackerOptions = {},
+  ) {
+    const {
+      onHistoryError = () => {},
+      maxBufferedOutput = MAX_BUFFERED_OUTPUT_UNITS,
+    } = options;
     this.#history = history;
+    this.#onHistoryError = onHistoryError;
+    if (
+      !Number.isInteger(maxBufferedOutput) || maxBufferedOutput < 1 ||
+      maxBufferedOutput > 2 ** 30
+    ) {
+      throw new RangeError(
+        `Cannot use maxBufferedOutput ${maxBufferedOutput}: expected an integer from 1 to ${
+          2 ** 30
+        }`,
+      );
+    }
+    this.#maxOutput = maxBufferedOutput;
     const signal = this.#abort.signal;
     master.addEventListener("jobaccepted", ({ detail }) => {
       const live = this.#entry(detail.jobId);
@@ -124,14 +181,23 @@ export class JobTracker implements Disposable {
   }
 
   /**
-   * Replays a job's events so far to `listener`, then passes each new one,
-   * the result last. Returns a function that stops it, or undefined when the
-   * job is not running or waiting (finished ones are in the history).
+   * Replays a job's events so far to `listener` (a `truncated` event where
+   * old output was dropped), then passes each new one, the result last.
+   * Returns a function that stops it, or undefined when the job is not
+   * running or waiting (finished ones are in the history).
    */
   follow(jobId: string, listener: JobEventListener): (() => void) | undefined {
     const live = this.#live.get(jobId);
     if (!live) return undefined;
-    for (const event of live.events) listener(event);
+    let told = live.dropped === 0;
+    for (const event of live.events) {
+      if (!told && event.type === "output") {
+        listener({ type: "truncated", jobId, dropped: live.dropped });
+        told = true;
+      }
+      listener(event);
+    }
+    if (!told) listener({ type: "truncated", jobId, dropped: live.dropped });
     live.listeners.add(listener);
     return () => live.listeners.delete(listener);
   }
@@ -147,6 +213,8 @@ export class JobTracker implements Disposable {
       live = {
         summary: { jobId, client: "", language: "", state: "queued" },
         events: [],
+        outputUnits: 0,
+        dropped: 0,
         listeners: new Set(),
         fed: false,
       };
@@ -157,10 +225,19 @@ export class JobTracker implements Disposable {
 
   #push(live: Live, event: JobEvent): void {
     live.events.push(event);
-    if (live.events.length > MAX_BUFFERED_EVENTS) {
+    if (event.type === "output") live.outputUnits += event.data.length;
+    while (
+      live.events.length > MAX_BUFFERED_EVENTS ||
+      live.outputUnits > this.#maxOutput
+    ) {
       // Drop old output rather than the events that say where the job is.
       const index = live.events.findIndex((e) => e.type === "output");
-      live.events.splice(index === -1 ? 0 : index, 1);
+      const [gone] = live.events.splice(index === -1 ? 0 : index, 1);
+      if (gone?.type === "output") {
+        live.outputUnits -= gone.data.length;
+        live.dropped += gone.data.length;
+      }
+      if (index === -1 && live.events.length <= MAX_BUFFERED_EVENTS) break;
     }
     for (const listener of live.listeners) listener(event);
   }
@@ -174,13 +251,26 @@ export class JobTracker implements Disposable {
     const live = this.#entry(result.jobId);
     this.#live.delete(result.jobId);
     const client = result.client ?? live.summary.client;
-    this.#history.record({ ...result, client });
-    const summary = this.#history.get(result.jobId)?.summary;
+    let summary: JobSummary;
+    try {
+      summary = this.#history.record({ ...result, client });
+    } catch (error) {
+      // The history is optional: its failure loses the record, not the job.
+      this.#onHistoryError(error, result);
+      summary = {
+        ...live.summary,
+        client,
+        state: "finished",
+        verdict: result.verdict,
+        timeMs: result.timeMs,
+        queuedMs: result.queuedMs,
+        finishedAt: Date.now(),
+      };
+      delete summary.position;
+    }
     for (const listener of live.listeners) {
       listener({ type: "result", jobId: result.jobId, result });
     }
-    if (summary) {
-      for (const listener of this.#changeListeners) listener(summary);
-    }
+    for (const listener of this.#changeListeners) listener(summary);
   }
 }

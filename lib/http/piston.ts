@@ -86,10 +86,21 @@ export function fromPistonRequest(
     o.name === wanted || o.aliases.includes(wanted)
   );
   const extension = offer?.extensions[0] ?? "";
-  const files = request.files.map((file, index) => ({
-    name: file.name ?? `file${index}${extension}`,
-    content: decode(file.content, file.encoding ?? "utf8"),
-  }));
+  const files = [];
+  for (const [index, file] of request.files.entries()) {
+    const name = file.name ?? `file${index}${extension}`;
+    const encoding = file.encoding ?? "utf8";
+    const content = decode(file.content, encoding);
+    if (content === undefined) {
+      return {
+        ok: false,
+        message: `files[${index}] ("${
+          name.slice(0, 100)
+        }"): the content is not valid ${encoding}`,
+      };
+    }
+    files.push({ name, content });
+  }
   const limits: LimitOverrides = {};
   // Piston's -1 (or any non-positive) means "no limit of mine": kiln's own apply.
   const set = (key: keyof LimitOverrides, value: number | undefined) => {
@@ -180,13 +191,30 @@ function semver(version: string): string {
   return parts.join(".");
 }
 
-function decode(content: string, encoding: "utf8" | "base64" | "hex"): string {
+/** The text of `content` in `encoding`, or undefined when it is not valid in that encoding. */
+function decode(
+  content: string,
+  encoding: "utf8" | "base64" | "hex",
+): string | undefined {
   if (encoding === "utf8") return content;
-  const bytes = encoding === "base64"
-    ? Uint8Array.from(atob(content), (c) => c.charCodeAt(0))
-    : Uint8Array.from(
-      content.match(/../g) ?? [],
-      (pair) => parseInt(pair, 16),
-    );
+  let bytes: Uint8Array;
+  if (encoding === "base64") {
+    let binary: string;
+    try {
+      binary = atob(content);
+    } catch {
+      return undefined; // InvalidCharacterError: not base64
+    }
+    bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  } else {
+    // Checked first: parseInt would read "zz" as NaN and write a NUL byte.
+    if (content.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(content)) {
+      return undefined;
+    }
+    bytes = new Uint8Array(content.length / 2);
+    for (let i = 0; i < bytes.length; i++) {
+      bytes[i] = parseInt(content.slice(2 * i, 2 * i + 2), 16);
+    }
+  }
   return new TextDecoder().decode(bytes);
 }

@@ -12,6 +12,15 @@ import type { ClusterStatus } from "../protocol/messages.ts";
 /** Seconds: from instant to a compile-heavy or slow program. */
 const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/** A part of the master that may fail without ending it. */
+export type OptionalPart = "history" | "metrics" | "listener";
+
+/** Options of {@linkcode ClusterMetrics}. */
+export interface ClusterMetricsOptions {
+  /** Listeners of the master that threw so far, counted at each scrape. */
+  listenerErrors?: (() => number) | undefined;
+}
+
 /**
  * Counters fed by finished jobs, gauges read from the cluster's status at
  * each scrape.
@@ -35,9 +44,15 @@ export class ClusterMetrics {
   readonly #jobs: Counter<"language" | "verdict">;
   readonly #queueWait: Histogram;
   readonly #duration: Histogram<"language">;
+  readonly #failures: Counter<"part">;
+  readonly #slowClients: Counter<"kind" | "action">;
 
   /** Metrics of the cluster whose status `status` returns. */
-  constructor(status: () => ClusterStatus) {
+  constructor(
+    status: () => ClusterStatus,
+    options: ClusterMetricsOptions = {},
+  ) {
+    const { listenerErrors } = options;
     const registers = [this.#registry];
     this.contentType = this.#registry.contentType;
     this.#jobs = new Counter({
@@ -57,6 +72,28 @@ export class ClusterMetrics {
       help: "Wall-clock time of the run step, by language.",
       labelNames: ["language"],
       buckets: DURATION_BUCKETS,
+      registers,
+    });
+    let listenerErrorsSeen = 0;
+    this.#failures = new Counter({
+      name: "kiln_failures_total",
+      help:
+        "Failures of optional parts (history, metrics, event listeners), each logged; the master carried on.",
+      labelNames: ["part"],
+      registers,
+      collect() {
+        const now = listenerErrors?.() ?? 0;
+        if (now > listenerErrorsSeen) {
+          this.inc({ part: "listener" }, now - listenerErrorsSeen);
+          listenerErrorsSeen = now;
+        }
+      },
+    });
+    this.#slowClients = new Counter({
+      name: "kiln_slow_client_total",
+      help:
+        "Streams that fell behind: output events dropped (action dropped) and streams closed (action closed), by kind (websocket, events).",
+      labelNames: ["kind", "action"],
       registers,
     });
     new Gauge({
@@ -117,6 +154,19 @@ export class ClusterMetrics {
     if (result.node === null) return; // It never ran: no wait, no duration.
     this.#queueWait.observe(result.queuedMs / 1000);
     this.#duration.observe({ language }, result.timeMs / 1000);
+  }
+
+  /** Counts a failure of an optional part (already logged by the caller). */
+  countFailure(part: OptionalPart): void {
+    this.#failures.inc({ part });
+  }
+
+  /** Counts what a slow stream cost: an output event dropped, or the stream closed. */
+  countSlowClient(
+    kind: "websocket" | "events",
+    action: "dropped" | "closed",
+  ): void {
+    this.#slowClients.inc({ kind, action });
   }
 
   /** Every metric in the Prometheus text format. */

@@ -35,6 +35,12 @@ export interface NodeDetail {
   readonly reason?: string;
 }
 
+/** The master's credentials were replaced (a reloaded `--auth` file). */
+export interface CredentialsChangeDetail {
+  /** Where the new credentials came from. */
+  readonly source: string;
+}
+
 /** Every event of a master node, by type. */
 export interface MasterNodeEventMap {
   /** A submission arrived and got an id; validation comes next. */
@@ -51,4 +57,6 @@ export interface MasterNodeEventMap {
   nodeleave: CustomEvent<NodeDetail>;
   /** Every job ends with exactly one `jobcomplete`, rejected ones included. */
   jobcomplete: CustomEvent<JobResult>;
+  /** The credentials were replaced: links of revoked ones have been closed. */
+  credentialschange: CustomEvent<CredentialsChangeDetail>;
 }

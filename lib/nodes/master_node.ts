@@ -426,6 +426,23 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     return this.#credentials;
   }
 
+  /**
+   * For the HTTP API, which shares this master's authentication back-off
+   * (same address, same counter): throws {@linkcode ProtocolError}
+   * `auth_backoff`, saying when to retry, while `hostname` serves one.
+   */
+  checkAuthBackoff(hostname: string): void {
+    this.#peers.checkBackoff(hostname);
+  }
+
+  /** Counts a failed HTTP bearer token from `hostname` as a failed TCP handshake counts. */
+  countAuthFailure(hostname: string): void {
+    this.#countAuthFailure(
+      hostname,
+      new ProtocolError("auth_failed", "the token is not valid"),
+    );
+  }
+
   /** Every language some node offers now, one entry per node, with aliases. */
   offers(): OfferedLanguage[] {
     return this.#jobs.offers();
@@ -459,6 +476,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       clients: credentials.count("client"),
       nodes: credentials.count("node"),
     });
+    // The HTTP API closes the streams of a revoked credential on this.
+    this.emit("credentialschange", { source: credentials.source });
   }
 
   /**

@@ -153,14 +153,7 @@ export class PeerGuard {
     const peer = peerKey(hostname);
     const now = this.#now();
     const record = this.#record(peer, now);
-    if (record.blockedUntil > now) {
-      const seconds = Math.ceil((record.blockedUntil - now) / 1000);
-      const until = new Date(record.blockedUntil).toISOString();
-      throw new ProtocolError(
-        "auth_backoff",
-        `too many failed authentications from ${peer}: connections are refused for ${seconds} s more; retry after ${until}`,
-      );
-    }
+    throwIfBlocked(peer, record, now);
     if (
       this.#maxConnections > 0 && record.connections >= this.#maxConnections
     ) {
@@ -179,6 +172,21 @@ export class PeerGuard {
         this.#forgetIfIdle(peer, record);
       },
     };
+  }
+
+  /**
+   * Throws {@linkcode ProtocolError} `auth_backoff` (saying when to retry)
+   * while `hostname` serves a back-off; counts no connection. For requests
+   * that hold no connection of their own, such as the HTTP API's, which
+   * shares the back-off with the TCP port.
+   */
+  checkBackoff(hostname: string): void {
+    const peer = peerKey(hostname);
+    const record = this.#peers.get(peer);
+    if (record === undefined) return;
+    const now = this.#now();
+    this.#expire(record, now);
+    throwIfBlocked(peer, record, now);
   }
 
   /**
@@ -282,6 +290,16 @@ export function peerKey(hostname: string): string {
   // Written short, as people write prefixes: fe80::/64, not fe80:0:0:0::/64.
   while (prefix.at(-1) === "0") prefix.pop();
   return `${prefix.join(":")}::/64`;
+}
+
+function throwIfBlocked(peer: string, record: PeerRecord, now: number): void {
+  if (record.blockedUntil <= now) return;
+  const seconds = Math.ceil((record.blockedUntil - now) / 1000);
+  const until = new Date(record.blockedUntil).toISOString();
+  throw new ProtocolError(
+    "auth_backoff",
+    `too many failed authentications from ${peer}: connections are refused for ${seconds} s more; retry after ${until}`,
+  );
 }
 
 function count(name: string, value: number): number {

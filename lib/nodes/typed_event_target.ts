@@ -5,40 +5,23 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
+
+const log = getLogger(["kiln", "events"]);
+
+/** A typed or untyped listener, as the implementation receives it. */
+type AnyListener = ((event: never) => void) | EventListenerObject;
 
 /** Event types to the `CustomEvent`s dispatched for them. */
 export type EventMap<M> = { [K in keyof M]: CustomEvent<unknown> };
 
-/** The typed listener methods, merged into the class of the same name. */
-export interface TypedEventTarget<M extends EventMap<M>> {
-  /** Listens for one of the typed events. */
-  addEventListener<K extends keyof M & string>(
-    type: K,
-    listener: (event: M[K]) => void,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Listens for any event, untyped. */
-  addEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ): void;
-  /** Stops listening for one of the typed events. */
-  removeEventListener<K extends keyof M & string>(
-    type: K,
-    listener: (event: M[K]) => void,
-    options?: boolean | EventListenerOptions,
-  ): void;
-  /** Stops listening for any event, untyped. */
-  removeEventListener(
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
-  ): void;
-}
-
 /**
  * Base class of the nodes: typed listeners, and `emit` to dispatch.
+ *
+ * A listener that throws is logged and counted ({@linkcode listenerErrors}),
+ * never rethrown: a plain `EventTarget` reports it as an uncaught exception,
+ * which ends the process, and a node must not die for a listener (a full
+ * history disk, a metrics bug, a caller's typo).
  *
  * @example A typed event
  * ```ts
@@ -55,6 +38,77 @@ export interface TypedEventTarget<M extends EventMap<M>> {
  * ```
  */
 export class TypedEventTarget<M extends EventMap<M>> extends EventTarget {
+  /** The wrapper that contains each listener's errors, so removing it finds it again. */
+  readonly #contained = new WeakMap<AnyListener, EventListener>();
+  #listenerErrors = 0;
+
+  /** Listeners that threw so far (each was logged, and the node carried on). */
+  get listenerErrors(): number {
+    return this.#listenerErrors;
+  }
+
+  /** Listens for one of the typed events; a listener that throws is logged, not fatal. */
+  override addEventListener<K extends keyof M & string>(
+    type: K,
+    listener: (event: M[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event, untyped. */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: AnyListener | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    let contained = this.#contained.get(listener);
+    if (contained === undefined) {
+      contained = (event) => {
+        try {
+          if (typeof listener === "function") {
+            (listener as EventListener).call(this, event);
+          } else listener.handleEvent(event);
+        } catch (error) {
+          this.#listenerErrors++;
+          log.error("a {type} listener threw; the node carries on: {error}", {
+            type: event.type,
+            error,
+          });
+        }
+      };
+      this.#contained.set(listener, contained);
+    }
+    super.addEventListener(type, contained, options);
+  }
+
+  /** Stops listening for one of the typed events. */
+  override removeEventListener<K extends keyof M & string>(
+    type: K,
+    listener: (event: M[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening for any event, untyped. */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: AnyListener | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    // An aborted `signal` removes the wrapper itself: pass it through.
+    const contained = this.#contained.get(listener) ??
+      (listener as EventListener);
+    super.removeEventListener(type, contained, options);
+  }
+
   /** Dispatches a `CustomEvent` of `type` carrying `detail`. */
   protected emit<K extends keyof M & string>(
     type: K,
