@@ -113,8 +113,11 @@ export async function executeJob(
     };
 
   let workdir: string | undefined;
+  /** Removes the workdir, as the job's uid where the sandbox has one. */
+  let remover: Sandbox | undefined;
   try {
     const sandbox = options.sandbox ?? await defaultSandbox();
+    remover = sandbox;
     base.sandbox = [...sandbox.layers];
     workdir = await Deno.makeTempDir({
       prefix: "kiln-job-",
@@ -199,9 +202,8 @@ export async function executeJob(
       reason: `cannot run job: ${describe(error)}`,
     };
   } finally {
-    if (workdir) {
-      await Deno.remove(workdir, { recursive: true }).catch(() => {});
-    }
+    // Never Deno.remove(recursive): a deep tree overflows its stack.
+    if (workdir && remover) await remover.removeWorkdir(workdir);
   }
 }
 

@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { JobLimits, SandboxLayer } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
@@ -41,6 +42,7 @@ import {
 } from "./cgroup.ts";
 import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
 import { isProcessAlive } from "./process_tree.ts";
+import { removeTree } from "./remove_tree.ts";
 import {
   detectPrlimit,
   type PrlimitDetection,
@@ -165,6 +167,7 @@ export class Sandbox {
   readonly #prlimit: PrlimitDetection | null;
   /** Toolchain roots per executable list: `realPath` once, not per job. */
   readonly #roots = new Map<string, Promise<string[]>>();
+  #removalFailures = 0;
 
   private constructor(
     mode: SandboxMode,
@@ -275,6 +278,41 @@ export class Sandbox {
     if (this.#bwrap?.available) {
       await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
     }
+  }
+
+  /**
+   * Removes a job's workdir and whatever its program left there, however
+   * deep, wide or `chmod`-ed, never following a symlink: emptied as the
+   * job's uid where jobs run as one, then removed (see `remove_tree.ts`).
+   * Call it after the last step, when no process of the job is left. Never
+   * throws: a failure is logged with the path and counted in
+   * {@linkcode Sandbox.removalFailures}; it never fails the node.
+   */
+  async removeWorkdir(workdir: string): Promise<void> {
+    const outcome = await removeTree(
+      workdir,
+      this.#bwrap?.available
+        ? {
+          asUser: {
+            uid: SANDBOX_UID,
+            gid: SANDBOX_UID,
+            setprivPath: this.#bwrap.setprivPath,
+          },
+        }
+        : {},
+    );
+    if (!outcome.ok) {
+      this.#removalFailures++;
+      log.warn("cannot remove the job workdir {workdir}: {reason}", {
+        workdir,
+        reason: outcome.reason,
+      });
+    }
+  }
+
+  /** How many workdirs {@linkcode Sandbox.removeWorkdir} failed to remove. */
+  get removalFailures(): number {
+    return this.#removalFailures;
   }
 
   /**
@@ -428,6 +466,8 @@ export class Sandbox {
     return name ? { ...outcome, exitCode: null, signal: name } : outcome;
   }
 }
+
+const log = getLogger(["kiln", "sandbox"]);
 
 let detected: Promise<Sandbox> | undefined;
 
