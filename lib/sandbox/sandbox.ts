@@ -5,8 +5,9 @@
  * A step's command is built from the inside out:
  *
  * ```
- * sh (joins the step's cgroup) → bwrap (namespaces) → setpriv (uid 65534)
- *   → prlimit (rlimits) → the runner's command
+ * bash (closes inherited descriptors) → sh (joins the step's cgroup)
+ *   → bwrap (namespaces) → setpriv (uid 65534) → prlimit (rlimits)
+ *   → the runner's command
  * ```
  *
  * Each link `exec`s the next, except bwrap, which stays as the parent of the
@@ -41,6 +42,7 @@ import {
   type JobCgroup,
 } from "./cgroup.ts";
 import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
+import { closeDescriptorsPrefix, findBash } from "./descriptors.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
 import {
@@ -441,6 +443,10 @@ export class Sandbox {
       ];
     }
     if (cgroup) argv = [...cgroup.enterPrefix(), ...argv];
+    // First of all: no descriptor kiln inherited reaches the job.
+    const bash = await findBash();
+    if (bash) argv = [...closeDescriptorsPrefix(bash), ...argv];
+    else warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
     const [command, ...args] = argv;
     return { command: command!, args };
   }
@@ -468,6 +474,13 @@ export class Sandbox {
 }
 
 const log = getLogger(["kiln", "sandbox"]);
+
+const warned = new Set<string>();
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  log.warn(message);
+}
 
 let detected: Promise<Sandbox> | undefined;
 
