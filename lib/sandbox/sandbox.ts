@@ -25,6 +25,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { normalize } from "node:path";
 import type { JobLimits, SandboxLayer } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
@@ -329,11 +330,7 @@ export class Sandbox {
     options: SandboxStepOptions,
   ): Promise<SandboxedOutcome> {
     const { limits } = options;
-    // Inside the sandbox a missing executable would look like the program
-    // failing (exit 127 from prlimit): it is the node's fault, say so.
-    await Deno.stat(spec.command).catch((error) => {
-      throw new Error(`cannot run ${spec.command}: ${describe(error)}`);
-    });
+    await checkCommand(spec.command, options.workdir);
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
     const cgroup = cgroups
       ? await cgroups.create(
@@ -491,6 +488,34 @@ let detected: Promise<Sandbox> | undefined;
 export function defaultSandbox(): Promise<Sandbox> {
   detected ??= Sandbox.detect();
   return detected;
+}
+
+/**
+ * Inside the sandbox a missing executable would look like the program
+ * failing (exit 127 from prlimit): it is the node's fault, say so. A command
+ * in the workdir is the job's own file (`main` of a compiled program): it
+ * is looked at with `lstat` from the workdir down, never followed, so that
+ * a symlink the job planted cannot make root tell it whether a host path
+ * exists.
+ */
+async function checkCommand(command: string, workdir: string): Promise<void> {
+  const fail = (why: string) => new Error(`cannot run ${command}: ${why}`);
+  const work = normalize(workdir).replace(/(.)\/+$/, "$1");
+  const path = normalize(command);
+  if (!path.startsWith(`${work}/`)) {
+    await Deno.stat(command).catch((error) => {
+      throw fail(describe(error));
+    });
+    return;
+  }
+  let at = work;
+  for (const part of path.slice(work.length + 1).split("/")) {
+    at = `${at}/${part}`;
+    const info = await Deno.lstat(at).catch((error) => {
+      throw fail(describe(error));
+    });
+    if (info.isSymlink) throw fail("it is a symlink the job made");
+  }
 }
 
 function describe(error: unknown): string {
