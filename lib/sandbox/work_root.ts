@@ -39,13 +39,14 @@ let current: Promise<string> | undefined;
  *
  * @example Making a job workdir
  * ```ts
- * import { defaultWorkRoot } from "./work_root.ts";
+ * import { defaultWorkRoot, removeWorkRoot } from "./work_root.ts";
  *
  * const workdir = await Deno.makeTempDir({
  *   prefix: "kiln-job-",
  *   dir: await defaultWorkRoot(),
  * });
  * await Deno.remove(workdir);
+ * await removeWorkRoot();
  * ```
  */
 export async function defaultWorkRoot(): Promise<string> {
