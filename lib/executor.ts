@@ -65,7 +65,7 @@ export interface ExecuteOptions {
    * stdin closes when it ends. None closes stdin after `request.stdin`.
    */
   input?: AsyncIterable<string>;
-  /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>` */
+  /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>-<random>/jobs` */
   workRoot?: string;
   /**
    * The sandbox the steps run in. @default the strongest this host has
