@@ -73,7 +73,7 @@ export interface ExecuteOptions {
    * stdin closes when it ends. None closes stdin after `request.stdin`.
    */
   input?: AsyncIterable<string>;
-  /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>` */
+  /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>-<random>/jobs` */
   workRoot?: string;
   /**
    * The sandbox the steps run in. @default the strongest this host has
@@ -150,8 +150,11 @@ export async function executeJob(
     };
 
   let workdir: string | undefined;
+  /** Removes the workdir, as the job's uid where the sandbox has one. */
+  let remover: Sandbox | undefined;
   try {
     const sandbox = options.sandbox ?? await defaultSandbox();
+    remover = sandbox;
     base.sandbox = [...sandbox.layers];
     workdir = await Deno.makeTempDir({
       prefix: "kiln-job-",
@@ -236,9 +239,8 @@ export async function executeJob(
       reason: `cannot run job: ${describe(error)}`,
     };
   } finally {
-    if (workdir) {
-      await Deno.remove(workdir, { recursive: true }).catch(() => {});
-    }
+    // Never Deno.remove(recursive): a deep tree overflows its stack.
+    if (workdir && remover) await remover.removeWorkdir(workdir);
   }
 }
 

@@ -5,21 +5,27 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { defaultWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
+import { removeWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
 
 const log = getLogger(["kiln", "node"]);
 
-/** Removes the work roots of dead kiln processes, logging how many. Never rejects. */
+/** Removes the work roots of dead kiln processes, logging what it did. Never rejects. */
 export async function sweepWorkRoots(): Promise<void> {
-  const removed = await sweepStaleWorkRoots();
+  const { removed, failed } = await sweepStaleWorkRoots();
   if (removed > 0) {
     log.info("removed the workdirs of {removed} kiln processes that died", {
       removed,
+    });
+  }
+  for (const { path, reason } of failed) {
+    log.warn("cannot remove the stale work root {path}: {reason}", {
+      path,
+      reason,
     });
   }
 }
 
 /** Removes this process's work root if no workdir is left in it. Never rejects. */
 export async function removeOwnWorkRoot(): Promise<void> {
-  await Deno.remove(await defaultWorkRoot()).catch(() => {});
+  await removeWorkRoot();
 }

@@ -292,18 +292,21 @@ export async function locate(
 }
 
 /**
- * `name` as a command-line argument that cannot be mistaken for an option:
- * a file called `-x.py` becomes `./-x.py`.
+ * `name` as a command-line argument that cannot be mistaken for an option
+ * or an argument file: a file called `-x.py` becomes `./-x.py`, and one
+ * called `@opts.c` becomes `./@opts.c`, because gcc, g++, javac, rustc and
+ * the `java` launcher read the arguments in `opts.c` for `@opts.c`, and a
+ * program's own file could then add `-wrapper /bin/sh,...` to its compile.
  *
- * @example Guarding file names that look like flags
+ * @example Guarding file names that look like flags or argument files
  * ```ts
  * import { fileArg } from "./detect.ts";
  *
- * console.log(fileArg("main.c"), fileArg("-o.c")); // main.c ./-o.c
+ * console.log(fileArg("main.c"), fileArg("-o.c"), fileArg("@x.c")); // main.c ./-o.c ./@x.c
  * ```
  */
 export function fileArg(name: string): string {
-  return name.startsWith("-") ? `./${name}` : name;
+  return name.startsWith("-") || name.startsWith("@") ? `./${name}` : name;
 }
 
 /**

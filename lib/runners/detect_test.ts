@@ -140,6 +140,7 @@ Deno.test("small helpers", () => {
   });
   assert.equal(fileArg("main.c"), "main.c");
   assert.equal(fileArg("-o.c"), "./-o.c");
+  assert.equal(fileArg("@opts.c"), "./@opts.c");
   assert.deepEqual(sourcesWith(["a.c", "b.h", "C.C", ".c", "d.cc"], [".c"]), [
     "a.c",
     "C.C",

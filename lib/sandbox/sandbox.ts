@@ -5,8 +5,9 @@
  * A step's command is built from the inside out:
  *
  * ```
- * sh (joins the step's cgroup) → bwrap (namespaces) → setpriv (uid 65534)
- *   → prlimit (rlimits) → the runner's command
+ * bash (closes inherited descriptors) → sh (joins the step's cgroup)
+ *   → bwrap (namespaces) → setpriv (uid 65534) → prlimit (rlimits)
+ *   → the runner's command
  * ```
  *
  * Each link `exec`s the next, except bwrap, which stays as the parent of the
@@ -30,6 +31,8 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
+import { normalize } from "node:path";
 import type { JobLimits, SandboxLayer } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
@@ -47,7 +50,9 @@ import {
   type JobCgroup,
 } from "./cgroup.ts";
 import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
+import { closeDescriptorsPrefix, findBash } from "./descriptors.ts";
 import { isProcessAlive } from "./process_tree.ts";
+import { removeTree } from "./remove_tree.ts";
 import {
   detectPrlimit,
   type PrlimitDetection,
@@ -179,6 +184,7 @@ export class Sandbox {
   readonly #prlimit: PrlimitDetection | null;
   /** Toolchain roots per executable list: `realPath` once, not per job. */
   readonly #roots = new Map<string, Promise<string[]>>();
+  #removalFailures = 0;
 
   private constructor(
     mode: SandboxMode,
@@ -300,6 +306,41 @@ export class Sandbox {
   }
 
   /**
+   * Removes a job's workdir and whatever its program left there, however
+   * deep, wide or `chmod`-ed, never following a symlink: emptied as the
+   * job's uid where jobs run as one, then removed (see `remove_tree.ts`).
+   * Call it after the last step, when no process of the job is left. Never
+   * throws: a failure is logged with the path and counted in
+   * {@linkcode Sandbox.removalFailures}; it never fails the node.
+   */
+  async removeWorkdir(workdir: string): Promise<void> {
+    const outcome = await removeTree(
+      workdir,
+      this.#bwrap?.available
+        ? {
+          asUser: {
+            uid: SANDBOX_UID,
+            gid: SANDBOX_UID,
+            setprivPath: this.#bwrap.setprivPath,
+          },
+        }
+        : {},
+    );
+    if (!outcome.ok) {
+      this.#removalFailures++;
+      log.warn("cannot remove the job workdir {workdir}: {reason}", {
+        workdir,
+        reason: outcome.reason,
+      });
+    }
+  }
+
+  /** How many workdirs {@linkcode Sandbox.removeWorkdir} failed to remove. */
+  get removalFailures(): number {
+    return this.#removalFailures;
+  }
+
+  /**
    * Runs one step to its end inside every layer, and measures it. The
    * step's cgroup is removed before this returns, with every process in it.
    *
@@ -311,11 +352,7 @@ export class Sandbox {
     options: SandboxStepOptions,
   ): Promise<SandboxedOutcome> {
     const { limits } = options;
-    // Inside the sandbox a missing executable would look like the program
-    // failing (exit 127 from prlimit): it is the node's fault, say so.
-    await Deno.stat(spec.command).catch((error) => {
-      throw new Error(`cannot run ${spec.command}: ${describe(error)}`);
-    });
+    await checkCommand(spec.command, options.workdir);
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
     const cgroup = cgroups
       ? await cgroups.create(
@@ -426,6 +463,10 @@ export class Sandbox {
       ];
     }
     if (cgroup) argv = [...cgroup.enterPrefix(), ...argv];
+    // First of all: no descriptor kiln inherited reaches the job.
+    const bash = await findBash();
+    if (bash) argv = [...closeDescriptorsPrefix(bash), ...argv];
+    else warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
     const [command, ...args] = argv;
     return { command: command!, args };
   }
@@ -472,6 +513,15 @@ export class Sandbox {
   }
 }
 
+const log = getLogger(["kiln", "sandbox"]);
+
+const warned = new Set<string>();
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  log.warn(message);
+}
+
 let detected: Promise<Sandbox> | undefined;
 
 /**
@@ -481,6 +531,34 @@ let detected: Promise<Sandbox> | undefined;
 export function defaultSandbox(): Promise<Sandbox> {
   detected ??= Sandbox.detect();
   return detected;
+}
+
+/**
+ * Inside the sandbox a missing executable would look like the program
+ * failing (exit 127 from prlimit): it is the node's fault, say so. A command
+ * in the workdir is the job's own file (`main` of a compiled program): it
+ * is looked at with `lstat` from the workdir down, never followed, so that
+ * a symlink the job planted cannot make root tell it whether a host path
+ * exists.
+ */
+async function checkCommand(command: string, workdir: string): Promise<void> {
+  const fail = (why: string) => new Error(`cannot run ${command}: ${why}`);
+  const work = normalize(workdir).replace(/(.)\/+$/, "$1");
+  const path = normalize(command);
+  if (!path.startsWith(`${work}/`)) {
+    await Deno.stat(command).catch((error) => {
+      throw fail(describe(error));
+    });
+    return;
+  }
+  let at = work;
+  for (const part of path.slice(work.length + 1).split("/")) {
+    at = `${at}/${part}`;
+    const info = await Deno.lstat(at).catch((error) => {
+      throw fail(describe(error));
+    });
+    if (info.isSymlink) throw fail("it is a symlink the job made");
+  }
 }
 
 function describe(error: unknown): string {
