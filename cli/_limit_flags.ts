@@ -38,8 +38,8 @@ export const LIMIT_FLAGS_USAGE =
                      this long; 0 never (default 300000)
   --max-frame-size B  largest message accepted once authenticated (default
                      8388608; before authentication, 16384)
-  --max-program-size B  most bytes of source files, stdin and arguments in a
-                     job (default 1048576)
+  --max-program-size B  most bytes of source files and their names, stdin and
+                     arguments in a job (default 1048576)
   --max-files N      most source files in a job, up to 256 (default 256)
   --max-connections-per-ip N  connections one address (IPv6: /64) may hold;
                      0 = no limit (default 64)

@@ -167,6 +167,10 @@ function report(result: JobResult): void {
     );
   } else if (result.signal) {
     console.error(`kiln: program killed by ${result.signal}`);
+  } else if (result.reason?.includes("or was killed by")) {
+    // Under bubblewrap a code of 128 + n may be a signal or the program's
+    // own choice: say both, as the result does.
+    console.error(`kiln: program ${result.reason}`);
   }
 }
 

@@ -185,15 +185,16 @@ Deno.test("master rejects a program over its size limit and a job with too many 
   assert.equal(big.verdict, "rejected");
   assert.equal(
     big.reason,
-    "program too large: 1100 bytes of source files, stdin and arguments; a job may have at most 1000 bytes",
+    "program too large: 1107 bytes of source files and their names, stdin and arguments; a job may have at most 1000 bytes",
   );
 
-  // Exactly at the limit, with an argument counted too: it runs.
+  // Exactly at the limit, with an argument and the file name (7 bytes)
+  // counted too: it runs.
   const fits = await submit(
-    bash(script.padEnd(600, "x"), { stdin: "y".repeat(398), args: ["zz"] }),
+    bash(script.padEnd(600, "x"), { stdin: "y".repeat(391), args: ["zz"] }),
   );
   assert.equal(fits.verdict, "ok", fits.reason);
-  assert.equal(fits.stdout, "398\n");
+  assert.equal(fits.stdout, "391\n");
 });
 
 Deno.test("master refuses connections over its per-address cap, and admits again once one is let go", async () => {

@@ -35,7 +35,7 @@ const RUN_MESSAGE_BYTES = JSON.stringify({
 
 /** The sizes a master admits; a secondary checks only the schema's own caps. */
 export interface AdmissionLimits {
-  /** Most bytes (UTF-8) of source files, stdin and arguments together. */
+  /** Most bytes (UTF-8) of source files and their names, stdin and arguments together. */
   readonly maxProgramBytes: number;
   /** Most source files, at most {@linkcode MAX_FILES}. */
   readonly maxFiles: number;
@@ -122,7 +122,7 @@ export function admissionLimits(
  * const job = { language: "bash", files: [{ name: "a.sh", content: "x".repeat(2000) }] };
  * const parsed = parseJob(job, { maxProgramBytes: 1024, maxFiles: 4 });
  * assert.ok(!parsed.ok);
- * assert.match(parsed.reason, /program too large: 2000 bytes .* at most 1024 bytes/);
+ * assert.match(parsed.reason, /program too large: 2004 bytes .* at most 1024 bytes/);
  * ```
  */
 export function parseJob(
@@ -152,7 +152,7 @@ export function parseJob(
       return {
         ok: false,
         reason:
-          `program too large: ${bytes} bytes of source files, stdin and arguments; a job may have at most ${limits.maxProgramBytes} bytes`,
+          `program too large: ${bytes} bytes of source files and their names, stdin and arguments; a job may have at most ${limits.maxProgramBytes} bytes`,
       };
     }
     // Escaped as JSON, a byte can take six (`\u0001`): what travels on is

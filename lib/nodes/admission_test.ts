@@ -35,7 +35,7 @@ Deno.test("parseJob() admits a job at the limits and refuses one over them, nami
   assert.deepEqual(tooBig, {
     ok: false,
     reason:
-      "program too large: 102 bytes of source files, stdin and arguments; a job may have at most 100 bytes",
+      "program too large: 102 bytes of source files and their names, stdin and arguments; a job may have at most 100 bytes",
   });
 
   // File names land on disk and on command lines too: 256 names of 255

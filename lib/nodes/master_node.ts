@@ -124,7 +124,7 @@ export interface MasterNodeOptions {
    */
   idleTimeoutMs?: number;
   /**
-   * Most bytes of source files, stdin and arguments in one job; a larger
+   * Most bytes of source files and their names, stdin and arguments in one job; a larger
    * job is `rejected`, the reason naming both sizes, and so is one whose
    * `run` message (JSON, escapes included) would exceed `maxFrameBytes`.
    * At most `maxFrameBytes` minus 1024 (`JOB_ENVELOPE_BYTES`).

@@ -16,6 +16,7 @@ Deno.test("mod.ts exports exactly the curated protocol API", () => {
     "GetStatusSchema",
     "HeartbeatSchema",
     "HelloSchema",
+    "MAX_SLOTS",
     "MIN_PROTOCOL_VERSION",
     "MessageSchema",
     "NodeStatusSchema",
