@@ -96,6 +96,12 @@ export interface SandboxOptions {
   readonly require?: boolean;
   /** Where to look for cgroups, for tests. @default "/sys/fs/cgroup" */
   readonly cgroupRoot?: string;
+  /**
+   * Layers to leave out although they work, reported missing with the
+   * reason "left out": for benchmarks that measure what a layer costs.
+   * @default []
+   */
+  readonly without?: readonly ("seccomp" | "disk")[];
 }
 
 /** What a node tells logs, `status` and the dashboard about its sandbox. */
@@ -302,7 +308,16 @@ export class Sandbox {
       ...bwrap.available ? { setprivPath: bwrap.setprivPath } : {},
       bashPath: bash,
     });
-    const sandbox = new Sandbox(mode, bwrap, cgroups, prlimit, seccomp, disk);
+    const without = new Set(options.without ?? []);
+    const leftOut = { available: false, reason: "left out" } as const;
+    const sandbox = new Sandbox(
+      mode,
+      bwrap,
+      cgroups,
+      prlimit,
+      without.has("seccomp") ? { ...leftOut, kernelSupports: false } : seccomp,
+      without.has("disk") ? leftOut : disk,
+    );
     const { missing } = sandbox.report;
     const demanded: [SandboxLayer, string][] = [];
     if (mode === "bwrap" && missing.namespaces) {
