@@ -51,8 +51,8 @@
  *
  * Caveats of the choice: bwrap runs as root (it is not setuid, and its root
  * is the caller's own); and the program, being an ordinary unprivileged user
- * of the host kernel, may create user namespaces of its own unless the host
- * sets `user.max_user_namespaces` to 0.
+ * of the host kernel, could create user namespaces of its own: the seccomp
+ * layer (`seccomp.ts`, installed through `seccompFd`) denies that.
  *
  * Nothing secret may be put in `env`: bwrap gets it as `--setenv` arguments,
  * and the sandbox's pid 1 is a fork of bwrap whose command line
