@@ -9,7 +9,7 @@
 import { fileURLToPath } from "node:url";
 import { benchCluster } from "./cluster_bench.ts";
 import { benchDispatch } from "./dispatch_bench.ts";
-import { benchSandbox } from "./sandbox_bench.ts";
+import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
 
 const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
@@ -18,6 +18,7 @@ const BENCHES = [
   ["cluster", benchCluster],
   ["dispatch", benchDispatch],
   ["sandbox", benchSandbox],
+  ["hardening", benchHardening],
 ] as const;
 
 // Described before the benches run, so the load average is other work's, not ours.

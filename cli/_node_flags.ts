@@ -31,6 +31,8 @@ export const NODE_FLAGS = {
   "process-limit": { type: "string" },
   "file-size-limit": { type: "string" },
   "output-limit": { type: "string" },
+  "disk-limit": { type: "string" },
+  "disk-file-limit": { type: "string" },
   "log-level": { type: "string", default: "info" },
   "log-format": { type: "string", default: "text" },
   verbose: { type: "boolean", default: false },
@@ -46,7 +48,8 @@ export const NODE_FLAGS_USAGE =
   --sandbox M        auto: every isolation layer this host has, warning about
                      the others; bwrap: refuse to start without bubblewrap;
                      none: no isolation at all (development only) (default auto)
-  --require-sandbox  refuse to start without namespaces and cgroups
+  --require-sandbox  refuse to start without namespaces, cgroups and the disk
+                     layer, or without seccomp where the kernel has it
   --time-limit MS    maximum wall time per job, up to 86400000 (default 10000)
   --cpu-limit MS     maximum CPU time per job, up to 86400000 (default 5000)
   --memory-limit MB  maximum memory per job, in MiB, up to 1048576 (default 512)
@@ -56,6 +59,10 @@ export const NODE_FLAGS_USAGE =
                      (default 33554432)
   --output-limit B   maximum output bytes per job, up to 1073741824 (default
                      1048576)
+  --disk-limit MB    maximum disk per job (workdir and /tmp together, a tmpfs:
+                     memory), in MiB, up to 1048576 (default 256)
+  --disk-file-limit N  maximum files per job on that disk, up to 16777216
+                     (default 10000)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
   --verbose          print stack traces of errors
@@ -75,6 +82,8 @@ export interface NodeFlagValues {
   "process-limit"?: string | undefined;
   "file-size-limit"?: string | undefined;
   "output-limit"?: string | undefined;
+  "disk-limit"?: string | undefined;
+  "disk-file-limit"?: string | undefined;
   "log-level": string;
   "log-format": string;
 }
@@ -117,6 +126,8 @@ export async function readNodeFlags(
       ["process-limit", "processes"],
       ["file-size-limit", "fileSizeBytes"],
       ["output-limit", "outputBytes"],
+      ["disk-limit", "diskMb"],
+      ["disk-file-limit", "diskFiles"],
     ] as const
   ) {
     const value = integerFlag(flag, values[flag], 1, LIMIT_MAXIMA[key]);

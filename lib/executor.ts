@@ -156,10 +156,10 @@ export async function executeJob(
     const sandbox = options.sandbox ?? await defaultSandbox();
     remover = sandbox;
     base.sandbox = [...sandbox.layers];
-    workdir = await Deno.makeTempDir({
-      prefix: "kiln-job-",
-      dir: options.workRoot ?? await defaultWorkRoot(),
-    });
+    workdir = await sandbox.makeWorkdir(
+      options.workRoot ?? await defaultWorkRoot(),
+      limits,
+    );
     const context = await writeSources(resolved, request, workdir);
     await sandbox.prepareWorkdir(workdir);
     const executables = Object.values(resolved.toolchain.executables);
@@ -190,10 +190,15 @@ export async function executeJob(
         }),
         stepLimits,
       );
-      const ending = stepEnding(outcome, stepLimits, options.signal, {
-        outOfMemory: undefined,
-        what: "compile step",
-      });
+      const ending = diskEnding(
+        stepEnding(outcome, stepLimits, options.signal, {
+          outOfMemory: undefined,
+          what: "compile step",
+        }),
+        outcome,
+        limits,
+        "compile step",
+      );
       const compile = compileResult(outcome, ending.verdict);
       if (compile.verdict !== "ok") {
         return withNote({
@@ -219,10 +224,15 @@ export async function executeJob(
     );
     return withNote({
       ...base,
-      ...stepEnding(outcome, limits, options.signal, {
-        outOfMemory: resolved.runner.outOfMemory,
-        what: "program",
-      }),
+      ...diskEnding(
+        stepEnding(outcome, limits, options.signal, {
+          outOfMemory: resolved.runner.outOfMemory,
+          what: "program",
+        }),
+        outcome,
+        limits,
+        "program",
+      ),
       stdout: outcome.stdout,
       stderr: outcome.stderr,
       truncated: outcome.truncated,
@@ -449,6 +459,36 @@ function stepEnding(
     };
   }
   return { verdict: "ok" };
+}
+
+/**
+ * The step's ending, with the disk limit named first when the step ended
+ * with its disk full (`statfs` on the job's tmpfs, kiln's own measurement):
+ * the program then got ENOSPC, which is what most likely made it fail. A
+ * limit kiln stopped the step at (time, memory, output) keeps its verdict
+ * and reason.
+ */
+function diskEnding(
+  ending: Pick<JobResult, "verdict"> & { reason?: string },
+  outcome: SandboxedOutcome,
+  limits: JobLimits,
+  what: string,
+): Pick<JobResult, "verdict"> & { reason?: string } {
+  const disk = outcome.disk;
+  if (
+    !disk?.full ||
+    (ending.verdict !== "ok" && ending.verdict !== "runtime_error")
+  ) {
+    return ending;
+  }
+  const reason =
+    `${what} reached its disk limit of ${limits.diskMb} MiB and ${limits.diskFiles} files (workdir and /tmp together): ${disk.reason}`;
+  return {
+    verdict: ending.verdict,
+    reason: ending.reason === undefined
+      ? reason
+      : `${reason}; ${ending.reason}`,
+  };
 }
 
 /**

@@ -62,16 +62,34 @@ export interface JobLimits {
   fileSizeBytes: number;
   /** Open files per process, stdin, stdout and stderr included; more fail with EMFILE. */
   openFiles: number;
+  /**
+   * Disk of the whole job, in MiB: the workdir and `/tmp` together, both
+   * steps; more fails with ENOSPC (needs the `disk` layer of the sandbox).
+   */
+  diskMb: number;
+  /**
+   * Files (and directories) the job may have on its disk, its sources
+   * included; more fail with ENOSPC (needs the `disk` layer).
+   */
+  diskFiles: number;
 }
 
 /** The isolation layers a job can run under (see `lib/sandbox/`). */
-export const SANDBOX_LAYERS = ["namespaces", "cgroups", "rlimits"] as const;
+export const SANDBOX_LAYERS = [
+  "namespaces",
+  "cgroups",
+  "rlimits",
+  "seccomp",
+  "disk",
+] as const;
 
 /**
  * One isolation layer: `namespaces` (bubblewrap: own mount, pid, network,
  * IPC and UTS namespaces, an unprivileged uid), `cgroups` (memory, processes,
  * CPU time and peak memory per job), `rlimits` (CPU seconds, file size, open
- * files per process).
+ * files per process), `seccomp` (a syscall filter: no new namespaces, mounts,
+ * keyrings, `bpf`, `ptrace`, `io_uring`, ...), `disk` (a size- and
+ * file-capped tmpfs per job for the workdir and `/tmp`).
  */
 export type SandboxLayer = typeof SANDBOX_LAYERS[number];
 
@@ -197,7 +215,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * its compile and run times plus a node timeout) stay within what a timer
  * takes. Memory is at most 1 TiB, processes the kernel's `pid_max` ceiling
  * (2^22), output 1 GiB (it is held in memory), file size 1 TiB, open files
- * Linux's default `fs.nr_open` (2^20).
+ * Linux's default `fs.nr_open` (2^20), disk 1 TiB, files on it 2^24.
  */
 export const LIMIT_MAXIMA: Readonly<JobLimits> = Object.freeze({
   wallTimeMs: DAY_MS,
@@ -210,6 +228,8 @@ export const LIMIT_MAXIMA: Readonly<JobLimits> = Object.freeze({
   outputBytes: 1 << 30,
   fileSizeBytes: 2 ** 40,
   openFiles: 1 << 20,
+  diskMb: 1024 * 1024,
+  diskFiles: 1 << 24,
 });
 
 /** A limit: a positive integer up to its maximum, named in every message. */
@@ -233,6 +253,8 @@ export const JobLimitsSchema = z.object({
   outputBytes: limitSchema("outputBytes"),
   fileSizeBytes: limitSchema("fileSizeBytes"),
   openFiles: limitSchema("openFiles"),
+  diskMb: limitSchema("diskMb"),
+  diskFiles: limitSchema("diskFiles"),
 }).strict() satisfies z.ZodType<JobLimits>;
 
 /** Validates {@linkcode LimitOverrides}. */
@@ -283,7 +305,9 @@ export function checkLimits(
  * The limits a node applies when neither it nor the request says otherwise.
  * The README compares them with Judge0's and Piston's defaults. Memory and
  * processes are sized for the JVM and Deno, which need hundreds of MiB and
- * dozens of threads just to compile.
+ * dozens of threads just to compile. The disk holds 8 files of the largest
+ * size (256 MiB) and 10 000 files: far more than any compiler here writes
+ * for one program, and its tmpfs pages are memory the node must have.
  */
 export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   wallTimeMs: 10_000,
@@ -296,6 +320,8 @@ export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   outputBytes: 1024 * 1024,
   fileSizeBytes: 32 * 1024 * 1024,
   openFiles: 512,
+  diskMb: 256,
+  diskFiles: 10_000,
 });
 
 /** Validates a {@linkcode JobRequest} from an untrusted client, with readable messages. */

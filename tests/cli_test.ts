@@ -469,6 +469,11 @@ Deno.test("CLI: nodes refuse a limit or a duration past its maximum, naming both
       [["--time-limit", "2147483648"], /--time-limit must be at most 86400000/],
       [["--cpu-limit", "86400001"], /--cpu-limit must be at most 86400000/],
       [["--memory-limit", "1048577"], /--memory-limit must be at most 1048576/],
+      [["--disk-limit", "1048577"], /--disk-limit must be at most 1048576/],
+      [
+        ["--disk-file-limit", "16777217"],
+        /--disk-file-limit must be at most 16777216/,
+      ],
       [
         ["--node-timeout", "2147483648"],
         /--node-timeout must be at most 2147483647/,

@@ -36,6 +36,8 @@ const has = {
   namespaces: sandbox.layers.includes("namespaces"),
   cgroups: sandbox.layers.includes("cgroups"),
   rlimits: sandbox.layers.includes("rlimits"),
+  seccomp: sandbox.layers.includes("seccomp"),
+  disk: sandbox.layers.includes("disk"),
   python: (await registry.resolve("python")).ok,
   c: (await registry.resolve("c")).ok,
   java: (await registry.resolve("java")).ok,
@@ -51,6 +53,8 @@ const LIMITS = {
   fileSizeBytes: 1024 * 1024,
   openFiles: 128,
   outputBytes: 256 * 1024,
+  diskMb: 64,
+  diskFiles: 2_000,
 };
 
 /** Why a case is skipped, printed once; undefined runs it. */
@@ -115,6 +119,15 @@ async function assertHealthy(): Promise<void> {
       "a process of a job survived it",
     );
   }
+  assert.deepEqual(await ourJobDisks(), [], "a job disk is still mounted");
+}
+
+/** The mount points of this process's job disks still mounted (see `disk_limit.ts`). */
+async function ourJobDisks(): Promise<string[]> {
+  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
+  return mountinfo.split("\n").filter((line) =>
+    line.includes(` - tmpfs kiln-${Deno.pid} `)
+  ).map((line) => line.split(" ")[4]!);
 }
 
 /**
@@ -411,6 +424,139 @@ print("ok")
   }
 });
 
+hostile("filling the disk ends at the disk limit, and the disk is freed", [
+  "python",
+  "disk",
+], async () => {
+  // 1000 files of 1 MiB (the suite's file size limit): 1 GiB.
+  const result = await submit(python(`
+written = 0
+try:
+    for i in range(1000):
+        with open(f"fill{i}", "wb") as f:
+            f.write(b"x" * (1 << 20))
+        written += 1
+except OSError as error:
+    print("written", written, error.strerror, flush=True)
+    raise
+`));
+  assert.equal(result.verdict, "runtime_error", explain(result));
+  assert.match(
+    result.reason ?? "",
+    /^program reached its disk limit of 64 MiB and 2000 files \(workdir and \/tmp together\): no space left; exited with code 1$/,
+  );
+  const written = Number(
+    /^written (\d+) No space left on device\n$/.exec(
+      result.stdout,
+    )?.[1],
+  );
+  assert.ok(written > 32 && written < 64, explain(result));
+  // assertHealthy() then checks that the job disk is unmounted.
+});
+
+hostile("a million empty files end at the file limit", [
+  "python",
+  "disk",
+], async () => {
+  const result = await submit(python(`
+import os
+made = 0
+try:
+    for i in range(1_000_000):
+        os.close(os.open(f"/tmp/e{i}" if i % 2 else f"e{i}", os.O_CREAT | os.O_WRONLY))
+        made += 1
+except OSError as error:
+    print("made", made, error.strerror)
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  const made = Number(
+    /^made (\d+) No space left on device$/m.exec(
+      result.stdout,
+    )?.[1],
+  );
+  // The source file counts too.
+  assert.equal(made, LIMITS.diskFiles - 1, explain(result));
+  assert.match(result.reason ?? "", /disk limit .*: no file left$/);
+});
+
+hostile("a user namespace cannot be made: unshare -U -r is denied", [
+  "seccomp",
+], async () => {
+  const result = await submit(bash("unshare -U -r id"));
+  assert.equal(result.verdict, "runtime_error", explain(result));
+  assert.equal(result.stdout, "", explain(result));
+  assert.match(result.stderr, /Operation not permitted/, explain(result));
+});
+
+hostile("the kernel's riskiest doors answer EPERM, and threads still work", [
+  "python",
+  "seccomp",
+], async () => {
+  // x86-64 numbers, with arguments that would succeed unfiltered where
+  // they can (an unprivileged user may make a user namespace, a keyring,
+  // an io_uring).
+  const calls = Deno.build.arch === "x86_64"
+    ? {
+      unshare: [272, 0x10000000],
+      setns: [308, 0, 0],
+      clone_newuser: [56, 0x10000000 | 17, 0, 0, 0, 0],
+      keyctl: [250, 0, -3],
+      add_key: [248, 0, 0, 0, 0, 0],
+      bpf: [321, 0, 0, 0],
+      mount: [165, 0, 0, 0, 0, 0],
+      umount2: [166, 0, 0],
+      io_uring_setup: [425, 1, 0],
+      perf_event_open: [298, 0, 0, -1, -1, 0],
+      userfaultfd: [323, 0],
+      process_vm_readv: [310, 1, 0, 0, 0, 0, 0],
+    }
+    : {
+      unshare: [97, 0x10000000],
+      keyctl: [219, 0, -3],
+      bpf: [280, 0, 0, 0],
+      mount: [40, 0, 0, 0, 0, 0],
+      io_uring_setup: [425, 1, 0],
+    };
+  const result = await submit(python(`
+import ctypes, errno, threading
+libc = ctypes.CDLL(None, use_errno=True)
+calls = ${JSON.stringify(calls)}
+for name, (nr, *args) in calls.items():
+    ctypes.set_errno(0)
+    ret = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
+    print(name, ret, errno.errorcode.get(ctypes.get_errno(), "none"))
+box = []
+thread = threading.Thread(target=lambda: box.append("thread ran"))
+thread.start(); thread.join()
+print(box[0])
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(
+    result.stdout,
+    Object.keys(calls).map((name) => `${name} -1 EPERM\n`).join("") +
+      "thread ran\n",
+    explain(result),
+  );
+});
+
+hostile("a sibling cannot be traced", ["python", "seccomp"], async () => {
+  const result = await submit(python(`
+import ctypes, errno, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+PTRACE_ATTACH = 16
+ret = libc.ptrace(PTRACE_ATTACH, child, None, None)
+print("ptrace", ret, errno.errorcode.get(ctypes.get_errno(), "none"))
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+`));
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(result.stdout, "ptrace -1 EPERM\n", explain(result));
+});
+
 hostile("a daemon that tries to outlive its job is killed with it", [
   "python",
   "namespaces",
@@ -421,6 +567,8 @@ if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         os.close(1); os.close(2)
+        # Holds a file on the job's disk: its unmount must not wait for it.
+        held = open("/tmp/daemon.log", "w")
         time.sleep(120)
     os._exit(0)
 print("parent done")
@@ -488,6 +636,7 @@ Deno.test("hostile: afterwards nothing of any job is left", async () => {
       );
       assert.deepEqual(ours, [], "a job cgroup was left");
     }
+    assert.deepEqual(await ourJobDisks(), [], "a job disk was left mounted");
   } finally {
     await master.shutdown();
   }

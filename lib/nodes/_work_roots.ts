@@ -6,11 +6,20 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { removeWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
+import { unmountStaleJobDisks } from "../sandbox/disk_limit.ts";
+import { isProcessAlive } from "../sandbox/process_tree.ts";
 
 const log = getLogger(["kiln", "node"]);
 
 /** Removes the work roots of dead kiln processes, logging what it did. Never rejects. */
 export async function sweepWorkRoots(): Promise<void> {
+  // A job disk still mounted in a stale root would stop its removal.
+  const unmounted = await unmountStaleJobDisks(isProcessAlive);
+  if (unmounted > 0) {
+    log.info("unmounted {unmounted} job disks of kiln processes that died", {
+      unmounted,
+    });
+  }
   const { removed, failed } = await sweepStaleWorkRoots();
   if (removed > 0) {
     log.info("removed the workdirs of {removed} kiln processes that died", {

@@ -51,8 +51,8 @@
  *
  * Caveats of the choice: bwrap runs as root (it is not setuid, and its root
  * is the caller's own); and the program, being an ordinary unprivileged user
- * of the host kernel, may create user namespaces of its own unless the host
- * sets `user.max_user_namespaces` to 0.
+ * of the host kernel, could create user namespaces of its own: the seccomp
+ * layer (`seccomp.ts`, installed through `seccompFd`) denies that.
  *
  * Nothing secret may be put in `env`: bwrap gets it as `--setenv` arguments,
  * and the sandbox's pid 1 is a fork of bwrap whose command line
@@ -125,6 +125,17 @@ export interface BwrapOptions {
   readonly setprivPath?: string;
   /** Host name inside the sandbox. @default "kiln" */
   readonly hostname?: string;
+  /**
+   * A host directory to bind at `/tmp` instead of a fresh tmpfs of
+   * `tmpSizeBytes`: the job's size-capped disk (see `disk_limit.ts`), so
+   * that the workdir and `/tmp` share one limit.
+   */
+  readonly tmpDir?: string | undefined;
+  /**
+   * A descriptor, open in bwrap, holding the seccomp filter bwrap installs
+   * before it execs the program (`--seccomp FD`; see `seccomp.ts`).
+   */
+  readonly seccompFd?: number | undefined;
 }
 
 /**
@@ -167,12 +178,22 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
     env,
     setprivPath = DEFAULT_SETPRIV_PATH,
     hostname = "kiln",
+    tmpDir,
+    seccompFd,
   } = options;
   for (
-    const [what, path] of [["bwrapPath", bwrapPath], ["workdir", workdir], [
-      "setprivPath",
-      setprivPath,
-    ], ...readOnlyPaths.map((path) => ["readOnlyPaths", path] as const)]
+    const [what, path] of [
+      ["bwrapPath", bwrapPath],
+      ["workdir", workdir],
+      [
+        "setprivPath",
+        setprivPath,
+      ],
+      ...readOnlyPaths.map((path) => ["readOnlyPaths", path] as const),
+      ...(
+        tmpDir === undefined ? [] : [["tmpDir", tmpDir] as const]
+      ),
+    ]
   ) {
     if (!isAbsolute(path)) {
       throw new TypeError(
@@ -213,18 +234,25 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
       path,
     );
   }
-  args.push(
-    "--proc",
-    "/proc",
-    "--dev",
-    "/dev",
-    "--perms",
-    "1777",
-    "--size",
-    `${tmpSizeBytes}`,
-    "--tmpfs",
-    "/tmp",
-  );
+  args.push("--proc", "/proc", "--dev", "/dev");
+  if (tmpDir === undefined) {
+    args.push(
+      "--perms",
+      "1777",
+      "--size",
+      `${tmpSizeBytes}`,
+      "--tmpfs",
+      "/tmp",
+    );
+  } else args.push("--bind", clean(tmpDir), "/tmp");
+  if (seccompFd !== undefined) {
+    if (!Number.isInteger(seccompFd) || seccompFd < 3) {
+      throw new RangeError(
+        `Cannot build sandbox: seccompFd ${seccompFd} is not a descriptor above 2`,
+      );
+    }
+    args.push("--seccomp", `${seccompFd}`);
+  }
   // Mount points get their missing parents made world-searchable first:
   // bwrap would copy a 700 /root from the host, or make a 700 directory in
   // the /tmp tmpfs, which the job's uid could not pass through. Inside a

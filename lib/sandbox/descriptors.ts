@@ -41,8 +41,44 @@ const CLOSE_SCRIPT = 'for fd in /proc/self/fd/*; do fd="${fd##*/}"; ' +
  * console.log(new TextDecoder().decode(output.stdout)); // 0 1 2 and ls's own 3
  * ```
  */
-export function closeDescriptorsPrefix(bashPath: string = BASH_PATH): string[] {
-  return [bashPath, "-c", CLOSE_SCRIPT, "kiln-fds"];
+export function closeDescriptorsPrefix(
+  bashPath: string = BASH_PATH,
+  options: CloseDescriptorsOptions = {},
+): string[] {
+  const { open } = options;
+  if (open === undefined) return [bashPath, "-c", CLOSE_SCRIPT, "kiln-fds"];
+  if (!Number.isInteger(open.fd) || open.fd < 3 || open.fd > 9) {
+    throw new RangeError(
+      `Cannot open a descriptor for the step: fd ${open.fd} is not 3 to 9`,
+    );
+  }
+  return [
+    bashPath,
+    "-c",
+    CLOSE_SCRIPT.replace(
+      'exec "$@"',
+      `exec ${open.fd}<"$1" || { echo "kiln: cannot open $1" >&2; exit ${OPEN_FAILED}; }; shift; exec "$@"`,
+    ),
+    "kiln-fds",
+    open.path,
+  ];
+}
+
+/**
+ * Exit code of the prefix when it cannot open {@linkcode CloseDescriptorsOptions}'s
+ * file (the command never ran); it also writes `kiln: cannot open <path>`
+ * to stderr. 125, as the cgroup link uses.
+ */
+export const OPEN_FAILED = 125;
+
+/** Options of {@linkcode closeDescriptorsPrefix}. */
+export interface CloseDescriptorsOptions {
+  /**
+   * A file to open for reading on descriptor `fd` (3 to 9) once every
+   * inherited descriptor is closed, for the next link to read: bubblewrap's
+   * `--seccomp FD` (Deno cannot hand a child a descriptor beyond stdio).
+   */
+  readonly open?: { readonly fd: number; readonly path: string } | undefined;
 }
 
 let bash: Promise<string | null> | undefined;

@@ -5,10 +5,13 @@
  * A step's command is built from the inside out:
  *
  * ```
- * bash (closes inherited descriptors) → sh (joins the step's cgroup)
- *   → bwrap (namespaces) → setpriv (uid 65534) → prlimit (rlimits)
- *   → the runner's command
+ * bash (closes inherited descriptors, opens the seccomp filter on fd 3)
+ *   → sh (joins the step's cgroup) → bwrap (namespaces, installs the
+ *   filter) → setpriv (uid 65534) → prlimit (rlimits) → the runner's command
  * ```
+ *
+ * A job's workdir and `/tmp` live on a disk of its own, a size- and
+ * file-capped tmpfs ({@linkcode Sandbox.makeWorkdir}, `disk_limit.ts`).
  *
  * Each link `exec`s the next, except bwrap, which stays as the parent of the
  * sandbox and reports the program's exit: 128 + n for signal n, as a shell
@@ -27,7 +30,8 @@
  *
  * A missing layer is never silent: `auto` logs a warning for each, `bwrap`
  * refuses to start without namespaces, `require` refuses to start without
- * namespaces and cgroups.
+ * namespaces, cgroups and the disk layer, and without seccomp where the
+ * kernel has it.
  *
  * @module
  */
@@ -50,7 +54,18 @@ import {
   type JobCgroup,
 } from "./cgroup.ts";
 import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
-import { closeDescriptorsPrefix, findBash } from "./descriptors.ts";
+import {
+  closeDescriptorsPrefix,
+  findBash,
+  OPEN_FAILED,
+} from "./descriptors.ts";
+import {
+  detectDiskLimit,
+  type DiskFill,
+  type DiskLimitDetection,
+  JobDisk,
+} from "./disk_limit.ts";
+import { detectSeccomp, SECCOMP_FD, type SeccompDetection } from "./seccomp.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
 import {
@@ -74,10 +89,19 @@ export interface SandboxOptions {
    * @default "auto"
    */
   readonly mode?: SandboxMode;
-  /** Refuse to start without namespaces and cgroups. @default false */
+  /**
+   * Refuse to start without namespaces, cgroups and the disk layer, or
+   * without seccomp on a kernel that has it. @default false
+   */
   readonly require?: boolean;
   /** Where to look for cgroups, for tests. @default "/sys/fs/cgroup" */
   readonly cgroupRoot?: string;
+  /**
+   * Layers to leave out although they work, reported missing with the
+   * reason "left out": for benchmarks that measure what a layer costs.
+   * @default []
+   */
+  readonly without?: readonly ("seccomp" | "disk")[];
 }
 
 /** What a node tells logs, `status` and the dashboard about its sandbox. */
@@ -132,6 +156,11 @@ export interface SandboxedOutcome extends StepOutcome {
    * of SIGXCPU. Null when the code is unambiguous.
    */
   readonly ambiguousSignal: Deno.Signal | null;
+  /**
+   * How full the job's disk was when the step ended (`statfs` on its
+   * tmpfs), or null without the disk layer.
+   */
+  readonly disk: DiskFill | null;
 }
 
 /** The node cannot give the isolation its options demand. */
@@ -182,6 +211,10 @@ export class Sandbox {
   readonly #bwrap: BubblewrapDetection | null;
   readonly #cgroups: CgroupDetection | null;
   readonly #prlimit: PrlimitDetection | null;
+  readonly #seccomp: SeccompDetection | null;
+  readonly #disk: DiskLimitDetection | null;
+  /** The job disks of live workdirs, by workdir. */
+  readonly #disks = new Map<string, JobDisk>();
   /** Toolchain roots per executable list: `realPath` once, not per job. */
   readonly #roots = new Map<string, Promise<string[]>>();
   #removalFailures = 0;
@@ -191,10 +224,14 @@ export class Sandbox {
     bwrap: BubblewrapDetection | null,
     cgroups: CgroupDetection | null,
     prlimit: PrlimitDetection | null,
+    seccomp: SeccompDetection | null = null,
+    disk: DiskLimitDetection | null = null,
   ) {
     this.#bwrap = bwrap;
     this.#cgroups = cgroups;
     this.#prlimit = prlimit;
+    this.#seccomp = seccomp;
+    this.#disk = disk;
     const layers: SandboxLayer[] = [];
     const backends: Partial<Record<SandboxLayer, string>> = {};
     const missing: Partial<Record<SandboxLayer, string>> = {};
@@ -210,10 +247,20 @@ export class Sandbox {
       layers.push("rlimits");
       backends.rlimits = "prlimit";
     } else if (prlimit) missing.rlimits = prlimit.reason;
+    if (seccomp?.available) {
+      layers.push("seccomp");
+      backends.seccomp = `cBPF via bubblewrap (${Deno.build.arch})`;
+    } else if (seccomp) missing.seccomp = seccomp.reason;
+    if (disk?.available) {
+      layers.push("disk");
+      backends.disk = "tmpfs per job";
+    } else if (disk) missing.disk = disk.reason;
     if (mode === "none") {
       missing.namespaces =
         missing.cgroups =
         missing.rlimits =
+        missing.seccomp =
+        missing.disk =
           "--sandbox none";
     }
     this.report = { mode, layers, backends, missing };
@@ -247,22 +294,42 @@ export class Sandbox {
       }
       return sandbox;
     }
-    const [bwrap, cgroups, prlimit] = await Promise.all([
+    const [bwrap, cgroups, prlimit, disk, bash] = await Promise.all([
       detectBubblewrap(),
       detectCgroups(
         options.cgroupRoot === undefined ? {} : { root: options.cgroupRoot },
       ),
       detectPrlimit(),
+      detectDiskLimit(),
+      findBash(),
     ]);
-    const sandbox = new Sandbox(mode, bwrap, cgroups, prlimit);
+    const seccomp = await detectSeccomp({
+      bwrapPath: bwrap.available ? bwrap.path : null,
+      ...bwrap.available ? { setprivPath: bwrap.setprivPath } : {},
+      bashPath: bash,
+    });
+    const without = new Set(options.without ?? []);
+    const leftOut = { available: false, reason: "left out" } as const;
+    const sandbox = new Sandbox(
+      mode,
+      bwrap,
+      cgroups,
+      prlimit,
+      without.has("seccomp") ? { ...leftOut, kernelSupports: false } : seccomp,
+      without.has("disk") ? leftOut : disk,
+    );
     const { missing } = sandbox.report;
     const demanded: [SandboxLayer, string][] = [];
     if (mode === "bwrap" && missing.namespaces) {
       demanded.push(["namespaces", "--sandbox bwrap"]);
     }
     if (require) {
-      for (const layer of ["namespaces", "cgroups"] as const) {
+      for (const layer of ["namespaces", "cgroups", "disk"] as const) {
         if (missing[layer]) demanded.push([layer, "--require-sandbox"]);
+      }
+      // Where the kernel cannot filter syscalls, there is nothing to demand.
+      if (!seccomp.available && seccomp.kernelSupports) {
+        demanded.push(["seccomp", "--require-sandbox"]);
       }
     }
     if (demanded.length > 0) {
@@ -296,6 +363,33 @@ export class Sandbox {
   }
 
   /**
+   * Makes a job's workdir in `root`: on its own disk of `limits` where the
+   * disk layer works (a tmpfs on `<root>/kiln-job-<random>`, the workdir
+   * its `work` directory, its `tmp` the job's `/tmp`), else a plain
+   * directory `<root>/kiln-job-<random>`. Write the sources into it, then
+   * call {@linkcode Sandbox.prepareWorkdir}; remove it with
+   * {@linkcode Sandbox.removeWorkdir}.
+   */
+  async makeWorkdir(
+    root: string,
+    limits: Pick<JobLimits, "diskMb" | "diskFiles">,
+  ): Promise<string> {
+    const dir = await Deno.makeTempDir({ prefix: "kiln-job-", dir: root });
+    if (!this.#disk?.available) return dir;
+    try {
+      const disk = await JobDisk.mount(dir, {
+        sizeBytes: limits.diskMb * 1024 * 1024,
+        files: limits.diskFiles,
+      });
+      this.#disks.set(disk.workdir, disk);
+      return disk.workdir;
+    } catch (error) {
+      await Deno.remove(dir).catch(() => {});
+      throw error;
+    }
+  }
+
+  /**
    * Hands the workdir, with the sources written, to the job's uid. Call it
    * once, before the first step (see `prepareWorkdir` in `bubblewrap.ts`).
    */
@@ -314,6 +408,22 @@ export class Sandbox {
    * {@linkcode Sandbox.removalFailures}; it never fails the node.
    */
   async removeWorkdir(workdir: string): Promise<void> {
+    const disk = this.#disks.get(workdir);
+    if (disk) {
+      // Unmounting frees every file at once: no walk, however many.
+      try {
+        await disk.unmount();
+        this.#disks.delete(workdir);
+        await Deno.remove(disk.mountPoint);
+      } catch (error) {
+        this.#removalFailures++;
+        log.warn("cannot remove the job disk {path}: {reason}", {
+          path: disk.mountPoint,
+          reason: describe(error),
+        });
+      }
+      return;
+    }
     const outcome = await removeTree(
       workdir,
       this.#bwrap?.available
@@ -392,6 +502,13 @@ export class Sandbox {
       ) {
         throw new Error(outcome.stderr.trim());
       }
+      // Likewise the filter file lives in a private directory of kiln's.
+      if (
+        this.#seccomp?.available && outcome.exitCode === OPEN_FAILED &&
+        outcome.stderr.includes(`kiln: cannot open ${this.#seccomp.path}`)
+      ) {
+        throw new Error(outcome.stderr.trim());
+      }
       const usage = cgroup ? await cgroup.usage() : null;
       const oomKilled = usage?.oomKilled ?? false;
       return {
@@ -399,6 +516,7 @@ export class Sandbox {
         cpuTimeMs: usage?.cpuTimeMs ?? null,
         memoryKb: usage?.peakMemoryKb ?? null,
         oomKilled,
+        disk: this.#disks.get(options.workdir)?.fill() ?? null,
       };
     } finally {
       await cgroup?.remove();
@@ -446,6 +564,8 @@ export class Sandbox {
         ...argv,
       ];
     }
+    const disk = this.#disks.get(options.workdir);
+    const seccomp = this.#seccomp?.available ? this.#seccomp : null;
     if (this.#bwrap?.available) {
       argv = [
         ...bwrapPrefix({
@@ -458,6 +578,8 @@ export class Sandbox {
           uid: SANDBOX_UID,
           gid: SANDBOX_UID,
           env: options.env,
+          tmpDir: disk?.tmpDir,
+          seccompFd: seccomp ? SECCOMP_FD : undefined,
         }),
         ...argv,
       ];
@@ -465,8 +587,14 @@ export class Sandbox {
     if (cgroup) argv = [...cgroup.enterPrefix(), ...argv];
     // First of all: no descriptor kiln inherited reaches the job.
     const bash = await findBash();
-    if (bash) argv = [...closeDescriptorsPrefix(bash), ...argv];
-    else warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
+    if (bash) {
+      argv = [
+        ...closeDescriptorsPrefix(bash, {
+          open: seccomp ? { fd: SECCOMP_FD, path: seccomp.path } : undefined,
+        }),
+        ...argv,
+      ];
+    } else warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
     const [command, ...args] = argv;
     return { command: command!, args };
   }
@@ -580,6 +708,10 @@ const CONSEQUENCES: Record<SandboxLayer, string> = {
   cgroups:
     "memory, processes and job-wide CPU time are not limited, and peak memory is not measured",
   rlimits: "file size and open files are not limited",
+  seccomp:
+    "programs may create user namespaces, mount, use keyrings, bpf, ptrace and io_uring: every door of the kernel stays open",
+  disk:
+    "the disk a job may fill is not limited (workdir and /tmp; only the file size limit holds)",
 };
 
 /** Linux signal numbers (x86-64 and arm64 agree on these). */
