@@ -196,6 +196,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   implements AsyncDisposable {
   /** Random per node: tells the master a restarted node from a reconnecting one. */
   readonly id: string = crypto.randomUUID();
+  /**
+   * Random per node and never shown: proves to the master that a
+   * registration under {@linkcode id} comes from this node, so that nobody
+   * who read the id from a status can take its place.
+   */
+  readonly #secret: string = randomSecret();
   /** The name this node registers under and reports as the `node` of its jobs. */
   readonly name: string;
   /** The master's address, `host:port`. */
@@ -521,6 +527,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await connection.send({
       type: "register",
       id: this.id,
+      secret: this.#secret,
       name: this.name,
       languages: this.languages,
       slots: this.#slots,
@@ -791,6 +798,14 @@ function offeredLanguage({ runner, toolchain }: ResolvedRunner) {
     aliases: runner.aliases.slice(0, 32),
     extensions: runner.extensions.slice(0, 32),
   } satisfies OfferedLanguage;
+}
+
+/** 32 random bytes as hex. */
+function randomSecret(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
 }
 
 /** A sample the heartbeat schema accepts, whatever the sampler returned. */

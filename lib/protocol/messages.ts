@@ -188,8 +188,14 @@ export const SandboxReportSchema = z.object({
 /** A secondary introduces itself, right after the handshake. */
 export const RegisterSchema = z.object({
   type: z.literal("register"),
-  /** Random per process: tells a restarted secondary from a reconnecting one. */
+  /** Random per process: tells a restarted secondary from a reconnecting one. Public. */
   id: z.string().min(1).max(128),
+  /**
+   * Random per process and never shown: while a node with this `id` is live,
+   * only a registration with the same `secret` (and credential) may take its
+   * place, so a public id cannot be used to evict a node.
+   */
+  secret: z.string().min(16).max(128).optional(),
   name: z.string().min(1).max(128),
   languages: z.array(OfferedLanguageSchema).max(256),
   /** Jobs it runs at once. */
