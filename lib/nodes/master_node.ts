@@ -73,7 +73,7 @@ import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
 import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
-import { RemoteWorker } from "./remote_worker.ts";
+import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 
@@ -163,7 +163,13 @@ export interface MasterNodeOptions {
   maxQueue?: number;
   /** How often secondaries report their load, in ms. @default 1000 */
   heartbeatIntervalMs?: number;
-  /** A secondary silent for this long is lost, in ms. @default 5000 */
+  /**
+   * A secondary silent for this long is lost, in ms: after a last grace of
+   * up to a second (one heartbeat interval at most) in which the master
+   * reads what the node sent, so that a master that was itself paused does
+   * not judge nodes by messages it has not read yet.
+   * @default 5000
+   */
   nodeTimeoutMs?: number;
   /** Times a job may start before a lost node makes it fail for good. @default 3 */
   maxAttempts?: number;
@@ -738,6 +744,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       connection,
       registration,
       nodeTimeoutMs: this.#nodeTimeoutMs,
+      // A heartbeat's worth, so that a stalled master reads before it judges.
+      silenceGraceMs: Math.min(
+        DEFAULT_SILENCE_GRACE_MS,
+        this.#heartbeatIntervalMs,
+      ),
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
       onHeartbeat: () => this.#jobs.dispatch(),
     });

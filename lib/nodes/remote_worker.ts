@@ -25,13 +25,26 @@ export interface RemoteWorkerOptions {
   /** The secondary's connection, past the handshake and its `register`. */
   readonly connection: Connection;
   readonly registration: MessageOf<"register">;
-  /** Silence longer than this loses the node. */
+  /** Silence longer than this loses the node (after `silenceGraceMs`). */
   readonly nodeTimeoutMs: number;
+  /**
+   * When a deadline fires (the node's silence, a job's overdue), the node
+   * gets this much more of the master's own time before it is judged: the
+   * master may itself have been stalled (a long synchronous task, a VM
+   * pause, SIGSTOP) while the node's messages waited unread in the socket,
+   * and timers fire before the reader gets its turn.
+   *
+   * @default {DEFAULT_SILENCE_GRACE_MS}
+   */
+  readonly silenceGraceMs?: number;
   /** Called once when the node is lost, before its jobs are failed. */
   readonly onLost: (worker: RemoteWorker, reason: string) => void;
   /** Called on every heartbeat: the node's load changed. */
   readonly onHeartbeat: (worker: RemoteWorker) => void;
 }
+
+/** The default of {@linkcode RemoteWorkerOptions.silenceGraceMs}, in ms. */
+export const DEFAULT_SILENCE_GRACE_MS = 1000;
 
 /**
  * A secondary the master places jobs on.
@@ -52,6 +65,7 @@ export class RemoteWorker implements Worker {
   readonly #jobs = new Map<string, WorkerJobEvents>();
   /** A deadline per job: a node that heartbeats but never answers must not hold a job forever. */
   readonly #overdue = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #graceMs: number;
   #heartbeat: MessageOf<"heartbeat"> | undefined;
   #lastSeen = performance.now();
   #failingUntil = 0;
@@ -61,6 +75,7 @@ export class RemoteWorker implements Worker {
   constructor(options: RemoteWorkerOptions) {
     this.#options = options;
     this.#connection = options.connection;
+    this.#graceMs = options.silenceGraceMs ?? DEFAULT_SILENCE_GRACE_MS;
     this.id = options.registration.id;
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
@@ -116,19 +131,24 @@ export class RemoteWorker implements Worker {
     );
     const deadlineMs = limits.compileWallTimeMs + limits.wallTimeMs +
       this.#options.nodeTimeoutMs;
+    const giveUp = () => {
+      const overdue = this.#take(job.id);
+      if (!overdue) return;
+      this.#connection.send({ type: "cancel", jobId: job.id }).catch(
+        () => {},
+      );
+      this.markFailing(Date.now() + deadlineMs);
+      overdue.failed(
+        `node "${this.name}" did not finish it within ${deadlineMs} ms`,
+        "lost",
+      );
+    };
+    // Given up after the grace (see `silenceGraceMs`): its result may be
+    // waiting unread, and `#take` clears whichever timer is set.
     this.#overdue.set(
       job.id,
       setTimeout(() => {
-        const overdue = this.#take(job.id);
-        if (!overdue) return;
-        this.#connection.send({ type: "cancel", jobId: job.id }).catch(
-          () => {},
-        );
-        this.markFailing(Date.now() + deadlineMs);
-        overdue.failed(
-          `node "${this.name}" did not finish it within ${deadlineMs} ms`,
-          "lost",
-        );
+        this.#overdue.set(job.id, setTimeout(giveUp, this.#graceMs));
       }, deadlineMs),
     );
     this.#connection.send({ type: "run", jobId: job.id, job: job.request })
@@ -219,10 +239,14 @@ export class RemoteWorker implements Worker {
 
   #armDeadline(): void {
     clearTimeout(this.#deadline);
-    this.#deadline = setTimeout(
-      () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-      this.#options.nodeTimeoutMs,
-    );
+    // Not lost at once: what it sent while the master could not read is
+    // read in the grace, and re-arms this deadline (see `silenceGraceMs`).
+    this.#deadline = setTimeout(() => {
+      this.#deadline = setTimeout(
+        () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
+        this.#graceMs,
+      );
+    }, this.#options.nodeTimeoutMs);
   }
 
   #lostMessage(): string {
