@@ -751,6 +751,16 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       ),
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
       onHeartbeat: () => this.#jobs.dispatch(),
+      onDraining: (draining) => {
+        log.info("node {name} is draining: it takes no new job", {
+          name: draining.name,
+        });
+        this.emit("nodedrain", {
+          id: draining.id,
+          name: draining.name,
+          address: draining.address,
+        });
+      },
     });
     // Only a node that heard it is registered joins; a send that fails
     // throws, and nothing of the node stays behind.

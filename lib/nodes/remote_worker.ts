@@ -41,6 +41,8 @@ export interface RemoteWorkerOptions {
   readonly onLost: (worker: RemoteWorker, reason: string) => void;
   /** Called on every heartbeat: the node's load changed. */
   readonly onHeartbeat: (worker: RemoteWorker) => void;
+  /** Called once the node says it is draining (before `onHeartbeat`). */
+  readonly onDraining?: (worker: RemoteWorker) => void;
 }
 
 /** The default of {@linkcode RemoteWorkerOptions.silenceGraceMs}, in ms. */
@@ -96,7 +98,11 @@ export class RemoteWorker implements Worker {
         this.#armDeadline();
         this.#handle(message);
       }
-      this.lose("it closed the connection");
+      this.lose(
+        this.#heartbeat?.draining
+          ? "it drained and left"
+          : "it closed the connection",
+      );
     } catch (error) {
       this.lose(error instanceof Error ? error.message : String(error));
     }
@@ -115,7 +121,7 @@ export class RemoteWorker implements Worker {
       ramPercent: this.#heartbeat?.ramPercent ?? 0,
       maxCpu: registration.maxCpu,
       maxRam: registration.maxRam,
-      draining: this.#lost !== undefined,
+      draining: this.#lost !== undefined || this.#heartbeat?.draining === true,
       failingUntil: this.#failingUntil,
     };
   }
@@ -171,7 +177,9 @@ export class RemoteWorker implements Worker {
 
   status(): NodeStatus {
     const load = this.load();
-    const state = nodeState(load, Date.now());
+    const state = this.#heartbeat?.draining
+      ? "draining"
+      : nodeState(load, Date.now());
     return {
       id: this.id,
       name: this.name,
@@ -207,10 +215,14 @@ export class RemoteWorker implements Worker {
 
   #handle(message: Awaited<ReturnType<Connection["receive"]>>): void {
     switch (message.type) {
-      case "heartbeat":
+      case "heartbeat": {
+        const draining = message.draining === true &&
+          this.#heartbeat?.draining !== true;
         this.#heartbeat = message;
+        if (draining) this.#options.onDraining?.(this);
         this.#options.onHeartbeat(this);
         return;
+      }
       case "output":
         this.#jobs.get(message.jobId)?.output(message.stream, message.data);
         return;

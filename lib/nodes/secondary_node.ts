@@ -4,7 +4,9 @@
  * gives it, streaming their output back over the same connection. When the
  * master goes away it aborts its jobs (the master places them again), then
  * dials again with capped exponential back-off until it is registered once
- * more, so a restarted master heals the cluster by itself.
+ * more, so a restarted master heals the cluster by itself. {@linkcode
+ * SecondaryNode.drain} leaves gracefully: no new job, the running ones
+ * finish, then the node shuts down.
  *
  * The conversation on one connection, after the handshake (role `secondary`):
  *
@@ -12,7 +14,7 @@
  * secondary                                   master
  *   register {id, name, languages, slots, maxCpu, maxRam}  ->
  *             <-  registered {master, heartbeatIntervalMs}
- *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running}  ->  (at once, then every interval)
+ *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running, draining?}  ->  (at once, then every interval)
  *             <-  run {jobId, job}
  *   refused {jobId, reason}  ->                 (full, invalid job, language not offered)
  *   output {jobId, stream, data}  ->            (or, once it runs: output..., then)
@@ -124,9 +126,21 @@ export interface SecondaryNodeOptions {
    * one `deno task gen-certs` makes. Plain TCP when absent.
    */
   tls?: true | TlsDialOptions;
+  /**
+   * How long {@linkcode SecondaryNode.drain} waits for running jobs before
+   * it stops them (the master places them again), in ms, from 0 to
+   * {@linkcode MAX_DRAIN_TIMEOUT_MS}.
+   * @default {DEFAULT_DRAIN_TIMEOUT_MS}
+   */
+  drainTimeoutMs?: number;
   /** Aborting it shuts the node down, like {@linkcode SecondaryNode.shutdown}. */
   signal?: AbortSignal;
 }
+
+/** The default of {@linkcode SecondaryNodeOptions.drainTimeoutMs}: a minute. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 60_000;
+/** The largest {@linkcode SecondaryNodeOptions.drainTimeoutMs}: a day. */
+export const MAX_DRAIN_TIMEOUT_MS = 86_400_000;
 
 /** The node was accepted by the master. */
 export interface SecondaryRegisteredDetail {
@@ -241,6 +255,9 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   #connection: Connection | undefined;
   #registered = false;
   #closing = false;
+  /** Set by `drain()`: no new job is taken, and the master knows it. */
+  #draining = false;
+  readonly #drainTimeoutMs: number;
   #lastError: Error | undefined;
   #lastSample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #sampling: Promise<void> | undefined;
@@ -273,6 +290,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
       tls,
+      drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS,
       signal,
     } = options;
     this.#address = typeof master === "string" ? parseHostPort(master) : master;
@@ -288,6 +306,14 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     checkRange("heartbeatIntervalMs", heartbeatIntervalMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMinMs", reconnectMinMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMaxMs", reconnectMaxMs, reconnectMinMs, 2 ** 31 - 1);
+    checkRange(
+      "drainTimeoutMs",
+      drainTimeoutMs,
+      0,
+      MAX_DRAIN_TIMEOUT_MS,
+      true,
+    );
+    this.#drainTimeoutMs = drainTimeoutMs;
     this.name = name;
     this.#slots = slots;
     this.#maxCpu = maxCpu;
@@ -361,6 +387,44 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await this.finished;
   }
 
+  /** Whether {@linkcode drain} has begun: no new job is taken. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Leaves gracefully: takes no new job (the master is told at once, and
+   * places nothing more here), lets the running ones finish and deliver
+   * their results for up to `drainTimeoutMs`, then shuts down as
+   * {@linkcode shutdown} does, stopping whatever still runs. Resolves with
+   * {@linkcode finished}. A {@linkcode shutdown} meanwhile stops at once.
+   */
+  async drain(): Promise<void> {
+    if (this.#closing || this.#draining) return await this.finished;
+    this.#draining = true;
+    const running = [...this.#jobs.values()].map((job) => job.done);
+    log.info(
+      "draining: taking no new job; waiting up to {ms} ms for {running} running",
+      { ms: this.#drainTimeoutMs, running: running.length },
+    );
+    // Told at once, not at the next heartbeat, so it places nothing more here.
+    if (this.#registered) {
+      this.#connection?.send(this.#heartbeat()).catch(() => {});
+    }
+    await settledWithin(
+      Promise.all(running),
+      this.#drainTimeoutMs,
+      this.#stopping.signal,
+    );
+    if (!this.#closing && this.#jobs.size > 0) {
+      log.warn(
+        "drain timed out after {ms} ms: stopping {running} jobs (the master places them again)",
+        { ms: this.#drainTimeoutMs, running: this.#jobs.size },
+      );
+    }
+    await this.shutdown();
+  }
+
   /** Shuts the node down; for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
@@ -384,7 +448,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     let attempt = 0;
     while (!this.#closing) {
       const session = await this.#connectOnce();
-      if (this.#closing) break;
+      // A drain ends with the link: its jobs, if any, were stopped with it.
+      if (this.#closing || this.#draining) break;
       this.#lastError = session.error;
       // A link that held for a while starts the back-off over; one that
       // breaks as soon as it is made keeps backing off, so a master that
@@ -603,6 +668,9 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         .catch(() => {});
     };
     if (this.#closing) return refuse("the secondary is shutting down");
+    if (this.#draining) {
+      return refuse(`"${this.name}" is draining: it takes no new job`);
+    }
     if (this.#jobs.has(jobId)) {
       return refuse(`job ${jobId} is already running here`);
     }
@@ -659,10 +727,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         verdict: result.verdict,
         timeMs: result.timeMs,
       });
-      connection.send(resultMessage(result, connection.maxFrameBytes)).catch(
-        () => {},
-      );
+      // Awaited, so that a drain closes the link only once it is out.
+      const sent = connection.send(
+        resultMessage(result, connection.maxFrameBytes),
+      ).catch(() => {});
       this.emit("jobcomplete", result);
+      await sent;
     } catch (error) {
       // executeJob never throws; a listener of ours might. Whatever broke,
       // the master must hear of the job once: a refusal places it again
@@ -716,13 +786,19 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       ).finally(() => this.#sampling = undefined);
       await settledWithin(this.#sampling, intervalMs, stop);
       if (stop.aborted) return;
-      connection.send({
-        type: "heartbeat",
-        ...this.#lastSample,
-        running: this.#jobs.size,
-      }).catch(() => {});
+      connection.send(this.#heartbeat()).catch(() => {});
       await abortableDelay(intervalMs, stop);
     }
+  }
+
+  /** The heartbeat message with the latest numbers. */
+  #heartbeat(): MessageOf<"heartbeat"> {
+    return {
+      type: "heartbeat",
+      ...this.#lastSample,
+      running: this.#jobs.size,
+      ...this.#draining ? { draining: true } : {},
+    };
   }
 
   #abortJobs(reason: string): void {

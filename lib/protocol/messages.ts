@@ -225,6 +225,8 @@ export const HeartbeatSchema = z.object({
   ramUsedMb: z.number().min(0),
   /** Jobs running on it now. */
   running: z.number().int().min(0),
+  /** It is leaving: it takes no new job, and finishes those it runs. */
+  draining: z.boolean().optional(),
 }).strict();
 
 /** The master gives a secondary a job (already validated by the master). */
@@ -252,8 +254,11 @@ export const NodeStatusSchema = z.object({
   name: z.string(),
   /** Where the node connects from, or the master's listening address for itself. */
   address: z.string(),
-  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused or broke lately. */
-  state: z.enum(["ready", "busy", "failing"]),
+  /**
+   * `ready` takes jobs; `busy` is full or over a threshold; `failing`
+   * refused or broke lately; `draining` is leaving, finishing its jobs.
+   */
+  state: z.enum(["ready", "busy", "failing", "draining"]),
   /** Whether this is the master's own slots. */
   local: z.boolean(),
   cpuPercent: z.number(),
@@ -276,8 +281,8 @@ export interface NodeStatus {
   name: string;
   /** Where the node connects from, or the master's listening address for itself. */
   address: string;
-  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately. */
-  state: "ready" | "busy" | "failing";
+  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately; `draining` is leaving, finishing its jobs. */
+  state: "ready" | "busy" | "failing" | "draining";
   /** Whether this is the master's own slots. */
   local: boolean;
   /** CPU busy, 0-100, from its last heartbeat. */
