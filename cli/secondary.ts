@@ -1,20 +1,21 @@
 /**
  * `deno task secondary`: runs a kiln secondary that registers with a master
- * and runs the jobs it is given, until SIGINT or SIGTERM. Prints
+ * and runs the jobs it is given, until SIGINT or SIGTERM. The first signal
+ * drains it (no new job; the running ones finish, for up to
+ * `--drain-timeout`), a second one stops it at once. Prints
  * `registered with HOST:PORT as NAME` each time the master accepts it.
  *
  * @module
  */
 // deno-lint-ignore-file no-console
 import { DEFAULT_PORT } from "../lib/address.ts";
-import { SecondaryNode } from "../lib/nodes/secondary_node.ts";
-import { CliError, parseFlags, runMain } from "./_cli.ts";
 import {
-  NODE_FLAGS,
-  NODE_FLAGS_USAGE,
-  readNodeFlags,
-  shutdownSignal,
-} from "./_node_flags.ts";
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  MAX_DRAIN_TIMEOUT_MS,
+  SecondaryNode,
+} from "../lib/nodes/secondary_node.ts";
+import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import { NODE_FLAGS, NODE_FLAGS_USAGE, readNodeFlags } from "./_node_flags.ts";
 import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
 
 const USAGE = `Usage: deno task secondary [options]
@@ -27,6 +28,10 @@ const USAGE = `Usage: deno task secondary [options]
   --ca FILE          speak TLS to the master, trusting the CA certificate in
                      FILE (PEM, as deno task gen-certs makes)
   --tls              speak TLS to the master, trusting the default roots only
+  --drain-timeout MS on SIGTERM or SIGINT, take no new job and wait this long
+                     for the running ones before stopping them; a second
+                     signal stops at once (default ${DEFAULT_DRAIN_TIMEOUT_MS},
+                     at most ${MAX_DRAIN_TIMEOUT_MS})
 ${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
@@ -35,6 +40,7 @@ async function main(args: string[]): Promise<number> {
     master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
     name: { type: "string" },
     languages: { type: "string" },
+    "drain-timeout": { type: "string" },
     ...TLS_DIAL_FLAGS,
   });
   if (values.help) {
@@ -47,13 +53,25 @@ async function main(args: string[]): Promise<number> {
   if (values.name !== undefined && values.name.trim() === "") {
     throw new CliError("--name must not be empty");
   }
+  const drainTimeoutMs = integerFlag(
+    "drain-timeout",
+    values["drain-timeout"],
+    0,
+  );
+  if (drainTimeoutMs !== undefined && drainTimeoutMs > MAX_DRAIN_TIMEOUT_MS) {
+    throw new CliError(
+      `--drain-timeout must be at most ${MAX_DRAIN_TIMEOUT_MS} (a day), got "${
+        values["drain-timeout"]
+      }"`,
+    );
+  }
 
   let secondary: SecondaryNode;
   try {
     secondary = new SecondaryNode({
       ...node,
       master: values.master,
-      signal: shutdownSignal(),
+      ...drainTimeoutMs === undefined ? {} : { drainTimeoutMs },
       ...tls === undefined ? {} : { tls },
       ...values.name === undefined ? {} : { name: values.name },
       ...languages === undefined ? {} : { languages },
@@ -70,6 +88,18 @@ async function main(args: string[]): Promise<number> {
   secondary.addEventListener("registered", ({ detail }) => {
     console.log(`registered with ${detail.master} as ${detail.name}`);
   });
+  // The first signal drains, the next stops at once.
+  let signals = 0;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      if (signals++ === 0) {
+        console.error(
+          `${signal}: draining (no new job; running ones finish); send it again to stop at once`,
+        );
+        void secondary.drain();
+      } else void secondary.shutdown();
+    });
+  }
   try {
     await secondary.ready;
   } catch (error) {

@@ -146,6 +146,12 @@ function streamEvent(event: JobEvent): void {
   if (event.type === "output") {
     const bytes = new TextEncoder().encode(event.data);
     (event.stream === "stdout" ? Deno.stdout : Deno.stderr).writeSync(bytes);
+  } else if (event.type === "restarted") {
+    // The output so far came from an attempt that was lost: what follows
+    // starts over, and the reader must be able to tell where.
+    console.error(
+      `kiln: --- restarted on another node (attempt ${event.attempt}): ${event.reason}; the output above is void ---`,
+    );
   } else if (event.type === "queued" && Deno.stderr.isTerminal()) {
     console.error(`kiln: queued at position ${event.position}`);
   }

@@ -78,10 +78,9 @@ export async function submitProgram(
   options: SubmitOptions = {},
 ): Promise<JobResult> {
   const { onEvent, signal, input } = options;
-  signal?.throwIfAborted();
+  // The signal covers the dial and the handshake too, and nothing is
+  // submitted once it has aborted.
   const connection = await connect(options);
-  // Input typed while the job runs needs stdin kept open for it.
-  const job = input ? { ...request, interactive: true } : request;
   /** Aborted once the job ended: no more input is read for it. */
   const ended = new AbortController();
   let jobId: string | undefined;
@@ -91,6 +90,9 @@ export async function submitProgram(
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
+    signal?.throwIfAborted();
+    // Input typed while the job runs needs stdin kept open for it.
+    const job = input ? { ...request, interactive: true } : request;
     await connection.send({ type: "submit", ref: "1", job });
     while (true) {
       const message = await connection.receive();
@@ -173,11 +175,11 @@ export type StatusOptions = Omit<SubmitOptions, "onEvent">;
 export async function getClusterStatus(
   options: StatusOptions = {},
 ): Promise<ClusterStatus> {
-  options.signal?.throwIfAborted();
   const connection = await connect(options);
   const onAbort = () => connection.close();
   options.signal?.addEventListener("abort", onAbort, { once: true });
   try {
+    options.signal?.throwIfAborted();
     await connection.send({ type: "get_status" });
     const message = await connection.receive();
     if (message.type !== "cluster_status") {
@@ -196,30 +198,44 @@ export async function getClusterStatus(
   }
 }
 
-/** Dials the master and completes the client handshake. */
+/**
+ * Dials the master and completes the client handshake. Once `signal` has
+ * aborted, rejects with its reason, whatever step it stopped.
+ */
 async function connect(options: SubmitOptions): Promise<Connection> {
   const {
     master = `127.0.0.1:${DEFAULT_PORT}`,
     token = "",
     maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
     handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    signal,
   } = options;
+  signal?.throwIfAborted();
   const address = typeof master === "string" ? parseHostPort(master) : master;
-  const conn = await dial(address, {
-    tls: options.tls,
-    timeoutMs: handshakeTimeoutMs,
-  });
+  let conn: Deno.Conn;
+  try {
+    conn = await dial(address, {
+      tls: options.tls,
+      timeoutMs: handshakeTimeoutMs,
+      signal,
+    });
+  } catch (error) {
+    signal?.throwIfAborted();
+    throw error;
+  }
   const connection = new Connection(conn, { maxFrameBytes });
   try {
     await clientHandshake(connection, {
       role: "client",
       token,
       timeoutMs: handshakeTimeoutMs,
+      signal,
       ...options.name === undefined ? {} : { name: options.name },
     });
     return connection;
   } catch (error) {
     await connection.close();
+    signal?.throwIfAborted();
     // Over TLS the master's hang-up means something else: let it speak.
     throw options.tls === undefined ? hintTls(error) : error;
   }

@@ -15,12 +15,16 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { startMasterProcess } from "../cli/_processes.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
+import type { Message } from "../lib/protocol/messages.ts";
 import { Credentials } from "../lib/security/credentials.ts";
 
 const TOKENS = {
   alice: `alice-${crypto.randomUUID()}`,
   bob: `bob-${crypto.randomUUID()}`,
   east: `east-${crypto.randomUUID()}`,
+  north: `north-${crypto.randomUUID()}`,
   carol: `carol-${crypto.randomUUID()}`,
 };
 
@@ -36,6 +40,7 @@ const AUTH = {
       maxQueued: 1,
     },
     { name: "east", role: "node", token: TOKENS.east },
+    { name: "north", role: "node", token: TOKENS.north },
   ],
 };
 
@@ -188,6 +193,120 @@ Deno.test("auth: a node token cannot submit, a client token cannot register", as
   assert.equal(result.node, "east");
 });
 
+/**
+ * Registers by hand, as a rogue or reconnecting node would: any id, any
+ * secret. Resolves with the master's answer (`registered`), or rejects with
+ * its refusal; the link stays open until the caller closes it.
+ */
+async function registerAs(
+  master: MasterNode,
+  credential: "east" | "north",
+  id: string,
+  secret?: string,
+): Promise<{ connection: Connection; answer: Message }> {
+  const connection = new Connection(await Deno.connect(master.addr));
+  try {
+    await clientHandshake(connection, {
+      role: "secondary",
+      token: TOKENS[credential],
+      name: credential,
+    });
+    await connection.send({
+      type: "register",
+      id,
+      ...secret === undefined ? {} : { secret },
+      name: credential,
+      languages: [{ name: "bash", version: "5", aliases: [], extensions: [] }],
+      slots: 1,
+      maxCpu: 100,
+      maxRam: 100,
+    });
+    return { connection, answer: await connection.receive() };
+  } catch (error) {
+    await connection.close();
+    throw error;
+  }
+}
+
+Deno.test("auth: a node's public id cannot be used to evict it, by another credential or by a holder of its own", async () => {
+  await using master = startMaster(0);
+  const left: string[] = [];
+  master.addEventListener("nodeleave", (event) => {
+    left.push(`${event.detail.name}: ${event.detail.reason}`);
+  });
+  const joined = () =>
+    new Promise<string>((resolve) =>
+      master.addEventListener("nodejoin", (e) => resolve(e.detail.id), {
+        once: true,
+      })
+    );
+  let join = joined();
+  await using east = new SecondaryNode({
+    master: master.addr,
+    name: "east",
+    token: TOKENS.east,
+    slots: 1,
+    languages: ["bash"],
+  });
+  const eastId = await join;
+  assert.equal(eastId, east.id, "the id is public: status shows it");
+
+  // Another node credential, with the id read from the status.
+  await assert.rejects(
+    registerAs(master, "north", eastId, "a-guessed-secret-of-north"),
+    new RegExp(
+      `master said: node credential "north" cannot register as node ${eastId}: that id belongs to a live node of credential "east"`,
+    ),
+  );
+  // The same credential (a second secondary holding it, say) without the
+  // node's secret: with it or without any.
+  for (const secret of ["another-secondary-secret", undefined]) {
+    await assert.rejects(
+      registerAs(master, "east", eastId, secret),
+      new RegExp(
+        `master said: node id ${eastId} is taken by a live node \\("east" from [^)]+\\) and this registration does not carry its secret`,
+      ),
+    );
+  }
+  assert.deepEqual(left, [], "no node was dropped");
+  assert.deepEqual(master.status().nodes.map((n) => n.id), [eastId]);
+
+  // Two secondaries sharing one credential are two nodes, told apart by id.
+  join = joined();
+  await using twin = new SecondaryNode({
+    master: master.addr,
+    name: "east",
+    token: TOKENS.east,
+    slots: 1,
+    languages: ["bash"],
+  });
+  assert.equal(await join, twin.id);
+  assert.deepEqual(
+    master.status().nodes.map((n) => [n.name, n.id]).sort(),
+    [["east", eastId], ["east", twin.id]].sort(),
+  );
+  const result = await submitAs(master, "alice", TOKENS.alice);
+  assert.equal(result.verdict, "ok", result.reason);
+  assert.deepEqual(left, []);
+
+  // A node that reconnects before its old link timed out proves itself
+  // with its secret, and replaces its own stale link.
+  const id = crypto.randomUUID();
+  const secret = crypto.randomUUID();
+  const stale = await registerAs(master, "north", id, secret);
+  assert.equal(stale.answer.type, "registered");
+  const fresh = await registerAs(master, "north", id, secret);
+  assert.equal(fresh.answer.type, "registered");
+  await assert.rejects(
+    stale.connection.receive(),
+    /master closed the connection|connection is closed/,
+  );
+  await stale.connection.close();
+  assert.deepEqual(left, ["north: it registered again"]);
+  assert.equal(master.status().nodes.filter((n) => n.id === id).length, 1);
+  await fresh.connection.close();
+});
+
 Deno.test("auth: a client over its quota is rejected with the quota named; others are not held up", async () => {
   await using master = startMaster();
   // bob may run 1 and queue 1: the first runs, the second waits, the third is refused.
@@ -254,7 +373,7 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
     Deno.kill(master.child.pid, "SIGHUP");
     await waitForLine(
       log,
-      /credentials from .*auth\.json.*: 3 clients, 1 nodes/,
+      /credentials from .*auth\.json.*: 3 clients, 2 nodes/,
     );
     assert.equal((await run("carol", TOKENS.carol)).verdict, "ok");
 

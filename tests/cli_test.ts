@@ -10,8 +10,12 @@ import { type KilnProcess, startMasterProcess } from "../cli/_processes.ts";
 import {
   createDefaultRegistry,
   type JobResult,
+  MasterNode,
+  SecondaryNode,
   submitProgram,
 } from "../mod.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
 
 const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
 const TOKEN = "cli-test-token";
@@ -586,4 +590,71 @@ Deno.test("CLI: master --max-queue 0 rejects a job that would have to wait", asy
   );
   abort.abort();
   await holder;
+});
+
+Deno.test("CLI: submit marks where a job restarted on another node, on stderr", async () => {
+  await using master = new MasterNode({
+    port: 0,
+    slots: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+  });
+  const joined = () =>
+    new Promise((resolve) =>
+      master.addEventListener("nodejoin", resolve, { once: true })
+    );
+  // A node that prints a line of the job, then vanishes mid-run.
+  let join = joined();
+  const doomed = new Connection(await Deno.connect(master.addr));
+  await clientHandshake(doomed, {
+    role: "secondary",
+    token: TOKEN,
+    name: "doomed",
+  });
+  await doomed.send({
+    type: "register",
+    id: crypto.randomUUID(),
+    name: "doomed",
+    languages: [{ name: "bash", version: "5", aliases: [], extensions: [] }],
+    slots: 1,
+    maxCpu: 100,
+    maxRam: 100,
+  });
+  assert.equal((await doomed.receive()).type, "registered");
+  await join;
+  const ran = (async () => {
+    while (true) {
+      const message = await doomed.receive();
+      if (message.type !== "run") continue;
+      await doomed.send({
+        type: "output",
+        jobId: message.jobId,
+        stream: "stdout",
+        data: "from the lost attempt\n",
+      });
+      return;
+    }
+  })();
+  const submitted = submitCli(`127.0.0.1:${master.addr.port}`, {
+    "a.sh": "echo from the second attempt",
+  });
+  await ran;
+  join = joined();
+  await using _survivor = new SecondaryNode({
+    master: master.addr,
+    name: "survivor",
+    slots: 1,
+    token: TOKEN,
+    languages: ["bash"],
+  });
+  await join;
+  await doomed.close();
+
+  const run = await submitted;
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout, "from the lost attempt\nfrom the second attempt\n");
+  assert.match(
+    run.stderr,
+    /^kiln: --- restarted on another node \(attempt 2\): node "doomed" was lost: .+; the output above is void ---$/m,
+  );
 });

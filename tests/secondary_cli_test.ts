@@ -10,6 +10,7 @@ import {
   startMasterProcess,
   startSecondaryProcess,
 } from "../cli/_processes.ts";
+import { type JobEvent, MasterNode, submitProgram } from "../mod.ts";
 
 const SECONDARY_CLI = fileURLToPath(
   new URL("../cli/secondary.ts", import.meta.url),
@@ -106,6 +107,11 @@ Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", as
     [["--master", "host:99999"], /port must be 0-65535/],
     [["--log-level", "loud"], /unknown log level "loud"/],
     [["--bogus"], /Unknown option '--bogus'/],
+    [
+      ["--drain-timeout", "86400001"],
+      /--drain-timeout must be at most 86400000 \(a day\), got "86400001"/,
+    ],
+    [["--drain-timeout=-1"], /--drain-timeout must be an integer >= 0/],
   ];
   for (const [args, pattern] of cases) {
     const { code, stdout, stderr } = await runSecondary(...args);
@@ -119,4 +125,114 @@ Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", as
   const help = await runSecondary("--help");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--master HOST:PORT/);
+});
+
+/** Resolves with the master's next `type` event. */
+function next(
+  master: MasterNode,
+  type: "nodedrain" | "nodeleave",
+): Promise<{ name: string; reason?: string }> {
+  return new Promise((resolve) =>
+    master.addEventListener(type, (event) => resolve(event.detail), {
+      once: true,
+    })
+  );
+}
+
+Deno.test("CLI: SIGTERM drains a secondary: its running job finishes there, then it exits 0", async () => {
+  await using master = new MasterNode({
+    port: 0,
+    slots: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+  });
+  await using secondary = await startSecondaryProcess(
+    `127.0.0.1:${master.addr.port}`,
+    {
+      token: TOKEN,
+      args: ["--name", "cli-drainer", "--languages", "bash", "--slots", "1"],
+      stderr: "null",
+      timeoutMs: 30_000,
+    },
+  );
+  // A job that holds its slot until the test sends its stdin.
+  const opened = Promise.withResolvers<void>();
+  const started = Promise.withResolvers<void>();
+  const events: JobEvent[] = [];
+  const job = submitProgram({
+    language: "bash",
+    files: [{ name: "main.sh", content: 'read line; echo "got $line"' }],
+  }, {
+    master: master.addr,
+    token: TOKEN,
+    input: (async function* () {
+      await opened.promise;
+      yield "go\n";
+    })(),
+    onEvent: (event) => {
+      events.push(event);
+      if (event.type === "started") started.resolve();
+    },
+  });
+  await started.promise;
+  const draining = next(master, "nodedrain");
+  const left = next(master, "nodeleave");
+  secondary.child.kill("SIGTERM");
+  const first = await Promise.race([
+    draining.then(({ name }) => `draining: ${name}`),
+    secondary.child.status.then(({ code }) => `exited with code ${code}`),
+  ]);
+  assert.equal(first, "draining: cli-drainer", "SIGTERM drains, first");
+  opened.resolve();
+  const result = await job;
+  assert.equal(result.verdict, "ok", result.reason);
+  assert.equal(result.stdout, "got go\n");
+  assert.equal(result.node, "cli-drainer");
+  assert.deepEqual(events.filter((e) => e.type === "restarted"), []);
+  assert.equal((await left).reason, "it drained and left");
+  assert.equal((await secondary.child.status).code, 0);
+});
+
+Deno.test("CLI: a second SIGTERM stops a draining secondary at once", async () => {
+  await using master = new MasterNode({
+    port: 0,
+    slots: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+  });
+  await using secondary = await startSecondaryProcess(
+    `127.0.0.1:${master.addr.port}`,
+    {
+      token: TOKEN,
+      // Only the second signal can end this drain within the test.
+      args: [
+        "--languages",
+        "bash",
+        "--slots",
+        "1",
+        "--drain-timeout",
+        "600000",
+      ],
+      stderr: "null",
+      timeoutMs: 30_000,
+    },
+  );
+  const started = Promise.withResolvers<void>();
+  const job = submitProgram({
+    language: "bash",
+    files: [{ name: "main.sh", content: "exec sleep 600" }],
+  }, {
+    master: master.addr,
+    token: TOKEN,
+    onEvent: (event) => event.type === "started" && started.resolve(),
+  });
+  await started.promise;
+  const draining = next(master, "nodedrain");
+  secondary.child.kill("SIGTERM");
+  await draining;
+  secondary.child.kill("SIGTERM");
+  assert.equal((await secondary.child.status).code, 0);
+  const result = await job;
+  assert.equal(result.verdict, "internal_error");
+  assert.match(result.reason ?? "", /was lost|no live node runs bash/);
 });

@@ -53,6 +53,11 @@ export interface MasterNodeEventMap {
   jobrestart: CustomEvent<JobRestartDetail>;
   /** A secondary registered. */
   nodejoin: CustomEvent<NodeDetail>;
+  /**
+   * A secondary is draining: it takes no new job, finishes those it runs,
+   * then leaves (a `nodeleave` follows).
+   */
+  nodedrain: CustomEvent<NodeDetail>;
   /** A secondary was lost: it disconnected or went silent. */
   nodeleave: CustomEvent<NodeDetail>;
   /** Every job ends with exactly one `jobcomplete`, rejected ones included. */

@@ -10,6 +10,7 @@
  */
 import { timerDelay } from "../_timer.ts";
 import { getLogger } from "@logtape/logtape";
+import { createHash, timingSafeEqual } from "node:crypto";
 import {
   DEFAULT_PORT,
   formatHostPort,
@@ -75,7 +76,7 @@ import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
 import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
-import { RemoteWorker } from "./remote_worker.ts";
+import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 
@@ -180,7 +181,13 @@ export interface MasterNodeOptions {
   maxQueue?: number;
   /** How often secondaries report their load, in ms. @default 1000 */
   heartbeatIntervalMs?: number;
-  /** A secondary silent for this long is lost, in ms. @default 5000 */
+  /**
+   * A secondary silent for this long is lost, in ms: after a last grace of
+   * up to a second (one heartbeat interval at most) in which the master
+   * reads what the node sent, so that a master that was itself paused does
+   * not judge nodes by messages it has not read yet.
+   * @default 5000
+   */
   nodeTimeoutMs?: number;
   /** Times a job may start before a lost node makes it fail for good. @default 3 */
   maxAttempts?: number;
@@ -257,6 +264,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     Connection,
     { role: Role; identity: string | undefined; token: string }
   >();
+  /** Who registered each secondary: only the same may take its id while it is live. */
+  readonly #nodeOwners = new WeakMap<RemoteWorker, NodeOwner>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
   readonly #stopping = new AbortController();
@@ -796,12 +805,31 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         `a secondary may not register as "${LOCAL_WORKER_ID}"`,
       );
     }
+    // The id is public (status, /api/v1/nodes): a registration may take a
+    // live node's place only when it proves it is that node.
+    const owner: NodeOwner = { identity, secret: registration.secret };
+    this.#checkTakeover(registration, owner);
     const worker = new RemoteWorker({
       connection,
       registration,
       nodeTimeoutMs: this.#nodeTimeoutMs,
+      // A heartbeat's worth, so that a stalled master reads before it judges.
+      silenceGraceMs: Math.min(
+        DEFAULT_SILENCE_GRACE_MS,
+        this.#heartbeatIntervalMs,
+      ),
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
       onHeartbeat: () => this.#jobs.dispatch(),
+      onDraining: (draining) => {
+        log.info("node {name} is draining: it takes no new job", {
+          name: draining.name,
+        });
+        this.emit("nodedrain", {
+          id: draining.id,
+          name: draining.name,
+          address: draining.address,
+        });
+      },
     });
     // Only a node that heard it is registered joins; a send that fails
     // throws, and nothing of the node stays behind.
@@ -813,7 +841,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     });
     // A secondary that reconnects before its old link timed out replaces
     // it: the new link is in place first, so the old one's jobs are placed
-    // knowing the node is still there.
+    // knowing the node is still there. Checked again: another registration
+    // may have taken the id while `registered` went out.
+    this.#checkTakeover(registration, owner);
+    this.#nodeOwners.set(worker, owner);
     const previous = this.#jobs.addWorker(worker);
     if (previous instanceof RemoteWorker) previous.lose("it registered again");
     log.info("node {name} joined from {address}: {slots} slots, {languages}", {
@@ -833,6 +864,36 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     const serving = worker.serve();
     this.#remoteServing.add(serving);
     await serving.finally(() => this.#remoteServing.delete(serving));
+  }
+
+  /**
+   * Refuses a registration under the id of a live node it cannot prove to
+   * be: one of another node credential, or (credentials shared, or two
+   * secondaries holding one credential) one without that node's secret. A
+   * node that reconnects before its old link timed out has both, and
+   * replaces its own stale link.
+   */
+  #checkTakeover(
+    registration: MessageOf<"register">,
+    owner: NodeOwner,
+  ): void {
+    const live = this.#jobs.worker(registration.id);
+    if (!(live instanceof RemoteWorker) || live.lostReason !== undefined) {
+      return;
+    }
+    const holder = this.#nodeOwners.get(live);
+    if (!this.#credentials.isShared && holder?.identity !== owner.identity) {
+      throw new ProtocolError(
+        "auth_failed",
+        `node credential "${owner.identity}" cannot register as node ${registration.id}: that id belongs to a live node of credential "${holder?.identity}"`,
+      );
+    }
+    if (!sameSecret(holder?.secret, owner.secret)) {
+      throw new ProtocolError(
+        "auth_failed",
+        `node id ${registration.id} is taken by a live node ("${live.name}" from ${live.address}) and this registration does not carry its secret; a secondary's id is its own`,
+      );
+    }
   }
 
   #nodeLost(worker: RemoteWorker, reason: string): void {
@@ -942,6 +1003,28 @@ const JOB_EVENT_TYPES: ReadonlySet<string> = new Set([
 
 function isJobEvent(message: Message): message is JobEvent {
   return JOB_EVENT_TYPES.has(message.type);
+}
+
+/** The credential a secondary proved, and the secret it registered with. */
+interface NodeOwner {
+  readonly identity: string | undefined;
+  readonly secret: string | undefined;
+}
+
+/**
+ * Whether two registration secrets match, in constant time. Two absent ones
+ * match: a secondary of an older build sends none, and then its credential
+ * alone proves it.
+ */
+function sameSecret(
+  held: string | undefined,
+  offered: string | undefined,
+): boolean {
+  if (held === undefined || offered === undefined) {
+    return held === offered;
+  }
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  return timingSafeEqual(digest(held), digest(offered));
 }
 
 /** Says loudly what an operator might not realise this node exposes. */

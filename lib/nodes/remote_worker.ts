@@ -29,12 +29,24 @@ export interface RemoteWorkerOptions {
   /** The secondary's connection, past the handshake and its `register`. */
   readonly connection: Connection;
   readonly registration: MessageOf<"register">;
-  /** Silence longer than this loses the node. */
+  /** Silence longer than this loses the node (after `silenceGraceMs`). */
   readonly nodeTimeoutMs: number;
+  /**
+   * When a deadline fires (the node's silence, a job's overdue), the node
+   * gets this much more of the master's own time before it is judged: the
+   * master may itself have been stalled (a long synchronous task, a VM
+   * pause, SIGSTOP) while the node's messages waited unread in the socket,
+   * and timers fire before the reader gets its turn.
+   *
+   * @default {DEFAULT_SILENCE_GRACE_MS}
+   */
+  readonly silenceGraceMs?: number;
   /** Called once when the node is lost, before its jobs are failed. */
   readonly onLost: (worker: RemoteWorker, reason: string) => void;
   /** Called on every heartbeat: the node's load changed. */
   readonly onHeartbeat: (worker: RemoteWorker) => void;
+  /** Called once the node says it is draining (before `onHeartbeat`). */
+  readonly onDraining?: (worker: RemoteWorker) => void;
 }
 
 /** A job on the node, as the master follows it. */
@@ -50,6 +62,9 @@ interface RemoteJob {
   /** Whether output past the limit was dropped: the result then says `truncated`. */
   dropped: boolean;
 }
+
+/** The default of {@linkcode RemoteWorkerOptions.silenceGraceMs}, in ms. */
+export const DEFAULT_SILENCE_GRACE_MS = 1000;
 
 /**
  * A secondary the master places jobs on. What a node sends is bounded per
@@ -72,6 +87,7 @@ export class RemoteWorker implements Worker {
   readonly #jobs = new Map<string, RemoteJob>();
   /** A deadline per job: a node that heartbeats but never answers must not hold a job forever. */
   readonly #overdue = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #graceMs: number;
   #heartbeat: MessageOf<"heartbeat"> | undefined;
   #lastSeen = performance.now();
   #failingUntil = 0;
@@ -81,6 +97,7 @@ export class RemoteWorker implements Worker {
   constructor(options: RemoteWorkerOptions) {
     this.#options = options;
     this.#connection = options.connection;
+    this.#graceMs = options.silenceGraceMs ?? DEFAULT_SILENCE_GRACE_MS;
     this.id = options.registration.id;
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
@@ -103,7 +120,11 @@ export class RemoteWorker implements Worker {
         this.#armDeadline();
         this.#handle(message);
       }
-      this.lose("it closed the connection");
+      this.lose(
+        this.#heartbeat?.draining
+          ? "it drained and left"
+          : "it closed the connection",
+      );
     } catch (error) {
       this.lose(error instanceof Error ? error.message : String(error));
     }
@@ -122,7 +143,7 @@ export class RemoteWorker implements Worker {
       ramPercent: this.#heartbeat?.ramPercent ?? 0,
       maxCpu: registration.maxCpu,
       maxRam: registration.maxRam,
-      draining: this.#lost !== undefined,
+      draining: this.#lost !== undefined || this.#heartbeat?.draining === true,
       failingUntil: this.#failingUntil,
     };
   }
@@ -146,19 +167,24 @@ export class RemoteWorker implements Worker {
       limits.compileWallTimeMs + limits.wallTimeMs +
         this.#options.nodeTimeoutMs,
     );
+    const giveUp = () => {
+      const overdue = this.#take(job.id);
+      if (!overdue) return;
+      this.#connection.send({ type: "cancel", jobId: job.id }).catch(
+        () => {},
+      );
+      this.markFailing(Date.now() + deadlineMs);
+      overdue.failed(
+        `node "${this.name}" did not finish it within ${deadlineMs} ms`,
+        "lost",
+      );
+    };
+    // Given up after the grace (see `silenceGraceMs`): its result may be
+    // waiting unread, and `#take` clears whichever timer is set.
     this.#overdue.set(
       job.id,
       setTimeout(() => {
-        const overdue = this.#take(job.id);
-        if (!overdue) return;
-        this.#connection.send({ type: "cancel", jobId: job.id }).catch(
-          () => {},
-        );
-        this.markFailing(Date.now() + deadlineMs);
-        overdue.failed(
-          `node "${this.name}" did not finish it within ${deadlineMs} ms`,
-          "lost",
-        );
+        this.#overdue.set(job.id, setTimeout(giveUp, this.#graceMs));
       }, deadlineMs),
     );
     this.#connection.send({ type: "run", jobId: job.id, job: job.request })
@@ -196,7 +222,9 @@ export class RemoteWorker implements Worker {
 
   status(): NodeStatus {
     const load = this.load();
-    const state = nodeState(load, Date.now());
+    const state = this.#heartbeat?.draining
+      ? "draining"
+      : nodeState(load, Date.now());
     return {
       id: this.id,
       name: this.name,
@@ -232,10 +260,14 @@ export class RemoteWorker implements Worker {
 
   #handle(message: Awaited<ReturnType<Connection["receive"]>>): void {
     switch (message.type) {
-      case "heartbeat":
+      case "heartbeat": {
+        const draining = message.draining === true &&
+          this.#heartbeat?.draining !== true;
         this.#heartbeat = message;
+        if (draining) this.#options.onDraining?.(this);
         this.#options.onHeartbeat(this);
         return;
+      }
       case "output":
         this.#relayOutput(message);
         return;
@@ -286,10 +318,14 @@ export class RemoteWorker implements Worker {
 
   #armDeadline(): void {
     clearTimeout(this.#deadline);
-    this.#deadline = setTimeout(
-      () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-      timerDelay(this.#options.nodeTimeoutMs),
-    );
+    // Not lost at once: what it sent while the master could not read is
+    // read in the grace, and re-arms this deadline (see `silenceGraceMs`).
+    this.#deadline = setTimeout(() => {
+      this.#deadline = setTimeout(
+        () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
+        this.#graceMs,
+      );
+    }, timerDelay(this.#options.nodeTimeoutMs));
   }
 
   #lostMessage(): string {

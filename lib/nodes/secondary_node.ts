@@ -4,7 +4,9 @@
  * gives it, streaming their output back over the same connection. When the
  * master goes away it aborts its jobs (the master places them again), then
  * dials again with capped exponential back-off until it is registered once
- * more, so a restarted master heals the cluster by itself.
+ * more, so a restarted master heals the cluster by itself. {@linkcode
+ * SecondaryNode.drain} leaves gracefully: no new job, the running ones
+ * finish, then the node shuts down.
  *
  * The conversation on one connection, after the handshake (role `secondary`):
  *
@@ -12,7 +14,7 @@
  * secondary                                   master
  *   register {id, name, languages, slots, maxCpu, maxRam}  ->
  *             <-  registered {master, heartbeatIntervalMs}
- *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running}  ->  (at once, then every interval)
+ *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running, draining?}  ->  (at once, then every interval)
  *             <-  run {jobId, job}
  *   refused {jobId, reason}  ->                 (full, invalid job, language not offered)
  *   output {jobId, stream, data}  ->            (or, once it runs: output..., then)
@@ -131,9 +133,21 @@ export interface SecondaryNodeOptions {
    * one `deno task gen-certs` makes. Plain TCP when absent.
    */
   tls?: true | TlsDialOptions;
+  /**
+   * How long {@linkcode SecondaryNode.drain} waits for running jobs before
+   * it stops them (the master places them again), in ms, from 0 to
+   * {@linkcode MAX_DRAIN_TIMEOUT_MS}.
+   * @default {DEFAULT_DRAIN_TIMEOUT_MS}
+   */
+  drainTimeoutMs?: number;
   /** Aborting it shuts the node down, like {@linkcode SecondaryNode.shutdown}. */
   signal?: AbortSignal;
 }
+
+/** The default of {@linkcode SecondaryNodeOptions.drainTimeoutMs}: a minute. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 60_000;
+/** The largest {@linkcode SecondaryNodeOptions.drainTimeoutMs}: a day. */
+export const MAX_DRAIN_TIMEOUT_MS = 86_400_000;
 
 /** The node was accepted by the master. */
 export interface SecondaryRegisteredDetail {
@@ -203,6 +217,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   implements AsyncDisposable {
   /** Random per node: tells the master a restarted node from a reconnecting one. */
   readonly id: string = crypto.randomUUID();
+  /**
+   * Random per node and never shown: proves to the master that a
+   * registration under {@linkcode id} comes from this node, so that nobody
+   * who read the id from a status can take its place.
+   */
+  readonly #secret: string = randomSecret();
   /** The name this node registers under and reports as the `node` of its jobs. */
   readonly name: string;
   /** The master's address, `host:port`. */
@@ -242,6 +262,9 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   #connection: Connection | undefined;
   #registered = false;
   #closing = false;
+  /** Set by `drain()`: no new job is taken, and the master knows it. */
+  #draining = false;
+  readonly #drainTimeoutMs: number;
   #lastError: Error | undefined;
   #lastSample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #sampling: Promise<void> | undefined;
@@ -274,6 +297,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
       handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
       tls,
+      drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS,
       signal,
     } = options;
     this.#address = typeof master === "string" ? parseHostPort(master) : master;
@@ -290,6 +314,14 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     checkRange("heartbeatIntervalMs", heartbeatIntervalMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMinMs", reconnectMinMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMaxMs", reconnectMaxMs, reconnectMinMs, 2 ** 31 - 1);
+    checkRange(
+      "drainTimeoutMs",
+      drainTimeoutMs,
+      0,
+      MAX_DRAIN_TIMEOUT_MS,
+      true,
+    );
+    this.#drainTimeoutMs = drainTimeoutMs;
     this.name = name;
     this.#slots = slots;
     this.#maxCpu = maxCpu;
@@ -363,6 +395,44 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await this.finished;
   }
 
+  /** Whether {@linkcode drain} has begun: no new job is taken. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Leaves gracefully: takes no new job (the master is told at once, and
+   * places nothing more here), lets the running ones finish and deliver
+   * their results for up to `drainTimeoutMs`, then shuts down as
+   * {@linkcode shutdown} does, stopping whatever still runs. Resolves with
+   * {@linkcode finished}. A {@linkcode shutdown} meanwhile stops at once.
+   */
+  async drain(): Promise<void> {
+    if (this.#closing || this.#draining) return await this.finished;
+    this.#draining = true;
+    const running = [...this.#jobs.values()].map((job) => job.done);
+    log.info(
+      "draining: taking no new job; waiting up to {ms} ms for {running} running",
+      { ms: this.#drainTimeoutMs, running: running.length },
+    );
+    // Told at once, not at the next heartbeat, so it places nothing more here.
+    if (this.#registered) {
+      this.#connection?.send(this.#heartbeat()).catch(() => {});
+    }
+    await settledWithin(
+      Promise.all(running),
+      this.#drainTimeoutMs,
+      this.#stopping.signal,
+    );
+    if (!this.#closing && this.#jobs.size > 0) {
+      log.warn(
+        "drain timed out after {ms} ms: stopping {running} jobs (the master places them again)",
+        { ms: this.#drainTimeoutMs, running: this.#jobs.size },
+      );
+    }
+    await this.shutdown();
+  }
+
   /** Shuts the node down; for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
@@ -386,7 +456,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     let attempt = 0;
     while (!this.#closing) {
       const session = await this.#connectOnce();
-      if (this.#closing) break;
+      // A drain ends with the link: its jobs, if any, were stopped with it.
+      if (this.#closing || this.#draining) break;
       this.#lastError = session.error;
       // A link that held for a while starts the back-off over; one that
       // breaks as soon as it is made keeps backing off, so a master that
@@ -529,6 +600,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await connection.send({
       type: "register",
       id: this.id,
+      secret: this.#secret,
       name: this.name,
       languages: this.languages,
       slots: this.#slots,
@@ -607,6 +679,9 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         .catch(() => {});
     };
     if (this.#closing) return refuse("the secondary is shutting down");
+    if (this.#draining) {
+      return refuse(`"${this.name}" is draining: it takes no new job`);
+    }
     if (this.#jobs.has(jobId)) {
       return refuse(`job ${jobId} is already running here`);
     }
@@ -673,8 +748,10 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         verdict: result.verdict,
         timeMs: result.timeMs,
       });
-      sendResult(connection, result);
+      // Awaited, so that a drain closes the link only once it is out.
+      const sent = sendResult(connection, result);
       this.emit("jobcomplete", result);
+      await sent;
     } catch (error) {
       // executeJob never throws; a listener of ours might. Whatever broke,
       // the master must hear of the job once: a refusal places it again
@@ -728,13 +805,19 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       ).finally(() => this.#sampling = undefined);
       await settledWithin(this.#sampling, intervalMs, stop);
       if (stop.aborted) return;
-      connection.send({
-        type: "heartbeat",
-        ...this.#lastSample,
-        running: this.#jobs.size,
-      }).catch(() => {});
+      connection.send(this.#heartbeat()).catch(() => {});
       await abortableDelay(intervalMs, stop);
     }
+  }
+
+  /** The heartbeat message with the latest numbers. */
+  #heartbeat(): MessageOf<"heartbeat"> {
+    return {
+      type: "heartbeat",
+      ...this.#lastSample,
+      running: this.#jobs.size,
+      ...this.#draining ? { draining: true } : {},
+    };
   }
 
   #abortJobs(reason: string): void {
@@ -772,28 +855,32 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
  * still does not fit (a huge reason, say) goes as an `internal_error` that
  * says so: the master must hear of the job, and the link must not suffer.
  */
-function sendResult(connection: Connection, result: JobResult): void {
-  connection.send(resultMessage(result, connection.maxSendFrameBytes)).catch(
-    (error) => {
-      if (
-        !(error instanceof ProtocolError) || error.code !== "frame_too_large"
-      ) {
-        return;
-      }
-      connection.send({
-        type: "result",
-        jobId: result.jobId,
-        result: blankResult(result.jobId, {
-          language: result.language,
-          node: result.node,
-          sandbox: result.sandbox,
-          truncated: true,
-          reason:
-            `the result does not fit the master's frames: ${error.message}`,
-        }),
-      }).catch(() => {});
-    },
-  );
+function sendResult(
+  connection: Connection,
+  result: JobResult,
+): Promise<void> {
+  return connection.send(resultMessage(result, connection.maxSendFrameBytes))
+    .catch(
+      (error) => {
+        if (
+          !(error instanceof ProtocolError) || error.code !== "frame_too_large"
+        ) {
+          return;
+        }
+        connection.send({
+          type: "result",
+          jobId: result.jobId,
+          result: blankResult(result.jobId, {
+            language: result.language,
+            node: result.node,
+            sandbox: result.sandbox,
+            truncated: true,
+            reason:
+              `the result does not fit the master's frames: ${error.message}`,
+          }),
+        }).catch(() => {});
+      },
+    );
 }
 
 function checkRange(
@@ -839,6 +926,14 @@ function offeredLanguage({ runner, toolchain }: ResolvedRunner) {
     aliases: runner.aliases.slice(0, 32),
     extensions: runner.extensions.slice(0, 32),
   } satisfies OfferedLanguage;
+}
+
+/** 32 random bytes as hex. */
+function randomSecret(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
 }
 
 /** A sample the heartbeat schema accepts, whatever the sampler returned. */

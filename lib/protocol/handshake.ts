@@ -56,6 +56,11 @@ export interface ClientHandshakeOptions {
    * @default {{ min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION }}
    */
   versions?: VersionRange;
+  /**
+   * Aborting it gives the handshake up: the connection is closed and the
+   * handshake rejects with the signal's reason.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** What the dialing side learns from a successful handshake. */
@@ -158,10 +163,11 @@ export async function clientHandshake(
     name,
     timeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
     versions = DEFAULT_VERSIONS,
+    signal,
   } = options;
   await checkOptions(connection, timeoutMs, versions);
   connection.peerName = "master";
-  return await guarded(connection, timeoutMs, async (progress) => {
+  return await guarded(connection, timeoutMs, signal, async (progress) => {
     const nonce = newNonce();
     await connection.send({
       type: "hello",
@@ -259,7 +265,7 @@ export async function serverHandshake(
     versions = DEFAULT_VERSIONS,
   } = options;
   await checkOptions(connection, timeoutMs, versions);
-  return await guarded(connection, timeoutMs, async (progress) => {
+  return await guarded(connection, timeoutMs, undefined, async (progress) => {
     progress.waitingFor = "hello";
     const hello = expect(await connection.receive(), "hello");
     connection.peerName = hello.name === undefined
@@ -330,17 +336,20 @@ function unproven(): ProtocolError {
 }
 
 /**
- * Runs `steps` under one deadline. On any failure it closes the connection,
- * first telling the peer when the failure was found here (not when the peer
- * reported it, nor when the link is already gone), and rethrows.
+ * Runs `steps` under one deadline, given up when `signal` aborts. On any
+ * failure it closes the connection, first telling the peer when the failure
+ * was found here (not when the peer reported it, nor when the link is
+ * already gone), and rethrows.
  */
 async function guarded<T>(
   connection: Connection,
   timeoutMs: number,
+  signal: AbortSignal | undefined,
   steps: (progress: { waitingFor: string }) => Promise<T>,
 ): Promise<T> {
   const progress = { waitingFor: "the peer" };
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       reject(
@@ -350,9 +359,12 @@ async function guarded<T>(
         ),
       );
     }, timerDelay(timeoutMs));
+    onAbort = () => reject(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
   try {
-    // Promise.race subscribes to both, so whichever loses cannot go unhandled;
+    signal?.throwIfAborted();
+    // Promise.race subscribes to all, so whichever loses cannot go unhandled;
     // closing the connection then cancels whatever `steps` still awaits.
     return await Promise.race([steps(progress), expired]);
   } catch (error) {
@@ -362,6 +374,7 @@ async function guarded<T>(
     throw error;
   } finally {
     clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
   }
 }
 

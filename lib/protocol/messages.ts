@@ -185,8 +185,14 @@ export const SandboxReportSchema = z.object({
 /** A secondary introduces itself, right after the handshake. */
 export const RegisterSchema = z.object({
   type: z.literal("register"),
-  /** Random per process: tells a restarted secondary from a reconnecting one. */
+  /** Random per process: tells a restarted secondary from a reconnecting one. Public. */
   id: z.string().min(1).max(128),
+  /**
+   * Random per process and never shown: while a node with this `id` is live,
+   * only a registration with the same `secret` (and credential) may take its
+   * place, so a public id cannot be used to evict a node.
+   */
+  secret: z.string().min(16).max(128).optional(),
   name: z.string().min(1).max(128),
   languages: z.array(OfferedLanguageSchema).max(256),
   /** Jobs it runs at once. */
@@ -220,6 +226,8 @@ export const HeartbeatSchema = z.object({
   ramUsedMb: z.number().min(0),
   /** Jobs running on it now. */
   running: z.number().int().min(0),
+  /** It is leaving: it takes no new job, and finishes those it runs. */
+  draining: z.boolean().optional(),
 }).strict();
 
 /** The master gives a secondary a job (already validated by the master). */
@@ -247,8 +255,11 @@ export const NodeStatusSchema = z.object({
   name: z.string(),
   /** Where the node connects from, or the master's listening address for itself. */
   address: z.string(),
-  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused or broke lately. */
-  state: z.enum(["ready", "busy", "failing"]),
+  /**
+   * `ready` takes jobs; `busy` is full or over a threshold; `failing`
+   * refused or broke lately; `draining` is leaving, finishing its jobs.
+   */
+  state: z.enum(["ready", "busy", "failing", "draining"]),
   /** Whether this is the master's own slots. */
   local: z.boolean(),
   cpuPercent: z.number(),

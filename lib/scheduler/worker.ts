@@ -30,8 +30,8 @@ export interface NodeStatus {
   name: string;
   /** Where the node connects from, or the master's listening address for itself. */
   address: string;
-  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately. */
-  state: "ready" | "busy" | "failing";
+  /** `ready` takes jobs; `busy` is full or over a threshold; `failing` refused work lately; `draining` is leaving, finishing its jobs. */
+  state: "ready" | "busy" | "failing" | "draining";
   /** Whether this is the master's own slots. */
   local: boolean;
   /** CPU busy, 0-100, from its last heartbeat. */
