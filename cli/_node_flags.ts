@@ -14,6 +14,7 @@ import {
   type SandboxMode,
   SandboxUnavailableError,
 } from "../lib/sandbox/sandbox.ts";
+import { parseUidRange, type UidRange } from "../lib/sandbox/identity.ts";
 import { CliError, integerFlag, percentFlag, readToken } from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
@@ -25,6 +26,7 @@ export const NODE_FLAGS = {
   "token-file": { type: "string" },
   sandbox: { type: "string", default: "auto" },
   "require-sandbox": { type: "boolean", default: false },
+  "uid-range": { type: "string" },
   "time-limit": { type: "string" },
   "cpu-limit": { type: "string" },
   "memory-limit": { type: "string" },
@@ -50,6 +52,10 @@ export const NODE_FLAGS_USAGE =
                      none: no isolation at all (development only) (default auto)
   --require-sandbox  refuse to start without namespaces, cgroups and the disk
                      layer, or without seccomp where the kernel has it
+  --uid-range A-B    host uids jobs run as, one per job: the node claims a
+                     block of 65536 of them (fewer if the range is smaller)
+                     that no other kiln process and no host account uses
+                     (default 1879048192-2147352575; as root only)
   --time-limit MS    maximum wall time per job, up to 86400000 (default 10000)
   --cpu-limit MS     maximum CPU time per job, up to 86400000 (default 5000)
   --memory-limit MB  maximum memory per job, in MiB, up to 1048576 (default 512)
@@ -76,6 +82,7 @@ export interface NodeFlagValues {
   "token-file"?: string | undefined;
   sandbox: string;
   "require-sandbox": boolean;
+  "uid-range"?: string | undefined;
   "time-limit"?: string | undefined;
   "cpu-limit"?: string | undefined;
   "memory-limit"?: string | undefined;
@@ -141,6 +148,14 @@ export async function readNodeFlags(
       }, got "${values.sandbox}"`,
     );
   }
+  let uidRange: UidRange | undefined;
+  if (values["uid-range"] !== undefined) {
+    try {
+      uidRange = parseUidRange(values["uid-range"]);
+    } catch (error) {
+      throw new CliError(`--uid-range: ${(error as Error).message}`);
+    }
+  }
   const token = await readToken(values["token-file"]);
   let sandbox: Sandbox | undefined;
   if (slots !== 0) {
@@ -148,6 +163,7 @@ export async function readNodeFlags(
       sandbox = await Sandbox.detect({
         mode,
         require: values["require-sandbox"],
+        ...uidRange ? { uidRange } : {},
       });
     } catch (error) {
       if (error instanceof SandboxUnavailableError) {

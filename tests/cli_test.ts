@@ -451,6 +451,9 @@ Deno.test("CLI: nodes refuse a sandbox they cannot have, and a token on the comm
       none.stderr,
       /cannot start: --require-sandbox cannot be combined with --sandbox none/,
     );
+    const uids = await run(node, "--uid-range", "0-100");
+    assert.equal(uids.code, 2, uids.stderr);
+    assert.match(uids.stderr, /--uid-range: uid 0 cannot be a job's/);
     // The token is secret: a command line is readable by every process.
     const token = await run(node, "--token", "s3cret");
     assert.equal(token.code, 2, token.stderr);

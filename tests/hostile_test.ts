@@ -16,9 +16,8 @@ import {
   MasterNode,
   submitProgram,
 } from "../mod.ts";
-import { SANDBOX_UID } from "../lib/sandbox/bubblewrap.ts";
 import { detectCgroups } from "../lib/sandbox/cgroup.ts";
-import { processesOfUser } from "../lib/sandbox/process_tree.ts";
+import { processesOfUids } from "../lib/sandbox/process_tree.ts";
 import { Sandbox, type SandboxMode } from "../lib/sandbox/sandbox.ts";
 import { defaultWorkRoot } from "../lib/sandbox/work_root.ts";
 
@@ -131,13 +130,13 @@ async function ourJobDisks(): Promise<string[]> {
 }
 
 /**
- * The live processes of this node's jobs. Every job runs as the sandbox's
- * uid, and so may the jobs of other kiln processes on this host (another
- * test run): with cgroups, ours are those in a step cgroup of this process
- * (`p<pid>-…`), which no process of a job can leave.
+ * The live processes of this node's jobs: every job runs as a uid of the
+ * sandbox's block, which no other kiln process on this host uses; with
+ * cgroups, they are also in a step cgroup of this process (`p<pid>-…`),
+ * which no process of a job can leave.
  */
 async function ourJobProcesses(): Promise<number[]> {
-  const all = await processesOfUser(SANDBOX_UID);
+  const all = await processesOfUids(sandbox.uidBlock!);
   if (!has.cgroups) return all;
   const ours: number[] = [];
   for (const pid of all) {

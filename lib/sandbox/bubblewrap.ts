@@ -68,7 +68,10 @@ export const DEFAULT_BWRAP_PATH = "/usr/bin/bwrap";
 /** Where util-linux `setpriv` normally lives. */
 export const DEFAULT_SETPRIV_PATH = "/usr/bin/setpriv";
 
-/** The unprivileged uid and gid jobs run as: `nobody` and `nogroup`. */
+/**
+ * `nobody` and `nogroup`: the uid and gid the detection probes run as.
+ * Jobs never do: each runs as a uid of its own (see `identity.ts`).
+ */
 export const SANDBOX_UID = 65534;
 
 /**

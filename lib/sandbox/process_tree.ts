@@ -153,26 +153,44 @@ function signal(pid: number, name: Deno.Signal): void {
 }
 
 /**
- * The live processes whose real uid is `uid`, read from `/proc`: with every
- * job running as the sandbox's uid, the processes of all jobs on this host.
- * Zombies are left out (they hold nothing and die with their parent).
+ * The live processes whose real uid is `uid`, read from `/proc`: the
+ * processes of the job that has that uid (see `identity.ts`). Zombies are
+ * left out (they hold nothing and die with their parent).
  *
  * @example Checking that no job process is left
  * ```ts
  * import { processesOfUser } from "./process_tree.ts";
  *
- * console.log(await processesOfUser(65534)); // [] when no job runs
+ * console.log(await processesOfUser(65534)); // [] when no job runs as nobody
  * ```
  */
-export async function processesOfUser(uid: number): Promise<number[]> {
+export function processesOfUser(uid: number): Promise<number[]> {
+  return processesOfUids({ first: uid, last: uid });
+}
+
+/**
+ * The live processes whose real uid is in `first`–`last`, read from
+ * `/proc`: e.g. of every job of a node, whose uids are its block. Zombies
+ * are left out.
+ *
+ * @example Checking that no job of a node is left
+ * ```ts
+ * import { processesOfUids } from "./process_tree.ts";
+ *
+ * console.log(await processesOfUids({ first: 1879048192, last: 1879113727 })); // []
+ * ```
+ */
+export async function processesOfUids(
+  uids: { readonly first: number; readonly last: number },
+): Promise<number[]> {
   const found: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const status = await Deno.readTextFile(`/proc/${entry.name}/status`);
-      const realUid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+      const realUid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
       const state = /^State:\s+(\S)/m.exec(status)?.[1];
-      if (Number(realUid) === uid && state !== "Z") {
+      if (realUid >= uids.first && realUid <= uids.last && state !== "Z") {
         found.push(Number(entry.name));
       }
     } catch {

@@ -7,7 +7,7 @@
  * ```
  * bash (closes inherited descriptors, opens the seccomp filter on fd 3)
  *   → sh (joins the step's cgroup) → bwrap (namespaces, installs the
- *   filter) → setpriv (uid 65534) → prlimit (rlimits) → the runner's command
+ *   filter) → setpriv (the job's own uid) → prlimit (rlimits) → the runner's command
  * ```
  *
  * A job's workdir and `/tmp` live on a disk of its own, a size- and
@@ -28,6 +28,10 @@
  * rest, measures CPU time and peak memory, and enforces the memory and
  * process limits.
  *
+ * Every job runs as a uid of its own, leased from the node's
+ * {@linkcode IdentityPool} when its workdir is prepared and returned,
+ * scrubbed, when the workdir is removed (see `identity.ts`).
+ *
  * A missing layer is never silent: `auto` logs a warning for each, `bwrap`
  * refuses to start without namespaces, `require` refuses to start without
  * namespaces, cgroups and the disk layer, and without seccomp where the
@@ -44,7 +48,6 @@ import {
   bwrapPrefix,
   detectBubblewrap,
   prepareWorkdir,
-  SANDBOX_UID,
   toolchainRoots,
 } from "./bubblewrap.ts";
 import {
@@ -66,6 +69,7 @@ import {
   JobDisk,
 } from "./disk_limit.ts";
 import { detectSeccomp, SECCOMP_FD, type SeccompDetection } from "./seccomp.ts";
+import { IdentityPool, type JobIdentity, type UidRange } from "./identity.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
 import {
@@ -96,6 +100,12 @@ export interface SandboxOptions {
   readonly require?: boolean;
   /** Where to look for cgroups, for tests. @default "/sys/fs/cgroup" */
   readonly cgroupRoot?: string;
+  /**
+   * Where jobs' uids come from: the node claims a block of this range and
+   * gives every job a uid of its own (see `identity.ts`).
+   * @default DEFAULT_UID_RANGE (1879048192-2147352575)
+   */
+  readonly uidRange?: UidRange;
   /**
    * Layers to leave out although they work, reported missing with the
    * reason "left out": for benchmarks that measure what a layer costs.
@@ -196,9 +206,9 @@ export class SandboxUnavailableError extends Error {
  *       outputBytes: 1024, fileSizeBytes: 1024, openFiles: 64,
  *     },
  *   });
- *   console.log(outcome.stdout); // "65534\n" where bubblewrap works
+ *   console.log(outcome.stdout); // the job's own uid where bubblewrap works
  * } finally {
- *   await Deno.remove(workdir, { recursive: true });
+ *   await sandbox.removeWorkdir(workdir);
  *   await sandbox.close();
  * }
  * ```
@@ -217,6 +227,9 @@ export class Sandbox {
   readonly #disks = new Map<string, JobDisk>();
   /** Toolchain roots per executable list: `realPath` once, not per job. */
   readonly #roots = new Map<string, Promise<string[]>>();
+  readonly #identities: IdentityPool | null;
+  /** The uid of each prepared workdir's job, until the workdir is removed. */
+  readonly #leases = new Map<string, JobIdentity>();
   #removalFailures = 0;
 
   private constructor(
@@ -226,7 +239,9 @@ export class Sandbox {
     prlimit: PrlimitDetection | null,
     seccomp: SeccompDetection | null = null,
     disk: DiskLimitDetection | null = null,
+    identities: IdentityPool | null = null,
   ) {
+    this.#identities = identities;
     this.#bwrap = bwrap;
     this.#cgroups = cgroups;
     this.#prlimit = prlimit;
@@ -237,7 +252,9 @@ export class Sandbox {
     const missing: Partial<Record<SandboxLayer, string>> = {};
     if (bwrap?.available) {
       layers.push("namespaces");
-      backends.namespaces = `bubblewrap ${bwrap.version}`;
+      backends.namespaces = identities
+        ? `bubblewrap ${bwrap.version}, uids ${identities.block.first}-${identities.block.last}`
+        : `bubblewrap ${bwrap.version}`;
     } else if (bwrap) missing.namespaces = bwrap.reason;
     if (cgroups?.available) {
       layers.push("cgroups");
@@ -294,7 +311,7 @@ export class Sandbox {
       }
       return sandbox;
     }
-    const [bwrap, cgroups, prlimit, disk, bash] = await Promise.all([
+    const [bwrapFound, cgroups, prlimit, disk, bash] = await Promise.all([
       detectBubblewrap(),
       detectCgroups(
         options.cgroupRoot === undefined ? {} : { root: options.cgroupRoot },
@@ -303,6 +320,22 @@ export class Sandbox {
       detectDiskLimit(),
       findBash(),
     ]);
+    let bwrap = bwrapFound;
+    let identities: IdentityPool | null = null;
+    if (bwrap.available) {
+      try {
+        identities = await IdentityPool.claim({
+          setprivPath: bwrap.setprivPath,
+          ...options.uidRange ? { range: options.uidRange } : {},
+        });
+      } catch (error) {
+        // No uid of its own per job: the namespace layer is not given.
+        bwrap = {
+          available: false,
+          reason: `no uids for jobs: ${describe(error)}`,
+        };
+      }
+    }
     const seccomp = await detectSeccomp({
       bwrapPath: bwrap.available ? bwrap.path : null,
       ...bwrap.available ? { setprivPath: bwrap.setprivPath } : {},
@@ -317,6 +350,7 @@ export class Sandbox {
       prlimit,
       without.has("seccomp") ? { ...leftOut, kernelSupports: false } : seccomp,
       without.has("disk") ? leftOut : disk,
+      identities,
     );
     const { missing } = sandbox.report;
     const demanded: [SandboxLayer, string][] = [];
@@ -390,13 +424,38 @@ export class Sandbox {
   }
 
   /**
-   * Hands the workdir, with the sources written, to the job's uid. Call it
-   * once, before the first step (see `prepareWorkdir` in `bubblewrap.ts`).
+   * Leases the job a uid of its own and hands it the workdir, with the
+   * sources written. Call it once per job, before the first step (see
+   * `prepareWorkdir` in `bubblewrap.ts`); every step run in this workdir
+   * runs as that uid, until {@linkcode Sandbox.removeWorkdir} returns it.
+   *
+   * @throws {Error} when no uid is left (every uid of the node's block is
+   * leased or quarantined), or the workdir cannot be handed over.
    */
   async prepareWorkdir(workdir: string): Promise<void> {
-    if (this.#bwrap?.available) {
-      await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
+    if (!this.#bwrap?.available || !this.#identities) return;
+    if (this.#leases.has(workdir)) {
+      throw new Error(`workdir ${workdir} is already prepared for a job`);
     }
+    const identity = await this.#identities.acquire();
+    this.#leases.set(workdir, identity);
+    await prepareWorkdir(workdir, identity.uid, identity.gid);
+  }
+
+  /**
+   * The uid and gid the steps in `workdir` run as, or null without the
+   * namespace layer (or before {@linkcode Sandbox.prepareWorkdir}).
+   */
+  identityOf(workdir: string): JobIdentity | null {
+    return this.#leases.get(workdir) ?? null;
+  }
+
+  /**
+   * The block of uids this node's jobs run as, or null without the
+   * namespace layer.
+   */
+  get uidBlock(): UidRange | null {
+    return this.#identities?.block ?? null;
   }
 
   /**
@@ -405,9 +464,24 @@ export class Sandbox {
    * job's uid where jobs run as one, then removed (see `remove_tree.ts`).
    * Call it after the last step, when no process of the job is left. Never
    * throws: a failure is logged with the path and counted in
-   * {@linkcode Sandbox.removalFailures}; it never fails the node.
+   * {@linkcode Sandbox.removalFailures}; it never fails the node. Then
+   * the job's uid is scrubbed and returned to the pool.
    */
   async removeWorkdir(workdir: string): Promise<void> {
+    const identity = this.#leases.get(workdir);
+    await this.#removeFiles(workdir, identity);
+    if (identity) {
+      this.#leases.delete(workdir);
+      // The steps' cgroups are gone and the removal has ended: no process
+      // of the job is left, and its uid can be scrubbed for the next job.
+      await this.#identities?.release(identity);
+    }
+  }
+
+  async #removeFiles(
+    workdir: string,
+    identity: JobIdentity | undefined,
+  ): Promise<void> {
     const disk = this.#disks.get(workdir);
     if (disk) {
       // Unmounting frees every file at once: no walk, however many.
@@ -424,13 +498,14 @@ export class Sandbox {
       }
       return;
     }
+    // Without a lease no step ran: only kiln wrote the tree.
     const outcome = await removeTree(
       workdir,
-      this.#bwrap?.available
+      this.#bwrap?.available && identity
         ? {
           asUser: {
-            uid: SANDBOX_UID,
-            gid: SANDBOX_UID,
+            uid: identity.uid,
+            gid: identity.gid,
             setprivPath: this.#bwrap.setprivPath,
           },
         }
@@ -542,9 +617,14 @@ export class Sandbox {
     return removed;
   }
 
-  /** Removes what detection created (the cgroup parent) when it is empty. Never throws. */
+  /**
+   * Removes what detection created (the cgroup parent, when it is empty)
+   * and gives the node's block of uids back. Call it when no job runs.
+   * Never throws.
+   */
   async close(): Promise<void> {
     if (this.#cgroups?.available) await this.#cgroups.removeParent();
+    await this.#identities?.close();
   }
 
   async #command(
@@ -567,6 +647,12 @@ export class Sandbox {
     const disk = this.#disks.get(options.workdir);
     const seccomp = this.#seccomp?.available ? this.#seccomp : null;
     if (this.#bwrap?.available) {
+      const identity = this.#leases.get(options.workdir);
+      if (!identity) {
+        throw new Error(
+          `workdir ${options.workdir} was not prepared by this sandbox: the job has no uid`,
+        );
+      }
       argv = [
         ...bwrapPrefix({
           bwrapPath: this.#bwrap.path,
@@ -575,8 +661,8 @@ export class Sandbox {
           readOnlyPaths: await this.#toolchainRoots(options.executables),
           // tmpfs pages are memory: the memory limit bounds them anyway.
           tmpSizeBytes: limits.memoryMb * 1024 * 1024,
-          uid: SANDBOX_UID,
-          gid: SANDBOX_UID,
+          uid: identity.uid,
+          gid: identity.gid,
           env: options.env,
           tmpDir: disk?.tmpDir,
           seccompFd: seccomp ? SECCOMP_FD : undefined,
