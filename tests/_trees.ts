@@ -103,7 +103,8 @@ if (import.meta.main) {
     }, {
       workRoot: workRoot!,
       sandbox,
-      limits: { wallTimeMs: 300_000, cpuTimeMs: 300_000 },
+      // The tree needs an inode a level: past the default disk file limit.
+      limits: { wallTimeMs: 300_000, cpuTimeMs: 300_000, diskFiles: 40_000 },
     });
     const left = (await Array.fromAsync(Deno.readDir(workRoot!))).map((e) =>
       e.name
