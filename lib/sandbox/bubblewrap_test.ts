@@ -411,13 +411,20 @@ Deno.test({
       const reader = parent.stdout.getReader();
       const first = await reader.read();
       assert.equal(new TextDecoder().decode(first.value), "ready\n");
-      const sleeper = await findDescendant(parent.pid, "sleep");
+      // "ready" comes just before the shell execs sleep: wait for the exec.
+      const sleeper = await waitForDescendant(parent.pid, "sleep");
       assert.ok(sleeper !== undefined, "the sandboxed sleep is running");
 
       Deno.kill(parent.pid, "SIGKILL");
       await parent.status;
-      // The pipe closes once every process holding it, sleep included, died.
+      // The pipe closes once every process holding it, sleep included, is
+      // dying; a dying process closes its files a moment before it is a
+      // zombie, so its end is then awaited in /proc, for a bounded time.
       while (!(await reader.read()).done) { /* drain */ }
+      const until = performance.now() + 10_000;
+      while (await isLive(sleeper) && performance.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
       assert.ok(!(await isLive(sleeper)), `sleep ${sleeper} survived`);
     });
   },
@@ -525,6 +532,24 @@ async function findDescendant(
     queue.push(...children.get(pid) ?? []);
   }
   return undefined;
+}
+
+/**
+ * {@linkcode findDescendant}, asked again until it answers: the kernel has
+ * no event for "this process exec'd", so /proc is read until it shows, for
+ * at most `deadlineMs`.
+ */
+async function waitForDescendant(
+  root: number,
+  comm: string,
+  deadlineMs = 10_000,
+): Promise<number | undefined> {
+  const until = performance.now() + deadlineMs;
+  while (true) {
+    const pid = await findDescendant(root, comm);
+    if (pid !== undefined || performance.now() > until) return pid;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 /** True while `pid` exists and is not a zombie. */
