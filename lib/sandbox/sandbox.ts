@@ -47,6 +47,7 @@ import {
   type BubblewrapDetection,
   bwrapPrefix,
   detectBubblewrap,
+  nodeIdentity,
   prepareWorkdir,
   toolchainRoots,
 } from "./bubblewrap.ts";
@@ -254,11 +255,15 @@ export class Sandbox {
       layers.push("namespaces");
       backends.namespaces = identities
         ? `bubblewrap ${bwrap.version}, uids ${identities.block.first}-${identities.block.last}`
+        : bwrap.rootless
+        ? `bubblewrap ${bwrap.version}, rootless (a user namespace as uid ${Deno.uid()})`
         : `bubblewrap ${bwrap.version}`;
     } else if (bwrap) missing.namespaces = bwrap.reason;
     if (cgroups?.available) {
       layers.push("cgroups");
-      backends.cgroups = `cgroup v${cgroups.version}`;
+      backends.cgroups = cgroups.delegated === null
+        ? `cgroup v${cgroups.version}`
+        : `cgroup v${cgroups.version}, delegated ${cgroups.delegated}`;
     } else if (cgroups) missing.cgroups = cgroups.reason;
     if (prlimit?.available) {
       layers.push("rlimits");
@@ -322,7 +327,8 @@ export class Sandbox {
     ]);
     let bwrap = bwrapFound;
     let identities: IdentityPool | null = null;
-    if (bwrap.available) {
+    // A rootless node has one uid, its own, for every job.
+    if (bwrap.available && !bwrap.rootless) {
       try {
         identities = await IdentityPool.claim({
           setprivPath: bwrap.setprivPath,
@@ -338,7 +344,9 @@ export class Sandbox {
     }
     const seccomp = await detectSeccomp({
       bwrapPath: bwrap.available ? bwrap.path : null,
-      ...bwrap.available ? { setprivPath: bwrap.setprivPath } : {},
+      ...bwrap.available
+        ? { setprivPath: bwrap.setprivPath, rootless: bwrap.rootless }
+        : {},
       bashPath: bash,
     });
     const without = new Set(options.without ?? []);
@@ -433,11 +441,15 @@ export class Sandbox {
    * leased or quarantined), or the workdir cannot be handed over.
    */
   async prepareWorkdir(workdir: string): Promise<void> {
-    if (!this.#bwrap?.available || !this.#identities) return;
+    if (!this.#bwrap?.available) return;
     if (this.#leases.has(workdir)) {
       throw new Error(`workdir ${workdir} is already prepared for a job`);
     }
-    const identity = await this.#identities.acquire();
+    // Rootless, every job runs as the node's uid in a user namespace.
+    const identity = this.#bwrap.rootless
+      ? nodeIdentity()
+      : await this.#identities?.acquire();
+    if (!identity) return;
     this.#leases.set(workdir, identity);
     await prepareWorkdir(workdir, identity.uid, identity.gid);
   }
@@ -501,7 +513,7 @@ export class Sandbox {
     // Without a lease no step ran: only kiln wrote the tree.
     const outcome = await removeTree(
       workdir,
-      this.#bwrap?.available && identity
+      this.#bwrap?.available && !this.#bwrap.rootless && identity
         ? {
           asUser: {
             uid: identity.uid,
@@ -666,6 +678,7 @@ export class Sandbox {
           env: options.env,
           tmpDir: disk?.tmpDir,
           seccompFd: seccomp ? SECCOMP_FD : undefined,
+          rootless: this.#bwrap.rootless,
         }),
         ...argv,
       ];
