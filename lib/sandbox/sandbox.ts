@@ -30,7 +30,11 @@
  *
  * Every job runs as a uid of its own, leased from the node's
  * {@linkcode IdentityPool} when its workdir is prepared and returned,
- * scrubbed, when the workdir is removed (see `identity.ts`).
+ * scrubbed, when the workdir is removed (see `identity.ts`). A node that
+ * is not root has no uids to give: bubblewrap then makes a user namespace
+ * and every job runs as the node's own uid (see `bubblewrap.ts`), and its
+ * cgroups come from a delegated cgroup v2 subtree where there is one (see
+ * `cgroup.ts`). Every layer is proven by a probe as the node's user.
  *
  * A missing layer is never silent: `auto` logs a warning for each, `bwrap`
  * refuses to start without namespaces, `require` refuses to start without
@@ -436,6 +440,7 @@ export class Sandbox {
    * sources written. Call it once per job, before the first step (see
    * `prepareWorkdir` in `bubblewrap.ts`); every step run in this workdir
    * runs as that uid, until {@linkcode Sandbox.removeWorkdir} returns it.
+   * On a node that is not root the uid is the node's own.
    *
    * @throws {Error} when no uid is left (every uid of the node's block is
    * leased or quarantined), or the workdir cannot be handed over.
