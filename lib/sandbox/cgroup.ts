@@ -443,6 +443,16 @@ async function detectDelegated(
   if (controllers === null) {
     return unavailable(`cannot read ${top}/cgroup.controllers`);
   }
+  // Nothing moves for a subtree that lacks what jobs need.
+  const lacking = ["memory", "pids"].filter((c) =>
+    !controllers.split(/\s+/).includes(c)
+  );
+  if (lacking.length > 0) {
+    return unavailable(
+      `cgroup v2 at ${top} lacks the ${lacking.join(" and ")} controller` +
+        ` (cgroup.controllers: "${controllers.trim()}")`,
+    );
+  }
   const leaf = `${top}/${NODE_LEAF}`;
   const problem = await ensureDirectory(directories, leaf);
   if (problem) {

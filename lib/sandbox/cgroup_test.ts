@@ -738,7 +738,7 @@ Deno.test("cgroup v2 on a fake cgroupfs: a delegated subtree takes the node into
 
 Deno.test("cgroup v2 on a fake cgroupfs: a subtree that is not delegated, or lacks a controller, is reported", async () => {
   await using fake = await fakeCgroupfs("cpu io memory pids\n");
-  const { selfCgroupFile } = await delegatedService(
+  const { dir, selfCgroupFile } = await delegatedService(
     fake,
     "/session.scope",
     "+pids",
@@ -754,6 +754,7 @@ Deno.test("cgroup v2 on a fake cgroupfs: a subtree that is not delegated, or lac
     lacking.reason,
     /cgroup v2 at .*\/session\.scope lacks the memory controller/,
   );
+  assert.ok(await isGone(`${dir}/${NODE_LEAF}`), "the node did not move");
 
   await Deno.writeTextFile(selfCgroupFile, "0::/\n");
   const atRoot = await detectCgroups({
@@ -768,6 +769,7 @@ Deno.test("cgroup v2 on a fake cgroupfs: a subtree that is not delegated, or lac
   // A subtree this process may not write (a fake mkdir refusing as the
   // kernel does for a cgroup root owns).
   await Deno.writeTextFile(selfCgroupFile, "0::/session.scope\n");
+  await Deno.writeTextFile(`${dir}/cgroup.controllers`, "memory pids");
   const closed = await detectCgroups({
     root: fake.root,
     directories: {
