@@ -54,6 +54,25 @@
  * of the host kernel, could create user namespaces of its own: the seccomp
  * layer (`seccomp.ts`, installed through `seccompFd`) denies that.
  *
+ * ## A node that is not root
+ *
+ * A non-root kiln cannot drop to another uid, so it takes the way rootless
+ * Podman does ({@linkcode BwrapOptions}' `rootless`): bwrap, itself
+ * unprivileged, creates a user namespace (`--unshare-user`) mapping only
+ * the node's own uid to itself, and in it the same mount, pid, network,
+ * IPC and UTS namespaces, the same read-only system and the same seccomp
+ * filter. The program runs with no capability at all (`--cap-drop ALL`
+ * empties even the bounding set, and bwrap sets `no_new_privs`), and
+ * `--disable-userns` keeps it from creating a user namespace of its own
+ * even before the filter (whose `clone`/`unshare` rules bind the program
+ * only: bwrap has made its namespaces before it loads the filter). It needs
+ * a kernel that lets an unprivileged user create user namespaces
+ * ({@linkcode userNamespacesRefused}). What it cannot give is a uid per
+ * job: every job runs as the node's uid, so jobs share that uid's kernel
+ * counters (inotify instances, user keyrings, which seccomp shuts) and
+ * can read what the node's uid can read among the paths bound into the
+ * sandbox.
+ *
  * Nothing secret may be put in `env`: bwrap gets it as `--setenv` arguments,
  * and the sandbox's pid 1 is a fork of bwrap whose command line
  * (`/proc/1/cmdline`) every process inside can read.
@@ -73,6 +92,22 @@ export const DEFAULT_SETPRIV_PATH = "/usr/bin/setpriv";
  * Jobs never do: each runs as a uid of its own (see `identity.ts`).
  */
 export const SANDBOX_UID = 65534;
+
+/**
+ * The node's own uid and gid: what a rootless sandbox runs jobs as
+ * ({@linkcode BwrapOptions}' `rootless`).
+ *
+ * @example The uid a rootless job runs as
+ * ```ts
+ * import { nodeIdentity } from "./bubblewrap.ts";
+ *
+ * console.log(nodeIdentity().uid === Deno.uid()); // true on Linux
+ * ```
+ */
+export function nodeIdentity(): { uid: number; gid: number } {
+  const uid = Deno.uid() ?? 0;
+  return { uid, gid: Deno.gid() ?? uid };
+}
 
 /**
  * Oldest bubblewrap with everything the prefix uses: `--size` (0.8.0),
@@ -139,6 +174,13 @@ export interface BwrapOptions {
    * before it execs the program (`--seccomp FD`; see `seccomp.ts`).
    */
   readonly seccompFd?: number | undefined;
+  /**
+   * For a node that is not root: bwrap creates a user namespace mapping
+   * `uid` and `gid`, which must then be the node's own, to themselves, and
+   * the program runs as them with no capability, without the `setpriv`
+   * link (see the module doc). @default false
+   */
+  readonly rootless?: boolean;
 }
 
 /**
@@ -183,6 +225,7 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
     hostname = "kiln",
     tmpDir,
     seccompFd,
+    rootless = false,
   } = options;
   for (
     const [what, path] of [
@@ -219,7 +262,18 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
 
   const args = [
     bwrapPath,
-    // Every namespace but the user namespace (see the module doc).
+    // As root every namespace but the user namespace; without root, the
+    // user namespace that makes the others possible (see the module doc).
+    ...rootless
+      ? [
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        `${uid}`,
+        "--gid",
+        `${gid}`,
+      ]
+      : [],
     "--unshare-ipc",
     "--unshare-pid",
     "--unshare-net",
@@ -292,6 +346,12 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
       );
     }
     args.push("--setenv", name, value);
+  }
+  if (rootless) {
+    // The node's own uid already: nothing to drop to, every capability
+    // (of the user namespace) dropped.
+    args.push("--cap-drop", "ALL", "--");
+    return args;
   }
   args.push(
     "--cap-drop",
@@ -416,6 +476,11 @@ export type BubblewrapDetection =
     readonly version: string;
     /** Absolute path of the `setpriv` used to drop to the job uid. */
     readonly setprivPath: string;
+    /**
+     * True for a node that is not root: jobs run in a user namespace as
+     * the node's own uid (see {@linkcode BwrapOptions}' `rootless`).
+     */
+    readonly rootless: boolean;
   }
   | { readonly available: false; readonly reason: string };
 
@@ -425,8 +490,16 @@ export interface DetectBubblewrapOptions {
   readonly bwrapPath?: string;
   /** @default "/usr/bin/setpriv" */
   readonly setprivPath?: string;
-  /** Uid and gid the probe drops to. @default 65534 */
+  /** Uid and gid the probe drops to (as root). @default 65534 */
   readonly uid?: number;
+  /**
+   * Prove the rootless way (a user namespace as the node's own uid)
+   * instead of the uid drop, which needs root.
+   * @default {true when kiln does not run as root}
+   */
+  readonly rootless?: boolean;
+  /** Where the kernel's settings are read, for tests. @default "/proc/sys" */
+  readonly sysctlRoot?: string;
 }
 
 /**
@@ -450,15 +523,32 @@ export async function detectBubblewrap(
   const {
     bwrapPath = DEFAULT_BWRAP_PATH,
     setprivPath = DEFAULT_SETPRIV_PATH,
-    uid = SANDBOX_UID,
+    rootless = Deno.uid() !== 0,
+    sysctlRoot = "/proc/sys",
   } = options;
   if (Deno.build.os !== "linux") {
     return unavailable(`bubblewrap needs Linux, not ${Deno.build.os}`);
   }
-  if (Deno.uid() !== 0) {
+  const { uid, gid } = rootless
+    ? nodeIdentity()
+    : { uid: options.uid ?? SANDBOX_UID, gid: options.uid ?? SANDBOX_UID };
+  if (!rootless && Deno.uid() !== 0) {
     return unavailable(
       `bubblewrap needs kiln to run as root to drop jobs to uid ${uid} (running as uid ${Deno.uid()})`,
     );
+  }
+  if (rootless && uid === 0) {
+    return unavailable(
+      "a user namespace as uid 0 would map the program to root: as root, kiln drops jobs to uids of their own instead",
+    );
+  }
+  if (rootless) {
+    const refused = await userNamespacesRefused(sysctlRoot);
+    if (refused !== null) {
+      return unavailable(
+        `kiln runs as uid ${uid}, not root, and ${refused}`,
+      );
+    }
   }
   let version: string;
   try {
@@ -477,16 +567,18 @@ export async function detectBubblewrap(
       `bubblewrap ${version} is too old: tmpfs --size needs ${MIN_BWRAP_VERSION} or later`,
     );
   }
-  try {
-    await Deno.stat(setprivPath);
-  } catch (error) {
-    return unavailable(missing(setprivPath, error));
+  if (!rootless) {
+    try {
+      await Deno.stat(setprivPath);
+    } catch (error) {
+      return unavailable(missing(setprivPath, error));
+    }
   }
 
   let workdir: string | undefined;
   try {
     workdir = await Deno.makeTempDir({ prefix: "kiln-bwrap-probe-" });
-    await prepareWorkdir(workdir, uid, uid);
+    await prepareWorkdir(workdir, uid, gid);
     const [command, ...args] = [
       ...bwrapPrefix({
         bwrapPath,
@@ -494,8 +586,9 @@ export async function detectBubblewrap(
         workdir,
         tmpSizeBytes: 1 << 20,
         uid,
-        gid: uid,
+        gid,
         env: { PATH: "/usr/bin:/bin" },
+        rootless,
       }),
       "/usr/bin/id",
       "-u",
@@ -503,13 +596,21 @@ export async function detectBubblewrap(
     const output = await run(command!, args);
     if (!output.success || output.stdout.trim() !== `${uid}`) {
       return unavailable(
-        `bubblewrap cannot create a sandbox here: ${
+        `bubblewrap cannot create a sandbox here${
+          rootless ? ` in a user namespace (kiln runs as uid ${uid})` : ""
+        }: ${
           output.stderr.trim() ||
           `exit ${output.code}, output "${output.stdout.trim()}"`
         }`,
       );
     }
-    return { available: true, path: bwrapPath, version, setprivPath };
+    return {
+      available: true,
+      path: bwrapPath,
+      version,
+      setprivPath,
+      rootless,
+    };
   } catch (error) {
     return unavailable(
       `bubblewrap probe failed: ${
@@ -521,6 +622,46 @@ export async function detectBubblewrap(
       await Deno.remove(workdir, { recursive: true }).catch(() => {});
     }
   }
+}
+
+/**
+ * Why this kernel will not let a user that is not root create a user
+ * namespace, or null when nothing says it refuses (the probe then proves
+ * it): Debian's `kernel.unprivileged_userns_clone` at 0,
+ * `user.max_user_namespaces` at 0, or Ubuntu's AppArmor restriction
+ * (`kernel.apparmor_restrict_unprivileged_userns` at 1), each with the
+ * setting that lifts it.
+ *
+ * @example Saying why a non-root node has no namespaces
+ * ```ts
+ * import { userNamespacesRefused } from "./bubblewrap.ts";
+ *
+ * console.log((await userNamespacesRefused()) ?? "user namespaces allowed");
+ * ```
+ */
+export async function userNamespacesRefused(
+  sysctlRoot = "/proc/sys",
+): Promise<string | null> {
+  const read = (name: string) =>
+    Deno.readTextFile(`${sysctlRoot}/${name}`).then(
+      (text) => text.trim(),
+      () => null,
+    );
+  if (await read("kernel/unprivileged_userns_clone") === "0") {
+    return "the kernel refuses user namespaces to users that are not root " +
+      "(kernel.unprivileged_userns_clone = 0; " +
+      "sysctl -w kernel.unprivileged_userns_clone=1 allows them)";
+  }
+  if (await read("user/max_user_namespaces") === "0") {
+    return "user namespaces are disabled (user.max_user_namespaces = 0; " +
+      "sysctl -w user.max_user_namespaces=15000 enables them)";
+  }
+  if (await read("kernel/apparmor_restrict_unprivileged_userns") === "1") {
+    return "AppArmor refuses user namespaces to unconfined programs " +
+      "(kernel.apparmor_restrict_unprivileged_userns = 1; " +
+      "an AppArmor profile for bwrap with the userns permission allows them)";
+  }
+  return null;
 }
 
 async function run(command: string, args: string[]) {

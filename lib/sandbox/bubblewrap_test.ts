@@ -8,6 +8,7 @@ import {
   prepareWorkdir,
   SANDBOX_UID,
   toolchainRoots,
+  userNamespacesRefused,
 } from "./bubblewrap.ts";
 import { jobEnvironment } from "./environment.ts";
 import { launch, type StepOutcome } from "./launcher.ts";
@@ -139,6 +140,74 @@ Deno.test("bwrapPrefix builds the whole prefix, ending in setpriv", () => {
     "--bounding-set=-all",
     "--",
   ]);
+});
+
+Deno.test("bwrapPrefix for a node that is not root: a user namespace of its own uid, no setpriv, no capability", () => {
+  const prefix = bwrapPrefix({ ...BASE, uid: 1000, gid: 1000, rootless: true });
+  assert.deepEqual(prefix.slice(0, 13), [
+    "/usr/bin/bwrap",
+    "--unshare-user",
+    "--disable-userns",
+    "--uid",
+    "1000",
+    "--gid",
+    "1000",
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+  ]);
+  assert.deepEqual(prefix.slice(-4), [
+    "/usr/bin:/bin",
+    "--cap-drop",
+    "ALL",
+    "--",
+  ]);
+  assert.ok(!prefix.some((arg) => arg.includes("setpriv")));
+  assert.ok(!prefix.includes("--cap-add"));
+  // The same system, /tmp and workdir as root's sandbox.
+  const rootful = bwrapPrefix(BASE);
+  const between = (args: string[]) =>
+    args.slice(args.indexOf("--hostname"), args.indexOf("--clearenv"));
+  assert.deepEqual(between(prefix), between(rootful));
+  assert.throws(
+    () => bwrapPrefix({ ...BASE, uid: 0, gid: 0, rootless: true }),
+    RangeError,
+  );
+});
+
+Deno.test("userNamespacesRefused names the setting that refuses, and the one that allows", async () => {
+  const sysctl = await Deno.makeTempDir({ prefix: "kiln-sysctl-" });
+  try {
+    await Deno.mkdir(join(sysctl, "kernel"));
+    await Deno.mkdir(join(sysctl, "user"));
+    const set = (name: string, value: string) =>
+      Deno.writeTextFile(join(sysctl, name), `${value}\n`);
+    assert.equal(await userNamespacesRefused(sysctl), null, "nothing says no");
+    await set("kernel/unprivileged_userns_clone", "1");
+    await set("user/max_user_namespaces", "15000");
+    await set("kernel/apparmor_restrict_unprivileged_userns", "0");
+    assert.equal(await userNamespacesRefused(sysctl), null);
+    await set("kernel/apparmor_restrict_unprivileged_userns", "1");
+    assert.match(
+      (await userNamespacesRefused(sysctl))!,
+      /AppArmor .*apparmor_restrict_unprivileged_userns = 1/,
+    );
+    await set("user/max_user_namespaces", "0");
+    assert.match(
+      (await userNamespacesRefused(sysctl))!,
+      /user\.max_user_namespaces = 0; sysctl -w user\.max_user_namespaces=15000/,
+    );
+    await set("kernel/unprivileged_userns_clone", "0");
+    assert.match(
+      (await userNamespacesRefused(sysctl))!,
+      /kernel\.unprivileged_userns_clone = 0; sysctl -w kernel\.unprivileged_userns_clone=1/,
+    );
+  } finally {
+    await Deno.remove(sysctl, { recursive: true });
+  }
 });
 
 Deno.test("bwrapPrefix makes world-searchable parents for binds outside the system dirs", () => {

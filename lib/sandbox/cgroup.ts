@@ -114,6 +114,13 @@ export interface CgroupBackend {
   /** The parent cgroup directories the jobs' cgroups are created in. */
   readonly parentPaths: readonly string[];
   /**
+   * The delegated cgroup v2 subtree (below `root`, e.g.
+   * `/user.slice/user-1000.slice/user@1000.service/app.slice/kiln.service`)
+   * the parent was made in, for a node that is not root; null when the
+   * parent is at the top of each hierarchy.
+   */
+  readonly delegated: string | null;
+  /**
    * How many cgroup directories could not be removed (still busy after
    * every retry, or an error): each is logged at warn with its path, and
    * stays behind until `Sandbox.sweepStale` or a reboot takes it.
@@ -169,6 +176,16 @@ export interface CgroupDirectories {
   mkdir(path: string): Promise<void>;
   /** Removes one (cgroup) directory; throws `Deno.errors.NotFound` if it is gone. */
   rmdir(path: string): Promise<void>;
+  /**
+   * Runs `/bin/true` after `prefix` (a cgroup's
+   * {@linkcode JobCgroup.enterPrefix}) to its end: detection's proof that a
+   * process of this node can join a job's cgroup. A fake cgroupfs must, as
+   * the kernel does, drop the pid from `cgroup.procs` when it exits.
+   * @default {spawns it}
+   */
+  runProbe?(
+    prefix: readonly string[],
+  ): Promise<{ success: boolean; stderr: string }>;
 }
 
 /** Options of {@linkcode detectCgroups}. */
@@ -179,12 +196,50 @@ export interface DetectCgroupsOptions {
   readonly parent?: string;
   /** Directory operations. @default {the real `Deno.mkdir` and `Deno.remove`} */
   readonly directories?: CgroupDirectories;
+  /**
+   * Where the parent cgroup goes. `top`: at the top of each hierarchy
+   * (`/sys/fs/cgroup/kiln`), root's way. `own`: inside the cgroup v2
+   * subtree this process is in, which systemd delegates to a service with
+   * `Delegate=yes` (a user service of a node that is not root); the
+   * process first moves into a leaf of it, `kiln-node`, because a cgroup
+   * that holds processes cannot give controllers to its children. `auto`:
+   * `top`, then, for a process that is not root on cgroup v2, `own`.
+   * @default "auto"
+   */
+  readonly placement?: "auto" | "top" | "own";
+  /** The file this process's own cgroup is read from. @default "/proc/self/cgroup" */
+  readonly selfCgroupFile?: string;
 }
+
+/**
+ * The leaf of a delegated subtree the node moves itself into
+ * ({@linkcode DetectCgroupsOptions}' `own`).
+ */
+export const NODE_LEAF = "kiln-node";
 
 const REAL_DIRECTORIES: CgroupDirectories = {
   mkdir: (path) => Deno.mkdir(path),
   rmdir: (path) => Deno.remove(path),
 };
+
+/** Runs `/bin/true` in a cgroup through `prefix`, for the probe. */
+async function runProbe(
+  prefix: readonly string[],
+): Promise<{ success: boolean; stderr: string }> {
+  const [command, ...args] = [...prefix, "/bin/true"];
+  const output = await new Deno.Command(command!, {
+    args,
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return {
+    success: output.success,
+    stderr: new TextDecoder().decode(output.stderr),
+  };
+}
 
 /**
  * Joins the cgroup(s) named as positional parameters up to `--`, then execs
@@ -209,8 +264,14 @@ const RMDIR_ATTEMPTS = 50;
  * cgroup: v2 when `root` has `cgroup.controllers` (the parent is created and
  * `memory`, `pids` and `cpu` are enabled down to it), otherwise v1 with a
  * `memory`, a `pids` and optionally a `cpuacct` hierarchy (the parent is
- * created in each). Creating the parent is the test of writability, so
- * detection leaves it behind. Never throws for what it finds on the host.
+ * created in each). Then it proves the hierarchy works for this node by
+ * using it: it makes a probe cgroup with limits, runs `/bin/true` in it
+ * and removes it, as the node's own user. A parent that exists (made by
+ * root, say) proves nothing: a hierarchy that fails the probe is reported
+ * unavailable with the reason. A node that is not root gets the delegated
+ * cgroup v2 subtree it runs in where the top is closed to it
+ * ({@linkcode DetectCgroupsOptions}' `placement`). Detection leaves the
+ * parent behind. Never throws for what it finds on the host.
  *
  * @throws {TypeError} when `parent` is not a valid cgroup path.
  *
@@ -240,6 +301,8 @@ export async function detectCgroups(
     root: rawRoot = DEFAULT_CGROUP_ROOT,
     parent = DEFAULT_CGROUP_PARENT,
     directories = REAL_DIRECTORIES,
+    placement = "auto",
+    selfCgroupFile = "/proc/self/cgroup",
   } = options;
   const segments = parent.split("/");
   for (const segment of segments) validateName(segment, "parent cgroup");
@@ -254,19 +317,169 @@ export async function detectCgroups(
         : `cannot read ${root}: ${message(error)}`,
     );
   }
+  const uid = Deno.uid();
   try {
     const controllers = await readText(`${root}/cgroup.controllers`);
-    if (controllers !== null) {
-      return await detectV2(root, segments, controllers, directories);
+    let top: CgroupDetection | undefined;
+    if (placement !== "own") {
+      top = await proven(
+        controllers !== null
+          ? await detectV2(root, root, segments, controllers, directories)
+          : await detectV1(root, segments, directories),
+        directories,
+      );
+      if (top.available || placement === "top" || uid === 0) return top;
+      if (controllers === null) {
+        return unavailable(
+          `${top.reason} (kiln runs as uid ${uid}, not root, and cgroup v1 ` +
+            "delegates nothing to it: a node that is not root gets cgroups " +
+            "from a delegated cgroup v2 subtree)",
+        );
+      }
+    } else if (controllers === null) {
+      return unavailable(`no cgroup v2 at ${root}: nothing is delegated`);
     }
-    return await detectV1(root, segments, directories);
+    const own = await proven(
+      await detectDelegated(root, segments, directories, selfCgroupFile),
+      directories,
+    );
+    if (own.available || !top || top.available) return own;
+    return unavailable(
+      `${top.reason}; and in the cgroup this node runs in: ${own.reason}`,
+    );
   } catch (error) {
     return unavailable(`cannot use cgroups at ${root}: ${message(error)}`);
   }
 }
 
+/**
+ * The detection, once its backend passed the probe: a cgroup with limits
+ * made, joined by a process and removed, as this node's user. What the
+ * probe fails on is the reason, and what detection made is removed again.
+ */
+async function proven(
+  detection: CgroupDetection,
+  directories: CgroupDirectories,
+): Promise<CgroupDetection> {
+  if (!detection.available) return detection;
+  const problem = await probe(detection, directories);
+  if (problem === undefined) return detection;
+  await detection.removeParent();
+  return unavailable(
+    `cgroup v${detection.version} at ${detection.root} fails for uid ` +
+      `${Deno.uid()}: ${problem}`,
+  );
+}
+
+/** Memory limit of the probe cgroup: `/bin/sh` and `/bin/true` need far less. */
+const PROBE_MEMORY_BYTES = 64 * 1024 * 1024;
+
+/** Uses `backend` as a job would; the problem, or undefined when it works. */
+async function probe(
+  backend: CgroupBackend,
+  directories: CgroupDirectories,
+): Promise<string | undefined> {
+  // Named like a step's cgroup, so that `Sandbox.sweepStale` removes one
+  // a killed node left behind.
+  const name = `p${Deno.pid}-probe-${crypto.randomUUID().slice(0, 8)}`;
+  let cgroup: JobCgroup;
+  try {
+    cgroup = await backend.create(name, {
+      memoryBytes: PROBE_MEMORY_BYTES,
+      pids: 8,
+    });
+  } catch (error) {
+    return `cannot create a cgroup with limits in ${
+      backend.parentPaths.join(" and ")
+    }: ${message(error)}`;
+  }
+  let problem: string | undefined;
+  try {
+    const ran = await (directories.runProbe ?? runProbe)(cgroup.enterPrefix());
+    if (!ran.success) {
+      problem = `cannot put a process into ${cgroup.paths.join(" and ")}: ${
+        ran.stderr.trim().replaceAll("\n", "; ") || "the probe failed"
+      }`;
+    }
+  } catch (error) {
+    problem = `cannot run the probe: ${message(error)}`;
+  }
+  const leaked = backend.leaked;
+  await cgroup.remove();
+  if (backend.leaked > leaked) {
+    problem ??= `cannot remove the probe cgroup ${cgroup.paths.join(" and ")}`;
+  }
+  return problem;
+}
+
+/**
+ * The parent in the cgroup v2 subtree this process is in, when it may
+ * write there (systemd's `Delegate=yes`): the process moves into the leaf
+ * {@linkcode NODE_LEAF} first, so that the subtree's root holds no process
+ * and can give the memory and pids controllers to the jobs' cgroups.
+ */
+async function detectDelegated(
+  root: string,
+  segments: readonly string[],
+  directories: CgroupDirectories,
+  selfCgroupFile: string,
+): Promise<CgroupDetection> {
+  const lines = (await readText(selfCgroupFile))?.split("\n") ?? [];
+  let path = lines.find((line) => line.startsWith("0::"))?.slice(3).trim();
+  if (!path) {
+    return unavailable(`${selfCgroupFile} names no cgroup v2 of this process`);
+  }
+  // Moved into the leaf by an earlier detection: its parent is the subtree.
+  if (path.endsWith(`/${NODE_LEAF}`)) {
+    path = path.slice(0, -NODE_LEAF.length - 1) || "/";
+  }
+  if (path === "/" || !path.startsWith("/") || path.split("/").includes("..")) {
+    return unavailable(
+      `this process is in the cgroup "${path}", not in a subtree of its own`,
+    );
+  }
+  const top = `${root}${path}`;
+  const controllers = await readText(`${top}/cgroup.controllers`);
+  if (controllers === null) {
+    return unavailable(`cannot read ${top}/cgroup.controllers`);
+  }
+  // Nothing moves for a subtree that lacks what jobs need.
+  const lacking = ["memory", "pids"].filter((c) =>
+    !controllers.split(/\s+/).includes(c)
+  );
+  if (lacking.length > 0) {
+    return unavailable(
+      `cgroup v2 at ${top} lacks the ${lacking.join(" and ")} controller` +
+        ` (cgroup.controllers: "${controllers.trim()}")`,
+    );
+  }
+  const leaf = `${top}/${NODE_LEAF}`;
+  const problem = await ensureDirectory(directories, leaf);
+  if (problem) {
+    return unavailable(
+      `${problem}: ${top} is not delegated to uid ${Deno.uid()} ` +
+        "(systemd delegates a service's cgroup with Delegate=yes)",
+    );
+  }
+  try {
+    await writeFile(`${leaf}/cgroup.procs`, String(Deno.pid));
+  } catch (error) {
+    await directories.rmdir(leaf).catch(() => {});
+    return unavailable(
+      `cannot move this process into ${leaf}: ${message(error)}`,
+    );
+  }
+  const found = await detectV2(root, top, segments, controllers, directories);
+  return found.available ? { ...found, delegated: path } : found;
+}
+
+/**
+ * Cgroup v2 with the parent made below `top`: the root of the hierarchy,
+ * or a delegated subtree of it.
+ */
 async function detectV2(
   root: string,
+  top: string,
   segments: readonly string[],
   controllersText: string,
   directories: CgroupDirectories,
@@ -275,7 +488,7 @@ async function detectV2(
   const missing = ["memory", "pids"].filter((c) => !available.includes(c));
   if (missing.length > 0) {
     return unavailable(
-      `cgroup v2 at ${root} lacks the ${missing.join(" and ")} controller` +
+      `cgroup v2 at ${top} lacks the ${missing.join(" and ")} controller` +
         ` (cgroup.controllers: "${available.join(" ")}")`,
     );
   }
@@ -285,10 +498,10 @@ async function detectV2(
   // every ancestor. A non-root cgroup that holds processes cannot enable
   // them for its children (the no-internal-processes rule): the parent is
   // ours and never holds a process, jobs live only in its children.
-  const levels = lineage(root, segments);
+  const levels = lineage(top, segments);
   const prepare = async () => {
-    for (const dir of [root, ...levels]) {
-      if (dir !== root) {
+    for (const dir of [top, ...levels]) {
+      if (dir !== top) {
         const problem = await ensureDirectory(directories, dir);
         if (problem) return problem;
       }
@@ -307,6 +520,7 @@ async function detectV2(
     root,
     controllers,
     parentPaths: [parentPath],
+    delegated: null,
     get leaked() {
       return leaks.count;
     },
@@ -463,6 +677,7 @@ async function detectV1(
     root,
     controllers: hierarchies.flatMap((h) => h.controllers),
     parentPaths: parents,
+    delegated: null,
     get leaked() {
       return leaks.count;
     },

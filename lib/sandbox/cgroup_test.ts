@@ -4,6 +4,7 @@ import {
   type CgroupDirectories,
   detectCgroups,
   type JobCgroup,
+  NODE_LEAF,
 } from "./cgroup.ts";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { isProcessAlive } from "./process_tree.ts";
@@ -380,7 +381,8 @@ interface FakeOptions {
  * operations that behave like the kernel's: `mkdir` creates the interface
  * files (`cgroup.controllers` from the parent's `cgroup.subtree_control`),
  * `rmdir` refuses while processes or child cgroups remain and otherwise
- * takes the files with it.
+ * takes the files with it, and a probe process leaves `cgroup.procs` when
+ * it exits.
  */
 async function fakeCgroupfs(
   rootControllers: string,
@@ -414,6 +416,24 @@ async function fakeCgroupfs(
         }
       }
       await Deno.remove(path, { recursive: true });
+    },
+    async runProbe(prefix) {
+      const [command, ...args] = [...prefix, "/bin/true"];
+      const output = await new Deno.Command(command!, {
+        args,
+        clearEnv: true,
+        stderr: "piped",
+      }).output();
+      // As the kernel does when the process exits.
+      for (
+        const file of prefix.filter((arg) => arg.endsWith("/cgroup.procs"))
+      ) {
+        await Deno.writeTextFile(file, "");
+      }
+      return {
+        success: output.success,
+        stderr: new TextDecoder().decode(output.stderr),
+      };
     },
   };
   return {
@@ -607,7 +627,7 @@ Deno.test("a cgroup still busy after every rmdir retry is logged at warn with it
   await using fake = await fakeCgroupfs("cpu memory pids\n");
   // The kernel keeps saying EBUSY, as for a process stuck in D state.
   const directories: CgroupDirectories = {
-    mkdir: fake.directories.mkdir,
+    ...fake.directories,
     rmdir: (path) =>
       path.endsWith("/stuck")
         ? Promise.reject(new Deno.errors.Busy(`${path} holds processes`))
@@ -651,4 +671,138 @@ Deno.test("a cgroup still busy after every rmdir retry is logged at warn with it
     await reset();
     await Deno.remove(`${fake.root}/kiln/stuck`, { recursive: true });
   }
+});
+
+/** Lays out `<root>/<path>` as systemd delegates a service's cgroup. */
+async function delegatedService(
+  fake: { root: string; directories: CgroupDirectories },
+  path: string,
+  enabled: string,
+): Promise<{ dir: string; selfCgroupFile: string }> {
+  await Deno.writeTextFile(`${fake.root}/cgroup.subtree_control`, enabled);
+  const dir = `${fake.root}${path}`;
+  await fake.directories.mkdir(dir);
+  // This process runs in it, as a service's main process does.
+  await Deno.writeTextFile(`${dir}/cgroup.procs`, `${Deno.pid}\n`);
+  const selfCgroupFile = `${fake.root}/self-cgroup`;
+  await Deno.writeTextFile(selfCgroupFile, `0::${path}\n`);
+  return { dir, selfCgroupFile };
+}
+
+Deno.test("cgroup v2 on a fake cgroupfs: a delegated subtree takes the node into a leaf and its jobs below", async () => {
+  await using fake = await fakeCgroupfs("cpu io memory pids\n");
+  const { dir, selfCgroupFile } = await delegatedService(
+    fake,
+    "/kiln.service",
+    "+cpu +memory +pids",
+  );
+  const backend = await detectCgroups({
+    root: fake.root,
+    directories: fake.directories,
+    placement: "own",
+    selfCgroupFile,
+  });
+  assert.ok(backend.available, backend.available ? "" : backend.reason);
+  assert.equal(backend.delegated, "/kiln.service");
+  assert.deepEqual(backend.parentPaths, [`${dir}/kiln`]);
+  // The node left the subtree's root for a leaf (no internal processes),
+  // so that the subtree could give its controllers to the jobs' parent.
+  assert.equal(
+    await Deno.readTextFile(`${dir}/${NODE_LEAF}/cgroup.procs`),
+    String(Deno.pid),
+  );
+  assert.equal(
+    await Deno.readTextFile(`${dir}/cgroup.subtree_control`),
+    "+memory +pids +cpu",
+  );
+  assert.equal(
+    await Deno.readTextFile(`${dir}/kiln/cgroup.controllers`),
+    "memory pids cpu",
+  );
+  // The probe cgroup is gone; a job's cgroup goes below the parent.
+  assert.deepEqual(await backend.children(), []);
+  await using job = await backend.create("p1-job", { pids: 8 });
+  assert.deepEqual(job.paths, [`${dir}/kiln/p1-job`]);
+  assert.equal(await Deno.readTextFile(`${job.paths[0]}/pids.max`), "8");
+
+  // Detected again from the leaf, it finds the same subtree.
+  await Deno.writeTextFile(selfCgroupFile, `0::/kiln.service/${NODE_LEAF}\n`);
+  const again = await detectCgroups({
+    root: fake.root,
+    directories: fake.directories,
+    placement: "own",
+    selfCgroupFile,
+  });
+  assert.ok(again.available && again.delegated === "/kiln.service");
+});
+
+Deno.test("cgroup v2 on a fake cgroupfs: a subtree that is not delegated, or lacks a controller, is reported", async () => {
+  await using fake = await fakeCgroupfs("cpu io memory pids\n");
+  const { dir, selfCgroupFile } = await delegatedService(
+    fake,
+    "/session.scope",
+    "+pids",
+  );
+  const lacking = await detectCgroups({
+    root: fake.root,
+    directories: fake.directories,
+    placement: "own",
+    selfCgroupFile,
+  });
+  assert.ok(!lacking.available);
+  assert.match(
+    lacking.reason,
+    /cgroup v2 at .*\/session\.scope lacks the memory controller/,
+  );
+  assert.ok(await isGone(`${dir}/${NODE_LEAF}`), "the node did not move");
+
+  await Deno.writeTextFile(selfCgroupFile, "0::/\n");
+  const atRoot = await detectCgroups({
+    root: fake.root,
+    directories: fake.directories,
+    placement: "own",
+    selfCgroupFile,
+  });
+  assert.ok(!atRoot.available);
+  assert.match(atRoot.reason, /not in a subtree of its own/);
+
+  // A subtree this process may not write (a fake mkdir refusing as the
+  // kernel does for a cgroup root owns).
+  await Deno.writeTextFile(selfCgroupFile, "0::/session.scope\n");
+  await Deno.writeTextFile(`${dir}/cgroup.controllers`, "memory pids");
+  const closed = await detectCgroups({
+    root: fake.root,
+    directories: {
+      ...fake.directories,
+      mkdir: (path) =>
+        Promise.reject(
+          new Deno.errors.PermissionDenied(`Permission denied: ${path}`),
+        ),
+    },
+    placement: "own",
+    selfCgroupFile,
+  });
+  assert.ok(!closed.available);
+  assert.match(closed.reason, /not writable .*not delegated to uid/);
+});
+
+Deno.test("cgroup v2 on a fake cgroupfs: a hierarchy a process cannot join fails its probe, with the reason, and nothing is left", async () => {
+  await using fake = await fakeCgroupfs("cpu memory pids\n");
+  // As when the node's cgroup and the jobs' share no writable ancestor.
+  const directories: CgroupDirectories = {
+    ...fake.directories,
+    runProbe: (prefix) =>
+      Promise.resolve({
+        success: false,
+        stderr: `/bin/sh: 1: cannot create ${prefix.at(-2)}: ` +
+          `Permission denied\nkiln: cannot enter cgroup ${prefix.at(-2)}\n`,
+      }),
+  };
+  const detected = await detectCgroups({ root: fake.root, directories });
+  assert.ok(!detected.available);
+  assert.match(
+    detected.reason,
+    /^cgroup v2 at .* fails for uid \d+: cannot put a process into .*\/kiln\/p\d+-probe-[0-9a-f]+: .*Permission denied/,
+  );
+  assert.ok(await isGone(`${fake.root}/kiln`), "the parent is removed");
 });

@@ -125,12 +125,14 @@ export async function removeTree(
         if (error instanceof Deno.errors.NotFound) return { ok: true };
       }
     }
-    const removed = await run("/bin/rm", [
-      "-rf",
-      "--one-file-system",
-      "--",
-      path,
-    ], "/");
+    const rm = ["-rf", "--one-file-system", "--", path];
+    let removed = await run("/bin/rm", rm, "/");
+    // A node that is not root (its jobs run as its own uid) cannot open a
+    // directory a job made `000` without making it readable first.
+    if (!removed.ok && info.isDirectory && Deno.uid() !== 0) {
+      await run(CHMOD_THEN_DELETE[0]!, CHMOD_THEN_DELETE.slice(1), path);
+      removed = await run("/bin/rm", rm, "/");
+    }
     return removed.ok || emptied.ok ? removed : {
       ok: false,
       reason: `${removed.reason} (as the job's uid: ${emptied.reason})`,

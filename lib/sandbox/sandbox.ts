@@ -30,7 +30,11 @@
  *
  * Every job runs as a uid of its own, leased from the node's
  * {@linkcode IdentityPool} when its workdir is prepared and returned,
- * scrubbed, when the workdir is removed (see `identity.ts`).
+ * scrubbed, when the workdir is removed (see `identity.ts`). A node that
+ * is not root has no uids to give: bubblewrap then makes a user namespace
+ * and every job runs as the node's own uid (see `bubblewrap.ts`), and its
+ * cgroups come from a delegated cgroup v2 subtree where there is one (see
+ * `cgroup.ts`). Every layer is proven by a probe as the node's user.
  *
  * A missing layer is never silent: `auto` logs a warning for each, `bwrap`
  * refuses to start without namespaces, `require` refuses to start without
@@ -47,6 +51,7 @@ import {
   type BubblewrapDetection,
   bwrapPrefix,
   detectBubblewrap,
+  nodeIdentity,
   prepareWorkdir,
   toolchainRoots,
 } from "./bubblewrap.ts";
@@ -254,11 +259,15 @@ export class Sandbox {
       layers.push("namespaces");
       backends.namespaces = identities
         ? `bubblewrap ${bwrap.version}, uids ${identities.block.first}-${identities.block.last}`
+        : bwrap.rootless
+        ? `bubblewrap ${bwrap.version}, rootless (a user namespace as uid ${Deno.uid()})`
         : `bubblewrap ${bwrap.version}`;
     } else if (bwrap) missing.namespaces = bwrap.reason;
     if (cgroups?.available) {
       layers.push("cgroups");
-      backends.cgroups = `cgroup v${cgroups.version}`;
+      backends.cgroups = cgroups.delegated === null
+        ? `cgroup v${cgroups.version}`
+        : `cgroup v${cgroups.version}, delegated ${cgroups.delegated}`;
     } else if (cgroups) missing.cgroups = cgroups.reason;
     if (prlimit?.available) {
       layers.push("rlimits");
@@ -322,7 +331,8 @@ export class Sandbox {
     ]);
     let bwrap = bwrapFound;
     let identities: IdentityPool | null = null;
-    if (bwrap.available) {
+    // A rootless node has one uid, its own, for every job.
+    if (bwrap.available && !bwrap.rootless) {
       try {
         identities = await IdentityPool.claim({
           setprivPath: bwrap.setprivPath,
@@ -338,7 +348,9 @@ export class Sandbox {
     }
     const seccomp = await detectSeccomp({
       bwrapPath: bwrap.available ? bwrap.path : null,
-      ...bwrap.available ? { setprivPath: bwrap.setprivPath } : {},
+      ...bwrap.available
+        ? { setprivPath: bwrap.setprivPath, rootless: bwrap.rootless }
+        : {},
       bashPath: bash,
     });
     const without = new Set(options.without ?? []);
@@ -428,16 +440,21 @@ export class Sandbox {
    * sources written. Call it once per job, before the first step (see
    * `prepareWorkdir` in `bubblewrap.ts`); every step run in this workdir
    * runs as that uid, until {@linkcode Sandbox.removeWorkdir} returns it.
+   * On a node that is not root the uid is the node's own.
    *
    * @throws {Error} when no uid is left (every uid of the node's block is
    * leased or quarantined), or the workdir cannot be handed over.
    */
   async prepareWorkdir(workdir: string): Promise<void> {
-    if (!this.#bwrap?.available || !this.#identities) return;
+    if (!this.#bwrap?.available) return;
     if (this.#leases.has(workdir)) {
       throw new Error(`workdir ${workdir} is already prepared for a job`);
     }
-    const identity = await this.#identities.acquire();
+    // Rootless, every job runs as the node's uid in a user namespace.
+    const identity = this.#bwrap.rootless
+      ? nodeIdentity()
+      : await this.#identities?.acquire();
+    if (!identity) return;
     this.#leases.set(workdir, identity);
     await prepareWorkdir(workdir, identity.uid, identity.gid);
   }
@@ -501,7 +518,7 @@ export class Sandbox {
     // Without a lease no step ran: only kiln wrote the tree.
     const outcome = await removeTree(
       workdir,
-      this.#bwrap?.available && identity
+      this.#bwrap?.available && !this.#bwrap.rootless && identity
         ? {
           asUser: {
             uid: identity.uid,
@@ -666,6 +683,7 @@ export class Sandbox {
           env: options.env,
           tmpDir: disk?.tmpDir,
           seccompFd: seccomp ? SECCOMP_FD : undefined,
+          rootless: this.#bwrap.rootless,
         }),
         ...argv,
       ];

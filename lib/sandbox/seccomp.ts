@@ -42,7 +42,12 @@
  */
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { bwrapPrefix, prepareWorkdir, SANDBOX_UID } from "./bubblewrap.ts";
+import {
+  bwrapPrefix,
+  nodeIdentity,
+  prepareWorkdir,
+  SANDBOX_UID,
+} from "./bubblewrap.ts";
 import { closeDescriptorsPrefix } from "./descriptors.ts";
 
 /** The architectures this module has syscall numbers for. */
@@ -433,6 +438,11 @@ export interface DetectSeccompOptions {
   readonly setprivPath?: string;
   /** bash, the link that opens the filter file; null when there is none. */
   readonly bashPath: string | null;
+  /**
+   * bwrap works the rootless way (a user namespace as the node's uid, see
+   * `bubblewrap.ts`): the probe runs as jobs will. @default false
+   */
+  readonly rootless?: boolean;
 }
 
 /** The descriptor the filter is opened on for bwrap (the bash link closed every other above 2). */
@@ -459,7 +469,10 @@ export async function detectSeccomp(
   if (unsupported !== null) {
     return { available: false, reason: unsupported, kernelSupports: false };
   }
-  const { bwrapPath, setprivPath, bashPath } = options;
+  const { bwrapPath, setprivPath, bashPath, rootless = false } = options;
+  const { uid, gid } = rootless
+    ? nodeIdentity()
+    : { uid: SANDBOX_UID, gid: SANDBOX_UID };
   const missing = (reason: string): SeccompDetection => ({
     available: false,
     reason,
@@ -475,7 +488,7 @@ export async function detectSeccomp(
   try {
     const path = await seccompFilterFile();
     workdir = await Deno.makeTempDir({ prefix: "kiln-seccomp-probe-" });
-    await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
+    await prepareWorkdir(workdir, uid, gid);
     const [command, ...args] = [
       ...closeDescriptorsPrefix(bashPath, {
         open: { fd: SECCOMP_FD, path },
@@ -485,10 +498,11 @@ export async function detectSeccomp(
         ...setprivPath === undefined ? {} : { setprivPath },
         workdir,
         tmpSizeBytes: 1 << 20,
-        uid: SANDBOX_UID,
-        gid: SANDBOX_UID,
+        uid,
+        gid,
         env: { PATH: "/usr/bin:/bin" },
         seccompFd: SECCOMP_FD,
+        rootless,
       }),
       "/bin/cat",
       "/proc/self/status",
