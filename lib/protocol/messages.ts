@@ -434,11 +434,13 @@ const RESULT_ENVELOPE_BYTES = 512;
  *
  * @example A result message for a frame of at most 8 MiB
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resultMessage } from "./messages.ts";
  * import { blankResult } from "../job.ts";
  *
  * const message = resultMessage(blankResult("job-1", { verdict: "ok" }), 8 * 1024 * 1024);
- * console.assert(message.type === "result" && message.jobId === "job-1");
+ * assert.equal(message.type, "result");
+ * assert.equal(message.jobId, "job-1");
  * ```
  */
 export function resultMessage(
