@@ -27,6 +27,12 @@ export {
   type RunHandle,
   type RunOptions,
 } from "./lib/nodes/master_node.ts";
+// The nodes' base class, as a type only: its typed listener methods are part
+// of every node's API, its `emit` is not for other classes to build on.
+export type {
+  EventMap,
+  TypedEventTarget,
+} from "./lib/nodes/typed_event_target.ts";
 export type {
   JobAcceptedDetail,
   JobQueuedDetail,
@@ -43,10 +49,6 @@ export {
   type SecondaryNodeOptions,
   type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
-export {
-  type EventMap,
-  TypedEventTarget,
-} from "./lib/nodes/typed_event_target.ts";
 export {
   getClusterStatus,
   type StatusOptions,
@@ -92,12 +94,7 @@ export {
   DEFAULT_CLIENT_QUOTA,
   type TokenMatch,
 } from "./lib/security/credentials.ts";
-export type {
-  CpuBudget,
-  LaunchOptions,
-  StepEnding,
-  StepOutcome,
-} from "./lib/sandbox/launcher.ts";
+export type { StepEnding, StepOutcome } from "./lib/sandbox/launcher.ts";
 export type {
   ArrangedSources,
   AvailableToolchain,

@@ -22,7 +22,7 @@ const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
  * import { blankResult } from "../job.ts";
  *
  * const metrics = new ClusterMetrics(() => ({
- *   type: "cluster_status", master: "m", nodes: [], queued: 0, running: 0,
+ *   master: "m", nodes: [], queued: 0, running: 0,
  * }));
  * metrics.observe(blankResult("j", { verdict: "ok", language: "bash" }));
  * console.log((await metrics.text()).includes('kiln_jobs_total{language="bash",verdict="ok"} 1')); // true

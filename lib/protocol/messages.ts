@@ -299,12 +299,10 @@ export const ClusterStatusSchema = z.object({
   queued: z.number().int().min(0),
   /** Jobs running anywhere. */
   running: z.number().int().min(0),
-}).strict() satisfies z.ZodType<ClusterStatus>;
+}).strict() satisfies z.ZodType<ClusterStatusMessage>;
 
 /** The state of a cluster, as `deno task status` shows it. */
 export interface ClusterStatus {
-  /** The message type. */
-  type: "cluster_status";
   /** The master's name. */
   master: string;
   /** Every node: the master's own slots (when it has any) and each secondary. */
@@ -313,6 +311,12 @@ export interface ClusterStatus {
   queued: number;
   /** Jobs running anywhere. */
   running: number;
+}
+
+/** The master's answer to `get_status`: a {@linkcode ClusterStatus} on the wire. */
+export interface ClusterStatusMessage extends ClusterStatus {
+  /** The message type. */
+  type: "cluster_status";
 }
 
 /** Any message of the protocol. */

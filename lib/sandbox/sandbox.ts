@@ -23,7 +23,7 @@
  *
  * @module
  */
-import type { JobLimits, SandboxLayer } from "../job.ts";
+import type { JobLimits, OutputStream, SandboxLayer } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
   type BubblewrapDetection,
@@ -39,7 +39,7 @@ import {
   detectCgroups,
   type JobCgroup,
 } from "./cgroup.ts";
-import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
+import { launch, type StepOutcome } from "./launcher.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import {
   detectPrlimit,
@@ -93,8 +93,23 @@ export type StepLimits = Pick<
 >;
 
 /** Options of {@linkcode Sandbox.run}. */
-export interface SandboxStepOptions
-  extends Pick<LaunchOptions, "stdin" | "input" | "signal" | "onOutput"> {
+export interface SandboxStepOptions {
+  /**
+   * Text written to the program's stdin, which is then closed (unless
+   * `input` follows); none (and no `input`) means empty stdin.
+   */
+  readonly stdin?: string | undefined;
+  /**
+   * More stdin, written as it arrives while the program runs (an
+   * interactive program); stdin closes when it ends.
+   */
+  readonly input?: AsyncIterable<string> | undefined;
+  /** Cancels the step: the process tree is killed. */
+  readonly signal?: AbortSignal | undefined;
+  /** Receives output chunks as they are produced. */
+  readonly onOutput?:
+    | ((stream: OutputStream, data: string) => void)
+    | undefined;
   /** The job's workdir, prepared with {@linkcode Sandbox.prepareWorkdir}. */
   readonly workdir: string;
   /** The program's whole environment: never a secret (it is on bwrap's command line). */
