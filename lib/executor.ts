@@ -23,6 +23,7 @@ import {
   blankResult,
   type CompileResult,
   DEFAULT_LIMITS,
+  effectiveLimits,
   type JobLimits,
   type JobRequest,
   type JobResult,
@@ -40,6 +41,9 @@ import {
   type SandboxedOutcome,
   type StepLimits,
 } from "./sandbox/sandbox.ts";
+
+// Lives with the limits it computes; kept importable from here.
+export { effectiveLimits } from "./job.ts";
 
 /** Options of {@linkcode executeJob}. */
 export interface ExecuteOptions {
@@ -203,22 +207,6 @@ export async function executeJob(
       await Deno.remove(workdir, { recursive: true }).catch(() => {});
     }
   }
-}
-
-/**
- * The limits a job runs under: the node's maximum, lowered field by field
- * where the request asks for less. A request never raises a limit.
- */
-export function effectiveLimits(
-  nodeLimits: LimitOverrides = {},
-  requested: LimitOverrides = {},
-): JobLimits {
-  const limits = { ...DEFAULT_LIMITS };
-  for (const key of Object.keys(limits) as (keyof JobLimits)[]) {
-    const max = nodeLimits[key] ?? DEFAULT_LIMITS[key];
-    limits[key] = Math.min(requested[key] ?? max, max);
-  }
-  return limits;
 }
 
 /**

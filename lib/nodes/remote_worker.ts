@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { effectiveLimits } from "../executor.ts";
+import { effectiveLimits } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type {
   MessageOf,

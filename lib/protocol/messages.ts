@@ -10,7 +10,8 @@
  */
 import { z } from "zod";
 import { SANDBOX_LAYERS } from "../job.ts";
-import type { SandboxReport } from "../sandbox/sandbox.ts";
+import type { SandboxReport } from "../job.ts";
+import type { Role } from "../security/credentials.ts";
 import {
   fitResult,
   JobLimitsSchema,
@@ -24,8 +25,8 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest protocol version this build still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
 
-/** Who is on the other end of a connection: a client or a secondary. */
-export type Role = "client" | "secondary";
+// Declared by security, which authenticates a role and sits below the protocol.
+export type { Role } from "../security/credentials.ts";
 /** Validates a {@linkcode Role}. */
 export const RoleSchema = z.enum(["client", "secondary"]) satisfies z.ZodType<
   Role

@@ -23,7 +23,13 @@
  *
  * @module
  */
-import type { JobLimits, OutputStream, SandboxLayer } from "../job.ts";
+import type {
+  JobLimits,
+  OutputStream,
+  SandboxLayer,
+  SandboxMode,
+  SandboxReport,
+} from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
   type BubblewrapDetection,
@@ -47,8 +53,9 @@ import {
   prlimitPrefix,
 } from "./rlimits.ts";
 
-/** How much isolation a node asks for: see {@linkcode Sandbox.detect}. */
-export type SandboxMode = "auto" | "bwrap" | "none";
+// The mode and the report travel in protocol messages, so they live in
+// job.ts, below both the protocol and the sandbox.
+export type { SandboxMode, SandboxReport } from "../job.ts";
 
 /** Every {@linkcode SandboxMode}, for flag parsing. */
 export const SANDBOX_MODES: readonly SandboxMode[] = ["auto", "bwrap", "none"];
@@ -66,18 +73,6 @@ export interface SandboxOptions {
   readonly require?: boolean;
   /** Where to look for cgroups, for tests. @default "/sys/fs/cgroup" */
   readonly cgroupRoot?: string;
-}
-
-/** What a node tells logs, `status` and the dashboard about its sandbox. */
-export interface SandboxReport {
-  /** The mode the node was started with. */
-  mode: SandboxMode;
-  /** The layers every job runs under. */
-  layers: SandboxLayer[];
-  /** Each active layer's backend, e.g. `bubblewrap 0.8.0`, `cgroup v1`. */
-  backends: Partial<Record<SandboxLayer, string>>;
-  /** Why each missing layer is missing. */
-  missing: Partial<Record<SandboxLayer, string>>;
 }
 
 /** The limits of one step: the compile step's or the run step's. */
