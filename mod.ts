@@ -27,7 +27,14 @@ export {
   type RunHandle,
   type RunOptions,
 } from "./lib/nodes/master_node.ts";
+// The nodes' base class, as a type only: its typed listener methods are part
+// of every node's API, its `emit` is not for other classes to build on.
 export type {
+  EventMap,
+  TypedEventTarget,
+} from "./lib/nodes/typed_event_target.ts";
+export type {
+  CredentialsChangeDetail,
   JobAcceptedDetail,
   JobQueuedDetail,
   JobRestartDetail,
@@ -43,10 +50,6 @@ export {
   type SecondaryNodeOptions,
   type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
-export {
-  type EventMap,
-  TypedEventTarget,
-} from "./lib/nodes/typed_event_target.ts";
 export {
   getClusterStatus,
   type StatusOptions,
@@ -64,6 +67,7 @@ export {
   type JobLimits,
   type JobRequest,
   type JobResult,
+  LIMIT_MAXIMA,
   type LimitOverrides,
   type OutputStream,
   SANDBOX_LAYERS,
@@ -92,12 +96,9 @@ export {
   DEFAULT_CLIENT_QUOTA,
   type TokenMatch,
 } from "./lib/security/credentials.ts";
-export type {
-  CpuBudget,
-  LaunchOptions,
-  StepEnding,
-  StepOutcome,
-} from "./lib/sandbox/launcher.ts";
+export type { StepEnding, StepOutcome } from "./lib/sandbox/launcher.ts";
+export type { JobIdentity, UidRange } from "./lib/sandbox/identity.ts";
+export type { DiskFill } from "./lib/sandbox/disk_limit.ts";
 export type {
   ArrangedSources,
   AvailableToolchain,

@@ -58,8 +58,7 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   if (values.json) {
-    const { type: _, ...rest } = status;
-    console.log(JSON.stringify(rest));
+    console.log(JSON.stringify(status));
   } else {
     console.log(formatStatus(status));
   }

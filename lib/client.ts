@@ -188,7 +188,8 @@ export async function getClusterStatus(
         `the master answered "${message.type}" to get_status`,
       );
     }
-    return message;
+    const { type: _, ...status } = message;
+    return status;
   } catch (error) {
     options.signal?.throwIfAborted();
     throw error;

@@ -25,6 +25,7 @@ import {
   checkLimits,
   type CompileResult,
   DEFAULT_LIMITS,
+  effectiveLimits,
   type JobLimits,
   type JobRequest,
   JobRequestSchema,
@@ -48,6 +49,9 @@ import {
   type SandboxedOutcome,
   type StepLimits,
 } from "./sandbox/sandbox.ts";
+
+// Lives with the limits it computes; kept importable from here.
+export { effectiveLimits } from "./job.ts";
 
 /** Options of {@linkcode executeJob}. */
 export interface ExecuteOptions {
@@ -252,22 +256,6 @@ export async function executeJob(
     // Never Deno.remove(recursive): a deep tree overflows its stack.
     if (workdir && remover) await remover.removeWorkdir(workdir);
   }
-}
-
-/**
- * The limits a job runs under: the node's maximum, lowered field by field
- * where the request asks for less. A request never raises a limit.
- */
-export function effectiveLimits(
-  nodeLimits: LimitOverrides = {},
-  requested: LimitOverrides = {},
-): JobLimits {
-  const limits = { ...DEFAULT_LIMITS };
-  for (const key of Object.keys(limits) as (keyof JobLimits)[]) {
-    const max = nodeLimits[key] ?? DEFAULT_LIMITS[key];
-    limits[key] = Math.min(requested[key] ?? max, max);
-  }
-  return limits;
 }
 
 /**

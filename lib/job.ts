@@ -93,6 +93,21 @@ export const SANDBOX_LAYERS = [
  */
 export type SandboxLayer = typeof SANDBOX_LAYERS[number];
 
+/** How much isolation a node asks for: see `Sandbox.detect` in `lib/sandbox/`. */
+export type SandboxMode = "auto" | "bwrap" | "none";
+
+/** What a node tells logs, `status` and the dashboard about its sandbox. */
+export interface SandboxReport {
+  /** The mode the node was started with. */
+  mode: SandboxMode;
+  /** The layers every job runs under. */
+  layers: SandboxLayer[];
+  /** Each active layer's backend, e.g. `bubblewrap 0.8.0`, `cgroup v1`. */
+  backends: Partial<Record<SandboxLayer, string>>;
+  /** Why each missing layer is missing. */
+  missing: Partial<Record<SandboxLayer, string>>;
+}
+
 /** Some limits, each one optional: what a request or a node's options may set. */
 export type LimitOverrides = {
   [K in keyof JobLimits]?: JobLimits[K] | undefined;
@@ -323,6 +338,32 @@ export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   diskMb: 256,
   diskFiles: 10_000,
 });
+
+/**
+ * The limits a job runs under: the node's maximum, lowered field by field
+ * where the request asks for less. A request never raises a limit.
+ *
+ * @example A request that asks for less time and more memory
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { effectiveLimits } from "./job.ts";
+ *
+ * const limits = effectiveLimits({ memoryMb: 256 }, { wallTimeMs: 500, memoryMb: 4096 });
+ * assert.equal(limits.wallTimeMs, 500);
+ * assert.equal(limits.memoryMb, 256);
+ * ```
+ */
+export function effectiveLimits(
+  nodeLimits: LimitOverrides = {},
+  requested: LimitOverrides = {},
+): JobLimits {
+  const limits = { ...DEFAULT_LIMITS };
+  for (const key of Object.keys(limits) as (keyof JobLimits)[]) {
+    const max = nodeLimits[key] ?? DEFAULT_LIMITS[key];
+    limits[key] = Math.min(requested[key] ?? max, max);
+  }
+  return limits;
+}
 
 /** Validates a {@linkcode JobRequest} from an untrusted client, with readable messages. */
 export const JobRequestSchema = z.object({

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
+  getClusterStatus,
   type JobEvent,
   type JobRequest,
   type JobResult,
@@ -674,4 +675,21 @@ Deno.test("master.run() with a signal aborted before the call, or in the same ti
   const next = await master.run(bash("echo next"), { client: "http:alice" })
     .result;
   assert.equal(next.stdout, "next\n");
+});
+
+Deno.test("master.status() and getClusterStatus() give the cluster's status, not the wire message", async () => {
+  await using master = startMaster({ slots: 1 });
+  await master.ready;
+  const local = master.status();
+  assert.equal("type" in local, false);
+  assert.deepEqual(Object.keys(local).sort(), [
+    "master",
+    "nodes",
+    "queued",
+    "running",
+  ]);
+  const remote = await getClusterStatus({ master: master.addr, token: TOKEN });
+  assert.equal("type" in remote, false);
+  assert.deepEqual(Object.keys(remote).sort(), Object.keys(local).sort());
+  assert.equal(remote.master, local.master);
 });

@@ -31,7 +31,7 @@ export interface ClusterMetricsOptions {
  * import { blankResult } from "../job.ts";
  *
  * const metrics = new ClusterMetrics(() => ({
- *   type: "cluster_status", master: "m", nodes: [], queued: 0, running: 0,
+ *   master: "m", nodes: [], queued: 0, running: 0,
  * }));
  * metrics.observe(blankResult("j", { verdict: "ok", language: "bash" }));
  * console.log((await metrics.text()).includes('kiln_jobs_total{language="bash",verdict="ok"} 1')); // true

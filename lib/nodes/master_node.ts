@@ -422,7 +422,6 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   /** The cluster as `deno task status` shows it: every node, the queue. */
   status(): ClusterStatus {
     return {
-      type: "cluster_status",
       master: this.#name,
       nodes: this.#jobs.workers.map((worker) => worker.status()),
       queued: this.#jobs.queued,
@@ -762,8 +761,9 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         } else if (message.type === "stdin") {
           const { jobId, data, eof = false } = message;
           this.#jobs.input(session, jobId, data, eof);
-        } else if (message.type === "get_status") session.send(this.status());
-        else {throw new ProtocolError(
+        } else if (message.type === "get_status") {
+          session.send({ type: "cluster_status", ...this.status() });
+        } else {throw new ProtocolError(
             "unexpected_message",
             `a client may not send "${message.type}" messages`,
           );}

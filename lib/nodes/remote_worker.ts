@@ -8,8 +8,7 @@
  * @module
  */
 import { timerDelay } from "../_timer.ts";
-import { effectiveLimits } from "../executor.ts";
-import { blankResult } from "../job.ts";
+import { blankResult, effectiveLimits } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type {

@@ -10,7 +10,8 @@
  */
 import { z } from "zod";
 import { SANDBOX_LAYERS } from "../job.ts";
-import type { SandboxReport } from "../sandbox/sandbox.ts";
+import type { SandboxReport } from "../job.ts";
+import type { Role } from "../security/credentials.ts";
 import {
   fitResult,
   JobLimitsSchema,
@@ -28,8 +29,8 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest protocol version this build still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
 
-/** Who is on the other end of a connection: a client or a secondary. */
-export type Role = "client" | "secondary";
+// Declared by security, which authenticates a role and sits below the protocol.
+export type { Role } from "../security/credentials.ts";
 /** Validates a {@linkcode Role}. */
 export const RoleSchema = z.enum(["client", "secondary"]) satisfies z.ZodType<
   Role
@@ -283,12 +284,10 @@ export const ClusterStatusSchema = z.object({
   queued: z.number().int().min(0),
   /** Jobs running anywhere. */
   running: z.number().int().min(0),
-}).strict() satisfies z.ZodType<ClusterStatus>;
+}).strict() satisfies z.ZodType<ClusterStatusMessage>;
 
 /** The state of a cluster, as `deno task status` shows it. */
 export interface ClusterStatus {
-  /** The message type. */
-  type: "cluster_status";
   /** The master's name. */
   master: string;
   /** Every node: the master's own slots (when it has any) and each secondary. */
@@ -297,6 +296,12 @@ export interface ClusterStatus {
   queued: number;
   /** Jobs running anywhere. */
   running: number;
+}
+
+/** The master's answer to `get_status`: a {@linkcode ClusterStatus} on the wire. */
+export interface ClusterStatusMessage extends ClusterStatus {
+  /** The message type. */
+  type: "cluster_status";
 }
 
 /** Any message of the protocol. */
@@ -418,11 +423,13 @@ const RESULT_ENVELOPE_BYTES = 512;
  *
  * @example A result message for a frame of at most 8 MiB
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resultMessage } from "./messages.ts";
  * import { blankResult } from "../job.ts";
  *
  * const message = resultMessage(blankResult("job-1", { verdict: "ok" }), 8 * 1024 * 1024);
- * console.assert(message.type === "result" && message.jobId === "job-1");
+ * assert.equal(message.type, "result");
+ * assert.equal(message.jobId, "job-1");
  * ```
  */
 export function resultMessage(

@@ -34,7 +34,15 @@ export class BashRunner implements LanguageRunner {
   readonly name = "bash";
   readonly aliases: readonly string[] = ["sh"];
   readonly extensions: readonly string[] = [".sh", ".bash"];
-  readonly outOfMemory: RegExp = /xmalloc: [^\n]*cannot allocate[^\n]*/;
+  /**
+   * bash's `xmalloc: cannot allocate N bytes`, or with the allocation site,
+   * `xmalloc: subst.c:4896: cannot allocate N bytes`. The site is matched up
+   * to its first colon, never with `[^\n]*` before "cannot allocate": that
+   * backtracked over the whole line from every "xmalloc: " in it, and a
+   * program printing 1 MiB of them stalled the node for minutes.
+   */
+  readonly outOfMemory: RegExp =
+    /xmalloc: (?:[^\n:]*:\d+: )?cannot allocate[^\n]*/;
   #options: DetectOptions;
 
   /** Makes a runner that will look for `bash` on the search path. */

@@ -219,7 +219,9 @@ export function firstLine(text: string): string | undefined {
  */
 export function versionFrom(tool: string, banner: string): string {
   const line = firstLine(banner) ?? "";
-  const number = /\d+(?:\.\d+)+/.exec(line)?.[0];
+  // The lookbehind starts a number only where a run of digits starts: without
+  // it, a long run with no dot after it cost time quadratic in its length.
+  const number = /(?<!\d)\d+(?:\.\d+)+/.exec(line)?.[0];
   return number ? `${tool} ${number}` : line || tool;
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertCompletes } from "../_completes_testing.ts";
 import {
   executableFor,
   fileArg,
@@ -155,4 +156,16 @@ Deno.test("small helpers", () => {
     name: "TypeError",
     message: /no "runtime" executable/,
   });
+});
+
+Deno.test("versionFrom reads a long banner in time linear in it", async () => {
+  assert.equal(versionFrom("tool", "build 12345 of tool 1.2"), "tool 1.2");
+  // A banner is a toolchain's output, read on the node's event loop. The old
+  // /\d+(?:\.\d+)+/ took 5 s on 64 KiB of digits with no dot (11 minutes at
+  // 1 MiB), far past the 20 s deadline of assertCompletes.
+  const module = JSON.stringify(import.meta.resolve("./detect.ts"));
+  await assertCompletes(`
+    import { versionFrom } from ${module};
+    versionFrom("tool", "1".repeat(1024 * 1024));
+  `);
 });

@@ -161,12 +161,48 @@ export interface JavaClasses {
   readonly mainClass?: string;
 }
 
+/** Modifiers that may precede a type declaration. */
+const TYPE_MODIFIERS: ReadonlySet<string> = new Set([
+  "public",
+  "protected",
+  "private",
+  "abstract",
+  "final",
+  "static",
+  "strictfp",
+  "sealed",
+  "non-sealed",
+]);
+
+/** Keywords that declare a type. */
+const TYPE_KEYWORDS: ReadonlySet<string> = new Set([
+  "class",
+  "interface",
+  "enum",
+  "record",
+]);
+
+/** Tokens that end a `static ... void main(` signature before it is complete. */
+const SIGNATURE_BREAKS: ReadonlySet<string> = new Set([
+  ";",
+  "{",
+  "}",
+  "(",
+  ")",
+  "=",
+]);
+
 /**
  * Finds the public top-level type of a Java source file, and the top-level
  * type that declares `static void main`, ignoring comments and literals.
  *
+ * One pass over the text, in time linear in its length: this runs on a
+ * node's event loop on submitted sources of up to the frame size, where a
+ * backtracking regular expression cost seconds per hundred kilobytes.
+ *
  * @example Finding the classes of a source file
  * ```ts
+ * import assert from "node:assert/strict";
  * import { javaClasses } from "./java_runner.ts";
  *
  * const found = javaClasses(`
@@ -174,32 +210,57 @@ export interface JavaClasses {
  *   class Helper { static class Inner {} }
  *   public final class Main { public static void main(String[] args) {} }
  * `);
- * console.log(found); // { publicClass: "Main", mainClass: "Main" }
+ * assert.deepEqual(found, { publicClass: "Main", mainClass: "Main" });
  * ```
  */
 export function javaClasses(source: string): JavaClasses {
-  const code = stripCommentsAndLiterals(source);
-  const token =
-    /[{}]|((?:\b(?:public|protected|private|abstract|final|static|strictfp|sealed|non-sealed)\s+)*)\b(?:class|interface|enum|record)\s+([A-Za-z_$][\w$]*)|\bstatic\b[^;{}()=]*\bvoid\s+main\s*\(/g;
   let depth = 0;
   let current: string | undefined;
   let publicClass: string | undefined;
   let mainClass: string | undefined;
-  for (const match of code.matchAll(token)) {
-    const text = match[0];
-    if (text === "{") depth++;
-    else if (text === "}") depth = Math.max(0, depth - 1);
-    else if (match[2] !== undefined) {
-      if (depth !== 0) continue;
-      current = match[2];
-      if (publicClass === undefined && /\bpublic\b/.test(match[1] ?? "")) {
-        publicClass = current;
+  // `public` among the modifiers read since the last other token.
+  let publicModifier = false;
+  // After `class` (or another type keyword): whether it was `public`.
+  let declaring: { readonly isPublic: boolean } | undefined;
+  // `static` read, and none of SIGNATURE_BREAKS since.
+  let staticSeen = false;
+  let previous = "";
+  let beforePrevious = "";
+  for (const token of javaTokens(source)) {
+    if (declaring !== undefined && isIdentifier(token)) {
+      // The type's name: only top-level types count.
+      if (depth === 0) {
+        current = token;
+        if (publicClass === undefined && declaring.isPublic) {
+          publicClass = current;
+        }
       }
-    } else if (
-      depth === 1 && mainClass === undefined && current !== undefined
+      declaring = undefined;
+      publicModifier = false;
+      beforePrevious = previous;
+      previous = token;
+      continue;
+    }
+    declaring = undefined;
+    if (TYPE_KEYWORDS.has(token) && previous !== ".") {
+      declaring = { isPublic: publicModifier };
+    }
+    publicModifier = TYPE_MODIFIERS.has(token)
+      ? publicModifier || token === "public"
+      : false;
+    if (token === "static") staticSeen = true;
+    if (
+      token === "(" && staticSeen && beforePrevious === "void" &&
+      previous === "main" && depth === 1 && mainClass === undefined &&
+      current !== undefined
     ) {
       mainClass = current;
     }
+    if (SIGNATURE_BREAKS.has(token)) staticSeen = false;
+    if (token === "{") depth++;
+    else if (token === "}") depth = Math.max(0, depth - 1);
+    beforePrevious = previous;
+    previous = token;
   }
   return {
     ...publicClass === undefined ? {} : { publicClass },
@@ -207,10 +268,98 @@ export function javaClasses(source: string): JavaClasses {
   };
 }
 
-/** Blanks out comments, string, text-block and char literals, keeping everything else in place. */
-function stripCommentsAndLiterals(source: string): string {
-  return source.replace(
-    /\/\/[^\n]*|\/\*[\s\S]*?(?:\*\/|$)|"""[\s\S]*?(?:"""|$)|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'/g,
-    (literal) => literal.replace(/[^\n]/g, " "),
-  );
+/** Whether a token from {@linkcode javaTokens} is a name (not a number, not punctuation). */
+function isIdentifier(token: string): boolean {
+  const first = token.charCodeAt(0);
+  return isWordChar(token, 0) && !(first >= 48 && first <= 57) &&
+    token !== "non-sealed";
+}
+
+/**
+ * Java's tokens, roughly: words (identifiers, keywords and numbers, with
+ * `non-sealed` as one word) and single punctuation characters. Whitespace,
+ * comments, string and char literals and text blocks are skipped. Every
+ * character is looked at a bounded number of times.
+ */
+function* javaTokens(source: string): Generator<string> {
+  const length = source.length;
+  let i = 0;
+  while (i < length) {
+    const c = source.charCodeAt(i);
+    if (c === 32 || (c >= 9 && c <= 13)) { // space, \t, \n, \v, \f, \r
+      i++;
+    } else if (c === 47 && source.charCodeAt(i + 1) === 47) { // a // comment
+      const end = source.indexOf("\n", i + 2);
+      i = end === -1 ? length : end + 1;
+    } else if (c === 47 && source.charCodeAt(i + 1) === 42) { // a /* comment */
+      const end = source.indexOf("*/", i + 2);
+      i = end === -1 ? length : end + 2;
+    } else if (c === 34 && source.startsWith('"""', i)) { // a text block
+      i = skipQuoted(source, i + 3, '"""', false);
+    } else if (c === 34 || c === 39) { // a string or char literal
+      i = skipQuoted(source, i + 1, c === 34 ? '"' : "'", true);
+    } else if (isWordChar(source, i)) {
+      const start = i;
+      while (i < length && isWordChar(source, i)) {
+        i += wordCharLength(source, i);
+      }
+      if (
+        i - start === 3 && source.startsWith("non-sealed", start) &&
+        !isWordChar(source, start + 10)
+      ) {
+        i = start + 10;
+      }
+      yield source.slice(start, i);
+    } else {
+      i += wordCharLength(source, i);
+      yield source[i - 1]!;
+    }
+  }
+}
+
+/**
+ * The index just past a literal whose body starts at `from`: past its
+ * closing `quote`, or at the line's end for an unterminated one-line literal
+ * (`oneLine`), or at the end of the text. A backslash escapes the next
+ * character.
+ */
+function skipQuoted(
+  source: string,
+  from: number,
+  quote: string,
+  oneLine: boolean,
+): number {
+  const length = source.length;
+  const first = quote.charCodeAt(0);
+  let i = from;
+  while (i < length) {
+    const c = source.charCodeAt(i);
+    if (c === 92) i += 2; // a backslash and the character it escapes
+    else if (c === first && source.startsWith(quote, i)) {
+      return i + quote.length;
+    } else if (oneLine && c === 10) return i;
+    else i++;
+  }
+  return length;
+}
+
+/** Whether the character at `index` may be part of a Java identifier. */
+function isWordChar(source: string, index: number): boolean {
+  const c = source.charCodeAt(index);
+  if (c < 128) {
+    return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) ||
+      (c >= 48 && c <= 57) || c === 95 || c === 36; // a-z A-Z 0-9 _ $
+  }
+  const point = source.codePointAt(index);
+  return point !== undefined &&
+    IDENTIFIER_PART.test(String.fromCodePoint(point));
+}
+
+/** A non-ASCII character Java accepts in identifiers (not spaces, not a BOM). */
+const IDENTIFIER_PART = /^[\p{ID_Continue}\p{Sc}]$/u;
+
+/** 2 for a character outside the BMP (a surrogate pair), else 1. */
+function wordCharLength(source: string, index: number): number {
+  const point = source.codePointAt(index);
+  return point !== undefined && point > 0xffff ? 2 : 1;
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertCompletes } from "../_completes_testing.ts";
 import { runRunnerConformance } from "./conformance.ts";
 import { javaClasses, JavaRunner } from "./java_runner.ts";
 
@@ -120,4 +121,28 @@ Deno.test("JavaRunner runs the class its entry file is named after", () => {
   // The heap is sized from the step's memory limit, not the machine's.
   assert.ok(runner.run(context).args.includes("-XX:MaxRAM=400m"));
   assert.ok(runner.compile(context).args.includes("-J-XX:MaxRAM=400m"));
+});
+
+Deno.test("javaClasses reads a 1 MiB source in one pass, whatever it holds", async () => {
+  // Each input cost the old regular expressions quadratic time: minutes at
+  // 1 MiB (18.7 s at 280 KB for "static "), which the 20 s deadline of
+  // assertCompletes catches; a linear scan needs milliseconds.
+  const module = JSON.stringify(import.meta.resolve("./java_runner.ts"));
+  await assertCompletes(`
+    import { javaClasses } from ${module};
+    const MiB = 1024 * 1024;
+    for (const unit of ["static ", "public ", '"\\\\', "'\\\\"]) {
+      const source = "class A { " + unit.repeat(MiB / unit.length);
+      if (source.length < MiB) throw new Error("the input is too small");
+      javaClasses(source);
+    }
+  `);
+  // The same scan still reads what follows a large body.
+  const body = "static ".repeat(100_000);
+  assert.deepEqual(
+    javaClasses(
+      `class A { ${body} }\npublic class B { static void main(String[] a) {} }`,
+    ),
+    { publicClass: "B", mainClass: "B" },
+  );
 });

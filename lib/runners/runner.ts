@@ -113,6 +113,11 @@ export interface LanguageRunner {
    * Matches what the runtime writes to stderr when an allocation fails
    * (`MemoryError`, `java.lang.OutOfMemoryError`): a program that exits
    * with it ends as `memory_limit`, not `runtime_error`. Optional.
+   *
+   * It is run once over the program's whole stderr (up to the output limit)
+   * on the node's event loop, so its cost must stay linear in that text: no
+   * `[^\n]*` or `.*` followed by more pattern, no nested or overlapping
+   * quantifiers.
    */
   readonly outOfMemory?: RegExp;
 }

@@ -102,13 +102,14 @@ const PIPE_GRACE_MS = 250;
  *
  * @example Running a command with a time limit
  * ```ts
+ * import assert from "node:assert/strict";
  * import { launch } from "./launcher.ts";
  *
  * const outcome = await launch(
  *   { command: "/bin/sh", args: ["-c", "echo hello"] },
  *   { cwd: "/tmp", env: { PATH: "/usr/bin:/bin" }, wallTimeMs: 1000, outputBytes: 1024 },
  * );
- * console.assert(outcome.stdout === "hello\n");
+ * assert.equal(outcome.stdout, "hello\n");
  * ```
  */
 export async function launch(

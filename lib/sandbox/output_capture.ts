@@ -34,12 +34,13 @@ export interface OutputCaptureOptions {
  *
  * @example Capturing a child's output
  * ```ts
+ * import assert from "node:assert/strict";
  * import { OutputCapture } from "./output_capture.ts";
  *
  * const child = new Deno.Command("echo", { args: ["hi"], stdout: "piped", stderr: "piped" }).spawn();
  * const capture = new OutputCapture({ limitBytes: 1024 });
  * const [captured] = await Promise.all([capture.drain(child.stdout, child.stderr), child.status]);
- * console.assert(captured.stdout === "hi\n");
+ * assert.equal(captured.stdout, "hi\n");
  * ```
  */
 export class OutputCapture {

@@ -110,9 +110,10 @@ export async function readProcesses(): Promise<ProcessInfo[] | undefined> {
  *
  * @example Checking on a process
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isProcessAlive } from "./process_tree.ts";
  *
- * console.assert(await isProcessAlive(Deno.pid));
+ * assert.equal(await isProcessAlive(Deno.pid), true);
  * ```
  */
 export async function isProcessAlive(pid: number): Promise<boolean> {

@@ -45,7 +45,13 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { normalize } from "node:path";
-import type { JobLimits, SandboxLayer } from "../job.ts";
+import type {
+  JobLimits,
+  OutputStream,
+  SandboxLayer,
+  SandboxMode,
+  SandboxReport,
+} from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import {
   type BubblewrapDetection,
@@ -61,7 +67,7 @@ import {
   detectCgroups,
   type JobCgroup,
 } from "./cgroup.ts";
-import { launch, type LaunchOptions, type StepOutcome } from "./launcher.ts";
+import { launch, type StepOutcome } from "./launcher.ts";
 import {
   closeDescriptorsPrefix,
   findBash,
@@ -83,8 +89,9 @@ import {
   prlimitPrefix,
 } from "./rlimits.ts";
 
-/** How much isolation a node asks for: see {@linkcode Sandbox.detect}. */
-export type SandboxMode = "auto" | "bwrap" | "none";
+// The mode and the report travel in protocol messages, so they live in
+// job.ts, below both the protocol and the sandbox.
+export type { SandboxMode, SandboxReport } from "../job.ts";
 
 /** Every {@linkcode SandboxMode}, for flag parsing. */
 export const SANDBOX_MODES: readonly SandboxMode[] = ["auto", "bwrap", "none"];
@@ -119,18 +126,6 @@ export interface SandboxOptions {
   readonly without?: readonly ("seccomp" | "disk")[];
 }
 
-/** What a node tells logs, `status` and the dashboard about its sandbox. */
-export interface SandboxReport {
-  /** The mode the node was started with. */
-  mode: SandboxMode;
-  /** The layers every job runs under. */
-  layers: SandboxLayer[];
-  /** Each active layer's backend, e.g. `bubblewrap 0.8.0`, `cgroup v1`. */
-  backends: Partial<Record<SandboxLayer, string>>;
-  /** Why each missing layer is missing. */
-  missing: Partial<Record<SandboxLayer, string>>;
-}
-
 /** The limits of one step: the compile step's or the run step's. */
 export type StepLimits = Pick<
   JobLimits,
@@ -144,8 +139,23 @@ export type StepLimits = Pick<
 >;
 
 /** Options of {@linkcode Sandbox.run}. */
-export interface SandboxStepOptions
-  extends Pick<LaunchOptions, "stdin" | "input" | "signal" | "onOutput"> {
+export interface SandboxStepOptions {
+  /**
+   * Text written to the program's stdin, which is then closed (unless
+   * `input` follows); none (and no `input`) means empty stdin.
+   */
+  readonly stdin?: string | undefined;
+  /**
+   * More stdin, written as it arrives while the program runs (an
+   * interactive program); stdin closes when it ends.
+   */
+  readonly input?: AsyncIterable<string> | undefined;
+  /** Cancels the step: the process tree is killed. */
+  readonly signal?: AbortSignal | undefined;
+  /** Receives output chunks as they are produced. */
+  readonly onOutput?:
+    | ((stream: OutputStream, data: string) => void)
+    | undefined;
   /** The job's workdir, prepared with {@linkcode Sandbox.prepareWorkdir}. */
   readonly workdir: string;
   /** The program's whole environment: never a secret (it is on bwrap's command line). */

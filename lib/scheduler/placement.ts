@@ -205,13 +205,14 @@ function percent(value: number): number {
  *
  * @example A full node is busy
  * ```ts
+ * import assert from "node:assert/strict";
  * import { nodeState } from "./placement.ts";
  *
  * const load = {
  *   id: "a", name: "a", local: false, languages: new Set(["c"]), slots: 1, assigned: 1,
  *   cpuPercent: 5, ramPercent: 5, maxCpu: 100, maxRam: 100, draining: false, failingUntil: 0,
  * };
- * console.assert(nodeState(load, Date.now()) === "busy");
+ * assert.equal(nodeState(load, Date.now()), "busy");
  * ```
  */
 export function nodeState(

@@ -21,8 +21,14 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import type { Role } from "../protocol/messages.ts";
 import type { ClientQuota } from "../scheduler/dispatcher.ts";
+
+/**
+ * Who is on the other end of a connection: a client or a secondary. The
+ * protocol's handshake names it; {@linkcode Credentials.authenticate} maps it
+ * to the {@linkcode CredentialRole} a credential must have.
+ */
+export type Role = "client" | "secondary";
 
 /** What a credential lets its holder be. */
 export type CredentialRole = "client" | "node";
