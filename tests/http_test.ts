@@ -58,7 +58,10 @@ function post(url: string, body: unknown, token?: string) {
   return json(url, {
     method: "POST",
     body: JSON.stringify(body),
-    headers: token ? { authorization: `Bearer ${token}` } : {},
+    headers: {
+      "content-type": "application/json",
+      ...token ? { authorization: `Bearer ${token}` } : {},
+    },
   });
 }
 
