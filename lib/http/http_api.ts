@@ -24,7 +24,7 @@ import {
 } from "./piston.ts";
 import { serveWebFile } from "./static_files.ts";
 import { HttpServer } from "./http_server.ts";
-import { checkJsonDepth, MAX_JSON_DEPTH } from "../protocol/json_depth.ts";
+import { checkJsonDepth } from "../protocol/json_depth.ts";
 import {
   type BrowserPolicy,
   checkBrowser,
@@ -470,7 +470,7 @@ export class HttpApi implements AsyncDisposable {
   /**
    * The request's JSON body: at most what a valid job can need (its program
    * escaped, plus an envelope), read within `requestTimeoutMs`, and nested
-   * at most {@linkcode MAX_JSON_DEPTH} deep, each checked before
+   * at most 64 levels deep (`MAX_JSON_DEPTH`), each checked before
    * `JSON.parse` runs.
    */
   async #readJson(
