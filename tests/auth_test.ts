@@ -105,12 +105,12 @@ Deno.test("auth: wrong, unknown and missing credentials are refused, each with a
     [
       "alice",
       TOKENS.bob,
-      /master said: authentication failed: wrong token for credential "alice"/,
+      /master said: authentication failed for credential "alice": unknown name or wrong token$/,
     ],
     [
       "mallory",
       TOKENS.alice,
-      /authentication failed: unknown credential "mallory"/,
+      /master said: authentication failed for credential "mallory": unknown name or wrong token$/,
     ],
     [
       undefined,
@@ -173,7 +173,10 @@ Deno.test("auth: a node token cannot submit, a client token cannot register", as
     (event) => renamed.resolve(event.detail.error.message),
     { once: true },
   );
-  assert.match(await renamed.promise, /unknown credential "west"/);
+  assert.match(
+    await renamed.promise,
+    /authentication failed for credential "west": unknown name or wrong token/,
+  );
 
   const joined = Promise.withResolvers<void>();
   master.addEventListener("nodejoin", () => joined.resolve(), { once: true });
@@ -239,7 +242,7 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
     assert.equal((await run("alice", TOKENS.alice)).verdict, "ok");
     await assert.rejects(
       run("carol", TOKENS.carol),
-      /unknown credential "carol"/,
+      /authentication failed for credential "carol": unknown name or wrong token/,
     );
 
     await Deno.writeTextFile(
@@ -300,7 +303,7 @@ Deno.test("auth: a reload that revokes a credential ends its links, and its runn
   assert.match(await ended.promise, /cancelled: the client disconnected/);
   await assert.rejects(
     submitAs(master, "bob", TOKENS.bob),
-    /unknown credential "bob"/,
+    /authentication failed for credential "bob": unknown name or wrong token/,
   );
   assert.equal((await submitAs(master, "alice", TOKENS.alice)).verdict, "ok");
 });

@@ -14,7 +14,7 @@ import {
 } from "../mod.ts";
 
 const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
-const TOKEN = "cli-test-token";
+const TOKEN = "cli-test-token-0123456789";
 
 interface CliRun {
   code: number;

@@ -371,7 +371,7 @@ Deno.test("named credentials: a client sees only its own jobs", async () => {
 });
 
 Deno.test("a shared token is the bearer token, and its jobs run as client http", async () => {
-  await using cluster = startCluster({ token: "shared-secret" });
+  await using cluster = startCluster({ token: "shared-secret-0123456789" });
   assert.equal(
     (await post(`${cluster.base}/api/v1/jobs`, bash("echo x"))).status,
     401,
@@ -379,7 +379,7 @@ Deno.test("a shared token is the bearer token, and its jobs run as client http",
   const ok = await post(
     `${cluster.base}/api/v1/jobs`,
     bash("echo x"),
-    "shared-secret",
+    "shared-secret-0123456789",
   );
   assert.equal(ok.status, 200);
   assert.equal((ok.body as JobResult).client, "http");
