@@ -6,6 +6,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
 import { SecondaryNode } from "../lib/nodes/secondary_node.ts";
 import { CliError, parseFlags, runMain } from "./_cli.ts";
@@ -68,7 +69,11 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   secondary.addEventListener("registered", ({ detail }) => {
-    console.log(`registered with ${detail.master} as ${detail.name}`);
+    console.log(
+      `registered with ${printable(detail.master)} as ${
+        printable(detail.name)
+      }`,
+    );
   });
   try {
     await secondary.ready;

@@ -5,6 +5,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import { constants } from "node:os";
 import { basename } from "node:path";
 import {
@@ -162,11 +163,11 @@ function report(result: JobResult): void {
   if (result.verdict !== "ok" && result.verdict !== "runtime_error") {
     console.error(
       `kiln: ${result.verdict.replace("_", " ")}${
-        result.reason ? `: ${result.reason}` : ""
+        result.reason ? `: ${printable(result.reason)}` : ""
       }`,
     );
   } else if (result.signal) {
-    console.error(`kiln: program killed by ${result.signal}`);
+    console.error(`kiln: program killed by ${printable(result.signal)}`);
   }
 }
 
