@@ -21,7 +21,13 @@ import {
   DEFAULT_MAX_HTTP_CONNECTIONS,
   MAX_HTTP_CONNECTIONS,
 } from "../lib/http/http_server.ts";
-import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import {
+  checkSecretFile,
+  CliError,
+  integerFlag,
+  parseFlags,
+  runMain,
+} from "./_cli.ts";
 import {
   NODE_FLAGS,
   NODE_FLAGS_USAGE,
@@ -299,6 +305,7 @@ function isOrigin(text: string): boolean {
 
 /** The credentials file, or a one-line error naming what is wrong with it. */
 async function loadCredentials(path: string): Promise<Credentials> {
+  await checkSecretFile("--auth", path);
   try {
     return await Credentials.load(path);
   } catch (error) {
@@ -315,6 +322,7 @@ function reloadOnHangup(master: MasterNode, path: string): void {
   const log = getLogger(["kiln", "master"]);
   Deno.addSignalListener("SIGHUP", async () => {
     try {
+      await checkSecretFile("--auth", path);
       master.setCredentials(await Credentials.load(path));
     } catch (error) {
       log.error("SIGHUP: keeping the credentials in use: {message}", {

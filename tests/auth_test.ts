@@ -231,7 +231,7 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
   const dir = await Deno.makeTempDir({ prefix: "kiln-auth-test-" });
   const path = `${dir}/auth.json`;
   try {
-    await Deno.writeTextFile(path, JSON.stringify(AUTH));
+    await Deno.writeTextFile(path, JSON.stringify(AUTH), { mode: 0o600 });
     await using master = await startMasterProcess({
       args: ["--auth", path, "--slots", "1"],
       stderr: "piped",
