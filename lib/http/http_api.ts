@@ -139,8 +139,9 @@ export interface HttpApiOptions {
   requestTimeoutMs?: number | undefined;
   /**
    * Host names (the `Host` header, without port) the API answers besides
-   * IP literals, `localhost` and its listen hostname; others get `403`
-   * (DNS rebinding). Give the names clients use to reach the master.
+   * IP literals, `localhost`, its listen hostname and, listening on every
+   * address, the machine's own name; others get `403` (DNS rebinding).
+   * Give the names clients use to reach the master.
    * @default []
    */
   allowedHosts?: readonly string[] | undefined;
@@ -252,7 +253,11 @@ export class HttpApi implements AsyncDisposable {
       );
     }
     this.#requestTimeoutMs = requestTimeoutMs;
-    this.#browser = { hostname, allowedHosts, corsOrigins };
+    this.#browser = {
+      hostname,
+      allowedHosts: [...allowedHosts, ...ownNames(hostname)],
+      corsOrigins,
+    };
     this.#maxBodyBytes = MAX_JSON_BYTES_PER_BYTE * master.maxProgramBytes +
       BODY_ENVELOPE_BYTES;
     this.#maxStreamBuffered = bytesOption(
@@ -942,6 +947,19 @@ function error(status: number, message: string): Response {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The machine's own name, when the API listens on every address: the name
+ * its users most likely type. (No rebinding page can borrow it.)
+ */
+function ownNames(hostname: string): string[] {
+  if (hostname !== "0.0.0.0" && hostname !== "::") return [];
+  try {
+    return [Deno.hostname()];
+  } catch {
+    return []; // no --allow-sys: only IP addresses and allowed names, then
+  }
 }
 
 function isJson(contentType: string | null): boolean {
