@@ -58,6 +58,34 @@ export function integerFlag(
   return parsed;
 }
 
+/** The environment variable that lets secret files be readable by others. */
+export const ALLOW_OPEN_SECRETS_ENV = "KILN_ALLOW_OPEN_SECRET_FILES";
+
+/**
+ * Refuses a secret file (`--token-file`, `--auth`) that users other than its
+ * owner may read or write, as ssh refuses such a key: the mode is named,
+ * and the fix. `KILN_ALLOW_OPEN_SECRET_FILES=1` skips the check (a secret
+ * mounted read-only by an orchestrator at mode 0644, say). A file that
+ * cannot be inspected is left to the read that follows, which says why.
+ */
+export async function checkSecretFile(
+  flag: string,
+  file: string,
+): Promise<void> {
+  if (Deno.env.get(ALLOW_OPEN_SECRETS_ENV) === "1") return;
+  let mode: number | null;
+  try {
+    mode = (await Deno.stat(file)).mode;
+  } catch {
+    return;
+  }
+  if (mode === null || (mode & 0o077) === 0) return;
+  const octal = (mode & 0o777).toString(8).padStart(4, "0");
+  throw new CliError(
+    `${flag} ${file} is open to other users (mode ${octal}): make it private with chmod 600 ${file}, or set ${ALLOW_OPEN_SECRETS_ENV}=1 to accept it`,
+  );
+}
+
 /**
  * The cluster token: the first line of `file` when given, otherwise
  * `$KILN_TOKEN`, otherwise empty. Never a flag value: a command line is
@@ -65,6 +93,7 @@ export function integerFlag(
  */
 export async function readToken(file: string | undefined): Promise<string> {
   if (file === undefined) return Deno.env.get("KILN_TOKEN") ?? "";
+  await checkSecretFile("--token-file", file);
   try {
     return (await Deno.readTextFile(file)).split("\n")[0]!.trim();
   } catch (error) {

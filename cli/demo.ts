@@ -9,6 +9,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import { basename, extname } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -153,7 +154,15 @@ function skipped(language: string, program: string, reason: string): Row {
   };
 }
 
-function printTable(rows: Row[]): void {
+function printTable(given: Row[]): void {
+  // Cells come from nodes and programs: escaped, so none moves the cursor.
+  const rows = given.map((row) => {
+    const safe = { ...row };
+    for (const key of Object.keys(safe) as (keyof Row)[]) {
+      safe[key] = printable(safe[key]);
+    }
+    return safe;
+  });
   const columns: (keyof Row)[] = [
     "language",
     "program",

@@ -17,7 +17,17 @@ import { Credentials, CredentialsError } from "../lib/security/credentials.ts";
 import { DEFAULT_PORT, formatHostPort } from "../lib/address.ts";
 import { MAX_NODE_GRACE_MS } from "../lib/scheduler/dispatcher.ts";
 import { MAX_TIMER_MS } from "../lib/_timer.ts";
-import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
+import {
+  DEFAULT_MAX_HTTP_CONNECTIONS,
+  MAX_HTTP_CONNECTIONS,
+} from "../lib/http/http_server.ts";
+import {
+  checkSecretFile,
+  CliError,
+  integerFlag,
+  parseFlags,
+  runMain,
+} from "./_cli.ts";
 import {
   NODE_FLAGS,
   NODE_FLAGS_USAGE,
@@ -52,6 +62,15 @@ const USAGE = `Usage: deno task master [options]
   --http-port P      serve the HTTP API, dashboard and playground on this port
                      (0 for any free one); off without it
   --http-hostname H  address of the HTTP API (default 127.0.0.1)
+  --http-allowed-host NAME  a host name clients use to reach the HTTP API
+                     (repeatable); IP addresses and localhost always work,
+                     other names get 403 (DNS rebinding)
+  --cors-origin ORIGIN  an origin (https://app.example) whose pages may call
+                     the HTTP API (repeatable); other origins get 403
+  --http-max-connections N  HTTP connections held at once, 1-${MAX_HTTP_CONNECTIONS};
+                     more wait until one closes (default: half of ulimit -n,
+                     at most ${DEFAULT_MAX_HTTP_CONNECTIONS}); --max-connections-per-ip
+                     applies to HTTP too
   --history FILE     keep finished jobs in this SQLite file (default: in memory)
   --history-max-jobs N  finished jobs kept, the oldest dropped first
                      (default ${DEFAULT_HISTORY_MAX_JOBS}, at most ${MAX_HISTORY_MAX_JOBS})
@@ -76,6 +95,9 @@ async function main(args: string[]): Promise<number> {
     auth: { type: "string" },
     "http-port": { type: "string" },
     "http-hostname": { type: "string", default: "127.0.0.1" },
+    "http-allowed-host": { type: "string", multiple: true, default: [] },
+    "cors-origin": { type: "string", multiple: true, default: [] },
+    "http-max-connections": { type: "string" },
     history: { type: "string" },
     "history-max-jobs": { type: "string" },
     "history-max-age": { type: "string" },
@@ -92,6 +114,28 @@ async function main(args: string[]): Promise<number> {
   const httpPort = integerFlag("http-port", values["http-port"], 0);
   if (httpPort !== undefined && httpPort > 65535) {
     throw new CliError(`--http-port must be 0-65535, got "${httpPort}"`);
+  }
+  const httpMaxConnections = integerFlag(
+    "http-max-connections",
+    values["http-max-connections"],
+    1,
+    MAX_HTTP_CONNECTIONS,
+  );
+  for (const origin of values["cors-origin"]) {
+    if (!isOrigin(origin)) {
+      throw new CliError(
+        `--cors-origin must be an origin such as https://app.example (scheme, host and port only), got "${origin}"`,
+      );
+    }
+  }
+  if (
+    httpPort === undefined &&
+    (httpMaxConnections !== undefined || values["http-allowed-host"].length ||
+      values["cors-origin"].length)
+  ) {
+    throw new CliError(
+      "--http-max-connections, --http-allowed-host and --cors-origin need --http-port",
+    );
   }
   for (const flag of ["history", "history-max-jobs", "history-max-age"]) {
     if (values[flag as "history"] !== undefined && httpPort === undefined) {
@@ -185,6 +229,10 @@ async function main(args: string[]): Promise<number> {
         hostname: values["http-hostname"],
         port: httpPort,
         history,
+        allowedHosts: values["http-allowed-host"],
+        corsOrigins: values["cors-origin"],
+        maxConnections: httpMaxConnections,
+        maxConnectionsPerIp: limits.maxConnectionsPerIp,
       });
     } catch (error) {
       await master.shutdown();
@@ -246,8 +294,18 @@ function durationFlag(
   return ms;
 }
 
+/** Whether `text` is an origin as browsers send it: `scheme://host[:port]`, nothing more. */
+function isOrigin(text: string): boolean {
+  try {
+    return new URL(text).origin === text;
+  } catch {
+    return false;
+  }
+}
+
 /** The credentials file, or a one-line error naming what is wrong with it. */
 async function loadCredentials(path: string): Promise<Credentials> {
+  await checkSecretFile("--auth", path);
   try {
     return await Credentials.load(path);
   } catch (error) {
@@ -264,6 +322,7 @@ function reloadOnHangup(master: MasterNode, path: string): void {
   const log = getLogger(["kiln", "master"]);
   Deno.addSignalListener("SIGHUP", async () => {
     try {
+      await checkSecretFile("--auth", path);
       master.setCredentials(await Credentials.load(path));
     } catch (error) {
       log.error("SIGHUP: keeping the credentials in use: {message}", {

@@ -8,6 +8,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
 import {
   DEFAULT_DRAIN_TIMEOUT_MS,
@@ -86,7 +87,11 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   secondary.addEventListener("registered", ({ detail }) => {
-    console.log(`registered with ${detail.master} as ${detail.name}`);
+    console.log(
+      `registered with ${printable(detail.master)} as ${
+        printable(detail.name)
+      }`,
+    );
   });
   // The first signal drains, the next stops at once.
   let signals = 0;

@@ -4,6 +4,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import {
   type ClusterStatus,
   ConnectionError,
@@ -83,16 +84,20 @@ export function formatStatus(status: ClusterStatus): string {
     "SANDBOX",
     "LANGUAGES",
   ];
-  const rows = status.nodes.map((node) => [
-    node.local ? `${node.name} (master)` : node.name,
-    node.address,
-    node.state,
-    `${node.cpuPercent.toFixed(1)}%`,
-    `${node.ramPercent.toFixed(1)}%`,
-    `${node.running}/${node.slots}`,
-    sandboxCell(node.sandbox),
-    node.languages.map((l) => l.name).join(","),
-  ]);
+  // Every cell is what a node said of itself: escaped, so that none can
+  // move the cursor, clear the screen or forge a row.
+  const rows = status.nodes.map((node) =>
+    [
+      node.local ? `${node.name} (master)` : node.name,
+      node.address,
+      node.state,
+      `${node.cpuPercent.toFixed(1)}%`,
+      `${node.ramPercent.toFixed(1)}%`,
+      `${node.running}/${node.slots}`,
+      sandboxCell(node.sandbox),
+      node.languages.map((l) => l.name).join(","),
+    ].map(printable)
+  );
   const widths = header.map((title, i) =>
     Math.max(title.length, ...rows.map((row) => row[i]!.length))
   );
@@ -104,7 +109,9 @@ export function formatStatus(status: ClusterStatus): string {
   );
   lines.push(
     "",
-    `master ${status.master}: ${status.running} running, ${status.queued} queued, ${status.nodes.length} nodes`,
+    `master ${
+      printable(status.master)
+    }: ${status.running} running, ${status.queued} queued, ${status.nodes.length} nodes`,
   );
   return lines.join("\n");
 }

@@ -5,6 +5,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { printable } from "./_terminal.ts";
 import { constants } from "node:os";
 import { basename } from "node:path";
 import {
@@ -168,15 +169,15 @@ function report(result: JobResult): void {
   if (result.verdict !== "ok" && result.verdict !== "runtime_error") {
     console.error(
       `kiln: ${result.verdict.replace("_", " ")}${
-        result.reason ? `: ${result.reason}` : ""
+        result.reason ? `: ${printable(result.reason)}` : ""
       }`,
     );
   } else if (result.signal) {
-    console.error(`kiln: program killed by ${result.signal}`);
+    console.error(`kiln: program killed by ${printable(result.signal)}`);
   } else if (result.reason?.includes("or was killed by")) {
     // Under bubblewrap a code of 128 + n may be a signal or the program's
     // own choice: say both, as the result does.
-    console.error(`kiln: program ${result.reason}`);
+    console.error(`kiln: program ${printable(result.reason)}`);
   }
 }
 

@@ -208,6 +208,11 @@ export const MAX_ARGS = 256;
 const FileNameSchema = z.string()
   .min(1, "file name is empty")
   .max(255, "file name is longer than 255 characters")
+  // A filesystem takes 255 bytes per name; é is two, a CJK character three.
+  .refine(
+    (name) => new TextEncoder().encode(name).byteLength <= 255,
+    "file name is longer than 255 bytes in UTF-8 (a filesystem's limit for one name)",
+  )
   .refine(
     (name) => !/[/\\\0]/.test(name),
     "file name contains a path separator or NUL",

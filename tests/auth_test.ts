@@ -110,12 +110,12 @@ Deno.test("auth: wrong, unknown and missing credentials are refused, each with a
     [
       "alice",
       TOKENS.bob,
-      /master said: authentication failed: wrong token for credential "alice"/,
+      /master said: authentication failed for credential "alice": unknown name or wrong token$/,
     ],
     [
       "mallory",
       TOKENS.alice,
-      /authentication failed: unknown credential "mallory"/,
+      /master said: authentication failed for credential "mallory": unknown name or wrong token$/,
     ],
     [
       undefined,
@@ -178,7 +178,10 @@ Deno.test("auth: a node token cannot submit, a client token cannot register", as
     (event) => renamed.resolve(event.detail.error.message),
     { once: true },
   );
-  assert.match(await renamed.promise, /unknown credential "west"/);
+  assert.match(
+    await renamed.promise,
+    /authentication failed for credential "west": unknown name or wrong token/,
+  );
 
   const joined = Promise.withResolvers<void>();
   master.addEventListener("nodejoin", () => joined.resolve(), { once: true });
@@ -347,7 +350,7 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
   const dir = await Deno.makeTempDir({ prefix: "kiln-auth-test-" });
   const path = `${dir}/auth.json`;
   try {
-    await Deno.writeTextFile(path, JSON.stringify(AUTH));
+    await Deno.writeTextFile(path, JSON.stringify(AUTH), { mode: 0o600 });
     await using master = await startMasterProcess({
       args: ["--auth", path, "--slots", "1"],
       stderr: "piped",
@@ -358,7 +361,7 @@ Deno.test("auth: deno task master --auth reloads the file on SIGHUP, keeping the
     assert.equal((await run("alice", TOKENS.alice)).verdict, "ok");
     await assert.rejects(
       run("carol", TOKENS.carol),
-      /unknown credential "carol"/,
+      /authentication failed for credential "carol": unknown name or wrong token/,
     );
 
     await Deno.writeTextFile(
@@ -419,7 +422,7 @@ Deno.test("auth: a reload that revokes a credential ends its links, and its runn
   assert.match(await ended.promise, /cancelled: the client disconnected/);
   await assert.rejects(
     submitAs(master, "bob", TOKENS.bob),
-    /unknown credential "bob"/,
+    /authentication failed for credential "bob": unknown name or wrong token/,
   );
   assert.equal((await submitAs(master, "alice", TOKENS.alice)).verdict, "ok");
 });

@@ -18,7 +18,7 @@ import { Connection } from "../lib/protocol/connection.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
 
 const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
-const TOKEN = "cli-test-token";
+const TOKEN = "cli-test-token-0123456789";
 
 interface CliRun {
   code: number;

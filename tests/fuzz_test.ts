@@ -27,7 +27,7 @@ import { MessageSchema } from "../lib/protocol/messages.ts";
 import { parseJob } from "../lib/nodes/admission.ts";
 
 const SEED = Number(Deno.env.get("KILN_FUZZ_SEED") ?? Date.now() % 2 ** 31);
-const TOKEN = "fuzz-token";
+const TOKEN = "fuzz-token-0123456789";
 const CORPUS = new URL("./fuzz_corpus/", import.meta.url);
 /** Inputs thrown at the decoder alone. */
 const DECODER_INPUTS = 20_000;

@@ -56,7 +56,10 @@ async function post(
   const response = await fetch(url, {
     method: "POST",
     body: JSON.stringify(body),
-    headers: token ? { authorization: `Bearer ${token}` } : {},
+    headers: {
+      "content-type": "application/json",
+      ...token ? { authorization: `Bearer ${token}` } : {},
+    },
   });
   return { status: response.status, body: await response.json() };
 }

@@ -58,7 +58,10 @@ function post(url: string, body: unknown, token?: string) {
   return json(url, {
     method: "POST",
     body: JSON.stringify(body),
-    headers: token ? { authorization: `Bearer ${token}` } : {},
+    headers: {
+      "content-type": "application/json",
+      ...token ? { authorization: `Bearer ${token}` } : {},
+    },
   });
 }
 
@@ -371,7 +374,7 @@ Deno.test("named credentials: a client sees only its own jobs", async () => {
 });
 
 Deno.test("a shared token is the bearer token, and its jobs run as client http", async () => {
-  await using cluster = startCluster({ token: "shared-secret" });
+  await using cluster = startCluster({ token: "shared-secret-0123456789" });
   assert.equal(
     (await post(`${cluster.base}/api/v1/jobs`, bash("echo x"))).status,
     401,
@@ -379,7 +382,7 @@ Deno.test("a shared token is the bearer token, and its jobs run as client http",
   const ok = await post(
     `${cluster.base}/api/v1/jobs`,
     bash("echo x"),
-    "shared-secret",
+    "shared-secret-0123456789",
   );
   assert.equal(ok.status, 200);
   assert.equal((ok.body as JobResult).client, "http");

@@ -18,7 +18,7 @@ import { clientHandshake } from "../lib/protocol/handshake.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
 import { processesWithArg, processMarker } from "./_processes.ts";
 
-const TOKEN = "test-token";
+const TOKEN = "master-test-token-0123456789";
 
 function startMaster(options: MasterNodeOptions = {}): MasterNode {
   return new MasterNode({

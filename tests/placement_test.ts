@@ -17,7 +17,7 @@ import { Connection } from "../lib/protocol/connection.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
 import type { Message } from "../lib/protocol/messages.ts";
 
-const TOKEN = "placement-token";
+const TOKEN = "placement-token-0123456789";
 const IDLE = () =>
   Promise.resolve({ cpuPercent: 10, ramPercent: 10, ramUsedMb: 100 });
 

@@ -58,10 +58,11 @@ for (const format of ["text", "json"]) {
             { name: "east", role: "node", token: TOKENS.east },
           ],
         }),
+        { mode: 0o600 },
       );
       const tokenFile = (name: keyof typeof TOKENS) => {
         const path = `${dir}/${name}.token`;
-        Deno.writeTextFileSync(path, `${TOKENS[name]}\n`);
+        Deno.writeTextFileSync(path, `${TOKENS[name]}\n`, { mode: 0o600 });
         return path;
       };
       const logging = ["--log-level", "trace", "--log-format", format];

@@ -27,7 +27,7 @@ import {
   type TlsListenOptions,
 } from "../mod.ts";
 
-const TOKEN = "tls-test-token";
+const TOKEN = "tls-test-token-0123456789";
 const cli = (name: string) =>
   fileURLToPath(new URL(`../cli/${name}.ts`, import.meta.url));
 

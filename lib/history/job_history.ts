@@ -72,7 +72,7 @@ const PRUNE_BATCH = 256;
 
 /** Options of {@linkcode JobHistory}. */
 export interface JobHistoryOptions {
-  /** The SQLite file; created when missing. @default ":memory:" */
+  /** The SQLite file; created when missing, readable by its owner only (0600). @default ":memory:" */
   path?: string | undefined;
   /**
    * Finished jobs kept; the oldest go first. 1 to
@@ -163,6 +163,9 @@ export class JobHistory implements Disposable {
       MAX_HISTORY_MAX_OUTPUT_BYTES,
     );
     this.#now = now;
+    // Programs, their output and who sent them: readable by the owner only.
+    // SQLite gives its -wal and -shm files the database file's mode.
+    if (path !== ":memory:" && !path.startsWith("file:")) createPrivate(path);
     this.#db = new DatabaseSync(path);
     try {
       if (path !== ":memory:") {
@@ -419,4 +422,13 @@ function toSummary(row: Record<string, unknown>): JobSummary {
     summary.memoryKb = Number(row.memory_kb);
   }
   return summary;
+}
+
+/** Creates `path` empty with mode 0600 unless it exists (an existing file keeps its mode). */
+function createPrivate(path: string): void {
+  try {
+    Deno.openSync(path, { createNew: true, write: true, mode: 0o600 }).close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { MAX_TIMER_MS } from "../_timer.ts";
 import { JobHistory, type JobSummary } from "../history/job_history.ts";
 import type { JobResult } from "../job.ts";
 import { ProtocolError } from "../protocol/errors.ts";
@@ -22,6 +23,13 @@ import {
   uniqueOffers,
 } from "./piston.ts";
 import { serveWebFile } from "./static_files.ts";
+import { HttpServer } from "./http_server.ts";
+import { checkJsonDepth } from "../protocol/json_depth.ts";
+import {
+  type BrowserPolicy,
+  checkBrowser,
+  corsHeaders,
+} from "./browser_policy.ts";
 
 const log = getLogger(["kiln", "http"]);
 
@@ -31,8 +39,19 @@ export const DEFAULT_HTTP_PORT = 7780;
 /** How often the events feed repeats the cluster status, in ms. */
 const STATUS_INTERVAL_MS = 1000;
 
-/** Largest request body read, in bytes: a job's own cap is the master's. */
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/**
+ * Room a request body keeps beyond its escaped program, in bytes (64 KiB):
+ * the JSON keys of up to 256 files, limits and Piston's fields, and some
+ * whitespace.
+ */
+export const BODY_ENVELOPE_BYTES = 64 * 1024;
+/**
+ * The most a JSON string can grow over its UTF-8 bytes: a control
+ * character, one byte, is written `\u0001`, six.
+ */
+const MAX_JSON_BYTES_PER_BYTE = 6;
+/** Time to read a request body, by default: 30 s. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 /** Bytes one job stream or events feed may leave unread, by default: 1 MiB. */
 export const DEFAULT_STREAM_BUFFERED_BYTES = 1024 * 1024;
@@ -93,6 +112,45 @@ export interface HttpApiOptions {
    * @default {DEFAULT_BUFFERED_BYTES}
    */
   maxBufferedBytes?: number | undefined;
+  /**
+   * Sockets held at once; at the cap nothing more is accepted (newcomers
+   * wait in the kernel's listen queue until one closes). Keep it well
+   * below the descriptor limit (`ulimit -n`).
+   * @default half the soft descriptor limit, at most 1024
+   */
+  maxConnections?: number | undefined;
+  /**
+   * Connections one address (IPv6: one /64) holds at once; more are
+   * answered `429`. 0 means no limit.
+   * @default 64
+   */
+  maxConnectionsPerIp?: number | undefined;
+  /**
+   * Time a connection has to send a complete request head, in ms, from its
+   * accept or its previous response (idle keep-alive connections too).
+   * @default 10000
+   */
+  headersTimeoutMs?: number | undefined;
+  /**
+   * Time to read a request body, in ms, from the end of its head; past it
+   * the request is answered `408`.
+   * @default {DEFAULT_REQUEST_TIMEOUT_MS}
+   */
+  requestTimeoutMs?: number | undefined;
+  /**
+   * Host names (the `Host` header, without port) the API answers besides
+   * IP literals, `localhost`, its listen hostname and, listening on every
+   * address, the machine's own name; others get `403` (DNS rebinding).
+   * Give the names clients use to reach the master.
+   * @default []
+   */
+  allowedHosts?: readonly string[] | undefined;
+  /**
+   * Origins (`https://app.example`) whose pages may call the API from the
+   * browser; a request with another `Origin` than the API's own gets `403`.
+   * @default []
+   */
+  corsOrigins?: readonly string[] | undefined;
   /** Aborting it shuts the API down, like {@linkcode HttpApi.shutdown}. */
   signal?: AbortSignal;
 }
@@ -116,6 +174,7 @@ interface StreamError {
  * await using api = new HttpApi(master, { port: 0 });
  * const response = await fetch(`http://127.0.0.1:${api.addr.port}/api/v1/jobs`, {
  *   method: "POST",
+ *   headers: { "content-type": "application/json" },
  *   body: JSON.stringify({ language: "bash", files: [{ name: "a.sh", content: "echo hi" }] }),
  * });
  * console.log((await response.json()).stdout); // hi
@@ -133,7 +192,11 @@ export class HttpApi implements AsyncDisposable {
   readonly #ownsHistory: boolean;
   readonly #tracker: JobTracker;
   readonly #metrics: ClusterMetrics;
-  readonly #server: Deno.HttpServer<Deno.NetAddr>;
+  readonly #server: HttpServer;
+  readonly #browser: BrowserPolicy;
+  /** The largest request body or WebSocket message: what a valid job can need. */
+  readonly #maxBodyBytes: number;
+  readonly #requestTimeoutMs: number;
   /**
    * Closes each open events feed and WebSocket (a server cannot finish while
    * they stay open), with whether its caller's credential still stands.
@@ -173,8 +236,30 @@ export class HttpApi implements AsyncDisposable {
       historyMaxAgeMs,
       maxStreamBufferedBytes = DEFAULT_STREAM_BUFFERED_BYTES,
       maxBufferedBytes = DEFAULT_BUFFERED_BYTES,
+      maxConnections,
+      maxConnectionsPerIp,
+      headersTimeoutMs,
+      requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+      allowedHosts = [],
+      corsOrigins = [],
       signal,
     } = options;
+    if (
+      !Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 ||
+      requestTimeoutMs > MAX_TIMER_MS
+    ) {
+      throw new RangeError(
+        `Cannot use requestTimeoutMs ${requestTimeoutMs}: expected an integer from 1 to ${MAX_TIMER_MS}`,
+      );
+    }
+    this.#requestTimeoutMs = requestTimeoutMs;
+    this.#browser = {
+      hostname,
+      allowedHosts: [...allowedHosts, ...ownNames(hostname)],
+      corsOrigins,
+    };
+    this.#maxBodyBytes = MAX_JSON_BYTES_PER_BYTE * master.maxProgramBytes +
+      BODY_ENVELOPE_BYTES;
     this.#maxStreamBuffered = bytesOption(
       "maxStreamBufferedBytes",
       maxStreamBufferedBytes,
@@ -217,15 +302,16 @@ export class HttpApi implements AsyncDisposable {
       listening,
     );
     try {
-      this.#server = Deno.serve({
-        hostname,
-        port,
-        onListen: () => {},
-        onError: (error) => {
-          log.error("request failed: {error}", { error });
-          return Response.json({ error: "internal error" }, { status: 500 });
+      this.#server = new HttpServer(
+        (request, info) => this.#handle(request, info.remoteAddr.hostname),
+        {
+          hostname,
+          port,
+          maxConnections,
+          maxConnectionsPerIp,
+          headersTimeoutMs,
         },
-      }, (request, info) => this.#handle(request, info.remoteAddr.hostname));
+      );
     } catch (error) {
       // Nothing listens: let go of the master's events and the history.
       this.#stopping.abort();
@@ -263,7 +349,29 @@ export class HttpApi implements AsyncDisposable {
     await this.shutdown();
   }
 
+  /** Answers a request, with the CORS headers of an allowed foreign origin. */
   async #handle(request: Request, host: string): Promise<Response> {
+    // Who may ask at all: a Host this master serves (DNS rebinding), and a
+    // browser page of this origin or an allowed one (CSRF).
+    const browser = checkBrowser(request, this.#browser);
+    if (!browser.ok) return error(browser.status, browser.error);
+    if (request.method === "OPTIONS" && browser.origin !== undefined) {
+      return new Response(null, {
+        status: 204,
+        headers: corsHeaders(browser.origin, true),
+      });
+    }
+    const response = await this.#route(request, host);
+    if (browser.origin === undefined || response.status === 101) {
+      return response;
+    }
+    for (const [name, value] of Object.entries(corsHeaders(browser.origin))) {
+      response.headers.set(name, value);
+    }
+    return response;
+  }
+
+  async #route(request: Request, host: string): Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
     const method = request.method;
@@ -271,7 +379,13 @@ export class HttpApi implements AsyncDisposable {
       if (path === "/") return await serveWebFile("index.html");
       if (path === "/playground") return await serveWebFile("playground.html");
       if (path.startsWith("/static/")) {
-        return await serveWebFile(decodeURIComponent(path.slice(8)));
+        let name: string;
+        try {
+          name = decodeURIComponent(path.slice(8));
+        } catch {
+          return error(400, `malformed percent-encoding in the path`);
+        }
+        return await serveWebFile(name);
       }
       if (path === "/healthz") return Response.json({ ok: true });
       if (path === "/metrics") {
@@ -281,6 +395,13 @@ export class HttpApi implements AsyncDisposable {
       }
     }
     if (!path.startsWith("/api/")) return error(404, "not found");
+    // A form or a no-cors fetch cannot send this type without a preflight.
+    if (method === "POST" && !isJson(request.headers.get("content-type"))) {
+      return error(
+        415,
+        "send the body as JSON, with Content-Type: application/json",
+      );
+    }
     // One back-off for an address, over HTTP as over TCP.
     try {
       this.#master.checkAuthBackoff(host);
@@ -294,7 +415,20 @@ export class HttpApi implements AsyncDisposable {
       this.#credentials ?? this.#master.credentials,
     );
     if (!caller.ok) {
-      if (caller.badToken) this.#master.countAuthFailure(host);
+      if (caller.badToken) {
+        // Logged like a failed TCP handshake; the path without its query,
+        // which may hold the token.
+        log.warn(
+          "HTTP authentication failed from {addr} on {method} {path}: {reason}",
+          {
+            addr: host,
+            method,
+            path,
+            reason: caller.error,
+          },
+        );
+        this.#master.countAuthFailure(host);
+      }
       return error(caller.status, caller.error);
     }
 
@@ -336,6 +470,80 @@ export class HttpApi implements AsyncDisposable {
       }
     }
     return error(404, `no route for ${method} ${path}`);
+  }
+
+  /**
+   * The request's JSON body: at most what a valid job can need (its program
+   * escaped, plus an envelope), read within `requestTimeoutMs`, and nested
+   * at most 64 levels deep (`MAX_JSON_DEPTH`), each checked before
+   * `JSON.parse` runs.
+   */
+  async #readJson(
+    request: Request,
+  ): Promise<
+    { ok: true; value: unknown } | { ok: false; status: number; error: string }
+  > {
+    const max = this.#maxBodyBytes;
+    const tooLarge = {
+      ok: false,
+      status: 413,
+      error:
+        `the body is larger than ${max} bytes: a job of this master's largest program, escaped as JSON, with room around it`,
+    } as const;
+    const length = Number(request.headers.get("content-length") ?? 0);
+    if (length > max) return tooLarge;
+    // Read with a cap and a deadline: a chunked body has no length to check
+    // first, and a trickled one must not hold the connection for ever.
+    const chunks: Uint8Array[] = [];
+    let bytes = 0;
+    const reader = request.body?.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) =>
+      timer = setTimeout(() => resolve("late"), this.#requestTimeoutMs)
+    );
+    try {
+      while (reader !== undefined) {
+        const next = await Promise.race([reader.read(), late]);
+        if (next === "late") {
+          return {
+            ok: false,
+            status: 408,
+            error:
+              `the body did not arrive within ${this.#requestTimeoutMs} ms`,
+          };
+        }
+        if (next.done) break;
+        bytes += next.value.byteLength;
+        if (bytes > max) return tooLarge;
+        chunks.push(next.value);
+      }
+    } catch {
+      return { ok: false, status: 400, error: "the body could not be read" };
+    } finally {
+      clearTimeout(timer);
+      reader?.cancel().catch(() => {});
+    }
+    const body = new Uint8Array(bytes);
+    let offset = 0;
+    for (const chunk of chunks) {
+      body.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    try {
+      checkJsonDepth(body);
+    } catch (problem) {
+      return {
+        ok: false,
+        status: 400,
+        error: `the body is ${(problem as Error).message}: no job is`,
+      };
+    }
+    const text = new TextDecoder().decode(body);
+    try {
+      return { ok: true, value: JSON.parse(text) };
+    } catch {
+      return { ok: false, status: 400, error: "the body is not JSON" };
+    }
   }
 
   /**
@@ -464,8 +672,8 @@ export class HttpApi implements AsyncDisposable {
     request: Request,
     caller: HttpCaller & { ok: true },
   ): Promise<Response> {
-    const body = await readJson(request);
-    if (!body.ok) return error(400, body.error);
+    const body = await this.#readJson(request);
+    if (!body.ok) return error(body.status, body.error);
     if (!isObject(body.value)) {
       return error(400, "the body must be a JSON object");
     }
@@ -482,9 +690,9 @@ export class HttpApi implements AsyncDisposable {
     request: Request,
     caller: HttpCaller & { ok: true },
   ): Promise<Response> {
-    const body = await readJson(request);
+    const body = await this.#readJson(request);
     if (!body.ok) {
-      return Response.json({ message: body.error }, { status: 400 });
+      return Response.json({ message: body.error }, { status: body.status });
     }
     const offers = this.#master.offers();
     const job = fromPistonRequest(body.value, offers);
@@ -598,7 +806,7 @@ export class HttpApi implements AsyncDisposable {
     if (!this.#tracker.summary(jobId) && !this.#history.summary(jobId)) {
       return error(404, `no job ${jobId}`);
     }
-    const { socket, response } = Deno.upgradeWebSocket(request);
+    const { socket, response } = this.#server.upgradeWebSocket(request);
     /** Output dropped while the peer was behind, in UTF-16 units, not yet told. */
     let dropped = 0;
     const send = (message: StreamEvent | StreamError) => {
@@ -659,11 +867,22 @@ export class HttpApi implements AsyncDisposable {
     };
     socket.onclose = () => close();
     socket.onmessage = (message) => {
+      const text = String(message.data);
+      // Bounded and shallow before parsed, as request bodies are.
+      if (text.length > this.#maxBodyBytes) {
+        close(`a message is at most ${this.#maxBodyBytes} bytes`, 1009);
+        return;
+      }
       let parsed: Record<string, unknown> | undefined;
       try {
-        const value = JSON.parse(String(message.data));
+        checkJsonDepth(text);
+        const value = JSON.parse(text);
         parsed = isObject(value) ? value : undefined;
-      } catch {
+      } catch (problem) {
+        if (problem instanceof SyntaxError && /deeper/.test(problem.message)) {
+          send({ type: "error", jobId, message: problem.message });
+          return;
+        }
         parsed = undefined;
       }
       const type = parsed?.type;
@@ -730,39 +949,20 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-async function readJson(
-  request: Request,
-): Promise<{ ok: true; value: unknown } | { ok: false; error: string }> {
-  const length = Number(request.headers.get("content-length") ?? 0);
-  if (length > MAX_BODY_BYTES) {
-    return {
-      ok: false,
-      error: `the body is larger than ${MAX_BODY_BYTES} bytes`,
-    };
-  }
-  // Read with a cap: a chunked body has no length to check first.
-  const chunks: Uint8Array[] = [];
-  let bytes = 0;
-  for await (const chunk of request.body ?? []) {
-    bytes += chunk.byteLength;
-    if (bytes > MAX_BODY_BYTES) {
-      return {
-        ok: false,
-        error: `the body is larger than ${MAX_BODY_BYTES} bytes`,
-      };
-    }
-    chunks.push(chunk);
-  }
-  const body = new Uint8Array(bytes);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  const text = new TextDecoder().decode(body);
+/**
+ * The machine's own name, when the API listens on every address: the name
+ * its users most likely type. (No rebinding page can borrow it.)
+ */
+function ownNames(hostname: string): string[] {
+  if (hostname !== "0.0.0.0" && hostname !== "::") return [];
   try {
-    return { ok: true, value: JSON.parse(text) };
+    return [Deno.hostname()];
   } catch {
-    return { ok: false, error: "the body is not JSON" };
+    return []; // no --allow-sys: only IP addresses and allowed names, then
   }
+}
+
+function isJson(contentType: string | null): boolean {
+  const type = contentType?.split(";")[0]?.trim().toLowerCase();
+  return type === "application/json";
 }

@@ -429,6 +429,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     };
   }
 
+  /** Most bytes of source files, stdin and arguments in one job (the HTTP API sizes bodies by it). */
+  get maxProgramBytes(): number {
+    return this.#admission.maxProgramBytes;
+  }
+
   /** The credentials in use now (the HTTP API checks bearer tokens against them). */
   get credentials(): Credentials {
     return this.#credentials;

@@ -6,6 +6,7 @@
  * @module
  */
 import { ProtocolError } from "./errors.ts";
+import { jsonDepth, MAX_JSON_DEPTH } from "./json_depth.ts";
 
 /** The default cap on a frame body, in bytes (8 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024;
@@ -95,6 +96,9 @@ export interface FrameDecoderOptions {
  * checked against the cap, and chunks are copied into it: big frames arriving
  * in many small reads cost linear time and no garbage. Chunks are always
  * copied, so a caller may reuse its read buffer.
+ *
+ * A body nested deeper than {@linkcode MAX_JSON_DEPTH} levels is
+ * `malformed`, refused by a linear scan before `JSON.parse` sees it.
  *
  * Errors ({@linkcode ProtocolError} `frame_too_large`, `malformed`,
  * `truncated`) are final: the stream has lost its framing, and every later
@@ -227,6 +231,13 @@ function parseBody(body: Uint8Array): unknown {
       "malformed",
       "malformed frame: body is not valid UTF-8",
       { cause },
+    );
+  }
+  // Before JSON.parse, whose cost on a deep nest starves the event loop.
+  if (jsonDepth(body) > MAX_JSON_DEPTH) {
+    throw new ProtocolError(
+      "malformed",
+      `malformed frame: JSON nested deeper than ${MAX_JSON_DEPTH} levels of arrays and objects`,
     );
   }
   try {

@@ -189,3 +189,17 @@ Deno.test("FrameDecoder reassembles a large frame from many small chunks", () =>
   }
   assert.deepEqual(values, [message]);
 });
+
+Deno.test("FrameDecoder refuses a deeply nested body at the cap before parsing it, naming the depth", () => {
+  const half = (DEFAULT_MAX_FRAME_BYTES - 2) / 2;
+  const bomb = "[".repeat(half) + "]".repeat(half);
+  const decoder = new FrameDecoder();
+  assert.throws(
+    () => decoder.push(rawFrame(bomb)),
+    assertProtocolError("malformed", /nested deeper than 64 levels/),
+  );
+  // 64 levels are fine; brackets inside strings do not count.
+  const ok = new FrameDecoder();
+  const deep = "[".repeat(64) + '"[[[[{{{{"' + "]".repeat(64);
+  assert.equal(ok.push(rawFrame(deep)).length, 1);
+});

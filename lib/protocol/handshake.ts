@@ -146,8 +146,8 @@ const ALL_ROLES: readonly Role[] = ["client", "secondary"];
  * await using master = new Connection(accepted);
  * await using client = new Connection(dialed);
  * const [peer, session] = await Promise.all([
- *   serverHandshake(master, { token: "s3cret", node: "master-1" }),
- *   clientHandshake(client, { role: "client", token: "s3cret", name: "cli" }),
+ *   serverHandshake(master, { token: "correct-horse-battery", node: "master-1" }),
+ *   clientHandshake(client, { role: "client", token: "correct-horse-battery", name: "cli" }),
  * ]);
  * assert.deepEqual(peer, { role: "client", version: 1, name: "cli", identity: "cli", quota: undefined });
  * assert.deepEqual(session, { version: 1, node: "master-1" });
@@ -288,30 +288,42 @@ export async function serverHandshake(
       );
     }
 
-    const who = credentials.authenticate(hello.role, hello.name);
-    if (!who.ok) {
+    // Nothing is said of the credential before the dialer proves it holds
+    // it: an unknown name is challenged with a random token, so it fails
+    // exactly as a wrong token does, and a role is checked after the proof.
+    if (!credentials.isShared && hello.name === undefined) {
       throw new ProtocolError(
         "auth_failed",
-        `authentication failed: ${who.reason}`,
+        "authentication failed: this master authenticates named credentials: give the name of yours",
       );
     }
+    const known = credentials.tokenOf(hello.name);
+    const token = known ?? newNonce();
     const nonce = newNonce();
-    const proof = hmac(who.token, "kiln-server", hello.nonce, nonce);
+    const proof = hmac(token, "kiln-server", hello.nonce, nonce);
     await connection.send({ type: "challenge", version, nonce, proof });
 
     progress.waitingFor = "auth";
     const auth = expect(await connection.receive(), "auth");
     if (
+      known === undefined ||
       !macEquals(
         auth.mac,
-        hmac(who.token, `kiln-${hello.role}`, nonce, hello.nonce),
+        hmac(token, `kiln-${hello.role}`, nonce, hello.nonce),
       )
     ) {
       throw new ProtocolError(
         "auth_failed",
         credentials.isShared
           ? "authentication failed: wrong token"
-          : `authentication failed: wrong token for credential "${hello.name}"`,
+          : `authentication failed for credential "${hello.name}": unknown name or wrong token`,
+      );
+    }
+    const who = credentials.authenticate(hello.role, hello.name);
+    if (!who.ok) {
+      throw new ProtocolError(
+        "auth_failed",
+        `authentication failed: ${who.reason}`,
       );
     }
     await connection.send({ type: "welcome", version, node });

@@ -114,7 +114,10 @@ Deno.test("handshake never sends the token", async () => {
 
 Deno.test("a wrong token fails with auth_failed at both ends, whichever side has it wrong", async () => {
   for (
-    const [masterToken, clientToken] of [[TOKEN, "wrong"], ["wrong", TOKEN], [
+    const [masterToken, clientToken] of [[TOKEN, "wrong-token-0123456789"], [
+      "wrong-token-0123456789",
+      TOKEN,
+    ], [
       TOKEN,
       "",
     ]]

@@ -15,8 +15,8 @@
  * await using master = new Connection(accepted);
  * await using client = new Connection(dialed);
  * await Promise.all([
- *   serverHandshake(master, { token: "t", node: "master-1" }),
- *   clientHandshake(client, { role: "client", token: "t" }),
+ *   serverHandshake(master, { token: "correct-horse-battery", node: "master-1" }),
+ *   clientHandshake(client, { role: "client", token: "correct-horse-battery" }),
  * ]);
  * await client.send({ type: "cancel", jobId: "j1" });
  * assert.deepEqual(await master.receive(), { type: "cancel", jobId: "j1" });

@@ -150,8 +150,16 @@ export class Credentials {
   /**
    * One token for everybody, any name, either role: a small trusted cluster.
    * An empty token is an open cluster (development only).
+   *
+   * @throws {CredentialsError} for a token shorter than
+   * {@linkcode MIN_TOKEN_LENGTH} characters, which a guesser could find.
    */
   static shared(token: string): Credentials {
+    if (token !== "" && token.length < MIN_TOKEN_LENGTH) {
+      throw new CredentialsError(
+        `the token is ${token.length} characters: a shared token must be at least ${MIN_TOKEN_LENGTH}, like a named credential's (make one with: openssl rand -hex 16)`,
+      );
+    }
     return new Credentials("a shared token", new Map(), token);
   }
 
@@ -298,6 +306,17 @@ export class Credentials {
       identity: credential.name,
       quota: credential.role === "client" ? credential.quota : undefined,
     };
+  }
+
+  /**
+   * The token a dialer calling itself `name` must prove it knows, whatever
+   * role it asks for (checked after the proof, with
+   * {@linkcode Credentials.authenticate}); undefined for an unknown name.
+   * A shared token is everybody's.
+   */
+  tokenOf(name: string | undefined): string | undefined {
+    if (this.#shared !== undefined) return this.#shared;
+    return name === undefined ? undefined : this.#byName.get(name)?.token;
   }
 
   /**

@@ -74,12 +74,12 @@ Deno.test("Credentials.authenticate() names what is wrong, never a token", () =>
 });
 
 Deno.test("Credentials.shared() lets anybody with the token be anybody", () => {
-  const shared = Credentials.shared("one-token");
+  const shared = Credentials.shared("one-token-0123456789");
   assert.equal(shared.isShared, true);
   assert.equal(shared.isOpen, false);
   assert.deepEqual(shared.authenticate("secondary", "east"), {
     ok: true,
-    token: "one-token",
+    token: "one-token-0123456789",
     identity: "east",
     quota: undefined,
   });
