@@ -345,7 +345,7 @@ Deno.test("master refuses messages a client may not send after the handshake", a
   await using master = startMaster({ slots: 1 });
   const connection = new Connection(await Deno.connect(master.addr));
   await clientHandshake(connection, { role: "client", token: TOKEN });
-  await connection.send({ type: "welcome", version: 1, node: "impostor" });
+  await connection.send({ type: "welcome", version: 2, node: "impostor" });
   await assert.rejects(connection.receive(), /may not send "welcome"/);
   await connection.close();
 });

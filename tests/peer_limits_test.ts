@@ -99,8 +99,8 @@ Deno.test("master drops a silent peer at the handshake timeout, and a stalled on
   await stalled.write(encodeFrame({
     type: "hello",
     role: "client",
-    minVersion: 1,
-    maxVersion: 1,
+    minVersion: 2,
+    maxVersion: 2,
     nonce: btoa("n".repeat(32)),
   }));
   const frames = await readFramesUntilEof(stalled);
@@ -212,7 +212,7 @@ Deno.test("master refuses connections over its per-address cap, and admits again
   // The master closes the first for a message a client may not send; its
   // slot is free before the client hears why.
   const refusing = first.receive();
-  await first.send({ type: "welcome", version: 1, node: "impostor" });
+  await first.send({ type: "welcome", version: 2, node: "impostor" });
   assert.equal((await peerError(refusing)).peerCode, "unexpected_message");
   await first.close();
   const third = await connectClient(master);

@@ -61,11 +61,11 @@ Deno.test("handshake succeeds for both roles and names each peer", async () => {
     );
     assert.deepEqual(served, {
       status: "fulfilled",
-      value: { role, version: 1, name: "w1", identity: "w1", quota: undefined },
+      value: { role, version: 2, name: "w1", identity: "w1", quota: undefined },
     });
     assert.deepEqual(dialed, {
       status: "fulfilled",
-      value: { version: 1, node: "master-1" },
+      value: { version: 2, node: "master-1" },
     });
     assert.equal(master.peerName, `${role} "w1"`);
     assert.equal(dialer.peerName, "master");
@@ -85,7 +85,7 @@ Deno.test("handshake works with an empty token, and without a name", async () =>
     status: "fulfilled",
     value: {
       role: "client",
-      version: 1,
+      version: 2,
       name: undefined,
       identity: undefined,
       quota: undefined,
@@ -150,12 +150,12 @@ Deno.test("the dialer refuses a master that cannot prove it knows the token", as
     assert.equal(hello.type, "hello");
     await impostor.send({
       type: "challenge",
-      version: 1,
+      version: 2,
       nonce: "n".repeat(44),
       proof: "0".repeat(64),
     });
     assert.equal((await impostor.receive()).type, "auth");
-    await impostor.send({ type: "welcome", version: 1, node: "evil" }); // a welcome must not fool it
+    await impostor.send({ type: "welcome", version: 2, node: "evil" }); // a welcome must not fool it
     return await impostor.receive().catch((error: unknown) => error);
   })();
   const dialed = await clientHandshake(dialer, { role: "client", token: TOKEN })
@@ -177,10 +177,10 @@ Deno.test("the dialer refuses a master that cannot prove it knows the token", as
 Deno.test("a version mismatch is refused with both ranges named", async () => {
   const { master, dialer, served, dialed } = await handshake(
     { token: TOKEN, node: "m" },
-    { role: "client", token: TOKEN, versions: { min: 2, max: 3 } },
+    { role: "client", token: TOKEN, versions: { min: 3, max: 4 } },
   );
   const message =
-    "protocol version mismatch: client speaks 2..3, master speaks 1..1";
+    "protocol version mismatch: client speaks 3..4, master speaks 2..2";
   assertProtocolError(
     reason(served),
     "version_mismatch",
@@ -274,7 +274,7 @@ Deno.test("an unexpected or invalid message during the handshake is refused", as
       /^expected hello during the handshake, got cancel$/,
     ],
     [
-      { type: "hello", role: "client", minVersion: 1, maxVersion: 1 },
+      { type: "hello", role: "client", minVersion: 2, maxVersion: 2 },
       "invalid_message",
       /→ at nonce$/,
     ],
@@ -282,8 +282,8 @@ Deno.test("an unexpected or invalid message during the handshake is refused", as
       {
         type: "hello",
         role: "admin",
-        minVersion: 1,
-        maxVersion: 1,
+        minVersion: 2,
+        maxVersion: 2,
         nonce: "n".repeat(44),
       },
       "invalid_message",
@@ -452,13 +452,13 @@ Deno.test("the master keeps accepting after every kind of bad peer", async () =>
       token: TOKEN,
       name: "w9",
     }),
-    { version: 1, node: "m" },
+    { version: 2, node: "m" },
   );
   assert.deepEqual(await master.next(), {
     status: "fulfilled",
     value: {
       role: "secondary",
-      version: 1,
+      version: 2,
       name: "w9",
       identity: "w9",
       quota: undefined,

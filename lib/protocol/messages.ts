@@ -24,10 +24,16 @@ import type { NodeStatus, OfferedLanguage } from "../scheduler/worker.ts";
 // The scheduler owns these (it sits below the protocol); the wire carries them.
 export type { NodeStatus, OfferedLanguage };
 
-/** The protocol version this build speaks best. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol version this build speaks best. Version 2 (frame sizes, node
+ * secrets and draining in `register` and `heartbeat`, the `seccomp` and
+ * `disk` layers) is not understood by version 1's strict schemas, so a
+ * mixed cluster is refused at the handshake, naming both versions, rather
+ * than failing on its first message.
+ */
+export const PROTOCOL_VERSION = 2;
 /** The oldest protocol version this build still speaks. */
-export const MIN_PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 2;
 
 // Declared by security, which authenticates a role and sits below the protocol.
 export type { Role } from "../security/credentials.ts";
