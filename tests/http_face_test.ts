@@ -15,6 +15,7 @@ import {
   type MasterNodeOptions,
   submitProgram,
 } from "../mod.ts";
+import { bash, startHttpCluster } from "./_http_cluster.ts";
 import { startSecondaryProcess } from "../cli/_processes.ts";
 
 const TOKEN = `face-${crypto.randomUUID()}`;
@@ -37,40 +38,13 @@ await configure({
   reset: true,
 });
 
-interface Cluster extends AsyncDisposable {
-  master: MasterNode;
-  api: HttpApi;
-  port: number;
-  base: string;
-}
-
+/** The attacker's view needs one slot: a second job waits. */
 function startCluster(
   masterOptions: MasterNodeOptions = {},
   apiOptions: HttpApiOptions = {},
-): Cluster {
-  const master = new MasterNode({
-    port: 0,
-    slots: 1,
-    resourceLogIntervalMs: 0,
-    ...masterOptions,
-  });
-  const api = new HttpApi(master, { port: 0, ...apiOptions });
-  return {
-    master,
-    api,
-    port: api.addr.port,
-    base: `http://127.0.0.1:${api.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      await api.shutdown();
-      await master.shutdown();
-    },
-  };
+) {
+  return startHttpCluster({ slots: 1, ...masterOptions }, apiOptions);
 }
-
-const bash = (script: string) => ({
-  language: "bash",
-  files: [{ name: "main.sh", content: script }],
-});
 
 interface RawAnswer {
   status: number;

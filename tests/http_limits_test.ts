@@ -5,48 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import {
-  Credentials,
-  HttpApi,
-  type HttpApiOptions,
-  JobHistory,
-  MasterNode,
-  type MasterNodeOptions,
-  submitProgram,
-} from "../mod.ts";
+import { Credentials, HttpApi, JobHistory, submitProgram } from "../mod.ts";
+import { bash, startHttpCluster } from "./_http_cluster.ts";
 
-interface Cluster extends AsyncDisposable {
-  master: MasterNode;
-  api: HttpApi;
-  base: string;
-}
-
-function startCluster(
-  masterOptions: MasterNodeOptions = {},
-  apiOptions: HttpApiOptions = {},
-): Cluster {
-  const master = new MasterNode({
-    port: 0,
-    slots: 2,
-    resourceLogIntervalMs: 0,
-    ...masterOptions,
-  });
-  const api = new HttpApi(master, { port: 0, ...apiOptions });
-  return {
-    master,
-    api,
-    base: `http://127.0.0.1:${api.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      await api.shutdown();
-      await master.shutdown();
-    },
-  };
-}
-
-const bash = (script: string) => ({
-  language: "bash",
-  files: [{ name: "main.sh", content: script }],
-});
+const startCluster = startHttpCluster;
 
 async function post(
   url: string,
