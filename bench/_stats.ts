@@ -59,3 +59,26 @@ export async function runPool<T, R>(
   );
   return results;
 }
+
+/**
+ * Times `first` and `second` in pairs whose order alternates, so that drift
+ * on a noisy machine falls on both alike; the first `warmup` pairs are
+ * dropped. Returns each side's times, in pair order.
+ */
+export async function alternatingPairs<T>(
+  first: T,
+  second: T,
+  options: { pairs: number; warmup: number },
+  time: (subject: T) => Promise<number>,
+): Promise<{ first: number[]; second: number[] }> {
+  const times = { first: [] as number[], second: [] as number[] };
+  for (let i = 0; i < options.warmup + options.pairs; i++) {
+    const firstFirst = i % 2 === 0;
+    const a = await time(firstFirst ? first : second);
+    const b = await time(firstFirst ? second : first);
+    if (i < options.warmup) continue;
+    times.first.push(firstFirst ? a : b);
+    times.second.push(firstFirst ? b : a);
+  }
+  return times;
+}

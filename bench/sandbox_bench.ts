@@ -14,9 +14,11 @@ import {
   createDefaultRegistry,
   executeJob,
   type JobResult,
+  type ResolvedRunner,
   Sandbox,
+  type SourceFile,
 } from "../mod.ts";
-import { type BenchSection, percentile } from "./_stats.ts";
+import { alternatingPairs, type BenchSection, percentile } from "./_stats.ts";
 
 /** What every hello world below writes to stdout. */
 const EXPECTED = "Hello, world!\n";
@@ -107,28 +109,13 @@ export async function benchSandbox(): Promise<BenchSection> {
         name: `prog${resolved.runner.extensions[0]}`,
         content: source,
       };
-      // Wall time of the whole job as a caller sees it: workdir, compile,
-      // run, cleanup. Any result but a clean hello world stops the bench.
-      const time = async (sandbox: Sandbox): Promise<number> => {
-        const t0 = performance.now();
-        const result = await executeJob(resolved, { language, files: [file] }, {
-          sandbox,
-          workRoot,
-        });
-        const ms = performance.now() - t0;
-        check(language, sandbox, result);
-        return ms;
-      };
-      const bareMs: number[] = [];
-      const sandboxedMs: number[] = [];
-      for (let i = 0; i < WARMUP_PAIRS + pairs; i++) {
-        const bareFirst = i % 2 === 0;
-        const a = await time(bareFirst ? bare : sandboxed);
-        const b = await time(bareFirst ? sandboxed : bare);
-        if (i < WARMUP_PAIRS) continue;
-        bareMs.push(bareFirst ? a : b);
-        sandboxedMs.push(bareFirst ? b : a);
-      }
+      const time = jobTimer(resolved, file, workRoot);
+      const { first: bareMs, second: sandboxedMs } = await alternatingPairs(
+        bare,
+        sandboxed,
+        { pairs, warmup: WARMUP_PAIRS },
+        time,
+      );
       const bareP50 = percentile(bareMs, 50);
       const sandboxedP50 = percentile(sandboxedMs, 50);
       const overhead = sandboxedP50 - bareP50;
@@ -166,6 +153,28 @@ export async function benchSandbox(): Promise<BenchSection> {
     await Deno.remove(workRoot, { recursive: true });
     await sandboxed.close();
   }
+}
+
+/**
+ * Times one hello-world job as a caller sees it, in `sandbox`: workdir,
+ * compile, run, cleanup. Any result but a clean hello world stops the bench.
+ */
+function jobTimer(
+  resolved: ResolvedRunner,
+  file: SourceFile,
+  workRoot: string,
+): (sandbox: Sandbox) => Promise<number> {
+  const language = resolved.runner.name;
+  return async (sandbox) => {
+    const t0 = performance.now();
+    const result = await executeJob(resolved, { language, files: [file] }, {
+      sandbox,
+      workRoot,
+    });
+    const ms = performance.now() - t0;
+    check(language, sandbox, result);
+    return ms;
+  };
 }
 
 /** Throws unless `result` is a clean hello world run under `sandbox`'s layers. */
@@ -224,26 +233,13 @@ export async function benchHardening(): Promise<BenchSection> {
         name: `prog${resolved.runner.extensions[0]}`,
         content: program.source,
       };
-      const time = async (sandbox: Sandbox): Promise<number> => {
-        const t0 = performance.now();
-        const result = await executeJob(resolved, { language, files: [file] }, {
-          sandbox,
-          workRoot,
-        });
-        const ms = performance.now() - t0;
-        check(language, sandbox, result);
-        return ms;
-      };
-      const baseMs: number[] = [];
-      const fullMs: number[] = [];
-      for (let i = 0; i < WARMUP_PAIRS + pairs; i++) {
-        const baseFirst = i % 2 === 0;
-        const a = await time(baseFirst ? without : full);
-        const b = await time(baseFirst ? full : without);
-        if (i < WARMUP_PAIRS) continue;
-        baseMs.push(baseFirst ? a : b);
-        fullMs.push(baseFirst ? b : a);
-      }
+      const time = jobTimer(resolved, file, workRoot);
+      const { first: baseMs, second: fullMs } = await alternatingPairs(
+        without,
+        full,
+        { pairs, warmup: WARMUP_PAIRS },
+        time,
+      );
       const base = percentile(baseMs, 50);
       const withBoth = percentile(fullMs, 50);
       rows.push(

@@ -4,7 +4,7 @@
  * SIGHUP reloads the file, and no token ever reaches a log line.
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { captureLogs, recordLine } from "../lib/_log_testing.ts";
 import {
   type JobEvent,
   type JobRequest,
@@ -48,21 +48,7 @@ const credentials = Credentials.parse(JSON.stringify(AUTH), "test");
 
 /** Every log record of the test file, to scan for secrets at the end. */
 const records: string[] = [];
-await configure({
-  sinks: {
-    memory: (record: LogRecord) =>
-      records.push(
-        `${record.message.map(String).join("")} ${
-          JSON.stringify(record.properties)
-        }`,
-      ),
-  },
-  loggers: [
-    { category: ["kiln"], lowestLevel: "debug", sinks: ["memory"] },
-    { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-  ],
-  reset: true,
-});
+const logs = await captureLogs((record) => records.push(recordLine(record)));
 
 const bash = (script: string): JobRequest => ({
   language: "bash",
@@ -436,7 +422,7 @@ Deno.test("auth: no token appears in any log line of this file", async () => {
       }
     }
   } finally {
-    await reset();
+    await logs[Symbol.asyncDispose]();
   }
 });
 

@@ -5,7 +5,7 @@
  * descriptors.
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { captureLogs, recordLine } from "../lib/_log_testing.ts";
 import {
   Credentials,
   getClusterStatus,
@@ -22,21 +22,7 @@ const TOKEN = `face-${crypto.randomUUID()}`;
 
 /** Every log line of the test file, to check what is logged and that no token is. */
 const records: string[] = [];
-await configure({
-  sinks: {
-    memory: (record: LogRecord) =>
-      records.push(
-        `${record.message.map(String).join("")} ${
-          JSON.stringify(record.properties)
-        }`,
-      ),
-  },
-  loggers: [
-    { category: ["kiln"], lowestLevel: "debug", sinks: ["memory"] },
-    { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-  ],
-  reset: true,
-});
+const logs = await captureLogs((record) => records.push(recordLine(record)));
 
 /** The attacker's view needs one slot: a second job waits. */
 function startCluster(
@@ -525,6 +511,6 @@ Deno.test("no token appears in any log line of this file", async () => {
   try {
     for (const record of records) assert.ok(!record.includes(TOKEN), record);
   } finally {
-    await reset();
+    await logs[Symbol.asyncDispose]();
   }
 });

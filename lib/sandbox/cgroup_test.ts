@@ -6,7 +6,8 @@ import {
   type JobCgroup,
   NODE_LEAF,
 } from "./cgroup.ts";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import type { LogRecord } from "@logtape/logtape";
+import { captureLogs } from "../_log_testing.ts";
 import { isProcessAlive } from "./process_tree.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -636,21 +637,9 @@ Deno.test("a cgroup still busy after every rmdir retry is logged at warn with it
   const backend = await detectCgroups({ root: fake.root, directories });
   assert.ok(backend.available);
   const warnings: LogRecord[] = [];
-  await configure({
-    sinks: { memory: (record: LogRecord) => warnings.push(record) },
-    loggers: [
-      {
-        category: ["kiln", "sandbox"],
-        lowestLevel: "warning",
-        sinks: ["memory"],
-      },
-      {
-        category: ["logtape", "meta"],
-        lowestLevel: "warning",
-        sinks: ["memory"],
-      },
-    ],
-    reset: true,
+  const logs = await captureLogs((record) => warnings.push(record), {
+    category: ["kiln", "sandbox"],
+    lowestLevel: "warning",
   });
   try {
     const stuck = await backend.create("stuck");
@@ -668,7 +657,7 @@ Deno.test("a cgroup still busy after every rmdir retry is logged at warn with it
     assert.equal(backend.leaked, 1);
     assert.equal(warnings.length, 1);
   } finally {
-    await reset();
+    await logs[Symbol.asyncDispose]();
     await Deno.remove(`${fake.root}/kiln/stuck`, { recursive: true });
   }
 });
