@@ -497,8 +497,8 @@ Deno.test("SecondaryNode with a wrong token logs an error on every attempt, expo
     reset: true,
   });
   try {
-    await using master = new FakeMaster("the-right-token");
-    await using secondary = startSecondary(master, { token: "a-wrong-one" });
+    await using master = new FakeMaster("the-right-token-for-this-master");
+    await using secondary = startSecondary(master, { token: "a-wrong-one-of-enough-length" });
     const failures: Error[] = [];
     const threeFailures = Promise.withResolvers<void>();
     secondary.addEventListener("connectfailed", ({ detail }) => {
@@ -507,7 +507,7 @@ Deno.test("SecondaryNode with a wrong token logs an error on every attempt, expo
     });
     for (let i = 0; i < 3; i++) {
       const refused = await master.acceptFailing();
-      assert.ok(refused instanceof ProtocolError);
+      assert.ok(refused instanceof ProtocolError, String(refused));
       assert.equal(refused.code, "auth_failed");
     }
     await threeFailures.promise;
