@@ -9,6 +9,7 @@
 import { fileURLToPath } from "node:url";
 import { benchCluster } from "./cluster_bench.ts";
 import { benchDispatch } from "./dispatch_bench.ts";
+import { benchHistory } from "./history_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
 
@@ -17,6 +18,7 @@ const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 const BENCHES = [
   ["cluster", benchCluster],
   ["dispatch", benchDispatch],
+  ["history", benchHistory],
   ["sandbox", benchSandbox],
   ["hardening", benchHardening],
 ] as const;
