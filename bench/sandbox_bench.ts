@@ -193,19 +193,22 @@ function check(language: string, sandbox: Sandbox, result: JobResult): void {
 }
 
 /**
- * What the seccomp filter and the job disk cost: the same hello worlds
- * through `executeJob` under the full sandbox, against the same sandbox
- * with those two layers left out (`without`), in alternating pairs in this
- * one run. A job of a compiled language has two steps and one disk: the
- * cost per step is the difference divided by the steps.
+ * What the seccomp filter, the job disk and the job's devpts cost: the
+ * same hello worlds through `executeJob` under the full sandbox, against
+ * the same sandbox with those layers left out (`without`), in alternating
+ * pairs in this one run. A job of a compiled language has two steps and
+ * one disk and devpts: the cost per step is the difference divided by the
+ * steps.
  */
 export async function benchHardening(): Promise<BenchSection> {
-  const title = "Seccomp and disk limit overhead";
+  const title = "Seccomp, disk and pty limit overhead";
   const full = await Sandbox.detect();
-  const without = await Sandbox.detect({ without: ["seccomp", "disk"] });
+  const without = await Sandbox.detect({
+    without: ["seccomp", "disk", "ptys"],
+  });
   const workRoot = await Deno.makeTempDir({ prefix: "kiln-bench-" });
   try {
-    const missing = (["seccomp", "disk"] as const).filter((layer) =>
+    const missing = (["seccomp", "disk", "ptys"] as const).filter((layer) =>
       !full.layers.includes(layer)
     );
     if (missing.length > 0) {
@@ -256,8 +259,8 @@ export async function benchHardening(): Promise<BenchSection> {
         `A hello-world job through \`executeJob\` under every layer (${
           full.layers.join(", ")
         }) against the same sandbox`,
-        "without `seccomp` and `disk` (`Sandbox.detect({ without })`), in alternating pairs after",
-        `${WARMUP_PAIRS} warm-up pairs. The disk is one tmpfs mounted and unmounted per job, the filter one`,
+        "without `seccomp`, `disk` and `ptys` (`Sandbox.detect({ without })`), in alternating pairs after",
+        `${WARMUP_PAIRS} warm-up pairs. The disk is one tmpfs and the ptys one devpts mounted and unmounted per job, the filter one`,
         "descriptor opened per step; medians (p50) of the whole job, in ms.",
         "",
         "| language | steps | pairs | without p50 | with p50 | difference per job | per step |",

@@ -35,6 +35,7 @@ export const NODE_FLAGS = {
   "output-limit": { type: "string" },
   "disk-limit": { type: "string" },
   "disk-file-limit": { type: "string" },
+  "pty-limit": { type: "string" },
   "log-level": { type: "string", default: "info" },
   "log-format": { type: "string", default: "text" },
   verbose: { type: "boolean", default: false },
@@ -50,8 +51,8 @@ export const NODE_FLAGS_USAGE =
   --sandbox M        auto: every isolation layer this host has, warning about
                      the others; bwrap: refuse to start without bubblewrap;
                      none: no isolation at all (development only) (default auto)
-  --require-sandbox  refuse to start without namespaces, cgroups and the disk
-                     layer, or without seccomp where the kernel has it
+  --require-sandbox  refuse to start without namespaces, cgroups, the disk and
+                     pty layers, or without seccomp where the kernel has it
   --uid-range A-B    host uids jobs run as, one per job: the node claims a
                      block of 65536 of them (fewer if the range is smaller)
                      that no other kiln process and no host account uses
@@ -69,6 +70,8 @@ export const NODE_FLAGS_USAGE =
                      memory), in MiB, up to 1048576 (default 256)
   --disk-file-limit N  maximum files per job on that disk, up to 16777216
                      (default 10000)
+  --pty-limit N      maximum pseudo-terminals a job may hold at once, up to
+                     1048576; 0 = none (default 16)
   --log-level L      trace, debug, info, warning, error (default info)
   --log-format F     text or json (default text)
   --verbose          print stack traces of errors
@@ -91,6 +94,7 @@ export interface NodeFlagValues {
   "output-limit"?: string | undefined;
   "disk-limit"?: string | undefined;
   "disk-file-limit"?: string | undefined;
+  "pty-limit"?: string | undefined;
   "log-level": string;
   "log-format": string;
 }
@@ -135,9 +139,11 @@ export async function readNodeFlags(
       ["output-limit", "outputBytes"],
       ["disk-limit", "diskMb"],
       ["disk-file-limit", "diskFiles"],
+      ["pty-limit", "ptys"],
     ] as const
   ) {
-    const value = integerFlag(flag, values[flag], 1, LIMIT_MAXIMA[key]);
+    const min = key === "ptys" ? 0 : 1;
+    const value = integerFlag(flag, values[flag], min, LIMIT_MAXIMA[key]);
     if (value !== undefined) limits[key] = value;
   }
   const mode = values.sandbox as SandboxMode;

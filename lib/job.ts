@@ -72,6 +72,12 @@ export interface JobLimits {
    * included; more fail with ENOSPC (needs the `disk` layer).
    */
   diskFiles: number;
+  /**
+   * Pseudo-terminals the job may hold at once (`/dev/ptmx` opens); more
+   * fail with ENOSPC (needs the `ptys` layer), and 0 gives none at all
+   * (ENOENT, wherever the `namespaces` layer works).
+   */
+  ptys: number;
 }
 
 /** The isolation layers a job can run under (see `lib/sandbox/`). */
@@ -81,6 +87,7 @@ export const SANDBOX_LAYERS = [
   "rlimits",
   "seccomp",
   "disk",
+  "ptys",
 ] as const;
 
 /**
@@ -89,7 +96,8 @@ export const SANDBOX_LAYERS = [
  * CPU time and peak memory per job), `rlimits` (CPU seconds, file size, open
  * files per process), `seccomp` (a syscall filter: no new namespaces, mounts,
  * keyrings, `bpf`, `ptrace`, `io_uring`, ...), `disk` (a size- and
- * file-capped tmpfs per job for the workdir and `/tmp`).
+ * file-capped tmpfs per job for the workdir and `/tmp`), `ptys` (a devpts
+ * of its own per job, holding at most its pty limit).
  */
 export type SandboxLayer = typeof SANDBOX_LAYERS[number];
 
@@ -235,7 +243,8 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * its compile and run times plus a node timeout) stay within what a timer
  * takes. Memory is at most 1 TiB, processes the kernel's `pid_max` ceiling
  * (2^22), output 1 GiB (it is held in memory), file size 1 TiB, open files
- * Linux's default `fs.nr_open` (2^20), disk 1 TiB, files on it 2^24.
+ * Linux's default `fs.nr_open` (2^20), disk 1 TiB, files on it 2^24,
+ * ptys the kernel's ceiling for one devpts (`NR_UNIX98_PTY_MAX`, 2^20).
  */
 export const LIMIT_MAXIMA: Readonly<JobLimits> = Object.freeze({
   wallTimeMs: DAY_MS,
@@ -250,14 +259,18 @@ export const LIMIT_MAXIMA: Readonly<JobLimits> = Object.freeze({
   openFiles: 1 << 20,
   diskMb: 1024 * 1024,
   diskFiles: 1 << 24,
+  ptys: 1 << 20,
 });
 
-/** A limit: a positive integer up to its maximum, named in every message. */
+/** A limit: a positive integer (for ptys, 0 too) up to its maximum, named in every message. */
 function limitSchema(key: keyof JobLimits) {
   const max = LIMIT_MAXIMA[key];
-  return z.number({ error: `${key} must be a number` })
-    .int(`${key} must be an integer`)
-    .positive(`${key} must be positive`)
+  const integer = z.number({ error: `${key} must be a number` })
+    .int(`${key} must be an integer`);
+  // No pty at all is a limit a job can ask for; no time or memory is not.
+  return (key === "ptys"
+    ? integer.nonnegative(`${key} must not be negative`)
+    : integer.positive(`${key} must be positive`))
     .max(max, `${key} must be at most ${max}`);
 }
 
@@ -275,6 +288,7 @@ export const JobLimitsSchema = z.object({
   openFiles: limitSchema("openFiles"),
   diskMb: limitSchema("diskMb"),
   diskFiles: limitSchema("diskFiles"),
+  ptys: limitSchema("ptys"),
 }).strict() satisfies z.ZodType<JobLimits>;
 
 /** Validates {@linkcode LimitOverrides}. */
@@ -283,7 +297,7 @@ export const LimitOverridesSchema = JobLimitsSchema
 
 /**
  * Checks limits a caller gives in code (a node's options), as the protocol
- * checks a request's: each a positive integer within
+ * checks a request's: each a positive integer (ptys may be 0) within
  * {@linkcode LIMIT_MAXIMA}, no unknown field.
  *
  * @throws {RangeError} naming every bad field, and its maximum when it is
@@ -327,7 +341,9 @@ export function checkLimits(
  * processes are sized for the JVM and Deno, which need hundreds of MiB and
  * dozens of threads just to compile. The disk holds 8 files of the largest
  * size (256 MiB) and 10 000 files: far more than any compiler here writes
- * for one program, and its tmpfs pages are memory the node must have.
+ * for one program, and its tmpfs pages are memory the node must have. 16
+ * ptys are plenty for a program that drives a terminal or two, and 16 per
+ * slot leave the shared pool (3,072 by default) to 192 slots.
  */
 export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   wallTimeMs: 10_000,
@@ -342,6 +358,7 @@ export const DEFAULT_LIMITS: Readonly<JobLimits> = Object.freeze({
   openFiles: 512,
   diskMb: 256,
   diskFiles: 10_000,
+  ptys: 16,
 });
 
 /**

@@ -109,6 +109,15 @@ Deno.test("checkLimits() refuses a limit no timer can hold, and an unknown one",
   );
 });
 
+Deno.test("checkLimits() lets ptys be 0 (none at all), no other limit", () => {
+  assert.deepEqual(checkLimits({ ptys: 0 }), { ptys: 0 });
+  assert.throws(() => checkLimits({ ptys: -1 }), /ptys must not be negative/);
+  assert.throws(
+    () => checkLimits({ processes: 0 }),
+    /processes must be positive/,
+  );
+});
+
 Deno.test("fitResult() never splits a surrogate pair", () => {
   // "😀" is two UTF-16 units: halving 3 of them falls inside the second.
   const result = blankResult("j", { verdict: "ok", stdout: "😀😀😀" });

@@ -481,6 +481,8 @@ Deno.test("CLI: nodes refuse a limit or a duration past its maximum, naming both
         ["--disk-file-limit", "16777217"],
         /--disk-file-limit must be at most 16777216/,
       ],
+      [["--pty-limit", "1048577"], /--pty-limit must be at most 1048576/],
+      [["--pty-limit=-1"], /--pty-limit must be an integer >= 0, got "-1"/],
       [
         ["--node-timeout", "2147483648"],
         /--node-timeout must be at most 2147483647/,

@@ -5,7 +5,7 @@
  * whose layer this host lacks). Each case asserts
  * its verdict, then that the node still runs a normal job and that no
  * process of any job survived. The last test checks that nothing at all was
- * left: processes, workdirs, cgroups.
+ * left: processes, workdirs, cgroups, job disks and devpts mounts.
  */
 // deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
@@ -37,6 +37,7 @@ const has = {
   rlimits: sandbox.layers.includes("rlimits"),
   seccomp: sandbox.layers.includes("seccomp"),
   disk: sandbox.layers.includes("disk"),
+  ptys: sandbox.layers.includes("ptys"),
   python: (await registry.resolve("python")).ok,
   c: (await registry.resolve("c")).ok,
   java: (await registry.resolve("java")).ok,
@@ -54,6 +55,7 @@ const LIMITS = {
   outputBytes: 256 * 1024,
   diskMb: 64,
   diskFiles: 2_000,
+  ptys: 4,
 };
 
 /** Why a case is skipped, printed once; undefined runs it. */
@@ -119,13 +121,23 @@ async function assertHealthy(): Promise<void> {
     );
   }
   assert.deepEqual(await ourJobDisks(), [], "a job disk is still mounted");
+  assert.deepEqual(await ourJobPtys(), [], "a job's devpts is still mounted");
 }
 
 /** The mount points of this process's job disks still mounted (see `disk_limit.ts`). */
 async function ourJobDisks(): Promise<string[]> {
+  return await ourMounts("tmpfs");
+}
+
+/** The mount points of this process's job devpts still mounted (see `pty_limit.ts`). */
+async function ourJobPtys(): Promise<string[]> {
+  return await ourMounts("devpts");
+}
+
+async function ourMounts(type: string): Promise<string[]> {
   const mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
   return mountinfo.split("\n").filter((line) =>
-    line.includes(` - tmpfs kiln-${Deno.pid} `)
+    line.includes(` - ${type} kiln-${Deno.pid} `)
   ).map((line) => line.split(" ")[4]!);
 }
 
@@ -478,6 +490,106 @@ except OSError as error:
   assert.match(result.reason ?? "", /disk limit .*: no file left$/);
 });
 
+/** Runs `tty` under `pty.fork()`: a program on a terminal, as `script` or `expect` run one. */
+const ON_A_TERMINAL = `
+import os, pty
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv("/usr/bin/tty", ["tty"])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+os.waitpid(pid, 0)
+print(out.decode().strip())
+`;
+
+hostile("a job holding every pty it can leaves a concurrent job its own", [
+  "python",
+  "ptys",
+], async () => {
+  // Job A opens ptys until it cannot, forking a new process whenever one
+  // runs out of descriptors, and holds them. Unbounded, it took every pty
+  // of the host's sandboxes (about 3,000); now it stops at its limit.
+  const stop = new AbortController();
+  const held = Promise.withResolvers<string>();
+  let output = "";
+  const a = submit(
+    python(`
+import os, time
+r, w = os.pipe()
+total, why = 0, ""
+while True:
+    if os.fork() == 0:
+        os.close(r)
+        ptys, error = [], "none"
+        try:
+            while True:
+                ptys.append(os.openpty())
+        except OSError as e:
+            error = e.strerror
+        os.write(w, f"{len(ptys)} {error}\\n".encode())
+        time.sleep(60)
+        os._exit(0)
+    line = b""
+    while not line.endswith(b"\\n"):
+        line += os.read(r, 1)
+    count, why = line.decode().strip().split(" ", 1)
+    total += int(count)
+    if why != "Too many open files":
+        break
+print("opened", total, why, flush=True)
+time.sleep(60)
+`),
+    {
+      signal: stop.signal,
+      onEvent: (event) => {
+        if (event.type !== "output") return;
+        output += event.data;
+        if (output.endsWith("\n")) held.resolve(output);
+      },
+    },
+  ).catch(() => null);
+  const opened = await held.promise;
+  // Job B, while A holds its ptys: a program on a terminal of its own,
+  // numbered from 0 in a devpts of its own.
+  const b = await submit(python(ON_A_TERMINAL));
+  stop.abort();
+  await a;
+  assert.equal(b.verdict, "ok", explain(b));
+  assert.equal(b.stdout, "/dev/pts/0\n", explain(b));
+  assert.equal(
+    opened,
+    `opened ${LIMITS.ptys} No space left on device\n`,
+    "job A was not held to its pty limit",
+  );
+  // assertHealthy() then checks that no devpts stays mounted.
+});
+
+hostile("a pty limit of 0 leaves a job no pty at all", [
+  "python",
+  "namespaces",
+], async () => {
+  const result = await submit({
+    ...python(`
+import os
+try:
+    os.openpty()
+    print("opened")
+except OSError as error:
+    print(error.strerror)
+`),
+    limits: { ptys: 0 },
+  });
+  assert.equal(result.verdict, "ok", explain(result));
+  assert.equal(result.stdout, "No such file or directory\n", explain(result));
+});
+
 hostile("a user namespace cannot be made: unshare -U -r is denied", [
   "seccomp",
 ], async () => {
@@ -636,6 +748,7 @@ Deno.test("hostile: afterwards nothing of any job is left", async () => {
       assert.deepEqual(ours, [], "a job cgroup was left");
     }
     assert.deepEqual(await ourJobDisks(), [], "a job disk was left mounted");
+    assert.deepEqual(await ourJobPtys(), [], "a job devpts was left mounted");
   } finally {
     await master.shutdown();
   }

@@ -41,6 +41,12 @@ const result = await executeJob(bash.resolved, {
   language: "bash",
   files: [{ name: "main.sh", content: job }],
 }, { sandbox });
+// A pty limit of 0 needs no mount of the node's: a job then has no pty.
+const noPtys = await executeJob(bash.resolved, {
+  language: "bash",
+  files: [{ name: "main.sh", content: "test -e /dev/ptmx || echo 'no pty'" }],
+  limits: { ptys: 0 },
+}, { sandbox });
 const removalFailures = sandbox.removalFailures;
 await sandbox.close();
 await removeWorkRoot();
@@ -52,7 +58,7 @@ try {
 }
 const refused = await detectBubblewrap({ sysctlRoot: refusingSysctl });
 Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify({
-  report: sandbox.report, result, required, refused, removalFailures,
+  report: sandbox.report, result, noPtys, required, refused, removalFailures,
 })));
 `;
 
@@ -70,6 +76,7 @@ const JOB = (secret: string) =>
     "touch /usr/kiln-rootless 2>/dev/null || echo 'system read-only'",
     `cat ${secret} 2>/dev/null || echo 'node file unseen'`,
     "mkdir locked && touch locked/file && chmod 000 locked && echo locked",
+    "test -e /dev/ptmx && echo 'bwrap ptys'",
   ].join("\n");
 
 /** Runs `script` as the node's user, with a home and a DENO_DIR of its own. */
@@ -158,9 +165,10 @@ Deno.test("a node that is not root, where root made the kiln cgroups, reports no
     const output = await runAsNode(home, NODE, [JOB(secret), sysctl]);
     const stderr = new TextDecoder().decode(output.stderr);
     assert.ok(output.success, stderr);
-    const { report, result, required, refused, removalFailures } = JSON.parse(
-      new TextDecoder().decode(output.stdout),
-    );
+    const { report, result, noPtys, required, refused, removalFailures } = JSON
+      .parse(
+        new TextDecoder().decode(output.stdout),
+      );
 
     // Cgroups it cannot use are missing, with the reason, never "working".
     assert.ok(!report.layers.includes("cgroups"), JSON.stringify(report));
@@ -194,7 +202,17 @@ Deno.test("a node that is not root, where root made the kiln cgroups, reports no
       "system read-only",
       "node file unseen",
       "locked",
+      "bwrap ptys",
     ]);
+    // No devpts of its own per job without root; none at all at a limit of 0.
+    assert.match(
+      report.missing.ptys,
+      new RegExp(
+        `devpts with max= per job needs root \\(running as uid ${NODE_UID}\\)`,
+      ),
+    );
+    assert.equal(noPtys.verdict, "ok", JSON.stringify(noPtys));
+    assert.equal(noPtys.stdout, "no pty\n", JSON.stringify(noPtys));
 
     // A kernel that refuses user namespaces is named, with the setting.
     assert.equal(refused.available, false);

@@ -7,6 +7,7 @@
 import { getLogger } from "@logtape/logtape";
 import { removeWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
 import { unmountStaleJobDisks } from "../sandbox/disk_limit.ts";
+import { unmountStaleJobPtys } from "../sandbox/pty_limit.ts";
 import { isProcessAlive } from "../sandbox/process_tree.ts";
 
 const log = getLogger(["kiln", "node"]);
@@ -18,6 +19,13 @@ export async function sweepWorkRoots(): Promise<void> {
   if (unmounted > 0) {
     log.info("unmounted {unmounted} job disks of kiln processes that died", {
       unmounted,
+    });
+  }
+  // As would a job's devpts.
+  const ptys = await unmountStaleJobPtys(isProcessAlive);
+  if (ptys > 0) {
+    log.info("unmounted {ptys} job devpts of kiln processes that died", {
+      ptys,
     });
   }
   const { removed, failed } = await sweepStaleWorkRoots();

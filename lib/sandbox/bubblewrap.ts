@@ -14,7 +14,9 @@
  * - the job's workdir as the only writable host directory, and a fresh
  *   size-capped tmpfs at `/tmp` (its pages are memory, charged to the job's
  *   memory cgroup as well);
- * - a fresh `/proc` showing only the sandbox's processes, a minimal `/dev`;
+ * - a fresh `/proc` showing only the sandbox's processes, a minimal `/dev`
+ *   whose ptys are the job's own, as many as its limit (`ptsDir`,
+ *   `noPtys`; see `pty_limit.ts`);
  * - a cleared environment holding exactly `env`;
  * - `--die-with-parent` (the whole sandbox dies when bwrap's parent does) and
  *   `--new-session` (no `TIOCSTI` into our terminal).
@@ -175,6 +177,16 @@ export interface BwrapOptions {
    */
   readonly seccompFd?: number | undefined;
   /**
+   * A devpts instance of the job's own, bound at `/dev/pts` over the one
+   * bwrap makes, which has no limit (see `pty_limit.ts`).
+   */
+  readonly ptsDir?: string | undefined;
+  /**
+   * No pty at all: an empty read-only tmpfs covers `/dev/pts`, so opening
+   * `/dev/ptmx` fails with `ENOENT`. Wins over `ptsDir`. @default false
+   */
+  readonly noPtys?: boolean | undefined;
+  /**
    * For a node that is not root: bwrap creates a user namespace mapping
    * `uid` and `gid`, which must then be the node's own, to themselves, and
    * the program runs as them with no capability, without the `setpriv`
@@ -226,6 +238,8 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
     tmpDir,
     seccompFd,
     rootless = false,
+    ptsDir,
+    noPtys = false,
   } = options;
   for (
     const [what, path] of [
@@ -238,6 +252,9 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
       ...readOnlyPaths.map((path) => ["readOnlyPaths", path] as const),
       ...(
         tmpDir === undefined ? [] : [["tmpDir", tmpDir] as const]
+      ),
+      ...(
+        ptsDir === undefined ? [] : [["ptsDir", ptsDir] as const]
       ),
     ]
   ) {
@@ -292,6 +309,12 @@ export function bwrapPrefix(options: BwrapOptions): string[] {
     );
   }
   args.push("--proc", "/proc", "--dev", "/dev");
+  // bwrap's /dev/ptmx is a link to pts/ptmx: covering /dev/pts is enough.
+  if (noPtys) {
+    args.push("--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts");
+  } else if (ptsDir !== undefined) {
+    args.push("--dev-bind", clean(ptsDir), "/dev/pts");
+  }
   if (tmpDir === undefined) {
     args.push(
       "--perms",

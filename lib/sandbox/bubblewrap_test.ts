@@ -13,6 +13,7 @@ import {
 import { jobEnvironment } from "./environment.ts";
 import { launch, type StepOutcome } from "./launcher.ts";
 import { prlimitPrefix } from "./rlimits.ts";
+import { detectPtyLimit, JobPtys } from "./pty_limit.ts";
 
 const bwrap = await detectBubblewrap();
 if (!bwrap.available) {
@@ -230,6 +231,25 @@ Deno.test("bwrapPrefix makes world-searchable parents for binds outside the syst
   assert.ok(!text.includes("3.11.7/lib"), "inside a bound root");
 });
 
+Deno.test("bwrapPrefix covers bwrap's /dev/pts with the job's devpts, or with nothing", () => {
+  const after = (args: string[]) =>
+    args.slice(args.indexOf("/dev") + 1, args.indexOf("/dev") + 5);
+  assert.deepEqual(after(bwrapPrefix({ ...BASE, ptsDir: "/w/kiln-pty-1/" })), [
+    "--dev-bind",
+    "/w/kiln-pty-1",
+    "/dev/pts",
+    "--perms",
+  ]);
+  assert.deepEqual(
+    after(bwrapPrefix({ ...BASE, ptsDir: "/w/kiln-pty-1", noPtys: true })),
+    ["--tmpfs", "/dev/pts", "--remount-ro", "/dev/pts"],
+  );
+  assert.throws(
+    () => bwrapPrefix({ ...BASE, ptsDir: "kiln-pty-1" }),
+    /ptsDir "kiln-pty-1" is not an absolute path/,
+  );
+});
+
 Deno.test("bwrapPrefix rejects root, relative paths and bad env names", () => {
   assert.throws(() => bwrapPrefix({ ...BASE, uid: 0 }), RangeError);
   assert.throws(() => bwrapPrefix({ ...BASE, gid: 0 }), RangeError);
@@ -346,6 +366,98 @@ Deno.test({
     );
     assert.notEqual(rc, "rc=0");
     assert.match(outcome.stderr, /No space left on device/);
+  },
+});
+
+/** Opens ptys with os.openpty() until it fails, then runs `tty` under pty.fork(). */
+const OPEN_PTYS = `
+import os, pty
+held = []
+try:
+    while len(held) < 64:
+        held.append(os.openpty())
+except OSError as error:
+    print("opened", len(held), error.strerror)
+for master, slave in held:
+    os.close(master)
+    os.close(slave)
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv("/usr/bin/tty", ["tty"])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+os.waitpid(pid, 0)
+print(out.decode().strip())
+`;
+
+const ptyLimit = await detectPtyLimit();
+
+Deno.test({
+  name: "bwrap's own devpts has no max=: the job's devpts is what bounds it",
+  ...real,
+  fn: async () => {
+    const outcome = await sh("grep ' /dev/pts ' /proc/self/mountinfo");
+    assert.match(outcome.stdout, / - devpts devpts .*ptmxmode=666/);
+    assert.doesNotMatch(outcome.stdout, /max=/);
+  },
+});
+
+Deno.test({
+  name:
+    "a job's devpts bound at /dev/pts holds it to its limit, and a pty works",
+  ignore: !bwrap.available || !ptyLimit.available,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "kiln-pty-test-" });
+    const ptys = await JobPtys.mount(dir, 3);
+    try {
+      const outcome = await withWorkdir((workdir) =>
+        sandboxed(workdir, ["/usr/bin/python3", "-c", OPEN_PTYS], {
+          ptsDir: dir,
+        })
+      );
+      assert.equal(
+        outcome.stdout,
+        "opened 3 No space left on device\n/dev/pts/0\n",
+        outcome.stderr,
+      );
+    } finally {
+      await ptys.unmount();
+      await Deno.remove(dir);
+    }
+  },
+});
+
+Deno.test({
+  name: "noPtys: /dev/ptmx leads nowhere (ENOENT)",
+  ...real,
+  fn: async () => {
+    const outcome = await withWorkdir((workdir) =>
+      sandboxed(workdir, [
+        "/usr/bin/python3",
+        "-c",
+        `import os
+try:
+    os.openpty()
+except OSError as error:
+    print(error.strerror)
+try:
+    open("/dev/pts/ptmx", "w")
+except OSError as error:
+    print(error.strerror)`,
+      ], { noPtys: true })
+    );
+    assert.equal(
+      outcome.stdout,
+      "No such file or directory\nRead-only file system\n",
+      outcome.stderr,
+    );
   },
 });
 

@@ -11,7 +11,8 @@
  * ```
  *
  * A job's workdir and `/tmp` live on a disk of its own, a size- and
- * file-capped tmpfs ({@linkcode Sandbox.makeWorkdir}, `disk_limit.ts`).
+ * file-capped tmpfs ({@linkcode Sandbox.makeWorkdir}, `disk_limit.ts`), and
+ * its ptys in a devpts of its own with the job's pty limit (`pty_limit.ts`).
  *
  * Each link `exec`s the next, except bwrap, which stays as the parent of the
  * sandbox and reports the program's exit: 128 + n for signal n, as a shell
@@ -38,8 +39,8 @@
  *
  * A missing layer is never silent: `auto` logs a warning for each, `bwrap`
  * refuses to start without namespaces, `require` refuses to start without
- * namespaces, cgroups and the disk layer, and without seccomp where the
- * kernel has it.
+ * namespaces, cgroups, the disk and pty layers, and without seccomp where
+ * the kernel has it.
  *
  * @module
  */
@@ -80,6 +81,12 @@ import {
   JobDisk,
 } from "./disk_limit.ts";
 import { detectSeccomp, SECCOMP_FD, type SeccompDetection } from "./seccomp.ts";
+import {
+  detectPtyLimit,
+  JobPtys,
+  PTY_DIR_PREFIX,
+  type PtyLimitDetection,
+} from "./pty_limit.ts";
 import { IdentityPool, type JobIdentity, type UidRange } from "./identity.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
@@ -106,8 +113,8 @@ export interface SandboxOptions {
    */
   readonly mode?: SandboxMode;
   /**
-   * Refuse to start without namespaces, cgroups and the disk layer, or
-   * without seccomp on a kernel that has it. @default false
+   * Refuse to start without namespaces, cgroups, the disk and pty layers,
+   * or without seccomp on a kernel that has it. @default false
    */
   readonly require?: boolean;
   /** Where to look for cgroups, for tests. @default "/sys/fs/cgroup" */
@@ -123,7 +130,7 @@ export interface SandboxOptions {
    * reason "left out": for benchmarks that measure what a layer costs.
    * @default []
    */
-  readonly without?: readonly ("seccomp" | "disk")[];
+  readonly without?: readonly ("seccomp" | "disk" | "ptys")[];
 }
 
 /** The limits of one step: the compile step's or the run step's. */
@@ -240,6 +247,12 @@ export class Sandbox {
   readonly #disk: DiskLimitDetection | null;
   /** The job disks of live workdirs, by workdir. */
   readonly #disks = new Map<string, JobDisk>();
+  readonly #ptyLimit: PtyLimitDetection | null;
+  /**
+   * The ptys of live workdirs' jobs, by workdir: a devpts of their own, or
+   * null for none at all; absent, bwrap's own devpts (no limit).
+   */
+  readonly #ptys = new Map<string, JobPtys | null>();
   /** Toolchain roots per executable list: `realPath` once, not per job. */
   readonly #roots = new Map<string, Promise<string[]>>();
   readonly #identities: IdentityPool | null;
@@ -255,8 +268,10 @@ export class Sandbox {
     seccomp: SeccompDetection | null = null,
     disk: DiskLimitDetection | null = null,
     identities: IdentityPool | null = null,
+    ptys: PtyLimitDetection | null = null,
   ) {
     this.#identities = identities;
+    this.#ptyLimit = ptys;
     this.#bwrap = bwrap;
     this.#cgroups = cgroups;
     this.#prlimit = prlimit;
@@ -291,12 +306,17 @@ export class Sandbox {
       layers.push("disk");
       backends.disk = "tmpfs per job";
     } else if (disk) missing.disk = disk.reason;
+    if (ptys?.available) {
+      layers.push("ptys");
+      backends.ptys = "devpts per job";
+    } else if (ptys) missing.ptys = ptys.reason;
     if (mode === "none") {
       missing.namespaces =
         missing.cgroups =
         missing.rlimits =
         missing.seccomp =
         missing.disk =
+        missing.ptys =
           "--sandbox none";
     }
     this.report = { mode, layers, backends, missing };
@@ -330,13 +350,14 @@ export class Sandbox {
       }
       return sandbox;
     }
-    const [bwrapFound, cgroups, prlimit, disk, bash] = await Promise.all([
+    const [bwrapFound, cgroups, prlimit, disk, ptys, bash] = await Promise.all([
       detectBubblewrap(),
       detectCgroups(
         options.cgroupRoot === undefined ? {} : { root: options.cgroupRoot },
       ),
       detectPrlimit(),
       detectDiskLimit(),
+      detectPtyLimit(),
       findBash(),
     ]);
     let bwrap = bwrapFound;
@@ -373,6 +394,15 @@ export class Sandbox {
       without.has("seccomp") ? { ...leftOut, kernelSupports: false } : seccomp,
       without.has("disk") ? leftOut : disk,
       identities,
+      without.has("ptys")
+        ? leftOut
+        : bwrap.available || !ptys.available
+        ? ptys
+        : {
+          available: false,
+          reason:
+            "a devpts per job is bound at /dev/pts by the namespace layer, which is missing",
+        },
     );
     const { missing } = sandbox.report;
     const demanded: [SandboxLayer, string][] = [];
@@ -380,7 +410,9 @@ export class Sandbox {
       demanded.push(["namespaces", "--sandbox bwrap"]);
     }
     if (require) {
-      for (const layer of ["namespaces", "cgroups", "disk"] as const) {
+      for (
+        const layer of ["namespaces", "cgroups", "disk", "ptys"] as const
+      ) {
         if (missing[layer]) demanded.push([layer, "--require-sandbox"]);
       }
       // Where the kernel cannot filter syscalls, there is nothing to demand.
@@ -425,20 +457,49 @@ export class Sandbox {
    * directory `<root>/kiln-job-<random>`. Write the sources into it, then
    * call {@linkcode Sandbox.prepareWorkdir}; remove it with
    * {@linkcode Sandbox.removeWorkdir}.
+   *
+   * The job's ptys are settled here too: where the pty layer works, a
+   * devpts of at most `limits.ptys` mounted on `<root>/kiln-pty-<random>`
+   * (see `pty_limit.ts`); a limit of 0, no pty at all wherever the
+   * namespace layer works.
    */
   async makeWorkdir(
     root: string,
-    limits: Pick<JobLimits, "diskMb" | "diskFiles">,
+    limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
   ): Promise<string> {
     const dir = await Deno.makeTempDir({ prefix: "kiln-job-", dir: root });
-    if (!this.#disk?.available) return dir;
+    let workdir = dir;
+    if (this.#disk?.available) {
+      try {
+        const disk = await JobDisk.mount(dir, {
+          sizeBytes: limits.diskMb * 1024 * 1024,
+          files: limits.diskFiles,
+        });
+        this.#disks.set(disk.workdir, disk);
+        workdir = disk.workdir;
+      } catch (error) {
+        await Deno.remove(dir).catch(() => {});
+        throw error;
+      }
+    }
     try {
-      const disk = await JobDisk.mount(dir, {
-        sizeBytes: limits.diskMb * 1024 * 1024,
-        files: limits.diskFiles,
-      });
-      this.#disks.set(disk.workdir, disk);
-      return disk.workdir;
+      await this.#makePtys(root, workdir, limits.ptys);
+    } catch (error) {
+      await this.#removeFiles(workdir, undefined);
+      throw error;
+    }
+    return workdir;
+  }
+
+  async #makePtys(root: string, workdir: string, limit: number) {
+    // Unsandboxed, a job uses the host's /dev/pts: nothing to bind.
+    if (!this.#bwrap?.available) return;
+    // No devpts for none: the kernel reads max=0 as no limit.
+    if (limit === 0) this.#ptys.set(workdir, null);
+    if (limit === 0 || !this.#ptyLimit?.available) return;
+    const dir = await Deno.makeTempDir({ prefix: PTY_DIR_PREFIX, dir: root });
+    try {
+      this.#ptys.set(workdir, await JobPtys.mount(dir, limit));
     } catch (error) {
       await Deno.remove(dir).catch(() => {});
       throw error;
@@ -497,6 +558,7 @@ export class Sandbox {
   async removeWorkdir(workdir: string): Promise<void> {
     const identity = this.#leases.get(workdir);
     await this.#removeFiles(workdir, identity);
+    await this.#removePtys(workdir);
     if (identity) {
       this.#leases.delete(workdir);
       // The steps' cgroups are gone and the removal has ended: no process
@@ -543,6 +605,24 @@ export class Sandbox {
       log.warn("cannot remove the job workdir {workdir}: {reason}", {
         workdir,
         reason: outcome.reason,
+      });
+    }
+  }
+
+  /** Unmounts the job's devpts (lazily: a pty still held cannot keep it). */
+  async #removePtys(workdir: string): Promise<void> {
+    const ptys = this.#ptys.get(workdir);
+    this.#ptys.delete(workdir);
+    if (!ptys) return;
+    try {
+      await ptys.unmount();
+      await Deno.remove(ptys.mountPoint);
+    } catch (error) {
+      // Left for the sweep of the next node that starts here.
+      this.#removalFailures++;
+      log.warn("cannot remove the job's devpts {path}: {reason}", {
+        path: ptys.mountPoint,
+        reason: describe(error),
       });
     }
   }
@@ -672,6 +752,7 @@ export class Sandbox {
       ];
     }
     const disk = this.#disks.get(options.workdir);
+    const ptys = this.#ptys.get(options.workdir);
     const seccomp = this.#seccomp?.available ? this.#seccomp : null;
     if (this.#bwrap?.available) {
       const identity = this.#leases.get(options.workdir);
@@ -692,6 +773,8 @@ export class Sandbox {
           gid: identity.gid,
           env: options.env,
           tmpDir: disk?.tmpDir,
+          ptsDir: ptys?.mountPoint,
+          noPtys: ptys === null,
           seccompFd: seccomp ? SECCOMP_FD : undefined,
           rootless: this.#bwrap.rootless,
         }),
@@ -826,6 +909,8 @@ const CONSEQUENCES: Record<SandboxLayer, string> = {
     "programs may create user namespaces, mount, use keyrings, bpf, ptrace and io_uring: every door of the kernel stays open",
   disk:
     "the disk a job may fill is not limited (workdir and /tmp; only the file size limit holds)",
+  ptys:
+    "a job may hold every pty the host's sandboxes share (kernel.pty.max - kernel.pty.reserve), leaving none to other jobs; a pty limit of 0 still gives it none",
 };
 
 /** Linux signal numbers (x86-64 and arm64 agree on these). */

@@ -170,3 +170,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a job's workdir comes with a devpts of its pty limit, unmounted with it; a limit of 0 gives no pty",
+  ignore: !host.layers.includes("ptys"),
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "kiln-sandbox-test-" });
+    const ourDevpts = async () =>
+      (await Deno.readTextFile("/proc/self/mountinfo")).split("\n").filter(
+        (line) =>
+          line.includes(` - devpts kiln-${Deno.pid} `) && line.includes(root),
+      );
+    try {
+      for (
+        const [ptys, error] of [
+          [2, "No space left on device"],
+          [0, "No such file or directory"],
+        ] as const
+      ) {
+        const workdir = await host.makeWorkdir(root, {
+          diskMb: 1,
+          diskFiles: 10,
+          ptys,
+        });
+        try {
+          assert.equal((await ourDevpts()).length, ptys === 0 ? 0 : 1);
+          await host.prepareWorkdir(workdir);
+          const outcome = await host.run({
+            command: "/bin/bash",
+            args: ["-c", "exec 3</dev/ptmx 4</dev/ptmx 5</dev/ptmx"],
+          }, {
+            workdir,
+            env: { PATH: "/usr/bin:/bin" },
+            executables: ["/bin/bash"],
+            limits: LIMITS,
+          });
+          assert.match(
+            outcome.stderr,
+            new RegExp(
+              `line 1: /dev/ptmx: ${error}\n$`,
+            ),
+          );
+        } finally {
+          await host.removeWorkdir(workdir);
+        }
+        assert.deepEqual(await ourDevpts(), []);
+        assert.deepEqual(await Array.fromAsync(Deno.readDir(root)), []);
+      }
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
