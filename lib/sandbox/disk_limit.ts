@@ -43,97 +43,36 @@
  * @module
  */
 import { join } from "node:path";
+import { loadMountCalls, type StatFs } from "./_mounts.ts";
 
 /** `MS_NOSUID | MS_NODEV`: no setuid binaries, no device files on a job's disk. */
 const MOUNT_FLAGS = 2n | 4n;
-/** `MNT_DETACH`: a lazy unmount, which never fails because a process still holds a file. */
-const MNT_DETACH = 2;
 /** `TMPFS_MAGIC`, what `statfs` says a tmpfs is. */
 const TMPFS_MAGIC = 0x01021994n;
 
 /** The mount source of a job disk names the kiln process: `kiln-<pid>`. */
 const SOURCE_PREFIX = "kiln-";
 
-/** The libc calls the layer makes, through Deno's FFI. */
+/** The libc calls the layer makes (see `_mounts.ts`). */
 interface Libc {
   /** 0, or the errno. */
   mount(source: string, target: string, data: string): number;
-  /** 0, or -1 (the errno of a call on another thread is lost). */
+  /** 0, or -1. */
   umount(target: string): Promise<number>;
   /** The fields of `struct statfs` the layer reads, or the errno. */
   statfs(path: string): StatFs | number;
 }
 
-interface StatFs {
-  type: bigint;
-  blockSize: number;
-  blocks: number;
-  freeBlocks: number;
-  files: number;
-  freeFiles: number;
-}
-
-let libc: Libc | string | undefined;
-
-/** libc, loaded once; a string says why it cannot be. */
+/** libc's calls for this layer; a string says why they cannot be made. */
 function loadLibc(): Libc | string {
-  if (libc !== undefined) return libc;
-  try {
-    const lib = Deno.dlopen("libc.so.6", {
-      mount: {
-        parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
-        result: "i32",
-      },
-      // A lazy unmount frees every file of the tmpfs on return: off the
-      // event loop, however many the program made.
-      umount2: {
-        parameters: ["buffer", "i32"],
-        result: "i32",
-        nonblocking: true,
-      },
-      statfs: { parameters: ["buffer", "buffer"], result: "i32" },
-      __errno_location: { parameters: [], result: "pointer" },
-    });
-    const c = (text: string) => new TextEncoder().encode(`${text}\0`);
-    const errno = () => {
-      const pointer = lib.symbols.__errno_location();
-      return pointer === null
-        ? -1
-        : new Deno.UnsafePointerView(pointer).getInt32();
-    };
-    libc = {
-      mount: (source, target, data) =>
-        lib.symbols.mount(
-            c(source),
-            c(target),
-            c("tmpfs"),
-            MOUNT_FLAGS,
-            c(data),
-          ) === 0
-          ? 0
-          : errno(),
-      umount: (target) => lib.symbols.umount2(c(target), MNT_DETACH),
-      statfs: (path) => {
-        // struct statfs on 64-bit Linux: 15 longs (120 bytes).
-        const buffer = new BigUint64Array(16);
-        if (lib.symbols.statfs(c(path), buffer) !== 0) return errno();
-        const n = (i: number) => Number(buffer[i]!);
-        return {
-          type: buffer[0]!,
-          blockSize: n(1),
-          blocks: n(2),
-          freeBlocks: n(3),
-          files: n(5),
-          freeFiles: n(6),
-        };
-      },
-    };
-  } catch (error) {
-    libc = `cannot call libc's mount(2) through Deno's FFI: ${
-      error instanceof Error ? error.message : String(error)
-    }`;
-  }
-  return libc;
+  const calls = loadMountCalls();
+  if (typeof calls === "string") return calls;
+  return {
+    mount: (source, target, data) =>
+      calls.mount(source, target, "tmpfs", MOUNT_FLAGS, data),
+    umount: (target) => calls.unmountLazily(target),
+    statfs: (path) => calls.statfs(path),
+  };
 }
 
 /** What {@linkcode detectDiskLimit} found. */

@@ -51,14 +51,13 @@
  *
  * @module
  */
+import { loadMountCalls } from "./_mounts.ts";
 
 /** The kernel's ceiling for a devpts `max=` (`NR_UNIX98_PTY_MAX`): the documented maximum of the pty limit. */
 export const MAX_PTY_LIMIT = 1 << 20;
 
 /** `MS_NOSUID | MS_NOEXEC`: device nodes only, and they must stay usable (no `MS_NODEV`). */
 const MOUNT_FLAGS = 2n | 8n;
-/** `MNT_DETACH`: a lazy unmount, which never fails because a process still holds a pty. */
-const MNT_DETACH = 2;
 /** The mount source of a job's devpts names the kiln process: `kiln-<pid>`. */
 const SOURCE_PREFIX = "kiln-";
 /**
@@ -68,7 +67,7 @@ const SOURCE_PREFIX = "kiln-";
  */
 export const PTY_DIR_PREFIX = "kiln-pty-";
 
-/** The libc calls the layer makes, through Deno's FFI. */
+/** The libc calls the layer makes (see `_mounts.ts`). */
 interface Libc {
   /** 0, or the errno. */
   mount(source: string, target: string, data: string): number;
@@ -76,49 +75,15 @@ interface Libc {
   umount(target: string): Promise<number>;
 }
 
-let libc: Libc | string | undefined;
-
-/** libc, loaded once; a string says why it cannot be. */
+/** libc's calls for this layer; a string says why they cannot be made. */
 function loadLibc(): Libc | string {
-  if (libc !== undefined) return libc;
-  try {
-    const lib = Deno.dlopen("libc.so.6", {
-      mount: {
-        parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
-        result: "i32",
-      },
-      umount2: {
-        parameters: ["buffer", "i32"],
-        result: "i32",
-        nonblocking: true,
-      },
-      __errno_location: { parameters: [], result: "pointer" },
-    });
-    const c = (text: string) => new TextEncoder().encode(`${text}\0`);
-    libc = {
-      mount: (source, target, data) => {
-        if (
-          lib.symbols.mount(
-            c(source),
-            c(target),
-            c("devpts"),
-            MOUNT_FLAGS,
-            c(data),
-          ) === 0
-        ) return 0;
-        const pointer = lib.symbols.__errno_location();
-        return pointer === null
-          ? -1
-          : new Deno.UnsafePointerView(pointer).getInt32();
-      },
-      umount: (target) => lib.symbols.umount2(c(target), MNT_DETACH),
-    };
-  } catch (error) {
-    libc = `cannot call libc's mount(2) through Deno's FFI: ${
-      error instanceof Error ? error.message : String(error)
-    }`;
-  }
-  return libc;
+  const calls = loadMountCalls();
+  if (typeof calls === "string") return calls;
+  return {
+    mount: (source, target, data) =>
+      calls.mount(source, target, "devpts", MOUNT_FLAGS, data),
+    umount: (target) => calls.unmountLazily(target),
+  };
 }
 
 /** What {@linkcode detectPtyLimit} found. */
