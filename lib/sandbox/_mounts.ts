@@ -95,3 +95,65 @@ export function loadMountCalls(): MountCalls | string {
   }
   return loaded;
 }
+
+/** The mount source of a job's mount names the kiln process: `kiln-<pid>`. */
+export const SOURCE_PREFIX = "kiln-";
+
+/**
+ * Unmounts the `type` mounts of kiln processes that died (a node killed
+ * with SIGKILL cannot unmount its own): those whose source is `kiln-<pid>`
+ * for a pid that is gone and whose mount point `isJobMount` recognises.
+ * Reads `/proc/self/mountinfo`. Returns how many it unmounted. Never throws.
+ */
+export async function unmountStaleKilnMounts(
+  type: string,
+  isAlive: (pid: number) => Promise<boolean>,
+  isJobMount: (mountPoint: string) => boolean,
+): Promise<number> {
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return 0;
+  const calls = loadMountCalls();
+  if (typeof calls === "string") return 0;
+  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo").catch(
+    () => "",
+  );
+  let unmounted = 0;
+  for (const line of mountinfo.split("\n")) {
+    // "<id> <parent> <dev> <root> <mount point> <options> ... - <type> <source> <super options>"
+    const [left, right] = line.split(" - ");
+    if (left === undefined || right === undefined) continue;
+    const [mountType, source] = right.split(" ");
+    if (mountType !== type || !source?.startsWith(SOURCE_PREFIX)) continue;
+    const digits = source.slice(SOURCE_PREFIX.length);
+    if (!/^[0-9]{1,10}$/.test(digits)) continue;
+    const pid = Number(digits);
+    if (pid === Deno.pid || await isAlive(pid)) continue;
+    const mountPoint = unescapeMountinfo(left.split(" ")[4] ?? "");
+    if (!isJobMount(mountPoint)) continue;
+    if (await calls.unmountLazily(mountPoint) === 0) unmounted++;
+  }
+  return unmounted;
+}
+
+/** `/proc/self/mountinfo` writes space, tab, newline and backslash as `\ooo`. */
+function unescapeMountinfo(field: string): string {
+  return field.replace(
+    /\\([0-7]{3})/g,
+    (_, octal: string) => String.fromCharCode(parseInt(octal, 8)),
+  );
+}
+
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  1: "EPERM (not permitted)",
+  2: "ENOENT (no such directory)",
+  12: "ENOMEM",
+  13: "EACCES (permission denied)",
+  16: "EBUSY",
+  20: "ENOTDIR",
+  22: "EINVAL",
+};
+
+/** An errno of a mount of `type`, by name. */
+export function mountErrnoName(errno: number, type: string): string {
+  if (errno === 19) return `ENODEV (no ${type} in this kernel)`;
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}

@@ -43,15 +43,18 @@
  * @module
  */
 import { join } from "node:path";
-import { loadMountCalls, type StatFs } from "./_mounts.ts";
+import {
+  loadMountCalls,
+  mountErrnoName,
+  SOURCE_PREFIX,
+  type StatFs,
+  unmountStaleKilnMounts,
+} from "./_mounts.ts";
 
 /** `MS_NOSUID | MS_NODEV`: no setuid binaries, no device files on a job's disk. */
 const MOUNT_FLAGS = 2n | 4n;
 /** `TMPFS_MAGIC`, what `statfs` says a tmpfs is. */
 const TMPFS_MAGIC = 0x01021994n;
-
-/** The mount source of a job disk names the kiln process: `kiln-<pid>`. */
-const SOURCE_PREFIX = "kiln-";
 
 /** The libc calls the layer makes (see `_mounts.ts`). */
 interface Libc {
@@ -232,7 +235,9 @@ export class JobDisk {
     );
     if (errno !== 0) {
       throw new Error(
-        `cannot mount a tmpfs on ${mountPoint}: ${errnoName(errno)}`,
+        `cannot mount a tmpfs on ${mountPoint}: ${
+          mountErrnoName(errno, "tmpfs")
+        }`,
       );
     }
     const disk = new JobDisk(lib, mountPoint);
@@ -257,7 +262,7 @@ export class JobDisk {
     if (typeof stat === "number") {
       return {
         full: false,
-        reason: `statfs failed: ${errnoName(stat)}`,
+        reason: `statfs failed: ${mountErrnoName(stat, "tmpfs")}`,
         usedBytes: null,
         usedFiles: null,
       };
@@ -309,51 +314,12 @@ export class JobDisk {
  * source is `kiln-<pid>` for a pid that is gone. Returns how many it
  * unmounted. Never throws.
  */
-export async function unmountStaleJobDisks(
+export function unmountStaleJobDisks(
   isAlive: (pid: number) => Promise<boolean>,
 ): Promise<number> {
-  const lib = loadLibc();
-  if (typeof lib === "string" || Deno.uid() !== 0) return 0;
-  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo").catch(
-    () => "",
+  return unmountStaleKilnMounts(
+    "tmpfs",
+    isAlive,
+    (mountPoint) => mountPoint.includes("/kiln-job-"),
   );
-  let unmounted = 0;
-  for (const line of mountinfo.split("\n")) {
-    // "<id> <parent> <dev> <root> <mount point> <options> ... - <type> <source> <super options>"
-    const [left, right] = line.split(" - ");
-    if (left === undefined || right === undefined) continue;
-    const [type, source] = right.split(" ");
-    if (type !== "tmpfs" || !source?.startsWith(SOURCE_PREFIX)) continue;
-    const digits = source.slice(SOURCE_PREFIX.length);
-    if (!/^[0-9]{1,10}$/.test(digits)) continue;
-    const pid = Number(digits);
-    if (pid === Deno.pid || await isAlive(pid)) continue;
-    const mountPoint = unescapeMountinfo(left.split(" ")[4] ?? "");
-    if (!mountPoint.includes("/kiln-job-")) continue;
-    if (await lib.umount(mountPoint) === 0) unmounted++;
-  }
-  return unmounted;
-}
-
-/** `/proc/self/mountinfo` writes space, tab, newline and backslash as `\ooo`. */
-function unescapeMountinfo(field: string): string {
-  return field.replace(
-    /\\([0-7]{3})/g,
-    (_, octal: string) => String.fromCharCode(parseInt(octal, 8)),
-  );
-}
-
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM (not permitted)",
-  2: "ENOENT (no such directory)",
-  12: "ENOMEM",
-  13: "EACCES (permission denied)",
-  16: "EBUSY",
-  19: "ENODEV (no tmpfs in this kernel)",
-  20: "ENOTDIR",
-  22: "EINVAL",
-};
-
-function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }

@@ -51,15 +51,18 @@
  *
  * @module
  */
-import { loadMountCalls } from "./_mounts.ts";
+import {
+  loadMountCalls,
+  mountErrnoName,
+  SOURCE_PREFIX,
+  unmountStaleKilnMounts,
+} from "./_mounts.ts";
 
 /** The kernel's ceiling for a devpts `max=` (`NR_UNIX98_PTY_MAX`): the documented maximum of the pty limit. */
 export const MAX_PTY_LIMIT = 1 << 20;
 
 /** `MS_NOSUID | MS_NOEXEC`: device nodes only, and they must stay usable (no `MS_NODEV`). */
 const MOUNT_FLAGS = 2n | 8n;
-/** The mount source of a job's devpts names the kiln process: `kiln-<pid>`. */
-const SOURCE_PREFIX = "kiln-";
 /**
  * The prefix of the directories the sandbox mounts jobs' devpts instances
  * on (`<work root>/kiln-pty-<random>`), which
@@ -210,7 +213,9 @@ export class JobPtys {
     if (errno !== 0) {
       return Promise.reject(
         new Error(
-          `cannot mount a devpts on ${mountPoint}: ${errnoName(errno)}`,
+          `cannot mount a devpts on ${mountPoint}: ${
+            mountErrnoName(errno, "devpts")
+          }`,
         ),
       );
     }
@@ -247,53 +252,15 @@ export class JobPtys {
  * console.log(await unmountStaleJobPtys(isProcessAlive)); // 0 on a clean host
  * ```
  */
-export async function unmountStaleJobPtys(
+export function unmountStaleJobPtys(
   isAlive: (pid: number) => Promise<boolean>,
 ): Promise<number> {
-  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return 0;
-  const lib = loadLibc();
-  if (typeof lib === "string") return 0;
-  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo").catch(
-    () => "",
+  return unmountStaleKilnMounts(
+    "devpts",
+    isAlive,
+    (mountPoint) =>
+      mountPoint.slice(mountPoint.lastIndexOf("/") + 1).startsWith(
+        PTY_DIR_PREFIX,
+      ),
   );
-  let unmounted = 0;
-  for (const line of mountinfo.split("\n")) {
-    // "<id> <parent> <dev> <root> <mount point> <options> ... - <type> <source> <super options>"
-    const [left, right] = line.split(" - ");
-    if (left === undefined || right === undefined) continue;
-    const [type, source] = right.split(" ");
-    if (type !== "devpts" || !source?.startsWith(SOURCE_PREFIX)) continue;
-    const digits = source.slice(SOURCE_PREFIX.length);
-    if (!/^[0-9]{1,10}$/.test(digits)) continue;
-    const pid = Number(digits);
-    if (pid === Deno.pid || await isAlive(pid)) continue;
-    const mountPoint = unescapeMountinfo(left.split(" ")[4] ?? "");
-    const name = mountPoint.slice(mountPoint.lastIndexOf("/") + 1);
-    if (!name.startsWith(PTY_DIR_PREFIX)) continue;
-    if (await lib.umount(mountPoint) === 0) unmounted++;
-  }
-  return unmounted;
-}
-
-/** `/proc/self/mountinfo` writes space, tab, newline and backslash as `\ooo`. */
-function unescapeMountinfo(field: string): string {
-  return field.replace(
-    /\\([0-7]{3})/g,
-    (_, octal: string) => String.fromCharCode(parseInt(octal, 8)),
-  );
-}
-
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM (not permitted)",
-  2: "ENOENT (no such directory)",
-  12: "ENOMEM",
-  13: "EACCES (permission denied)",
-  16: "EBUSY",
-  19: "ENODEV (no devpts in this kernel)",
-  20: "ENOTDIR",
-  22: "EINVAL",
-};
-
-function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }
