@@ -179,7 +179,11 @@ class NoDelayListener implements Deno.Listener {
  *   nor `startTls` (client side only) offers a way to set `TCP_NODELAY`, so
  *   {@linkcode noDelay} cannot reach it: the master's small frames on a TLS
  *   link still wait for the client's delayed ACK (~40 ms) when two go out
- *   back to back. The dialing end of every link, TLS or not, has it off.
+ *   back to back: measured, `echo hi` through a TLS master takes 88 ms at
+ *   p50 against 12 ms with the option set. Linux copies `TCP_NODELAY` from
+ *   a listening socket to the sockets it accepts, so `setsockopt(2)` on the
+ *   listener (through FFI, its descriptor found in `/proc/self/fd`) would
+ *   reach them; not done here. The dialing end of every link has it off.
  *
  * A `node:net` server with `node:tls` sockets has neither problem (tried:
  * `destroy()` closes a silent peer, `setNoDelay()` removes the stall), at
