@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { benchCluster } from "./cluster_bench.ts";
 import { benchDispatch } from "./dispatch_bench.ts";
 import { benchHistory } from "./history_bench.ts";
+import { benchHop } from "./hop_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
 
@@ -18,6 +19,7 @@ const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 const BENCHES = [
   ["cluster", benchCluster],
   ["dispatch", benchDispatch],
+  ["hop", benchHop],
   ["history", benchHistory],
   ["sandbox", benchSandbox],
   ["hardening", benchHardening],

@@ -20,6 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import { timerDelay } from "../_timer.ts";
 import { abortableDelay } from "../nodes/_timing.ts";
 import { PeerGuard } from "../nodes/peer_guard.ts";
+import { listen } from "../protocol/transport.ts";
 
 const log = getLogger(["kiln", "http"]);
 
@@ -179,7 +180,8 @@ export class HttpServer implements AsyncDisposable {
     this.#headersTimeoutMs = headersTimeoutMs;
     // Connections only: the back-off is the master's, checked per request.
     this.#peers = new PeerGuard({ maxConnectionsPerIp, maxAuthFailures: 0 });
-    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    // Through kiln's transport: its connections get TCP_NODELAY on accept.
+    this.#listener = listen({ hostname, port });
     this.addr = this.#listener.addr as Deno.NetAddr;
     const accepting = this.#acceptLoop();
     this.finished = (async () => {

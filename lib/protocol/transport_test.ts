@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConnectionError, ProtocolError } from "./errors.ts";
 import { dial, hintTls, listen } from "./transport.ts";
+import { socketsOnPort } from "./_nodelay_testing.ts";
 
 Deno.test("dial() gives up a TLS handshake the peer never answers, saying so", async () => {
   using listener = listen({ hostname: "127.0.0.1", port: 0 });
@@ -71,4 +72,36 @@ Deno.test("hintTls() explains a bare hang-up, and leaves the master's own words 
   assert.equal(hintTls(timeout), timeout);
   const other = new Error("not a protocol error");
   assert.equal(hintTls(other), other);
+});
+
+Deno.test("listen() and dial() turn Nagle off on both ends of a plain link", async () => {
+  using listener = listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const [accepted, dialed] = await Promise.all([
+    listener.accept(),
+    dial({ hostname: "127.0.0.1", port }),
+  ]);
+  try {
+    const sockets = socketsOnPort(port);
+    assert.equal(sockets.length, 2, JSON.stringify(sockets));
+    for (const socket of sockets) {
+      assert.ok(socket.noDelay, `Nagle is on: ${JSON.stringify(socket)}`);
+    }
+  } finally {
+    accepted.close();
+    dialed.close();
+  }
+});
+
+Deno.test("listen()'s connections also come with Nagle off through its async iterator", async () => {
+  using listener = listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  using dialed = await Deno.connect({ hostname: "127.0.0.1", port });
+  for await (const accepted of listener) {
+    using _accepted = accepted;
+    const server = socketsOnPort(port).filter((s) => s.local === port);
+    assert.deepEqual(server.map((s) => s.noDelay), [true]);
+    break;
+  }
+  assert.ok(dialed);
 });
