@@ -155,18 +155,22 @@ export async function launch(
   let ending: StepEnding = "exited";
   /** Set once the program exited: a limit or a cancel that fires later did not end it. */
   let exited = false;
-  const killEverything = () => {
-    // Before setsid has run, the child leads no group yet: the group kill
-    // would miss it. Deno knows whether it was reaped, so no stray pid is hit.
-    if (!exited) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    }
-    return Promise.all([killProcessTree(child.pid), options.killAll?.()]);
-  };
+  const killEverything = () =>
+    Promise.all([
+      killProcessTree(child.pid).then(() => {
+        // Before setsid has run, the child leads no group yet and the group
+        // kill misses it. Only after the tree walk: killing the parent first
+        // would hide the descendants that left the group. Deno knows
+        // whether the child was reaped, so no stray pid is hit.
+        if (exited) return;
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Already exited.
+        }
+      }),
+      options.killAll?.(),
+    ]);
   const stop = (why: StepEnding) => {
     if (ending !== "exited") return;
     // Output still in the pipes after the exit counts; a timer does not.
