@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { CGROUP_ENTER_FAILED } from "./cgroup.ts";
 
 /** Where bash is looked for. */
 export const BASH_PATH = "/bin/bash";
@@ -45,22 +46,31 @@ export function closeDescriptorsPrefix(
   bashPath: string = BASH_PATH,
   options: CloseDescriptorsOptions = {},
 ): string[] {
-  const { open } = options;
-  if (open === undefined) return [bashPath, "-c", CLOSE_SCRIPT, "kiln-fds"];
-  if (!Number.isInteger(open.fd) || open.fd < 3 || open.fd > 9) {
+  const { open, enterCgroups = [] } = options;
+  if (
+    open !== undefined &&
+    (!Number.isInteger(open.fd) || open.fd < 3 || open.fd > 9)
+  ) {
     throw new RangeError(
       `Cannot open a descriptor for the step: fd ${open.fd} is not 3 to 9`,
     );
   }
+  // Only kiln's fixed text is script; the paths are arguments, shifted off
+  // one by one before `exec "$@"`. The shell's own message for a failed
+  // redirect is silenced, so that ours starts stderr.
+  const enter = enterCgroups.map(() =>
+    `{ echo "$$" > "$1"; } 2>/dev/null || { echo "kiln: cannot enter cgroup $1" >&2; exit ${CGROUP_ENTER_FAILED}; }; shift; `
+  ).join("");
+  const opening = open === undefined
+    ? ""
+    : `exec ${open.fd}<"$1" || { echo "kiln: cannot open $1" >&2; exit ${OPEN_FAILED}; }; shift; `;
   return [
     bashPath,
     "-c",
-    CLOSE_SCRIPT.replace(
-      'exec "$@"',
-      `exec ${open.fd}<"$1" || { echo "kiln: cannot open $1" >&2; exit ${OPEN_FAILED}; }; shift; exec "$@"`,
-    ),
+    CLOSE_SCRIPT.replace('exec "$@"', () => `${enter}${opening}exec "$@"`),
     "kiln-fds",
-    open.path,
+    ...enterCgroups,
+    ...open === undefined ? [] : [open.path],
   ];
 }
 
@@ -79,6 +89,14 @@ export interface CloseDescriptorsOptions {
    * `--seccomp FD` (Deno cannot hand a child a descriptor beyond stdio).
    */
   readonly open?: { readonly fd: number; readonly path: string } | undefined;
+  /**
+   * `cgroup.procs` files to write the step's pid into, after the close and
+   * before the open: the step joins its cgroup(s) here instead of through
+   * one more shell (`JobCgroup.enterPrefix`). When one cannot be written,
+   * the prefix writes `kiln: cannot enter cgroup <file>` to stderr and exits
+   * with {@linkcode CGROUP_ENTER_FAILED}, as that shell does.
+   */
+  readonly enterCgroups?: readonly string[] | undefined;
 }
 
 let bash: Promise<string | null> | undefined;

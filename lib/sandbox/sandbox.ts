@@ -781,17 +781,21 @@ export class Sandbox {
         ...argv,
       ];
     }
-    if (cgroup) argv = [...cgroup.enterPrefix(), ...argv];
-    // First of all: no descriptor kiln inherited reaches the job.
+    // First of all: no descriptor kiln inherited reaches the job. The same
+    // bash joins the cgroup, saving the exec of a second shell.
     const bash = await findBash();
     if (bash) {
       argv = [
         ...closeDescriptorsPrefix(bash, {
           open: seccomp ? { fd: SECCOMP_FD, path: seccomp.path } : undefined,
+          enterCgroups: cgroup?.paths.map((path) => `${path}/cgroup.procs`),
         }),
         ...argv,
       ];
-    } else warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
+    } else {
+      if (cgroup) argv = [...cgroup.enterPrefix(), ...argv];
+      warnOnce("inherited descriptors above 2 stay open in jobs: no bash");
+    }
     const [command, ...args] = argv;
     return { command: command!, args };
   }
