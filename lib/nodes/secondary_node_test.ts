@@ -498,7 +498,9 @@ Deno.test("SecondaryNode with a wrong token logs an error on every attempt, expo
   });
   try {
     await using master = new FakeMaster("the-right-token-for-this-master");
-    await using secondary = startSecondary(master, { token: "a-wrong-one-of-enough-length" });
+    await using secondary = startSecondary(master, {
+      token: "a-wrong-one-of-enough-length",
+    });
     const failures: Error[] = [];
     const threeFailures = Promise.withResolvers<void>();
     secondary.addEventListener("connectfailed", ({ detail }) => {
