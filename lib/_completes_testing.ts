@@ -15,7 +15,7 @@
 export interface CompletesOptions {
   /**
    * How long the work may take before the test fails, in milliseconds.
-   * @default {20_000}
+   * @default {60_000}
    */
   readonly deadlineMs?: number;
 }
@@ -36,7 +36,7 @@ export interface CompletesOptions {
  */
 export async function assertCompletes(
   script: string,
-  { deadlineMs = 20_000 }: CompletesOptions = {},
+  { deadlineMs = 60_000 }: CompletesOptions = {},
 ): Promise<void> {
   const code = `${script}\n;self.postMessage("done");\n`;
   const worker = new Worker(

@@ -439,42 +439,6 @@ async function startLimitedMaster(nofile: number, args: string[]) {
   };
 }
 
-Deno.test("deno task master survives running out of descriptors through HTTP, and serves again", async () => {
-  // 128 descriptors, and caps high enough that idle connections reach the
-  // limit itself: accept fails with EMFILE, which must not be fatal.
-  const master = await startLimitedMaster(128, [
-    "--slots",
-    "0",
-    "--http-port",
-    "0",
-    "--max-connections-per-ip",
-    "0",
-    "--http-max-connections",
-    "100000",
-  ]);
-  let exit: Deno.CommandStatus | undefined;
-  try {
-    const held: Deno.TcpConn[] = [];
-    // Connections beyond the descriptors left wait in the listen queue.
-    for (let i = 0; i < 200; i++) {
-      held.push(
-        await Deno.connect({ hostname: "127.0.0.1", port: master.httpPort }),
-      );
-    }
-    await master.waitForStderr(/cannot accept an HTTP connection/);
-    for (const conn of held) conn.close();
-    // Alive and serving: HTTP once descriptors are back (this request
-    // waits in the listen queue until then), and jobs over TCP.
-    const health = await fetch(`http://127.0.0.1:${master.httpPort}/healthz`);
-    assert.deepEqual(await health.json(), { ok: true });
-    const status = await getClusterStatus({ master: master.tcp, token: TOKEN });
-    assert.equal(status.master, "master");
-  } finally {
-    exit = await master.stop();
-  }
-  assert.equal(exit.code, 0, `the master exited cleanly:\n${master.stderr}`);
-});
-
 Deno.test("deno task master under a low descriptor limit keeps HTTP below it by default", async () => {
   // The default cap is half the limit: idle connections from many peers
   // wait in the listen queue; the master keeps descriptors for its work.

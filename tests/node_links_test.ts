@@ -155,15 +155,20 @@ Deno.test("links: a draining secondary takes no new job, finishes its running on
   const held = gate();
   const startedA = Promise.withResolvers<void>();
   const eventsA: JobEvent[] = [];
+  // "ready" says it runs on the node: `started` only says the master sent
+  // it, and a node told to drain before a job reaches it refuses the job.
   const jobA = submitProgram({
     language: "bash",
-    files: [{ name: "main.sh", content: 'read line; echo "got $line"' }],
+    files: [{
+      name: "main.sh",
+      content: 'echo ready; read line; echo "got $line"',
+    }],
   }, {
     master: master.addr,
     input: held.input,
     onEvent: (event) => {
       eventsA.push(event);
-      if (event.type === "started") startedA.resolve();
+      if (event.type === "output") startedA.resolve();
     },
   });
   await startedA.promise;
@@ -214,7 +219,7 @@ Deno.test("links: a draining secondary takes no new job, finishes its running on
   held.open();
   const resultA = await jobA;
   assert.equal(resultA.verdict, "ok", resultA.reason);
-  assert.equal(resultA.stdout, "got go\n");
+  assert.equal(resultA.stdout, "ready\ngot go\n");
   assert.equal(resultA.node, "drainer");
   assert.deepEqual(eventsA.filter((e) => e.type === "restarted"), []);
   await drained;

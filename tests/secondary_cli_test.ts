@@ -155,13 +155,18 @@ Deno.test("CLI: SIGTERM drains a secondary: its running job finishes there, then
       timeoutMs: 30_000,
     },
   );
-  // A job that holds its slot until the test sends its stdin.
+  // A job that holds its slot until the test sends its stdin. It says
+  // "ready" first: `started` only says the master sent it to the node, and
+  // a node told to drain before the job reaches it refuses the job.
   const opened = Promise.withResolvers<void>();
   const started = Promise.withResolvers<void>();
   const events: JobEvent[] = [];
   const job = submitProgram({
     language: "bash",
-    files: [{ name: "main.sh", content: 'read line; echo "got $line"' }],
+    files: [{
+      name: "main.sh",
+      content: 'echo ready; read line; echo "got $line"',
+    }],
   }, {
     master: master.addr,
     token: TOKEN,
@@ -171,7 +176,7 @@ Deno.test("CLI: SIGTERM drains a secondary: its running job finishes there, then
     })(),
     onEvent: (event) => {
       events.push(event);
-      if (event.type === "started") started.resolve();
+      if (event.type === "output") started.resolve();
     },
   });
   await started.promise;
@@ -186,7 +191,7 @@ Deno.test("CLI: SIGTERM drains a secondary: its running job finishes there, then
   opened.resolve();
   const result = await job;
   assert.equal(result.verdict, "ok", result.reason);
-  assert.equal(result.stdout, "got go\n");
+  assert.equal(result.stdout, "ready\ngot go\n");
   assert.equal(result.node, "cli-drainer");
   assert.deepEqual(events.filter((e) => e.type === "restarted"), []);
   assert.equal((await left).reason, "it drained and left");

@@ -88,6 +88,14 @@ export interface HttpServerOptions {
   headersTimeoutMs?: number | undefined;
   /** Aborting it shuts the server down, like {@linkcode HttpServer.shutdown}. */
   signal?: AbortSignal | undefined;
+  /**
+   * Makes the listener, given the address: a seam for tests of the accept
+   * loop (an accept that fails as it does out of descriptors).
+   * @default {listen}
+   */
+  listen?:
+    | ((address: { hostname: string; port: number }) => Deno.Listener)
+    | undefined;
 }
 
 /** One accepted connection. */
@@ -147,6 +155,7 @@ export class HttpServer implements AsyncDisposable {
       maxConnectionsPerIp,
       headersTimeoutMs = DEFAULT_HEADERS_TIMEOUT_MS,
       signal,
+      listen: makeListener = listen,
     } = options;
     if (
       !Number.isInteger(maxConnections) || maxConnections < 1 ||
@@ -181,7 +190,7 @@ export class HttpServer implements AsyncDisposable {
     // Connections only: the back-off is the master's, checked per request.
     this.#peers = new PeerGuard({ maxConnectionsPerIp, maxAuthFailures: 0 });
     // Through kiln's transport: its connections get TCP_NODELAY on accept.
-    this.#listener = listen({ hostname, port });
+    this.#listener = makeListener({ hostname, port });
     this.addr = this.#listener.addr as Deno.NetAddr;
     const accepting = this.#acceptLoop();
     this.finished = (async () => {

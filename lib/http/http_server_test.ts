@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { HttpServer } from "./http_server.ts";
+import { listen } from "../protocol/transport.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -160,4 +161,49 @@ Deno.test("HttpServer at its total cap accepts nothing more until a connection c
   first.close();
   assert.match(await waiting, /^HTTP\/1\.1 200 /);
   second.close();
+});
+
+Deno.test("HttpServer survives accepts that fail as out of descriptors, and serves once they succeed", async () => {
+  // Out of descriptors, accept(2) fails with EMFILE. (A real exhaustion is
+  // not tested in a process: Deno 2.9.6 itself may then panic elsewhere,
+  // reading /proc/self/maps for a new stack; kiln's defence there is the
+  // total cap below the limit, tested with `prlimit` in http_face_test.)
+  let failures = 3;
+  const failed = Promise.withResolvers<void>();
+  await using server = new HttpServer(() => new Response("hi"), {
+    port: 0,
+    listen: (address) => {
+      const real = listen(address);
+      return new Proxy(real, {
+        get(target, key) {
+          if (key === "accept") {
+            return () => {
+              if (failures > 0) {
+                failures--;
+                if (failures === 0) failed.resolve();
+                return Promise.reject(
+                  new Error("Too many open files (os error 24)"),
+                );
+              }
+              return target.accept();
+            };
+          }
+          const value = Reflect.get(target, key, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    },
+  });
+  await failed.promise;
+  // The request waits in the listen queue through the back-off, then runs;
+  // an accept loop that gave up would end `finished` instead.
+  const answer = await Promise.race([
+    get(server.addr.port),
+    server.finished.then(() => {
+      throw new Error("the accept loop ended");
+    }),
+  ]);
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  assert.match(answer, /hi$/);
+  assert.equal(failures, 0);
 });

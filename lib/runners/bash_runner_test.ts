@@ -30,7 +30,7 @@ Deno.test("BashRunner.outOfMemory finds bash's messages, in time linear in stder
   assert.equal(outOfMemory.exec("xmalloc: fine\ncannot allocate"), null);
   // stderr of up to the output limit (1 MiB by default) meets this pattern on
   // the node's event loop. The old /xmalloc: [^\n]*cannot allocate/ took
-  // about 157 s on 1 MiB of "xmalloc: " (1.1 s at 64 KiB), far past the 20 s
+  // about 157 s on 1 MiB of "xmalloc: " (1.1 s at 64 KiB), far past the 60 s
   // deadline of assertCompletes; the new one takes milliseconds.
   const module = JSON.stringify(import.meta.resolve("./bash_runner.ts"));
   await assertCompletes(`

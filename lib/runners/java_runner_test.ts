@@ -125,7 +125,7 @@ Deno.test("JavaRunner runs the class its entry file is named after", () => {
 
 Deno.test("javaClasses reads a 1 MiB source in one pass, whatever it holds", async () => {
   // Each input cost the old regular expressions quadratic time: minutes at
-  // 1 MiB (18.7 s at 280 KB for "static "), which the 20 s deadline of
+  // 1 MiB (18.7 s at 280 KB for "static "), which the 60 s deadline of
   // assertCompletes catches; a linear scan needs milliseconds.
   const module = JSON.stringify(import.meta.resolve("./java_runner.ts"));
   await assertCompletes(`
