@@ -324,12 +324,18 @@ export class IdentityPool {
 
   /**
    * Returns a uid once the job's processes are gone: scrubbed, then ready
-   * for another job, or quarantined. Never throws.
+   * for another job, or quarantined. Never throws. `keyringsUntouched` says
+   * the job could not have touched a keyring (the seccomp filter denies
+   * `add_key`, `keyctl` and `request_key`): the clearing, a process of its
+   * own at the end of every job, is then skipped.
    */
-  async release(identity: JobIdentity): Promise<void> {
+  async release(
+    identity: JobIdentity,
+    { keyringsUntouched = false }: { keyringsUntouched?: boolean } = {},
+  ): Promise<void> {
     const { uid } = identity;
     if (!this.#leased.has(uid)) return;
-    const dirty = await this.#scrub(uid);
+    const dirty = await this.#scrub(uid, !keyringsUntouched);
     this.#leased.delete(uid);
     if (dirty === null) this.#ready.push(uid);
     else this.#quarantine(uid, dirty);
@@ -343,11 +349,11 @@ export class IdentityPool {
   }
 
   /** Why `uid` cannot be leased yet, or null when it is clean. */
-  async #scrub(uid: number): Promise<string | null> {
+  async #scrub(uid: number, clear = true): Promise<string | null> {
     // Both at once (about 5 ms each on a busy host): clearing the keyrings
     // of a uid that turns out to be in use does no harm, it is quarantined.
     // The clearing process runs as the uid itself: it does not count.
-    const clearing = this.#perl
+    const clearing = this.#perl && clear
       ? clearKeyrings(uid, { setprivPath: this.#setpriv, perlPath: this.#perl })
       : { pid: -1, outcome: Promise.resolve(null) };
     const [left, keyrings] = await Promise.all([

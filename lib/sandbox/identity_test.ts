@@ -166,3 +166,51 @@ Deno.test({
       await again.close();
     }),
 });
+
+Deno.test({
+  name:
+    "a job that could not touch a keyring (seccomp) is released without the clearing process",
+  ignore: !asRoot,
+  fn: () =>
+    withDirectory(async (options) => {
+      // A stand-in for perl that counts its runs; it runs as the job's uid,
+      // so its directory and its count are open to every user.
+      const bin = await Deno.makeTempDir({ prefix: "kiln-fake-perl-" });
+      try {
+        await Deno.chmod(bin, 0o755);
+        const calls = join(bin, "calls");
+        await Deno.writeTextFile(calls, "", { mode: 0o666 });
+        await Deno.chmod(calls, 0o666);
+        const perl = join(bin, "perl");
+        await Deno.writeTextFile(
+          perl,
+          `#!/bin/sh\necho run >> ${calls}\nexit 0\n`,
+        );
+        await Deno.chmod(perl, 0o755);
+        const runs = async () =>
+          (await Deno.readTextFile(calls)).split("\n").filter(Boolean).length;
+
+        const pool = await IdentityPool.claim({
+          ...options,
+          range: { first: BASE + 20, last: BASE + 21 },
+          perlPath: perl,
+        });
+        try {
+          // A fresh uid is cleared before its first lease.
+          const identity = await pool.acquire();
+          assert.equal(await runs(), 1);
+          await pool.release(identity, { keyringsUntouched: true });
+          assert.equal(await runs(), 1);
+          // Back in the pool at once, and cleared when a job might have.
+          assert.deepEqual(await pool.acquire(), identity);
+          await pool.release(identity);
+          assert.equal(await runs(), 2);
+          assert.equal(pool.quarantined, 0);
+        } finally {
+          await pool.close();
+        }
+      } finally {
+        await Deno.remove(bin, { recursive: true });
+      }
+    }),
+});

@@ -563,7 +563,9 @@ export class Sandbox {
       this.#leases.delete(workdir);
       // The steps' cgroups are gone and the removal has ended: no process
       // of the job is left, and its uid can be scrubbed for the next job.
-      await this.#identities?.release(identity);
+      await this.#identities?.release(identity, {
+        keyringsUntouched: this.layers.includes("seccomp"),
+      });
     }
   }
 
