@@ -157,3 +157,21 @@ export function mountErrnoName(errno: number, type: string): string {
   if (errno === 19) return `ENODEV (no ${type} in this kernel)`;
   return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }
+
+/** What a layer built on mounts found when it probed this host. */
+export type MountLayerDetection =
+  | { readonly available: true }
+  | { readonly available: false; readonly reason: string };
+
+/**
+ * Why a node cannot mount `what` per job here (not Linux, not root, no FFI
+ * to libc), or null when it may try: the probe then proves it by using it.
+ */
+export function whyCannotMount(what: string): string | null {
+  if (Deno.build.os !== "linux") return `needs Linux, not ${Deno.build.os}`;
+  if (Deno.uid() !== 0) {
+    return `mounting ${what} per job needs root (running as uid ${Deno.uid()})`;
+  }
+  const calls = loadMountCalls();
+  return typeof calls === "string" ? calls : null;
+}

@@ -46,9 +46,11 @@ import { join } from "node:path";
 import {
   loadMountCalls,
   mountErrnoName,
+  type MountLayerDetection,
   SOURCE_PREFIX,
   type StatFs,
   unmountStaleKilnMounts,
+  whyCannotMount,
 } from "./_mounts.ts";
 
 /** `MS_NOSUID | MS_NODEV`: no setuid binaries, no device files on a job's disk. */
@@ -79,9 +81,7 @@ function loadLibc(): Libc | string {
 }
 
 /** What {@linkcode detectDiskLimit} found. */
-export type DiskLimitDetection =
-  | { readonly available: true }
-  | { readonly available: false; readonly reason: string };
+export type DiskLimitDetection = MountLayerDetection;
 
 /**
  * Proves the layer works here by using it: mounts a 1 MiB tmpfs of 8 files
@@ -97,18 +97,8 @@ export type DiskLimitDetection =
  * ```
  */
 export async function detectDiskLimit(): Promise<DiskLimitDetection> {
-  if (Deno.build.os !== "linux") {
-    return { available: false, reason: `needs Linux, not ${Deno.build.os}` };
-  }
-  if (Deno.uid() !== 0) {
-    return {
-      available: false,
-      reason:
-        `mounting a tmpfs per job needs root (running as uid ${Deno.uid()})`,
-    };
-  }
-  const lib = loadLibc();
-  if (typeof lib === "string") return { available: false, reason: lib };
+  const unavailable = whyCannotMount("a tmpfs");
+  if (unavailable !== null) return { available: false, reason: unavailable };
   let dir: string | undefined;
   try {
     dir = await Deno.makeTempDir({ prefix: "kiln-disk-probe-" });

@@ -54,8 +54,10 @@
 import {
   loadMountCalls,
   mountErrnoName,
+  type MountLayerDetection,
   SOURCE_PREFIX,
   unmountStaleKilnMounts,
+  whyCannotMount,
 } from "./_mounts.ts";
 
 /** The kernel's ceiling for a devpts `max=` (`NR_UNIX98_PTY_MAX`): the documented maximum of the pty limit. */
@@ -90,9 +92,7 @@ function loadLibc(): Libc | string {
 }
 
 /** What {@linkcode detectPtyLimit} found. */
-export type PtyLimitDetection =
-  | { readonly available: true }
-  | { readonly available: false; readonly reason: string };
+export type PtyLimitDetection = MountLayerDetection;
 
 /**
  * Proves the layer works here by using it: mounts a devpts of one pty on a
@@ -108,18 +108,8 @@ export type PtyLimitDetection =
  * ```
  */
 export async function detectPtyLimit(): Promise<PtyLimitDetection> {
-  if (Deno.build.os !== "linux") {
-    return { available: false, reason: `needs Linux, not ${Deno.build.os}` };
-  }
-  if (Deno.uid() !== 0) {
-    return {
-      available: false,
-      reason:
-        `mounting a devpts with max= per job needs root (running as uid ${Deno.uid()})`,
-    };
-  }
-  const lib = loadLibc();
-  if (typeof lib === "string") return { available: false, reason: lib };
+  const unavailable = whyCannotMount("a devpts with max=");
+  if (unavailable !== null) return { available: false, reason: unavailable };
   let dir: string | undefined;
   try {
     dir = await Deno.makeTempDir({ prefix: "kiln-pty-probe-" });
