@@ -74,12 +74,15 @@ export function currentWorkRoot(): Promise<string | undefined> {
  * the next {@linkcode defaultWorkRoot} makes a new one. Never throws.
  */
 export async function removeWorkRoot(): Promise<void> {
+  const removing = current;
   const jobs = await currentWorkRoot();
   if (jobs === undefined) return;
   try {
     // Fails while a workdir is left: the root then stays for the sweep.
     await Deno.remove(jobs);
-    current = undefined;
+    // A caller that found it gone meanwhile has made the next root: that
+    // one stays current, or nothing would ever remove it.
+    if (current === removing) current = undefined;
     const root = join(jobs, "..");
     await Deno.remove(join(root, MARK));
     await Deno.remove(root);
