@@ -15,6 +15,7 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { JobResult, Verdict } from "../job.ts";
+import { positiveInteger } from "../_options.ts";
 
 /** What a list of jobs shows of one job: everything but its output. */
 export interface JobSummary {
@@ -155,9 +156,13 @@ export class JobHistory implements Disposable {
       maxOutputBytes = DEFAULT_HISTORY_MAX_OUTPUT_BYTES,
       now = Date.now,
     } = options;
-    this.#maxJobs = bounded("maxJobs", maxJobs, MAX_HISTORY_MAX_JOBS);
-    this.#maxAgeMs = bounded("maxAgeMs", maxAgeMs, MAX_HISTORY_MAX_AGE_MS);
-    this.#maxOutputBytes = bounded(
+    this.#maxJobs = positiveInteger("maxJobs", maxJobs, MAX_HISTORY_MAX_JOBS);
+    this.#maxAgeMs = positiveInteger(
+      "maxAgeMs",
+      maxAgeMs,
+      MAX_HISTORY_MAX_AGE_MS,
+    );
+    this.#maxOutputBytes = positiveInteger(
       "maxOutputBytes",
       maxOutputBytes,
       MAX_HISTORY_MAX_OUTPUT_BYTES,
@@ -393,15 +398,6 @@ export class JobHistory implements Disposable {
     const { read } = new TextEncoder().encodeInto(text, this.#scratch);
     return read === text.length ? text : text.slice(0, read);
   }
-}
-
-function bounded(name: string, value: number, max: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(
-      `Cannot use ${name} ${value}: expected an integer from 1 to ${max}`,
-    );
-  }
-  return value;
 }
 
 function toSummary(row: Record<string, unknown>): JobSummary {

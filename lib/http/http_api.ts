@@ -30,6 +30,7 @@ import {
   checkBrowser,
   corsHeaders,
 } from "./browser_policy.ts";
+import { positiveInteger } from "../_options.ts";
 
 const log = getLogger(["kiln", "http"]);
 
@@ -244,14 +245,7 @@ export class HttpApi implements AsyncDisposable {
       corsOrigins = [],
       signal,
     } = options;
-    if (
-      !Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 ||
-      requestTimeoutMs > MAX_TIMER_MS
-    ) {
-      throw new RangeError(
-        `Cannot use requestTimeoutMs ${requestTimeoutMs}: expected an integer from 1 to ${MAX_TIMER_MS}`,
-      );
-    }
+    positiveInteger("requestTimeoutMs", requestTimeoutMs, MAX_TIMER_MS);
     this.#requestTimeoutMs = requestTimeoutMs;
     this.#browser = {
       hostname,
@@ -933,12 +927,7 @@ export class HttpApi implements AsyncDisposable {
 }
 
 function bytesOption(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > MAX_BUFFERED_BYTES) {
-    throw new RangeError(
-      `Cannot use ${name} ${value}: expected an integer from 1 to ${MAX_BUFFERED_BYTES}`,
-    );
-  }
-  return value;
+  return positiveInteger(name, value, MAX_BUFFERED_BYTES);
 }
 
 function error(status: number, message: string): Response {

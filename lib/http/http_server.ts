@@ -17,10 +17,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { timerDelay } from "../_timer.ts";
+import { MAX_TIMER_MS } from "../_timer.ts";
 import { abortableDelay } from "../nodes/_timing.ts";
 import { PeerGuard } from "../nodes/peer_guard.ts";
 import { listen } from "../protocol/transport.ts";
+import { positiveInteger } from "../_options.ts";
 
 const log = getLogger(["kiln", "http"]);
 
@@ -157,26 +158,8 @@ export class HttpServer implements AsyncDisposable {
       signal,
       listen: makeListener = listen,
     } = options;
-    if (
-      !Number.isInteger(maxConnections) || maxConnections < 1 ||
-      maxConnections > MAX_HTTP_CONNECTIONS
-    ) {
-      throw new RangeError(
-        `Cannot use maxConnections ${maxConnections}: expected an integer from 1 to ${MAX_HTTP_CONNECTIONS}`,
-      );
-    }
-    if (
-      !Number.isInteger(headersTimeoutMs) || headersTimeoutMs < 1 ||
-      headersTimeoutMs !== timerDelay(headersTimeoutMs)
-    ) {
-      throw new RangeError(
-        `Cannot use headersTimeoutMs ${headersTimeoutMs}: expected an integer from 1 to ${
-          timerDelay(
-            Infinity,
-          )
-        }`,
-      );
-    }
+    positiveInteger("maxConnections", maxConnections, MAX_HTTP_CONNECTIONS);
+    positiveInteger("headersTimeoutMs", headersTimeoutMs, MAX_TIMER_MS);
     const serveHttp = (Deno as unknown as { serveHttp?: ServeHttp }).serveHttp;
     if (typeof serveHttp !== "function") {
       throw new Error(

@@ -10,6 +10,7 @@ import type { JobResult } from "../job.ts";
 import type { JobHistory, JobSummary } from "../history/job_history.ts";
 import type { MasterNode } from "../nodes/master_node.ts";
 import type { JobEvent } from "../protocol/messages.ts";
+import { positiveInteger } from "../_options.ts";
 
 /** Events kept per unfinished job; past it the oldest output chunks go first. */
 export const MAX_BUFFERED_EVENTS = 1000;
@@ -89,17 +90,11 @@ export class JobTracker implements Disposable {
     } = options;
     this.#history = history;
     this.#onHistoryError = onHistoryError;
-    if (
-      !Number.isInteger(maxBufferedOutput) || maxBufferedOutput < 1 ||
-      maxBufferedOutput > 2 ** 30
-    ) {
-      throw new RangeError(
-        `Cannot use maxBufferedOutput ${maxBufferedOutput}: expected an integer from 1 to ${
-          2 ** 30
-        }`,
-      );
-    }
-    this.#maxOutput = maxBufferedOutput;
+    this.#maxOutput = positiveInteger(
+      "maxBufferedOutput",
+      maxBufferedOutput,
+      2 ** 30,
+    );
     const signal = this.#abort.signal;
     master.addEventListener("jobaccepted", ({ detail }) => {
       const live = this.#entry(detail.jobId);

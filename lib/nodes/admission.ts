@@ -7,6 +7,7 @@
 import { Buffer } from "node:buffer";
 import { z } from "zod";
 import { type JobRequest, JobRequestSchema, MAX_FILES } from "../job.ts";
+import { positiveInteger } from "../_options.ts";
 
 /**
  * The largest program the master admits by default: 1 MiB of source files,
@@ -90,11 +91,7 @@ export function admissionLimits(
       }, leaving ${JOB_ENVELOPE_BYTES} bytes for the message around it`,
     );
   }
-  if (!Number.isInteger(maxFiles) || maxFiles < 1 || maxFiles > MAX_FILES) {
-    throw new RangeError(
-      `Cannot use maxFiles ${maxFiles}: expected an integer from 1 to ${MAX_FILES}`,
-    );
-  }
+  positiveInteger("maxFiles", maxFiles, MAX_FILES);
   return Number.isFinite(maxFrameBytes)
     ? { maxProgramBytes, maxFiles, maxFrameBytes }
     : { maxProgramBytes, maxFiles };

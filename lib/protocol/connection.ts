@@ -10,6 +10,7 @@ import { formatHostPort } from "../address.ts";
 import { isProtocolErrorCode, ProtocolError } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from "./frame.ts";
 import { type Message, MessageSchema } from "./messages.ts";
+import { positiveInteger } from "../_options.ts";
 
 /** Options of {@linkcode Connection}. */
 export interface ConnectionOptions {
@@ -707,11 +708,7 @@ function checkTimeout(name: string, ms: number): void {
 }
 
 function checkMax(name: string, bytes: number): void {
-  if (!Number.isInteger(bytes) || bytes < 1 || bytes > MAX_BUFFER_LIMIT) {
-    throw new RangeError(
-      `Cannot use ${name} ${bytes}: expected an integer from 1 to ${MAX_BUFFER_LIMIT}`,
-    );
-  }
+  positiveInteger(name, bytes, MAX_BUFFER_LIMIT);
 }
 
 function formatAddr(addr: Deno.Addr): string {

@@ -7,6 +7,7 @@
  */
 import { ProtocolError } from "./errors.ts";
 import { jsonDepth, MAX_JSON_DEPTH } from "./json_depth.ts";
+import { positiveInteger } from "../_options.ts";
 
 /** The default cap on a frame body, in bytes (8 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024;
@@ -22,15 +23,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function checkMax(maxFrameBytes: number): number {
-  if (
-    !Number.isInteger(maxFrameBytes) || maxFrameBytes < 1 ||
-    maxFrameBytes > MAX_DECLARABLE
-  ) {
-    throw new RangeError(
-      `Cannot use maxFrameBytes ${maxFrameBytes}: expected an integer from 1 to ${MAX_DECLARABLE}`,
-    );
-  }
-  return maxFrameBytes;
+  return positiveInteger("maxFrameBytes", maxFrameBytes, MAX_DECLARABLE);
 }
 
 function tooLarge(bytes: number, max: number): ProtocolError {
