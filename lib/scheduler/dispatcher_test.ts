@@ -413,8 +413,10 @@ Deno.test("Dispatcher: a job whose signal aborted before or as it is submitted e
   ]);
 });
 
-Deno.test("Dispatcher puts restarted jobs back at the front in their original order", () => {
-  const { dispatcher, details } = setup();
+Deno.test("Dispatcher puts restarted jobs back at the front in their original order", async () => {
+  const { dispatcher, details, listeners } = setup(3, {
+    positionIntervalMs: 1,
+  });
   const doomed = new FakeWorker("doomed", 3);
   dispatcher.addWorker(doomed);
   const alice = client("alice");
@@ -426,7 +428,14 @@ Deno.test("Dispatcher puts restarted jobs back at the front in their original or
   assert.deepEqual(doomed.started, ["1", "2", "3"]);
   assert.deepEqual(busy.started, ["4"]);
   dispatcher.removeWorker(doomed, "connection closed");
+  // Each restarted job hears its place at once; the job they pushed back
+  // hears it with the next update.
+  const pushedBack = Promise.withResolvers<void>();
+  listeners.push((type, detail) => {
+    if (type === "jobqueued" && detail.jobId === "5") pushedBack.resolve();
+  });
   doomed.die();
+  await pushedBack.promise;
   // Where each job was last told it stands.
   const positions = new Map<string, number>();
   for (const [type, detail] of details) {

@@ -20,10 +20,13 @@ import type { JobQueue } from "./job_queue.ts";
  * Positions are the dispatch order as it stands now, so unlike a plain FIFO a
  * job's position can move backwards: when another client (or a new client)
  * pushes, its job may be interleaved ahead of jobs that were already waiting.
- * Send position updates after every change, not only when the front leaves.
+ * Any change can move a job, not only the front leaving.
  *
- * Costs: `push` is O(clients), `shift`, `remove` and `pushFront` are O(1)
- * (amortised), `entries` is O(jobs).
+ * Costs: `shift`, `take`, `remove` and `pushFront` are O(1) (amortised), and
+ * so is `push` for a client with no other job waiting; a client's second and
+ * later jobs cost O(clients) to place. Walks ({@linkcode FairQueue.entries},
+ * {@linkcode FairQueue.values}) are lazy: reading the first k jobs costs
+ * O(k), so a caller that needs only the front never pays for the whole queue.
  *
  * @example One client's burst does not starve another
  * ```ts
@@ -92,14 +95,16 @@ export class FairQueue<T> implements JobQueue<T> {
   push(item: T): number {
     this.#refuseTwice(item);
     const key = this.#keyOf(item);
-    let list = this.#lists.get(key);
+    this.#keys.set(item, key);
+    const list = this.#lists.get(key);
     if (list === undefined) {
-      list = new Set();
-      this.#lists.set(key, list);
+      // A client with nothing else waiting joins the back of the rotation:
+      // its job runs after the first job of every client ahead of it.
+      this.#lists.set(key, new Set([item]));
       this.#rotation.add(key);
+      return this.#front.size + this.#rotation.size;
     }
     list.add(item);
-    this.#keys.set(item, key);
     // Dispatch runs in rounds over the rotation: round r takes the r-th job
     // of every client that has one. Our job, at index k of its list, runs
     // after every job in rounds before k, and after the clients ahead of its
@@ -117,14 +122,15 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /**
    * Puts a restarted job before every client's jobs, behind those put back
-   * before it, whatever its client.
+   * before it, whatever its client; returns its position.
    *
    * @throws {TypeError} If the job is already queued.
    */
-  pushFront(item: T): void {
+  pushFront(item: T): number {
     this.#refuseTwice(item);
     this.#front.add(item);
     this.#keys.set(item, undefined);
+    return this.#front.size;
   }
 
   /** Takes the next job to dispatch; undefined when the queue is empty. */
@@ -182,24 +188,61 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /**
    * Every waiting job with its position, in the order successive
-   * {@linkcode FairQueue.shift} calls would return them. A snapshot: the
-   * queue may change while it is iterated.
+   * {@linkcode FairQueue.shift} calls would return them, walked lazily.
+   * What changes during the walk is as {@linkcode FairQueue.values} says;
+   * positions are those of the queue as the walk found it, so they are
+   * only right until the queue changes.
    */
-  entries(): IterableIterator<[number, T]> {
-    const order: [number, T][] = [];
-    for (const item of this.#front) order.push([order.length + 1, item]);
-    let active = [...this.#rotationLists()].map(([, list]) => list.values());
-    while (active.length > 0) {
-      const next: typeof active = [];
-      for (const iterator of active) {
-        const step = iterator.next();
-        if (step.done) continue;
-        order.push([order.length + 1, step.value]);
-        next.push(iterator);
-      }
-      active = next;
+  *entries(): IterableIterator<[number, T]> {
+    let position = 0;
+    for (const item of this.#walk()) yield [++position, item];
+  }
+
+  /**
+   * Every waiting job in dispatch order, walked lazily, skipping the
+   * clients in `passOver` (which the caller may add to as it walks): the
+   * dispatcher passes over a client at its quota in O(1), however many of
+   * its jobs wait. Restarted jobs belong to no client here and are always
+   * walked.
+   *
+   * The caller may change the queue as it walks (start, cancel, add jobs):
+   * a job taken or removed is not yielded afterwards (unless it is queued
+   * again), a client served and so moved to the back of the rotation is
+   * not walked twice, and a job added meanwhile may or may not be reached.
+   */
+  values(passOver?: ReadonlySet<string>): IterableIterator<T> {
+    return this.#walk(passOver);
+  }
+
+  *#walk(passOver?: ReadonlySet<string>): Generator<T> {
+    // Live iteration of the Sets: what is deleted meanwhile is skipped.
+    yield* this.#front;
+    // Round 0 takes each client's first job in rotation order, and keeps
+    // the rest of the list for the rounds after it.
+    const walked = new Set<string>();
+    let round: [string, Iterator<T>][] = [];
+    for (const key of this.#rotation) {
+      if (walked.has(key) || passOver?.has(key)) continue;
+      walked.add(key);
+      const list = this.#lists.get(key) as Set<T>;
+      const more = list.size > 1; // Read before the caller can take the head.
+      const jobs = list.values();
+      const head = jobs.next();
+      if (head.done) continue;
+      yield head.value;
+      if (more) round.push([key, jobs]);
     }
-    return order.values();
+    while (round.length > 0) {
+      const next: typeof round = [];
+      for (const [key, jobs] of round) {
+        if (passOver?.has(key)) continue;
+        const step = jobs.next();
+        if (step.done) continue;
+        yield step.value;
+        next.push([key, jobs]);
+      }
+      round = next;
+    }
   }
 
   *#rotationLists(): Generator<[string, Set<T>]> {

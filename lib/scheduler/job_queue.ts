@@ -29,8 +29,9 @@ export interface JobQueue<T> {
    * Puts a job back ahead of every job that waits its first turn, behind
    * those put back before it: for jobs that must restart because their node
    * died. Several put back at once keep their order (a queue, not a stack).
+   * Returns its position.
    */
-  pushFront(item: T): void;
+  pushFront(item: T): number;
   /** Takes the job at the front. */
   shift(): T | undefined;
   /**
@@ -41,8 +42,21 @@ export interface JobQueue<T> {
   take(item: T): boolean;
   /** Removes a job wherever it is (a cancelled or disconnected client); false if absent. */
   remove(item: T): boolean;
-  /** Every waiting job with its position, front first. */
+  /**
+   * Every waiting job with its position, front first, walked lazily:
+   * reading the first k costs O(k). The positions are those of the queue
+   * as the walk found it.
+   */
   entries(): IterableIterator<[position: number, item: T]>;
+  /**
+   * Every waiting job, front first, walked lazily. The caller may change
+   * the queue as it walks: a job taken or removed is not yielded
+   * afterwards (unless it is queued again), and one added meanwhile may or
+   * may not be reached. Jobs of the clients in `passOver` may be left out, a
+   * hint the caller may add to as it walks (a queue that does not tell
+   * clients apart walks them all).
+   */
+  values(passOver?: ReadonlySet<string>): IterableIterator<T>;
 }
 
 /**
@@ -89,9 +103,10 @@ export class FifoQueue<T> implements JobQueue<T> {
     return this.length;
   }
 
-  pushFront(item: T): void {
+  pushFront(item: T): number {
     this.#refuseTwice(item);
     this.#front.add(item);
+    return this.#front.size;
   }
 
   shift(): T | undefined {
@@ -114,8 +129,13 @@ export class FifoQueue<T> implements JobQueue<T> {
 
   *entries(): IterableIterator<[number, T]> {
     let position = 0;
-    for (const item of this.#front) yield [++position, item];
-    for (const item of this.#items) yield [++position, item];
+    for (const item of this.values()) yield [++position, item];
+  }
+
+  // Every job is its own turn here: there is no client to pass over.
+  *values(): IterableIterator<T> {
+    yield* this.#front;
+    yield* this.#items;
   }
 
   #refuseTwice(item: T): void {
