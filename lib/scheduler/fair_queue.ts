@@ -6,6 +6,7 @@
  */
 
 import type { JobQueue } from "./job_queue.ts";
+import { LinkedSet } from "./_linked_set.ts";
 
 /**
  * Round-robin across clients, FIFO within a client.
@@ -62,13 +63,13 @@ import type { JobQueue } from "./job_queue.ts";
  */
 export class FairQueue<T> implements JobQueue<T> {
   readonly #keyOf: (item: T) => string;
-  // Each client's waiting jobs; a Set keeps order and removes in O(1).
-  // A client is present here exactly when it is in the rotation.
-  #lists = new Map<string, Set<T>>();
+  // Each client's waiting jobs, in order, each removed in O(1) wherever
+  // it is. A client is present here exactly when it is in the rotation.
+  #lists = new Map<string, LinkedSet<T>>();
   // Clients with work, next first; delete then add moves one to the back.
-  #rotation = new Set<string>();
+  #rotation = new LinkedSet<string>();
   // Restarted jobs, in the order they came back.
-  #front = new Set<T>();
+  #front = new LinkedSet<T>();
   // Every queued job: its client, or undefined when it sits in #front.
   #keys = new Map<T, string | undefined>();
 
@@ -100,7 +101,7 @@ export class FairQueue<T> implements JobQueue<T> {
     if (list === undefined) {
       // A client with nothing else waiting joins the back of the rotation:
       // its job runs after the first job of every client ahead of it.
-      this.#lists.set(key, new Set([item]));
+      this.#lists.set(key, new LinkedSet([item]));
       this.#rotation.add(key);
       return this.#front.size + this.#rotation.size;
     }
@@ -135,22 +136,22 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /** Takes the next job to dispatch; undefined when the queue is empty. */
   shift(): T | undefined {
-    for (const item of this.#front) {
+    if (this.#front.size > 0) {
+      const item = this.#front.first() as T;
       this.#front.delete(item);
       this.#keys.delete(item);
       return item;
     }
-    for (const key of this.#rotation) {
-      const list = this.#lists.get(key) as Set<T>;
-      const item = first(list) as T;
-      list.delete(item);
-      this.#keys.delete(item);
-      this.#rotation.delete(key);
-      if (list.size > 0) this.#rotation.add(key);
-      else this.#lists.delete(key);
-      return item;
-    }
-    return undefined;
+    const key = this.#rotation.first();
+    if (key === undefined) return undefined;
+    const list = this.#lists.get(key) as LinkedSet<T>;
+    const item = list.first() as T;
+    list.delete(item);
+    this.#keys.delete(item);
+    this.#rotation.delete(key);
+    if (list.size > 0) this.#rotation.add(key);
+    else this.#lists.delete(key);
+    return item;
   }
 
   /**
@@ -177,7 +178,7 @@ export class FairQueue<T> implements JobQueue<T> {
       this.#front.delete(item);
       return true;
     }
-    const list = this.#lists.get(key) as Set<T>;
+    const list = this.#lists.get(key) as LinkedSet<T>;
     list.delete(item);
     if (list.size === 0) {
       this.#lists.delete(key);
@@ -215,7 +216,7 @@ export class FairQueue<T> implements JobQueue<T> {
   }
 
   *#walk(passOver?: ReadonlySet<string>): Generator<T> {
-    // Live iteration of the Sets: what is deleted meanwhile is skipped.
+    // Live iteration: what is deleted meanwhile is skipped.
     yield* this.#front;
     // Round 0 takes each client's first job in rotation order, and keeps
     // the rest of the list for the rounds after it.
@@ -224,7 +225,7 @@ export class FairQueue<T> implements JobQueue<T> {
     for (const key of this.#rotation) {
       if (walked.has(key) || passOver?.has(key)) continue;
       walked.add(key);
-      const list = this.#lists.get(key) as Set<T>;
+      const list = this.#lists.get(key) as LinkedSet<T>;
       const more = list.size > 1; // Read before the caller can take the head.
       const jobs = list.values();
       const head = jobs.next();
@@ -245,18 +246,13 @@ export class FairQueue<T> implements JobQueue<T> {
     }
   }
 
-  *#rotationLists(): Generator<[string, Set<T>]> {
+  *#rotationLists(): Generator<[string, LinkedSet<T>]> {
     for (const key of this.#rotation) {
-      yield [key, this.#lists.get(key) as Set<T>];
+      yield [key, this.#lists.get(key) as LinkedSet<T>];
     }
   }
 
   #refuseTwice(item: T): void {
     if (this.#keys.has(item)) throw new TypeError("Cannot queue a job twice");
   }
-}
-
-function first<T>(items: Iterable<T>): T | undefined {
-  for (const item of items) return item;
-  return undefined;
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { LinkedSet } from "./_linked_set.ts";
 
 /**
  * Jobs waiting for a slot. Position 1 is the next to run.
@@ -88,10 +89,10 @@ export interface JobQueue<T> {
  * ```
  */
 export class FifoQueue<T> implements JobQueue<T> {
-  // A Set keeps insertion order and removes from the middle in O(1).
-  #items = new Set<T>();
+  // Insertion order, and removal from the middle in O(1).
+  #items = new LinkedSet<T>();
   // Restarted jobs, in the order they came back.
-  #front = new Set<T>();
+  #front = new LinkedSet<T>();
 
   get length(): number {
     return this.#front.size + this.#items.size;
@@ -110,13 +111,11 @@ export class FifoQueue<T> implements JobQueue<T> {
   }
 
   shift(): T | undefined {
-    for (const items of [this.#front, this.#items]) {
-      for (const item of items) {
-        items.delete(item);
-        return item;
-      }
-    }
-    return undefined;
+    const items = this.#front.size > 0 ? this.#front : this.#items;
+    if (items.size === 0) return undefined;
+    const item = items.first() as T;
+    items.delete(item);
+    return item;
   }
 
   take(item: T): boolean {
