@@ -8,7 +8,7 @@
 // deno-lint-ignore-file no-console
 import { fileURLToPath } from "node:url";
 import { benchCluster } from "./cluster_bench.ts";
-import { benchDispatch } from "./dispatch_bench.ts";
+import { benchDequeue, benchDispatch } from "./dispatch_bench.ts";
 import { benchHistory } from "./history_bench.ts";
 import { benchHop } from "./hop_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
@@ -19,6 +19,7 @@ const OUTPUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 const BENCHES = [
   ["cluster", benchCluster],
   ["dispatch", benchDispatch],
+  ["dequeue", benchDequeue],
   ["hop", benchHop],
   ["history", benchHistory],
   ["sandbox", benchSandbox],
