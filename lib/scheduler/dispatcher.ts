@@ -182,6 +182,11 @@ export class Dispatcher {
   readonly #stranded = new Map<string, ReturnType<typeof setTimeout>>();
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
+  /**
+   * How many jobs each client has running and waiting (no key when none),
+   * so that a quota is checked in O(1) however many jobs wait.
+   */
+  readonly #counts = new Map<string, { running: number; queued: number }>();
   /** Tells waiting jobs where they stand as the queue moves. */
   readonly #positions: PositionAnnouncer<Job>;
   /**
@@ -493,10 +498,6 @@ export class Dispatcher {
     if (open.size === 0) return;
     // A client at its running quota keeps its place, without a turn now;
     // the walk passes over the rest of its jobs.
-    const running = new Map<string, number>();
-    for (const job of this.#running.values()) {
-      running.set(job.client.client, (running.get(job.client.client) ?? 0) + 1);
-    }
     const atQuota = new Set<string>();
     for (const job of this.#queue.values(atQuota)) {
       // Listeners of the jobs started so far may have ended this one.
@@ -504,8 +505,10 @@ export class Dispatcher {
       const candidates = open.get(job.language);
       if (candidates === undefined) continue;
       const quota = job.client.quota;
-      const count = running.get(job.client.client) ?? 0;
-      if (quota && count >= quota.maxRunning) {
+      if (
+        quota &&
+        this.#countsOf(job.client.client).running >= quota.maxRunning
+      ) {
         atQuota.add(job.client.client);
         continue;
       }
@@ -527,7 +530,6 @@ export class Dispatcher {
       if (!this.#dequeue(job, "served")) continue;
       this.#start(job, worker);
       loads.set(worker, worker.load());
-      running.set(job.client.client, count + 1);
     }
   }
 
@@ -560,15 +562,27 @@ export class Dispatcher {
 
   /** How many jobs of one client run and wait now. */
   #countsOf(client: string): { running: number; queued: number } {
-    let running = 0;
-    for (const job of this.#running.values()) {
-      if (job.client.client === client) running++;
-    }
-    let queued = 0;
-    for (const job of this.#queued.values()) {
-      if (job.client.client === client) queued++;
-    }
+    const { running = 0, queued = 0 } = this.#counts.get(client) ?? {};
     return { running, queued };
+  }
+
+  /** Adds one to, or takes one from, a client's count of jobs running or waiting. */
+  #count(client: string, which: "running" | "queued", delta: 1 | -1): void {
+    const counts = this.#counts.get(client) ?? { running: 0, queued: 0 };
+    counts[which] += delta;
+    if (counts.running === 0 && counts.queued === 0) {
+      this.#counts.delete(client);
+    } else this.#counts.set(client, counts);
+  }
+
+  /** Marks a job running, or no longer running, and counts it for its client. */
+  #setRunning(job: Job, running: boolean): void {
+    if (running) {
+      this.#running.set(job.id, job);
+      this.#count(job.client.client, "running", 1);
+    } else if (this.#running.delete(job.id)) {
+      this.#count(job.client.client, "running", -1);
+    }
   }
 
   /** The worker a job would run on now, if any fits. */
@@ -598,7 +612,7 @@ export class Dispatcher {
     job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.client.jobs.add(job.id);
-    this.#running.set(job.id, job);
+    this.#setRunning(job, true);
     job.client.send({ type: "started", jobId: job.id, node: worker.name });
     this.#options.emit("jobstart", {
       jobId: job.id,
@@ -613,7 +627,7 @@ export class Dispatcher {
     });
     if (job.cancelled !== undefined) {
       // Cancelled by a listener of `started`: the worker never sees it.
-      this.#running.delete(job.id);
+      this.#setRunning(job, false);
       return this.#finish(
         job,
         this.#failure(job, `cancelled: ${job.cancelled}`),
@@ -635,7 +649,7 @@ export class Dispatcher {
         if (!current()) return;
         this.#averageRunMs = 0.8 * this.#averageRunMs +
           0.2 * (performance.now() - job.startedAt);
-        this.#running.delete(job.id);
+        this.#setRunning(job, false);
         // The id and node are the master's to say, not the worker's.
         this.#finish(job, {
           ...result,
@@ -647,7 +661,7 @@ export class Dispatcher {
       },
       failed: (reason, kind) => {
         if (!current()) return;
-        this.#running.delete(job.id);
+        this.#setRunning(job, false);
         job.worker = undefined;
         if (kind === "refused") {
           worker.markFailing(Date.now() + FAILING_COOLDOWN_MS);
@@ -753,6 +767,7 @@ export class Dispatcher {
       : this.#queue.push(job);
     job.state = "queued";
     this.#queued.set(job.id, job);
+    this.#count(job.client.client, "queued", 1);
     this.#waiting.set(job.language, (this.#waiting.get(job.language) ?? 0) + 1);
     // Jobs behind it moved back, unless it joined at the very end.
     this.#positions.changed(position < this.#queue.length);
@@ -768,6 +783,7 @@ export class Dispatcher {
     if (how === "served") this.#queue.take(job);
     else this.#queue.remove(job);
     this.#queued.delete(job.id);
+    this.#count(job.client.client, "queued", -1);
     this.#positions.changed(this.#queue.length > 0);
     const left = (this.#waiting.get(job.language) ?? 1) - 1;
     if (left > 0) {

@@ -700,3 +700,49 @@ Deno.test("Dispatcher estimates a wait from the position, the time recent jobs h
   }
   await dispatcher.close("done");
 });
+
+Deno.test("Dispatcher keeps each client's counts through cancels, restarts and ends, and passes over a client at its quota", () => {
+  const { dispatcher } = setup(3, { maxQueue: 100 });
+  const doomed = new FakeWorker("doomed", 2);
+  dispatcher.addWorker(doomed);
+  const bob = { ...client("bob"), quota: { maxRunning: 1, maxQueued: 3 } };
+  const carol = client("carol");
+  for (const id of ["b1", "b2", "b3", "b4"]) dispatcher.submit(bob, job(id));
+  assert.deepEqual(doomed.started, ["b1"]);
+  dispatcher.submit(bob, job("b5"));
+  assert.match(
+    bob.results.at(-1)!.reason!,
+    /3 jobs waiting and 1 running, the most it may have waiting is 3/,
+  );
+  dispatcher.cancel(bob, "b2", "changed my mind");
+  dispatcher.submit(bob, job("b6")); // room again
+  assert.equal(dispatcher.queued, 3);
+  // carol's job joins behind bob's three: bob is at his quota, so the walk
+  // passes over his jobs and carol takes the free slot.
+  dispatcher.submit(carol, job("c1"));
+  assert.deepEqual(doomed.started, ["b1", "c1"]);
+  // Another node joins: bob is still at his quota, so nothing moves.
+  const next = new FakeWorker("next", 2);
+  dispatcher.addWorker(next);
+  assert.deepEqual(next.started, []);
+  // The first node dies: its jobs restart first on the other, b1 too, as
+  // bob's count of running jobs went back to zero.
+  dispatcher.removeWorker(doomed, "gone");
+  doomed.die();
+  assert.deepEqual(next.started, ["b1", "c1"]);
+  next.finish("c1");
+  assert.deepEqual(next.started, ["b1", "c1"], "bob is still at his quota");
+  next.finish("b1");
+  assert.deepEqual(next.started, ["b1", "c1", "b3"]);
+  next.finish("b3");
+  next.finish("b4");
+  next.finish("b6");
+  assert.equal(dispatcher.queued + dispatcher.running, 0);
+  // All his counts are back to zero: four may wait again.
+  for (const id of ["b7", "b8", "b9", "b10"]) dispatcher.submit(bob, job(id));
+  assert.equal(dispatcher.queued, 3);
+  assert.deepEqual(
+    bob.results.filter((r) => r.verdict === "rejected").map((r) => r.jobId),
+    ["b5"],
+  );
+});
