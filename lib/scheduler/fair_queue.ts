@@ -23,11 +23,12 @@ import { LinkedSet } from "./_linked_set.ts";
  * pushes, its job may be interleaved ahead of jobs that were already waiting.
  * Any change can move a job, not only the front leaving.
  *
- * Costs: `shift`, `take`, `remove` and `pushFront` are O(1) (amortised), and
- * so is `push` for a client with no other job waiting; a client's second and
+ * Costs: `shift`, `take`, `remove` and `pushFront` are O(1), and so is
+ * `push` for a client with no other job waiting; a client's second and
  * later jobs cost O(clients) to place. Walks ({@linkcode FairQueue.entries},
  * {@linkcode FairQueue.values}) are lazy: reading the first k jobs costs
- * O(k), so a caller that needs only the front never pays for the whole queue.
+ * O(k), so a caller that needs only the front never pays for the whole
+ * queue.
  *
  * @example One client's burst does not starve another
  * ```ts
@@ -196,26 +197,22 @@ export class FairQueue<T> implements JobQueue<T> {
    */
   *entries(): IterableIterator<[number, T]> {
     let position = 0;
-    for (const item of this.#walk()) yield [++position, item];
+    for (const item of this.values()) yield [++position, item];
   }
 
   /**
    * Every waiting job in dispatch order, walked lazily, skipping the
-   * clients in `passOver` (which the caller may add to as it walks): the
-   * dispatcher passes over a client at its quota in O(1), however many of
-   * its jobs wait. Restarted jobs belong to no client here and are always
-   * walked.
+   * clients in `passOver` (which the caller may add to as it walks): a
+   * client that may not run more now is passed over in O(1), however many
+   * of its jobs wait. Restarted jobs belong to no client here and are
+   * always walked.
    *
    * The caller may change the queue as it walks (start, cancel, add jobs):
    * a job taken or removed is not yielded afterwards (unless it is queued
    * again), a client served and so moved to the back of the rotation is
    * not walked twice, and a job added meanwhile may or may not be reached.
    */
-  values(passOver?: ReadonlySet<string>): IterableIterator<T> {
-    return this.#walk(passOver);
-  }
-
-  *#walk(passOver?: ReadonlySet<string>): Generator<T> {
+  *values(passOver?: ReadonlySet<string>): IterableIterator<T> {
     // Live iteration: what is deleted meanwhile is skipped.
     yield* this.#front;
     // Round 0 takes each client's first job in rotation order, and keeps
