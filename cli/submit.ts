@@ -155,9 +155,8 @@ function streamEvent(event: JobEvent): void {
     );
   } else if (event.type === "queued" && Deno.stderr.isTerminal()) {
     const seconds = Math.ceil(event.estimatedWaitMs / 1000);
-    console.error(
-      `kiln: queued at position ${event.position} (about ${seconds} s)`,
-    );
+    const wait = seconds > 0 ? ` (about ${seconds} s)` : "";
+    console.error(`kiln: queued at position ${event.position}${wait}`);
   }
 }
 
