@@ -100,10 +100,12 @@ export class WarmPool<Spec, Job> {
     }
   }
 
-  /** How many sandboxes are ready, over every key. */
+  /** How many sandboxes are ready and still usable, over every key. */
   get size(): number {
     let size = 0;
-    for (const lane of this.#lanes.values()) size += lane.ready.length;
+    for (const lane of this.#lanes.values()) {
+      size += lane.ready.filter(this.#options.usable).length;
+    }
     return size;
   }
 

@@ -95,6 +95,7 @@ import {
   encodeOrders,
   findPerl,
   isStubFailure,
+  stubCpuMs,
   warmStubCommand,
 } from "./warm_stub.ts";
 import {
@@ -293,6 +294,7 @@ export class Sandbox {
   readonly #warmSteps = new Map<string, WarmStep[]>();
   /** Taken warm workdirs whose sources are not yet handed to the job's uid. */
   readonly #handOver = new Set<string>();
+  readonly #stepStarts = { warm: 0, cold: 0 };
 
   private constructor(
     mode: SandboxMode,
@@ -491,6 +493,14 @@ export class Sandbox {
       destroy: (job) => this.#destroyWarmJob(job),
       usable: (job) => job.steps.every((step) => !step.exited),
     });
+  }
+
+  /**
+   * How many steps this sandbox started in a pre-warmed chain and how many
+   * cold, for metrics and tests. Do not change it.
+   */
+  get stepStarts(): Readonly<{ warm: number; cold: number }> {
+    return this.#stepStarts;
   }
 
   /** How many pre-warmed job sandboxes wait, ready; 0 when none are kept. */
@@ -751,9 +761,7 @@ export class Sandbox {
     await checkCommand(spec.command, options.workdir);
     const warm = this.#warmStepFor(options.workdir, limits);
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
-    const cgroup = warm
-      ? warm.cgroup
-      : cgroups
+    const cgroup = warm ? warm.cgroup : cgroups
       ? await cgroups.create(
         `${STEP_PREFIX}${Deno.pid}-${crypto.randomUUID()}`,
         {
@@ -778,9 +786,18 @@ export class Sandbox {
           env: options.env,
           argv: [...this.#rlimitPrefix(limits), spec.command, ...spec.args],
         });
-        cpuBeforeMs = (await cgroup?.usage())?.cpuTimeMs ?? 0;
-        await cgroup?.resetPeak();
+        // The chain's start is not the program's, except what the stub's
+        // own process used: the CPU rlimit counts that for the program.
+        if (cgroup) {
+          const [usage, stub] = await Promise.all([
+            cgroup.usage(),
+            cgroup.processes().then(stubCpuMs),
+          ]);
+          cpuBeforeMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
+          await cgroup.resetPeak();
+        }
         child = warm.child;
+        this.#stepStarts.warm++;
       } else {
         child = await spawnStep(
           await this.#command(spec, options, cgroup),
@@ -790,6 +807,7 @@ export class Sandbox {
             stdin: noStdin ? "null" : "piped",
           },
         );
+        this.#stepStarts.cold++;
       }
       const outcome = await superviseStep(child, {
         preamble,
@@ -872,7 +890,12 @@ export class Sandbox {
       await this.prepareWorkdir(workdir);
       for (const limits of spec.warm.steps) {
         steps.push(
-          await this.#spawnWarmStep(workdir, limits, spec.warm.executables, perl),
+          await this.#spawnWarmStep(
+            workdir,
+            limits,
+            spec.warm.executables,
+            perl,
+          ),
         );
       }
       return { workdir, steps };

@@ -101,7 +101,11 @@ export function encodeOrders(orders: WarmOrders): Uint8Array {
   const env = Object.entries(orders.env);
   for (const [name] of env) {
     if (name === "" || name.includes("=")) {
-      throw new TypeError(`Cannot order a warm sandbox: bad environment name ${JSON.stringify(name)}`);
+      throw new TypeError(
+        `Cannot order a warm sandbox: bad environment name ${
+          JSON.stringify(name)
+        }`,
+      );
     }
   }
   if (orders.argv.length === 0) {
@@ -122,7 +126,9 @@ export function encodeOrders(orders: WarmOrders): Uint8Array {
   if (body.length > 0xffffffff) {
     throw new RangeError("Cannot order a warm sandbox: orders too long");
   }
-  const head = new TextEncoder().encode(body.length.toString(16).padStart(8, "0"));
+  const head = new TextEncoder().encode(
+    body.length.toString(16).padStart(8, "0"),
+  );
   const bytes = new Uint8Array(head.length + body.length);
   bytes.set(head);
   bytes.set(body, head.length);
@@ -156,4 +162,25 @@ export function findPerl(): Promise<string | null> {
     return null;
   })();
   return perl;
+}
+
+/** Linux's `USER_HZ`: `/proc/<pid>/stat` counts CPU time in 1/100 s. */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * The CPU time the waiting stub's own process has used so far, in ms,
+ * found among `pids` (its step's processes) by its name; 0 when it is not
+ * there. The kernel's CPU rlimit counts it against the program that
+ * process becomes, so a warm step's CPU time keeps it, as a cold step's
+ * keeps the setup its process did before the program.
+ */
+export async function stubCpuMs(pids: readonly number[]): Promise<number> {
+  for (const pid of pids) {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => null);
+    if (!stat?.startsWith(`${pid} (perl) `)) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks * 1000 / TICKS_PER_SECOND : 0;
+  }
+  return 0;
 }
