@@ -15,7 +15,8 @@
  *
  * Each sandbox is single use: taken once, never returned. A sandbox that
  * died while it waited is destroyed when it is found, and a key whose
- * sandboxes keep failing to be made stops being warmed for `idleMs`.
+ * sandboxes fail to be made three times in a row rests for `idleMs`
+ * before it is tried again (its jobs run cold meanwhile).
  *
  * @module
  */
@@ -45,8 +46,10 @@ interface Lane<Spec, Job> {
   lastDemand: number;
   /** Making one now: one at a time per key. */
   filling: boolean;
-  /** Failures in a row; at {@linkcode MAX_FAILURES} the key rests until idle. */
+  /** Failures in a row; at {@linkcode MAX_FAILURES} the key rests. */
   failures: number;
+  /** When a resting key is tried again (`Date.now()` ms). */
+  restUntil: number;
 }
 
 /** Failures in a row after which a key is no longer warmed, until it idles out. */
@@ -145,7 +148,14 @@ export class WarmPool<Spec, Job> {
     if (lane) {
       this.#lanes.delete(key); // re-inserted last: the map's order is recency
     } else {
-      lane = { ready: [], spec, lastDemand: 0, filling: false, failures: 0 };
+      lane = {
+        ready: [],
+        spec,
+        lastDemand: 0,
+        filling: false,
+        failures: 0,
+        restUntil: 0,
+      };
       while (this.#lanes.size >= this.#options.maxKeys) {
         const [oldest, evicted] = this.#lanes.entries().next().value!;
         this.#lanes.delete(oldest);
@@ -159,6 +169,9 @@ export class WarmPool<Spec, Job> {
   }
 
   #fill(key: string, lane: Lane<Spec, Job>): void {
+    if (lane.failures >= MAX_FAILURES && Date.now() >= lane.restUntil) {
+      lane.failures = 0; // rested: a cause that passed no longer stops it
+    }
     if (lane.filling || lane.failures >= MAX_FAILURES) return;
     lane.filling = true;
     const fill = (async () => {
@@ -178,6 +191,7 @@ export class WarmPool<Spec, Job> {
           lane.ready.push(job);
         } catch (error) {
           lane.failures++;
+          lane.restUntil = Date.now() + this.#options.idleMs;
           const level = lane.failures >= MAX_FAILURES ? "warn" : "debug";
           log[level](
             "cannot pre-warm a sandbox for {key} ({failures} in a row): {reason}",
