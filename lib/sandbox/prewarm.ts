@@ -128,6 +128,11 @@ export class WarmPool<Spec, Job> {
     return job;
   }
 
+  /** Every ready sandbox, over every key (usable or not yet found dead). */
+  *ready(): Iterable<Job> {
+    for (const lane of this.#lanes.values()) yield* lane.ready;
+  }
+
   /** Resolves when no sandbox is being made: for tests and benchmarks. */
   async settled(): Promise<void> {
     while (this.#fills.size > 0) await Promise.all(this.#fills);

@@ -509,6 +509,26 @@ export class Sandbox {
   }
 
   /**
+   * What the pre-warmed sandboxes waiting in the pool hold: their uids
+   * (their stubs are the only processes of the node's uids that no job owns
+   * yet) and their mount points (a job disk and a devpts each, where those
+   * layers work). For tests and operators telling them from leftovers.
+   */
+  warmHoldings(): { uids: number[]; mounts: string[] } {
+    const uids: number[] = [];
+    const mounts: string[] = [];
+    for (const job of this.#pool?.ready() ?? []) {
+      const lease = this.#leases.get(job.workdir);
+      if (lease) uids.push(lease.uid);
+      const disk = this.#disks.get(job.workdir);
+      if (disk) mounts.push(disk.mountPoint);
+      const ptys = this.#ptys.get(job.workdir);
+      if (ptys) mounts.push(ptys.mountPoint);
+    }
+    return { uids, mounts };
+  }
+
+  /**
    * Resolves when no pre-warmed sandbox is being made or destroyed: for
    * tests and benchmarks that need a quiet pool.
    */
