@@ -11,6 +11,7 @@ import { benchCluster } from "./cluster_bench.ts";
 import { benchDispatch } from "./dispatch_bench.ts";
 import { benchHistory } from "./history_bench.ts";
 import { benchHop } from "./hop_bench.ts";
+import { benchPrewarm } from "./prewarm_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
 
@@ -23,6 +24,7 @@ const BENCHES = [
   ["history", benchHistory],
   ["sandbox", benchSandbox],
   ["hardening", benchHardening],
+  ["prewarm", benchPrewarm],
 ] as const;
 
 // Described before the benches run, so the load average is other work's, not ours.

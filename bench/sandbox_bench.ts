@@ -18,7 +18,12 @@ import {
   Sandbox,
   type SourceFile,
 } from "../mod.ts";
-import { alternatingPairs, type BenchSection, percentile } from "./_stats.ts";
+import {
+  alternatingPairs,
+  type BenchSection,
+  ownCpuMs,
+  percentile,
+} from "./_stats.ts";
 
 /** What every hello world below writes to stdout. */
 const EXPECTED = "Hello, world!\n";
@@ -159,18 +164,6 @@ export async function benchSandbox(): Promise<BenchSection> {
     await Deno.remove(workRoot, { recursive: true });
     await sandboxed.close();
   }
-}
-
-/**
- * CPU time (user + system) this process has used, in milliseconds, from
- * `/proc/self/stat` (clock ticks of 10 ms: only sums over many jobs mean
- * anything).
- */
-function ownCpuMs(): number {
-  const stat = Deno.readTextFileSync("/proc/self/stat");
-  // Fields after the command name's last ")": utime and stime are 12 and 13.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /**
