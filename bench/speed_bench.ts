@@ -19,6 +19,7 @@
 import { fileURLToPath } from "node:url";
 import {
   type MasterProcess,
+  type SecondaryProcess,
   startMasterProcess,
   startSecondaryProcess,
 } from "../cli/_processes.ts";
@@ -93,14 +94,21 @@ class Job {
   failures = 0;
   constructor(
     readonly label: string,
-    readonly attempt: () => Promise<boolean>,
+    /** Runs the job once; throws, saying why, unless it ended cleanly. */
+    readonly attempt: () => Promise<void>,
   ) {}
 
-  /** Runs the job once; a run that does not end cleanly counts as failed. */
+  /** Runs the job once, counting a failure (and telling the first). */
   async run(): Promise<void> {
-    const ok = await this.attempt().catch(() => false);
     this.runs++;
-    if (!ok) this.failures++;
+    try {
+      await this.attempt();
+    } catch (error) {
+      if (this.failures++ === 0) {
+        // deno-lint-ignore no-console
+        console.error(`bench: speed: ${this.label} failed: ${error}`);
+      }
+    }
   }
 
   /** Wall time of one run, in ms. */
@@ -160,55 +168,65 @@ export async function benchSpeed(
       python: await bareRunner(resolved.get("python")!, PYTHON_HELLO, workdir),
       c: await bareRunner(resolved.get("c")!, C_HELLO, workdir),
     };
-    const targets: Target[] = [];
-    const measurements: Measurement[] = [];
-    const checks: string[] = [];
+    const report = new Report();
     for (const variant of await nodeVariants()) {
       // deno-lint-ignore no-console
       console.error(`bench: speed, nodes ${variant.label}...`);
-      await measureVariant(variant, {
-        slots,
-        resolved,
-        floors,
-        targets,
-        measurements,
-        checks,
-      });
+      await measureVariant(variant, { slots, resolved, floors, report });
     }
-    targets.push(clusterTarget(cluster));
-    return {
-      title: TITLE,
-      markdown: describe(resolved, slots, targets, measurements, checks),
-    };
+    report.targets.push(clusterTarget(cluster));
+    return { title: TITLE, markdown: describe(resolved, slots, report) };
   } finally {
     await Deno.remove(workdir, { recursive: true });
   }
 }
 
-/** Where one variant's rows go, and what it measures with. */
-interface VariantContext {
+/** The rows of the section's tables, as the variants add them. */
+class Report {
+  readonly targets: Target[] = [];
+  readonly measurements: Measurement[] = [];
+  readonly histories: string[] = [];
+
+  /** Adds `job`'s row, from `times`, and returns their median. */
+  measured(job: Job, variant: Variant, times: readonly number[]): number {
+    this.measurements.push({
+      job,
+      variant: variant.label,
+      p50: percentile(times, 50).toFixed(1),
+      p90: percentile(times, 90).toFixed(1),
+    });
+    return percentile(times, 50);
+  }
+}
+
+/** What every variant measures with. */
+interface Setting {
   readonly slots: number;
   readonly resolved: ReadonlyMap<string, ResolvedRunner>;
-  readonly floors: {
-    python: () => Promise<boolean>;
-    c: () => Promise<boolean>;
-  };
-  readonly targets: Target[];
-  readonly measurements: Measurement[];
-  readonly checks: string[];
+  readonly floors: Readonly<Record<"python" | "c", () => Promise<void>>>;
+  readonly report: Report;
+}
+
+/** The node processes of one variant, and how to reach them. */
+interface Nodes {
+  readonly variant: Variant;
+  readonly token: string;
+  readonly single: MasterProcess;
+  readonly coordinator: MasterProcess;
+  readonly secondary: SecondaryProcess;
 }
 
 /** Starts the nodes with `variant`'s flags and measures every kiln target against its floor. */
 async function measureVariant(
   variant: Variant,
-  context: VariantContext,
+  setting: Setting,
 ): Promise<void> {
-  const { slots, floors, targets, measurements } = context;
   const token = crypto.randomUUID();
   const env = { PATH: TOOLCHAIN_PATH };
   const masterArgs = [
     "--http-port",
     "0",
+    // Every job stays in the history, for the verdict count at the end.
     "--history-max-jobs",
     "1000000",
     "--log-level",
@@ -218,7 +236,7 @@ async function measureVariant(
   await using single = await startMasterProcess({
     token,
     env,
-    args: ["--slots", String(slots), ...masterArgs],
+    args: ["--slots", String(setting.slots), ...masterArgs],
   });
   await using coordinator = await startMasterProcess({
     token,
@@ -232,54 +250,64 @@ async function measureVariant(
       "--name",
       "speed",
       "--slots",
-      String(slots),
+      String(setting.slots),
       "--log-level",
       "error",
       ...variant.args,
     ],
   });
-  await sameToolchains(single, token, context.resolved);
-  await sameToolchains(coordinator, token, context.resolved);
+  const nodes = { variant, token, single, coordinator, secondary };
+  await sameToolchains(single, token, setting.resolved);
+  await sameToolchains(coordinator, token, setting.resolved);
+  await pythonLatency(nodes, setting);
+  await cCompileAndRun(nodes, setting);
+  await throughput(nodes, setting);
+  await nodeCpu(nodes, setting);
+  for (
+    const [name, master] of [["single master", single], [
+      "coordinator",
+      coordinator,
+    ]] as const
+  ) {
+    const { recorded, notOk } = await historyVerdicts(master, token);
+    setting.report.histories.push(
+      `nodes ${variant.label}, ${name}: ${recorded} jobs in its history, ${notOk} of them not \`ok\``,
+    );
+  }
+}
 
-  const row = (job: Job, times: readonly number[]) => {
-    measurements.push({
-      job,
-      variant: variant.label,
-      p50: percentile(times, 50).toFixed(1),
-      p90: percentile(times, 90).toFixed(1),
-    });
-    return percentile(times, 50);
-  };
-  const judged = (met: boolean, ...jobs: Job[]) =>
-    met && jobs.every((job) => job.failures === 0);
+/** Met when `holds` and none of `jobs` failed a run. */
+function judged(holds: boolean, ...jobs: Job[]): boolean {
+  return holds && jobs.every((job) => job.failures === 0);
+}
 
-  // Python hello, one at a time: bare, single master, cluster in rotation.
-  const barePython = new Job("python hello, bare", floors.python);
-  const singlePython = new Job(
-    "python hello, single master",
-    () => viaPiston(single, token, PYTHON_HELLO),
-  );
-  const clusterPython = new Job(
-    "python hello, coordinator + 1 secondary",
-    () => viaPiston(coordinator, token, PYTHON_HELLO),
-  );
-  const pythonJobs = [barePython, singlePython, clusterPython];
-  const pythonTimes = await inRotation(
-    pythonJobs,
-    LATENCY,
-    (job) => job.time(),
-  );
-  const [bareP50, singleP50, clusterP50] = pythonJobs.map((job, i) =>
-    row(job, pythonTimes[i]!)
+/** Python hello one at a time: bare, single master and cluster in rotation. */
+async function pythonLatency(nodes: Nodes, setting: Setting): Promise<void> {
+  const { variant, token, single, coordinator } = nodes;
+  const { report } = setting;
+  const jobs = [
+    new Job("python hello, bare", setting.floors.python),
+    new Job(
+      "python hello, single master",
+      () => viaPiston(single, token, PYTHON_HELLO),
+    ),
+    new Job(
+      "python hello, coordinator + 1 secondary",
+      () => viaPiston(coordinator, token, PYTHON_HELLO),
+    ),
+  ] as const;
+  const times = await inRotation(jobs, LATENCY, (job) => job.time());
+  const [bare, singleP50, clusterP50] = jobs.map((job, i) =>
+    report.measured(job, variant, times[i]!)
   ) as [number, number, number];
-  targets.push({
+  report.targets.push({
     what: "Python hello, HTTP, single master, p50",
     variant: variant.label,
     kiln: `${singleP50.toFixed(1)} ms`,
-    floor: `${bareP50.toFixed(1)} ms (bare)`,
-    gap: `${signed(singleP50 - bareP50)} ms`,
+    floor: `${bare.toFixed(1)} ms (bare)`,
+    gap: `${signed(singleP50 - bare)} ms`,
     target: "≤ floor + 3 ms",
-    met: judged(singleP50 <= bareP50 + 3, barePython, singlePython),
+    met: judged(singleP50 <= bare + 3, jobs[0], jobs[1]),
   }, {
     what: "Python hello, HTTP, coordinator + 1 secondary, p50",
     variant: variant.label,
@@ -287,54 +315,64 @@ async function measureVariant(
     floor: `${singleP50.toFixed(1)} ms (single master)`,
     gap: `${signed(clusterP50 - singleP50)} ms`,
     target: "≤ single master + 2 ms",
-    met: judged(clusterP50 <= singleP50 + 2, singlePython, clusterPython),
+    met: judged(clusterP50 <= singleP50 + 2, jobs[1], jobs[2]),
   });
+}
 
-  // C hello, compile + run: bare gcc and single master in alternating pairs.
-  const bareC = new Job("C hello compile + run, bare", floors.c);
-  const singleC = new Job(
+/** C hello, compile + run: bare gcc and single master in alternating pairs. */
+async function cCompileAndRun(nodes: Nodes, setting: Setting): Promise<void> {
+  const { variant, token, single } = nodes;
+  const { report } = setting;
+  const bare = new Job("C hello compile + run, bare", setting.floors.c);
+  const kiln = new Job(
     "C hello compile + run, single master",
     () => viaPiston(single, token, C_HELLO),
   );
-  const cTimes = await alternatingPairs(
-    bareC,
-    singleC,
+  const times = await alternatingPairs(
+    bare,
+    kiln,
     C_PAIRS,
     (job) => job.time(),
   );
-  const bareCP50 = row(bareC, cTimes.first);
-  const singleCP50 = row(singleC, cTimes.second);
-  targets.push({
+  const bareP50 = report.measured(bare, variant, times.first);
+  const kilnP50 = report.measured(kiln, variant, times.second);
+  report.targets.push({
     what: "C hello compile + run, HTTP, single master, p50",
     variant: variant.label,
-    kiln: `${singleCP50.toFixed(1)} ms`,
-    floor: `${bareCP50.toFixed(1)} ms (bare gcc + run)`,
-    gap: `${signed(singleCP50 - bareCP50)} ms`,
+    kiln: `${kilnP50.toFixed(1)} ms`,
+    floor: `${bareP50.toFixed(1)} ms (bare gcc + run)`,
+    gap: `${signed(kilnP50 - bareP50)} ms`,
     target: "≤ floor + 5 ms",
-    met: judged(singleCP50 <= bareCP50 + 5, bareC, singleC),
+    met: judged(kilnP50 <= bareP50 + 5, bare, kiln),
   });
+}
 
-  // Throughput: batches of Python hellos, kiln and bare alternating.
-  const batchKiln = new Job(
+/**
+ * Batches of Python hellos into the single master from several HTTP clients,
+ * against the same batch spawned bare at the node's slot count, alternating.
+ */
+async function throughput(nodes: Nodes, setting: Setting): Promise<void> {
+  const { variant, token, single } = nodes;
+  const { report, slots } = setting;
+  const kiln = new Job(
     `${BATCH.jobs} python hellos, ${BATCH.clients} HTTP clients, single master`,
     () => viaPiston(single, token, PYTHON_HELLO),
   );
-  const batchBare = new Job(
+  const bare = new Job(
     `${BATCH.jobs} python hellos, bare, ${slots} at a time`,
-    floors.python,
+    setting.floors.python,
   );
-  const batchTimes = await alternatingPairs(
-    batchKiln,
-    batchBare,
+  const times = await alternatingPairs(
+    kiln,
+    bare,
     { pairs: BATCH.pairs, warmup: 0 },
-    (job) =>
-      job === batchKiln
-        ? job.timeBatch(BATCH.jobs, BATCH.clients)
-        : job.timeBatch(BATCH.jobs, slots),
+    (job) => job.timeBatch(BATCH.jobs, job === kiln ? BATCH.clients : slots),
   );
-  const kilnRate = BATCH.jobs / (row(batchKiln, batchTimes.first) / 1000);
-  const bareRate = BATCH.jobs / (row(batchBare, batchTimes.second) / 1000);
-  targets.push({
+  const kilnRate = BATCH.jobs /
+    (report.measured(kiln, variant, times.first) / 1000);
+  const bareRate = BATCH.jobs /
+    (report.measured(bare, variant, times.second) / 1000);
+  report.targets.push({
     what:
       `${BATCH.jobs} Python hellos from ${BATCH.clients} HTTP clients, single master, median of ${BATCH.pairs}`,
     variant: variant.label,
@@ -342,31 +380,44 @@ async function measureVariant(
     floor: `${bareRate.toFixed(1)} jobs/s (bare, ${slots} at a time)`,
     gap: `${(100 * kilnRate / bareRate).toFixed(0)} %`,
     target: "≥ 90 % of floor",
-    met: judged(kilnRate >= 0.9 * bareRate, batchKiln, batchBare),
+    met: judged(kilnRate >= 0.9 * bareRate, kiln, bare),
   });
+}
 
-  // Each node process's own CPU per job.
+/**
+ * Each node process's own CPU time (utime + stime) per job, over `CPU.jobs`
+ * bash echo jobs from `CPU.clients` HTTP clients: the single master's, then
+ * the coordinator's and the secondary's.
+ */
+async function nodeCpu(nodes: Nodes, setting: Setting): Promise<void> {
+  const { variant, token, single, coordinator, secondary } = nodes;
+  const { report } = setting;
+  const perJob = async (job: Job, pids: readonly number[]) => {
+    const before = pids.map(processCpuMs);
+    report.measured(job, variant, [await job.timeBatch(CPU.jobs, CPU.clients)]);
+    return pids.map((pid, i) => (processCpuMs(pid) - before[i]!) / CPU.jobs);
+  };
   const singleEcho = new Job(
     "bash echo, single master (CPU rows)",
     () => viaPiston(single, token, ECHO, "hi\n"),
   );
-  const [singleCpu] = await cpuPerJob(singleEcho, [single.child.pid], row);
+  const [singleMs] = await perJob(singleEcho, [single.child.pid]);
   const clusterEcho = new Job(
     "bash echo, coordinator + 1 secondary (CPU rows)",
     () => viaPiston(coordinator, token, ECHO, "hi\n"),
   );
-  const [coordinatorCpu, secondaryCpu] = await cpuPerJob(clusterEcho, [
+  const [coordinatorMs, secondaryMs] = await perJob(clusterEcho, [
     coordinator.child.pid,
     secondary.child.pid,
-  ], row);
+  ]);
   for (
     const [what, job, ms, budget] of [
-      ["single master", singleEcho, singleCpu!, CPU_BUDGET_MS.single],
-      ["coordinator", clusterEcho, coordinatorCpu!, CPU_BUDGET_MS.coordinator],
-      ["secondary", clusterEcho, secondaryCpu!, CPU_BUDGET_MS.secondary],
+      ["single master", singleEcho, singleMs!, CPU_BUDGET_MS.single],
+      ["coordinator", clusterEcho, coordinatorMs!, CPU_BUDGET_MS.coordinator],
+      ["secondary", clusterEcho, secondaryMs!, CPU_BUDGET_MS.secondary],
     ] as const
   ) {
-    targets.push({
+    report.targets.push({
       what: `CPU of the ${what} process per job (${CPU.jobs} bash echo jobs)`,
       variant: variant.label,
       kiln: `${ms.toFixed(2)} ms`,
@@ -376,42 +427,18 @@ async function measureVariant(
       met: judged(ms <= budget, job),
     });
   }
-
-  for (
-    const [name, master] of [["single master", single], [
-      "coordinator",
-      coordinator,
-    ]] as const
-  ) {
-    const { recorded, notOk } = await historyVerdicts(master, token);
-    context.checks.push(
-      `nodes ${variant.label}, ${name}: ${recorded} jobs in its history, ${notOk} of them not \`ok\``,
-    );
-  }
 }
 
 /**
- * Each node process's own CPU time (utime + stime) per job, in ms, over
- * `CPU.jobs` runs of `job` from `CPU.clients` clients at once; the batch's
- * wall time goes to `row`.
+ * Runs one file through a master's `POST /api/v2/execute`; throws unless it
+ * ran cleanly and printed `expected`.
  */
-async function cpuPerJob(
-  job: Job,
-  pids: readonly number[],
-  row: (job: Job, times: readonly number[]) => void,
-): Promise<number[]> {
-  const before = pids.map(processCpuMs);
-  row(job, [await job.timeBatch(CPU.jobs, CPU.clients)]);
-  return pids.map((pid, i) => (processCpuMs(pid) - before[i]!) / CPU.jobs);
-}
-
-/** Runs one file through a master's `POST /api/v2/execute`: whether it ran cleanly and printed `expected`. */
 async function viaPiston(
   master: MasterProcess,
   token: string,
   program: { language: string; name: string; content: string },
   expected = EXPECTED,
-): Promise<boolean> {
+): Promise<void> {
   const response = await fetch(`http://${master.httpAddress}/api/v2/execute`, {
     method: "POST",
     headers: {
@@ -424,13 +451,14 @@ async function viaPiston(
     }),
   });
   if (!response.ok) {
-    await response.body?.cancel();
-    return false;
+    throw new Error(`HTTP ${response.status}: ${await response.text()}`);
   }
   const answer: PistonExecuteResponse = await response.json();
   const { run, compile } = answer;
-  return run.code === 0 && run.signal === null && run.stdout === expected &&
-    run.stderr === "" && (compile === undefined || compile.code === 0);
+  const clean = run.code === 0 && run.signal === null &&
+    run.stdout === expected && run.stderr === "" &&
+    (compile === undefined || compile.code === 0);
+  if (!clean) throw new Error(`answered ${JSON.stringify(answer)}`);
 }
 
 /** How many jobs a master's history holds, and how many of them did not end `ok`. */
@@ -477,13 +505,13 @@ async function sameToolchains(
 /**
  * A bare run of `program` as its runner would run it (compile step, then run
  * step, same executables and flags, in `parent`'s own directory for it) with
- * no kiln and no sandbox: whether it printed hello world.
+ * no kiln and no sandbox; it throws unless it printed hello world.
  */
 async function bareRunner(
   resolved: ResolvedRunner,
   program: { name: string; content: string },
   parent: string,
-): Promise<() => Promise<boolean>> {
+): Promise<() => Promise<void>> {
   const workdir = await Deno.makeTempDir({ dir: parent });
   await Deno.writeTextFile(`${workdir}/${program.name}`, program.content);
   const context: StepContext = {
@@ -496,8 +524,8 @@ async function bareRunner(
   };
   const compile = resolved.runner.compile?.(context);
   const run = resolved.runner.run(context);
-  const spawn = (spec: CommandSpec) =>
-    new Deno.Command(spec.command, {
+  const spawn = async (spec: CommandSpec) => {
+    const { success, stdout, stderr } = await new Deno.Command(spec.command, {
       args: [...spec.args],
       cwd: workdir,
       stdin: "null",
@@ -505,10 +533,16 @@ async function bareRunner(
       stderr: "piped",
       ...(spec.env === undefined ? {} : { env: { ...spec.env } }),
     }).output();
+    const [out, err] = [stdout, stderr].map((b) => new TextDecoder().decode(b));
+    if (!success) throw new Error(`${spec.command} failed: ${err}`);
+    return out;
+  };
   return async () => {
-    if (compile !== undefined && !(await spawn(compile)).success) return false;
-    const { success, stdout } = await spawn(run);
-    return success && new TextDecoder().decode(stdout) === EXPECTED;
+    if (compile !== undefined) await spawn(compile);
+    const stdout = await spawn(run);
+    if (stdout !== EXPECTED) {
+      throw new Error(`printed ${JSON.stringify(stdout)}`);
+    }
   };
 }
 
@@ -571,9 +605,7 @@ function signed(ms: number): string {
 function describe(
   resolved: ReadonlyMap<string, ResolvedRunner>,
   slots: number,
-  targets: readonly Target[],
-  measurements: readonly Measurement[],
-  checks: readonly string[],
+  { targets, measurements, histories }: Report,
 ): string {
   const python = resolved.get("python")!.toolchain;
   const c = resolved.get("c")!.toolchain;
@@ -615,7 +647,7 @@ function describe(
     "",
     `Failed runs in all: ${failures}. Verdicts in the masters' job histories:`,
     "",
-    ...checks.map((line) => `- ${line}`),
+    ...histories.map((line) => `- ${line}`),
     "",
   ].join("\n");
 }
