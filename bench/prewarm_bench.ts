@@ -18,7 +18,7 @@ import {
   type ResolvedRunner,
   Sandbox,
 } from "../mod.ts";
-import { type BenchSection, ownCpuMs, percentile } from "./_stats.ts";
+import { type BenchSection, percentile, processCpuMs } from "./_stats.ts";
 
 const EXPECTED = "Hello, world!\n";
 const WARMUP_ROUNDS = 2;
@@ -145,7 +145,7 @@ async function timeJob(
 ): Promise<{ ms: number; cpuMs: number }> {
   const language = resolved.runner.name;
   await sandbox.warmSettled();
-  const cpu0 = ownCpuMs();
+  const cpu0 = processCpuMs("self");
   const t0 = performance.now();
   const result = await executeJob(resolved, {
     language,
@@ -153,7 +153,7 @@ async function timeJob(
   }, { sandbox, workRoot });
   const ms = performance.now() - t0;
   await sandbox.warmSettled();
-  const cpuMs = ownCpuMs() - cpu0;
+  const cpuMs = processCpuMs("self") - cpu0;
   if (result.verdict !== "ok" || result.stdout !== EXPECTED) {
     throw new Error(
       `Pre-warm bench: ${language} ${mode} job did not print hello world: ${result.verdict} ${

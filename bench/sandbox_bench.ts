@@ -21,8 +21,8 @@ import {
 import {
   alternatingPairs,
   type BenchSection,
-  ownCpuMs,
   percentile,
+  processCpuMs,
 } from "./_stats.ts";
 
 /** What every hello world below writes to stdout. */
@@ -179,14 +179,14 @@ function jobTimer(
 ): (sandbox: Sandbox) => Promise<number> {
   const language = resolved.runner.name;
   return async (sandbox) => {
-    const cpu0 = ownCpuMs();
+    const cpu0 = processCpuMs("self");
     const t0 = performance.now();
     const result = await executeJob(resolved, { language, files: [file] }, {
       sandbox,
       workRoot,
     });
     const ms = performance.now() - t0;
-    cpu.set(sandbox, (cpu.get(sandbox) ?? 0) + ownCpuMs() - cpu0);
+    cpu.set(sandbox, (cpu.get(sandbox) ?? 0) + processCpuMs("self") - cpu0);
     check(language, sandbox, result);
     return ms;
   };
