@@ -14,6 +14,7 @@ import { benchCluster, type ClusterSection } from "./cluster_bench.ts";
 import { benchDispatch } from "./dispatch_bench.ts";
 import { benchHistory } from "./history_bench.ts";
 import { benchHop } from "./hop_bench.ts";
+import { benchPrewarm } from "./prewarm_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
 import { benchSpeed } from "./speed_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
@@ -30,6 +31,7 @@ const BENCHES: readonly (readonly [string, () => Promise<BenchSection>])[] = [
   ["history", benchHistory],
   ["sandbox", benchSandbox],
   ["hardening", benchHardening],
+  ["prewarm", benchPrewarm],
   ["speed", () => benchSpeed(cluster?.throughput)],
 ];
 
