@@ -129,9 +129,10 @@ export async function benchPrewarm(): Promise<BenchSection> {
       ].join("\n"),
     };
   } finally {
-    await Deno.remove(workRoot, { recursive: true });
+    // The warm sandboxes' disks are mounted in the root: closed first.
     await sandboxes.cold.close();
     await sandboxes.warm.close();
+    await Deno.remove(workRoot, { recursive: true });
   }
 }
 

@@ -95,6 +95,7 @@ import {
   encodeOrders,
   findPerl,
   isStubFailure,
+  prlimitSyscall,
   stubCpuMs,
   warmStubCommand,
 } from "./warm_stub.ts";
@@ -102,6 +103,8 @@ import {
   detectPrlimit,
   type PrlimitDetection,
   prlimitPrefix,
+  type Rlimits,
+  rlimitSettings,
 } from "./rlimits.ts";
 
 // The mode and the report travel in protocol messages, so they live in
@@ -800,11 +803,20 @@ export class Sandbox {
       let child: Deno.ChildProcess;
       if (warm) {
         nonce = crypto.randomUUID();
+        // The stub sets the rlimits itself where it can: one exec less.
+        const direct = prlimitSyscall() !== null;
         preamble = encodeOrders({
           nonce,
           stdin: noStdin ? "null" : "pipe",
           env: options.env,
-          argv: [...this.#rlimitPrefix(limits), spec.command, ...spec.args],
+          rlimits: direct && this.#prlimit?.available
+            ? rlimitSettings(this.#rlimits(limits))
+            : [],
+          argv: [
+            ...direct ? [] : this.#rlimitPrefix(limits),
+            spec.command,
+            ...spec.args,
+          ],
         });
         // The chain's start is not the program's, except what the stub's
         // own process used: the CPU rlimit counts that for the program.
@@ -1019,11 +1031,16 @@ export class Sandbox {
   /** prlimit with the step's rlimits, to put before its command; none without it. */
   #rlimitPrefix(limits: StepLimits): string[] {
     if (!this.#prlimit?.available) return [];
-    return prlimitPrefix({
+    return prlimitPrefix(this.#rlimits(limits), this.#prlimit.path);
+  }
+
+  /** The rlimits of a step: CPU in whole seconds (see `rlimits.ts`). */
+  #rlimits(limits: StepLimits): Rlimits {
+    return {
       cpuSeconds: Math.max(1, Math.ceil(limits.cpuTimeMs / 1000)),
       fileSizeBytes: limits.fileSizeBytes,
       openFiles: limits.openFiles,
-    }, this.#prlimit.path);
+    };
   }
 
   /** `inner` under every layer that wraps a step: bwrap, then the first link. */

@@ -7,15 +7,17 @@
  * job's uid, in the job's workdir. It blocks reading its orders from stdin;
  * when the job arrives kiln writes them, then the program's stdin after.
  * The stub reads exactly its orders (never a byte of the program's stdin),
- * sets the program's environment, and execs the program's command line
- * (prlimit and the runner's command, as in a cold step). Nothing of the
+ * sets the program's rlimits (with `prlimit64(2)`, as `prlimit` would) and
+ * environment, and execs the runner's command. Nothing of the
  * stub survives the exec but what any exec keeps: pid, cwd, descriptors 0
  * to 2, rlimits, and the CPU time it used before (which kiln subtracts).
  *
  * The orders are a length (8 hex digits) and that many bytes of
  * NUL-separated fields: a magic, a nonce, the stdin mode (`pipe`, or
  * `null` to read `/dev/null` like a cold step without input), the number
- * of environment entries, the entries (`NAME=value`), then the argv. No
+ * of `prlimit64(2)` on this architecture, the number of rlimits and each
+ * (`resource:soft:hard`), the number of environment entries, the entries
+ * (`NAME=value`), then the argv. No
  * field can hold a NUL: neither can an environment entry or an argument.
  *
  * bubblewrap sets `PWD` after the environment it is given, so a cold
@@ -34,6 +36,22 @@
  *
  * @module
  */
+import type { RlimitSetting } from "./rlimits.ts";
+
+/** `prlimit64(2)`'s number per architecture. */
+const PRLIMIT64: Partial<Record<typeof Deno.build.arch, number>> = {
+  x86_64: 302,
+  aarch64: 261,
+};
+
+/**
+ * The number of `prlimit64(2)` on this machine, which the stub calls to set
+ * rlimits itself (one exec of `prlimit` less per step), or null where kiln
+ * does not know it: then the orders run `prlimit` as a cold step does.
+ */
+export function prlimitSyscall(): number | null {
+  return PRLIMIT64[Deno.build.arch] ?? null;
+}
 
 /** Exit code of the stub when it cannot start the program (125, as the chain's other links). */
 export const WARM_STUB_FAILED = 125;
@@ -59,9 +77,17 @@ sub take { my ($n) = @_; my $b = ""; while (length($b) < $n) {
 my $head = take(8);
 fail("?", "bad order length") unless $head =~ /^[0-9a-f]{8}$/;
 my @f = split(/\0/, take(hex($head)), -1);
-fail("?", "orders of another format") unless @f >= 5 && shift(@f) eq "${MAGIC}";
+fail("?", "orders of another format") unless @f >= 7 && shift(@f) eq "${MAGIC}";
 my $nonce = shift(@f);
 my $stdin = shift(@f);
+my $prlimit = shift(@f);
+my $limits = shift(@f);
+fail($nonce, "bad rlimit count") unless $limits =~ /^[0-9]+$/ && ($limits == 0 || $prlimit =~ /^[0-9]+$/);
+for (1 .. $limits) {
+  my ($resource, $soft, $hard) = split(/:/, shift(@f));
+  syscall($prlimit + 0, 0, $resource + 0, pack("QQ", $soft, $hard), 0) == 0
+    or fail($nonce, "cannot set rlimit $resource: $!");
+}
 my $count = shift(@f);
 fail($nonce, "bad environment count") unless $count =~ /^[0-9]+$/ && $count <= @f;
 my $pwd = $ENV{PWD};
@@ -85,6 +111,11 @@ export interface WarmOrders {
   readonly nonce: string;
   /** `null` gives the program `/dev/null` as stdin, as a cold step without input. */
   readonly stdin: "pipe" | "null";
+  /**
+   * Rlimits the stub sets on itself before the exec (they hold for the
+   * program), through `prlimit64(2)`: none without {@linkcode prlimitSyscall}.
+   */
+  readonly rlimits: readonly RlimitSetting[];
   /** The program's whole environment. */
   readonly env: Readonly<Record<string, string>>;
   /** The command line to exec: `argv[0]` is the path run. */
@@ -111,10 +142,21 @@ export function encodeOrders(orders: WarmOrders): Uint8Array {
   if (orders.argv.length === 0) {
     throw new TypeError("Cannot order a warm sandbox: no command");
   }
+  const syscall = orders.rlimits.length === 0 ? "" : prlimitSyscall();
+  if (syscall === null) {
+    throw new TypeError(
+      `Cannot order a warm sandbox to set rlimits: no prlimit64 number for ${Deno.build.arch}`,
+    );
+  }
   const fields = [
     MAGIC,
     orders.nonce,
     orders.stdin,
+    `${syscall}`,
+    `${orders.rlimits.length}`,
+    ...orders.rlimits.map(({ resource, soft, hard }) =>
+      `${resource}:${soft}:${hard}`
+    ),
     `${env.length}`,
     ...env.map(([name, value]) => `${name}=${value}`),
     ...orders.argv,
