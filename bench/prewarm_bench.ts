@@ -19,35 +19,19 @@ import {
   Sandbox,
 } from "../mod.ts";
 import { type BenchSection, percentile, processCpuMs } from "./_stats.ts";
+import { HELLO_WORLDS } from "./sandbox_bench.ts";
 
 const EXPECTED = "Hello, world!\n";
 const WARMUP_ROUNDS = 2;
 
-const PROGRAMS: readonly {
-  readonly language: string;
-  readonly source: string;
-  readonly rounds: number;
-}[] = [
-  { language: "bash", source: 'echo "Hello, world!"\n', rounds: 60 },
-  { language: "python", source: 'print("Hello, world!")\n', rounds: 40 },
-  {
-    language: "javascript",
-    source: 'console.log("Hello, world!");\n',
-    rounds: 30,
-  },
-  {
-    language: "c",
-    source:
-      '#include <stdio.h>\n\nint main(void) {\n  puts("Hello, world!");\n  return 0;\n}\n',
-    rounds: 20,
-  },
-  {
-    language: "java",
-    source:
-      'public class Main {\n  public static void main(String[] args) {\n    System.out.println("Hello, world!");\n  }\n}\n',
-    rounds: 8,
-  },
-];
+/** Rounds per language: fewer where a job takes longer (see `HELLO_WORLDS`). */
+const ROUNDS: Readonly<Record<string, number>> = {
+  bash: 60,
+  python: 40,
+  javascript: 30,
+  c: 20,
+  java: 8,
+};
 
 type Mode = "bare" | "cold" | "warm";
 const MODES: readonly Mode[] = ["bare", "cold", "warm"];
@@ -72,7 +56,9 @@ export async function benchPrewarm(): Promise<BenchSection> {
     const registry = createDefaultRegistry();
     const rows: string[] = [];
     const skipped: string[] = [];
-    for (const { language, source, rounds } of PROGRAMS) {
+    for (const { language, source } of HELLO_WORLDS) {
+      const rounds = ROUNDS[language];
+      if (rounds === undefined) continue;
       const resolution = await registry.resolve(language);
       if (!resolution.ok) {
         skipped.push(`- ${language}: skipped, ${resolution.reason}`);

@@ -32,13 +32,13 @@ const EXPECTED = "Hello, world!\n";
 const WARMUP_PAIRS = 2;
 
 /**
- * One program per language (from the runners' conformance tests), with how
- * many bare+sandboxed pairs to measure. The counts keep the whole section
- * near 2.5 minutes on a 2-core machine: a pair costs about 0.1 s in bash,
- * 0.2 s in Python or JavaScript, 1.3 s in C++, 2 s in Java and 3.5 s in
- * TypeScript, so the compiled languages get fewer pairs.
+ * A hello world per language (from the runners' conformance tests), with
+ * how many bare+sandboxed pairs to measure. The counts keep the whole
+ * section near 2.5 minutes on a 2-core machine: a pair costs about 0.1 s in
+ * bash, 0.2 s in Python or JavaScript, 1.3 s in C++, 2 s in Java and 3.5 s
+ * in TypeScript, so the compiled languages get fewer pairs.
  */
-const PROGRAMS: readonly {
+export const HELLO_WORLDS: readonly {
   readonly language: string;
   readonly source: string;
   readonly pairs: number;
@@ -103,7 +103,7 @@ export async function benchSandbox(): Promise<BenchSection> {
     const registry = createDefaultRegistry();
     const rows: string[] = [];
     const skipped: string[] = [];
-    for (const { language, source, pairs } of PROGRAMS) {
+    for (const { language, source, pairs } of HELLO_WORLDS) {
       const resolution = await registry.resolve(language);
       if (!resolution.ok) {
         skipped.push(`- ${language}: skipped, ${resolution.reason}`);
@@ -246,7 +246,7 @@ export async function benchHardening(): Promise<BenchSection> {
       const resolution = await registry.resolve(language);
       if (!resolution.ok) continue;
       const { resolved } = resolution;
-      const program = PROGRAMS.find((p) => p.language === language)!;
+      const program = HELLO_WORLDS.find((p) => p.language === language)!;
       const file = {
         name: `prog${resolved.runner.extensions[0]}`,
         content: program.source,

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { firstFile } from "./_first_file.ts";
 import type { OutputStream } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import { timerDelay } from "../_timer.ts";
@@ -302,16 +303,7 @@ let setsid: Promise<string | null> | undefined;
  * ```
  */
 export function findSetsid(): Promise<string | null> {
-  setsid ??= (async () => {
-    for (const path of SETSID_PATHS) {
-      try {
-        if ((await Deno.stat(path)).isFile) return path;
-      } catch {
-        // Not there: try the next.
-      }
-    }
-    return null;
-  })();
+  setsid ??= firstFile(SETSID_PATHS);
   return setsid;
 }
 

@@ -36,6 +36,7 @@
  *
  * @module
  */
+import { firstFile } from "./_first_file.ts";
 import type { RlimitSetting } from "./rlimits.ts";
 
 /** `prlimit64(2)`'s number per architecture. */
@@ -193,16 +194,7 @@ let perl: Promise<string | null> | undefined;
 
 /** The path of Perl (looked up once per process), or null: then nothing is pre-warmed. */
 export function findPerl(): Promise<string | null> {
-  perl ??= (async () => {
-    for (const path of PERL_PATHS) {
-      try {
-        if ((await Deno.stat(path)).isFile) return path;
-      } catch {
-        // Not there: try the next.
-      }
-    }
-    return null;
-  })();
+  perl ??= firstFile(PERL_PATHS);
   return perl;
 }
 
