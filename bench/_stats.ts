@@ -61,6 +61,28 @@ export async function runPool<T, R>(
 }
 
 /**
+ * Times every subject once per round, each round starting one further
+ * along the list (a, b, c; b, c, a; ...), so that drift on a noisy machine
+ * falls on all alike and none always runs in another's wake; the first
+ * `warmup` rounds are dropped. Returns each subject's times, in round order.
+ */
+export async function inRotation<T>(
+  subjects: readonly T[],
+  options: { rounds: number; warmup: number },
+  time: (subject: T) => Promise<number>,
+): Promise<number[][]> {
+  const times: number[][] = subjects.map(() => []);
+  for (let round = 0; round < options.warmup + options.rounds; round++) {
+    for (let k = 0; k < subjects.length; k++) {
+      const index = (round + k) % subjects.length;
+      const ms = await time(subjects[index]!);
+      if (round >= options.warmup) times[index]!.push(ms);
+    }
+  }
+  return times;
+}
+
+/**
  * Times `first` and `second` in pairs whose order alternates, so that drift
  * on a noisy machine falls on both alike; the first `warmup` pairs are
  * dropped. Returns each side's times, in pair order.
@@ -71,14 +93,22 @@ export async function alternatingPairs<T>(
   options: { pairs: number; warmup: number },
   time: (subject: T) => Promise<number>,
 ): Promise<{ first: number[]; second: number[] }> {
-  const times = { first: [] as number[], second: [] as number[] };
-  for (let i = 0; i < options.warmup + options.pairs; i++) {
-    const firstFirst = i % 2 === 0;
-    const a = await time(firstFirst ? first : second);
-    const b = await time(firstFirst ? second : first);
-    if (i < options.warmup) continue;
-    times.first.push(firstFirst ? a : b);
-    times.second.push(firstFirst ? b : a);
-  }
-  return times;
+  const [firstTimes, secondTimes] = await inRotation(
+    [first, second],
+    { rounds: options.pairs, warmup: options.warmup },
+    time,
+  );
+  return { first: firstTimes!, second: secondTimes! };
+}
+
+/**
+ * CPU time (user + system) a process has used so far, in milliseconds, from
+ * `/proc/<pid>/stat`: its own threads, not its children's. Clock ticks of
+ * 10 ms, so only sums over many jobs mean anything.
+ */
+export function processCpuMs(pid: number | "self"): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name's last ")": utime and stime are 12 and 13.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }

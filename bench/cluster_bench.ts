@@ -24,8 +24,19 @@ interface Measured {
   readonly failures: number;
 }
 
+/** The cluster section, with the throughputs the speed section's target compares. */
+export interface ClusterSection extends BenchSection {
+  /** Jobs/s of the cluster and of direct runs at its slot count; absent when skipped. */
+  readonly throughput?: {
+    readonly clusterJobsPerSecond: number;
+    readonly directJobsPerSecond: number;
+    /** Jobs that did not end `ok` in the cluster or failed directly. */
+    readonly failures: number;
+  };
+}
+
 /** Runs the cluster benchmark and returns its section. */
-export async function benchCluster(): Promise<BenchSection> {
+export async function benchCluster(): Promise<ClusterSection> {
   const python = await createDefaultRegistry().resolve("python");
   if (!python.ok) {
     return {
@@ -46,15 +57,21 @@ export async function benchCluster(): Promise<BenchSection> {
     2 * secondarySlots,
     `direct, ${2 * secondarySlots} at a time (the cluster's slots)`,
   );
+  const jobsPerSecond = (m: Measured) => JOBS / (m.wallMs / 1000);
   const rows = [cluster, directSame, directSlots].map((m) =>
-    `| ${m.label} | ${m.wallMs.toFixed(0)} | ${
-      (JOBS / (m.wallMs / 1000)).toFixed(1)
-    } | ${percentile(m.latenciesMs, 50).toFixed(0)} | ${
-      percentile(m.latenciesMs, 95).toFixed(0)
-    } | ${percentile(m.latenciesMs, 99).toFixed(0)} | ${m.failures} |`
+    `| ${m.label} | ${m.wallMs.toFixed(0)} | ${jobsPerSecond(m).toFixed(1)} | ${
+      percentile(m.latenciesMs, 50).toFixed(0)
+    } | ${percentile(m.latenciesMs, 95).toFixed(0)} | ${
+      percentile(m.latenciesMs, 99).toFixed(0)
+    } | ${m.failures} |`
   );
   return {
     title: "Cluster throughput",
+    throughput: {
+      clusterJobsPerSecond: jobsPerSecond(cluster),
+      directJobsPerSecond: jobsPerSecond(directSlots),
+      failures: cluster.failures + directSlots.failures,
+    },
     markdown: [
       `${JOBS} short Python jobs (\`print(sum(range(n)))\`) from ${CLIENTS} concurrent clients.`,
       `The cluster is a coordinator-only master (\`--slots 0\`) and two secondaries with ${secondarySlots} slots each,`,

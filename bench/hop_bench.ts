@@ -19,7 +19,7 @@ import {
   SecondaryNode,
   submitProgram,
 } from "../mod.ts";
-import { type BenchSection, percentile } from "./_stats.ts";
+import { type BenchSection, inRotation, percentile } from "./_stats.ts";
 
 const ROUNDS = 60;
 const WARMUP = 5;
@@ -78,23 +78,21 @@ export async function benchHop(): Promise<BenchSection> {
       () => submitProgram(JOB, { master: coordinator.addr }),
     ],
   ] as const;
-  const times: number[][] = subjects.map(() => []);
-  for (let round = 0; round < WARMUP + ROUNDS; round++) {
-    for (let k = 0; k < subjects.length; k++) {
-      const index = (round + k) % subjects.length;
+  const times = await inRotation(
+    subjects,
+    { rounds: ROUNDS, warmup: WARMUP },
+    async ([name, run]) => {
       const started = performance.now();
-      const result = await subjects[index]![1]();
+      const result = await run();
       const ms = performance.now() - started;
       if (result.verdict !== "ok") {
         throw new Error(
-          `hop bench: ${
-            subjects[index]![0]
-          } gave ${result.verdict}: ${result.stderr}`,
+          `hop bench: ${name} gave ${result.verdict}: ${result.stderr}`,
         );
       }
-      if (round >= WARMUP) times[index]!.push(ms);
-    }
-  }
+      return ms;
+    },
+  );
   const p50 = times.map((ms) => percentile(ms, 50));
   const rows = subjects.map(([name], i) =>
     `| ${name} | ${p50[i]!.toFixed(2)} | ${

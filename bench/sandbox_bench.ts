@@ -18,7 +18,12 @@ import {
   Sandbox,
   type SourceFile,
 } from "../mod.ts";
-import { alternatingPairs, type BenchSection, percentile } from "./_stats.ts";
+import {
+  alternatingPairs,
+  type BenchSection,
+  percentile,
+  processCpuMs,
+} from "./_stats.ts";
 
 /** What every hello world below writes to stdout. */
 const EXPECTED = "Hello, world!\n";
@@ -27,13 +32,13 @@ const EXPECTED = "Hello, world!\n";
 const WARMUP_PAIRS = 2;
 
 /**
- * One program per language (from the runners' conformance tests), with how
- * many bare+sandboxed pairs to measure. The counts keep the whole section
- * near 2.5 minutes on a 2-core machine: a pair costs about 0.1 s in bash,
- * 0.2 s in Python or JavaScript, 1.3 s in C++, 2 s in Java and 3.5 s in
- * TypeScript, so the compiled languages get fewer pairs.
+ * A hello world per language (from the runners' conformance tests), with
+ * how many bare+sandboxed pairs to measure. The counts keep the whole
+ * section near 2.5 minutes on a 2-core machine: a pair costs about 0.1 s in
+ * bash, 0.2 s in Python or JavaScript, 1.3 s in C++, 2 s in Java and 3.5 s
+ * in TypeScript, so the compiled languages get fewer pairs.
  */
-const PROGRAMS: readonly {
+export const HELLO_WORLDS: readonly {
   readonly language: string;
   readonly source: string;
   readonly pairs: number;
@@ -98,7 +103,7 @@ export async function benchSandbox(): Promise<BenchSection> {
     const registry = createDefaultRegistry();
     const rows: string[] = [];
     const skipped: string[] = [];
-    for (const { language, source, pairs } of PROGRAMS) {
+    for (const { language, source, pairs } of HELLO_WORLDS) {
       const resolution = await registry.resolve(language);
       if (!resolution.ok) {
         skipped.push(`- ${language}: skipped, ${resolution.reason}`);
@@ -162,18 +167,6 @@ export async function benchSandbox(): Promise<BenchSection> {
 }
 
 /**
- * CPU time (user + system) this process has used, in milliseconds, from
- * `/proc/self/stat` (clock ticks of 10 ms: only sums over many jobs mean
- * anything).
- */
-function ownCpuMs(): number {
-  const stat = Deno.readTextFileSync("/proc/self/stat");
-  // Fields after the command name's last ")": utime and stime are 12 and 13.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-/**
  * Times one hello-world job as a caller sees it, in `sandbox`: workdir,
  * compile, run, cleanup, adding this process's CPU time for it to `cpu`.
  * Any result but a clean hello world stops the bench.
@@ -186,14 +179,14 @@ function jobTimer(
 ): (sandbox: Sandbox) => Promise<number> {
   const language = resolved.runner.name;
   return async (sandbox) => {
-    const cpu0 = ownCpuMs();
+    const cpu0 = processCpuMs("self");
     const t0 = performance.now();
     const result = await executeJob(resolved, { language, files: [file] }, {
       sandbox,
       workRoot,
     });
     const ms = performance.now() - t0;
-    cpu.set(sandbox, (cpu.get(sandbox) ?? 0) + ownCpuMs() - cpu0);
+    cpu.set(sandbox, (cpu.get(sandbox) ?? 0) + processCpuMs("self") - cpu0);
     check(language, sandbox, result);
     return ms;
   };
@@ -253,7 +246,7 @@ export async function benchHardening(): Promise<BenchSection> {
       const resolution = await registry.resolve(language);
       if (!resolution.ok) continue;
       const { resolved } = resolution;
-      const program = PROGRAMS.find((p) => p.language === language)!;
+      const program = HELLO_WORLDS.find((p) => p.language === language)!;
       const file = {
         name: `prog${resolved.runner.extensions[0]}`,
         content: program.source,

@@ -18,6 +18,14 @@ import { parseUidRange, type UidRange } from "../lib/sandbox/identity.ts";
 import { CliError, integerFlag, percentFlag, readToken } from "./_cli.ts";
 import { setupLogging } from "./_logging.ts";
 
+/**
+ * Sandboxes a node keeps ready per language by default: as many as a
+ * small node runs at once, so that a burst of the same language finds one.
+ */
+export const DEFAULT_PREWARM = 2;
+/** The most `--prewarm` takes: each waiting sandbox holds a uid, mounts and processes. */
+const MAX_PREWARM = 64;
+
 /** `parseArgs` options of the flags every node runner has. */
 export const NODE_FLAGS = {
   slots: { type: "string" },
@@ -27,6 +35,7 @@ export const NODE_FLAGS = {
   sandbox: { type: "string", default: "auto" },
   "require-sandbox": { type: "boolean", default: false },
   "uid-range": { type: "string" },
+  prewarm: { type: "string" },
   "time-limit": { type: "string" },
   "cpu-limit": { type: "string" },
   "memory-limit": { type: "string" },
@@ -57,6 +66,10 @@ export const NODE_FLAGS_USAGE =
                      block of 65536 of them (fewer if the range is smaller)
                      that no other kiln process and no host account uses
                      (default 1879048192-2147352575; as root only)
+  --prewarm N        sandboxes kept ready per language in demand, started
+                     before their job arrives (single use, each a few MiB of
+                     memory while it waits); 0 = every job starts cold, up
+                     to ${MAX_PREWARM} (default ${DEFAULT_PREWARM})
   --time-limit MS    maximum wall time per job, up to 86400000 (default 10000)
   --cpu-limit MS     maximum CPU time per job, up to 86400000 (default 5000)
   --memory-limit MB  maximum memory per job, in MiB, up to 1048576 (default 512)
@@ -86,6 +99,7 @@ export interface NodeFlagValues {
   sandbox: string;
   "require-sandbox": boolean;
   "uid-range"?: string | undefined;
+  prewarm?: string | undefined;
   "time-limit"?: string | undefined;
   "cpu-limit"?: string | undefined;
   "memory-limit"?: string | undefined;
@@ -162,6 +176,8 @@ export async function readNodeFlags(
       throw new CliError(`--uid-range: ${(error as Error).message}`);
     }
   }
+  const prewarm = integerFlag("prewarm", values.prewarm, 0, MAX_PREWARM) ??
+    DEFAULT_PREWARM;
   const token = await readToken(values["token-file"]);
   let sandbox: Sandbox | undefined;
   if (slots !== 0) {
@@ -170,6 +186,7 @@ export async function readNodeFlags(
         mode,
         require: values["require-sandbox"],
         ...uidRange ? { uidRange } : {},
+        prewarm,
       });
     } catch (error) {
       if (error instanceof SandboxUnavailableError) {

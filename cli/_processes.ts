@@ -24,17 +24,32 @@ export interface StartMasterOptions {
   args?: string[];
   /** Where the master's logs go. @default "inherit" */
   stderr?: "inherit" | "piped" | "null";
+  /** More environment variables (a `PATH` to find toolchains on, say). */
+  env?: Record<string, string>;
+}
+
+/** A master process; with `--http-port` among its flags, also its HTTP API's. */
+export interface MasterProcess extends KilnProcess {
+  /** The address from its `http on` line, when it serves the HTTP API. */
+  readonly httpAddress: string | undefined;
 }
 
 const MASTER_CLI = fileURLToPath(new URL("./master.ts", import.meta.url));
 
-/** Starts `cli/master.ts` on a free port and waits for its `listening on` line. */
+/**
+ * Starts `cli/master.ts` on a free port and waits for its `listening on`
+ * line, and for its `http on` line too when its flags have `--http-port`.
+ */
 export async function startMasterProcess(
   options: StartMasterOptions = {},
-): Promise<KilnProcess> {
+): Promise<MasterProcess> {
+  const args = options.args ?? [];
+  const servesHttp = args.some((arg) =>
+    arg === "--http-port" || arg.startsWith("--http-port=")
+  );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MASTER_CLI, "--port", "0", ...options.args ?? []],
-    env: { KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
+    args: ["run", "-A", MASTER_CLI, "--port", "0", ...args],
+    env: { ...options.env, KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: options.stderr ?? "inherit",
@@ -42,14 +57,18 @@ export async function startMasterProcess(
   // Read with next(), not for-await: leaving a for-await loop would close
   // the generator, and with it the pipe the master still writes to.
   const lines = readLines(child.stdout);
+  let address: string | undefined;
   for (let line = await lines.next(); !line.done; line = await lines.next()) {
-    const match = /^listening on (\S+)$/.exec(line.value);
-    if (!match) continue;
+    address ??= /^listening on (\S+)$/.exec(line.value)?.[1];
+    const httpAddress = /^http on (\S+)$/.exec(line.value)?.[1];
+    if (address === undefined || (servesHttp && httpAddress === undefined)) {
+      continue;
+    }
     // Keep reading stdout so the process never blocks on a full pipe.
     (async () => {
       for await (const _ of lines);
     })();
-    return kilnProcess(match[1]!, child);
+    return { ...kilnProcess(address, child), httpAddress };
   }
   const status = await child.status;
   throw new Error(
@@ -65,6 +84,8 @@ export interface StartSecondaryOptions {
   args?: string[];
   /** Where the secondary's logs go. @default "inherit" */
   stderr?: "inherit" | "piped" | "null";
+  /** More environment variables (a `PATH` to find toolchains on, say). */
+  env?: Record<string, string>;
   /**
    * Give up (killing the process) when it has not registered within this
    * many milliseconds: a secondary with a wrong token retries forever.
@@ -110,7 +131,7 @@ export async function startSecondaryProcess(
       master,
       ...options.args ?? [],
     ],
-    env: { KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
+    env: { ...options.env, KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: options.stderr ?? "inherit",

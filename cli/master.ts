@@ -249,9 +249,12 @@ async function main(args: string[]): Promise<number> {
     console.log(`http on ${formatHostPort(api.addr)}`);
     await master.finished;
     await api.finished;
+    // Its warm sandboxes and uid block: nothing of the node outlives it.
+    await node.sandbox?.close();
     return 0;
   }
   await master.finished;
+  await node.sandbox?.close();
   return 0;
 }
 

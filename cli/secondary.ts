@@ -111,6 +111,8 @@ async function main(args: string[]): Promise<number> {
     throw new CliError((error as Error).message, 1);
   }
   await secondary.finished;
+  // Its warm sandboxes and uid block: nothing of the node outlives it.
+  await node.sandbox?.close();
   return 0;
 }
 

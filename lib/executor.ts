@@ -160,13 +160,21 @@ export async function executeJob(
     const sandbox = options.sandbox ?? await defaultSandbox();
     remover = sandbox;
     base.sandbox = [...sandbox.layers];
+    const executables = Object.values(resolved.toolchain.executables);
+    // A pre-warmed sandbox for these steps when the node keeps one ready.
     workdir = await sandbox.makeWorkdir(
       options.workRoot ?? await defaultWorkRoot(),
       limits,
+      {
+        language: resolved.runner.name,
+        executables,
+        steps: resolved.runner.compile
+          ? [compileLimits(limits), limits]
+          : [limits],
+      },
     );
     const context = await writeSources(resolved, request, workdir);
     await sandbox.prepareWorkdir(workdir);
-    const executables = Object.values(resolved.toolchain.executables);
     const runStep = (
       spec: CommandSpec,
       stepLimits: StepLimits,

@@ -404,6 +404,30 @@ Deno.test("CLI: mistakes get one clear line and a non-zero exit, no stack trace"
   });
 });
 
+Deno.test("CLI: startMasterProcess gives the HTTP API's address and runs the master with the env it is given", async () => {
+  // A PATH with no toolchain on it: the master offers no bash, which it
+  // would with the PATH of this process (JavaScript it runs with Deno itself).
+  const emptyDir = await Deno.makeTempDir({ prefix: "kiln-cli-test-" });
+  try {
+    await using master = await startMasterProcess({
+      token: TOKEN,
+      args: ["--slots", "1", "--sandbox", "none", "--http-port", "0"],
+      env: { PATH: emptyDir },
+      stderr: "null",
+    });
+    assert.ok(master.httpAddress, "no HTTP address");
+    const response = await fetch(
+      `http://${master.httpAddress}/api/v2/runtimes`,
+      { headers: { authorization: `Bearer ${TOKEN}` } },
+    );
+    assert.equal(response.status, 200);
+    const runtimes: { language: string }[] = await response.json();
+    assert.ok(!runtimes.some((runtime) => runtime.language === "bash"));
+  } finally {
+    await Deno.remove(emptyDir, { recursive: true });
+  }
+});
+
 Deno.test("CLI: master refuses bad flags and a busy port with one line", async () => {
   const master = fileURLToPath(new URL("../cli/master.ts", import.meta.url));
   const run = async (...args: string[]) => {

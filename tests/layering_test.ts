@@ -46,6 +46,16 @@ Deno.test("lower layers do not import higher ones", async () => {
     ["protocol imports sandbox", /^lib\/protocol\//, /^lib\/sandbox\//],
     // A remote worker only forwards jobs; the executor runs them locally.
     ["remote_worker imports executor", /remote_worker\.ts$/, /executor\.ts$/],
+    // Placement and the job's life are pure logic on the scheduler's own
+    // types: the nodes translate to and from the wire and their events.
+    ["scheduler imports protocol", /^lib\/scheduler\//, /^lib\/protocol\//],
+    ["scheduler imports nodes", /^lib\/scheduler\//, /^lib\/nodes\//],
+    // The master's door knows peers, not jobs or where they run.
+    [
+      "master_connections imports scheduler",
+      /master_connections\.ts$/,
+      /^lib\/scheduler\//,
+    ],
   ];
   const found = forbidden.flatMap(([what, from, to]) =>
     edges.filter(([a, b]) => from.test(a) && to.test(b))

@@ -3,7 +3,9 @@
  * this file (removed at the end): a TLS cluster of real processes runs jobs
  * end to end; a peer that speaks plain TCP to a TLS master, or TLS to a
  * plain one, gets an error that says so, and the master stays healthy.
- * Everything on 127.0.0.1.
+ * Every TLS link has Nagle off at both ends, and a peer that never starts
+ * the TLS handshake loses its socket at the timeout. Everything on
+ * 127.0.0.1.
  */
 // deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
@@ -26,6 +28,8 @@ import {
   submitProgram,
   type TlsListenOptions,
 } from "../mod.ts";
+import { dial, listen, secureAccepted } from "../lib/protocol/transport.ts";
+import { socketsOnPort } from "../lib/protocol/_nodelay_testing.ts";
 
 const TOKEN = "tls-test-token-0123456789";
 const cli = (name: string) =>
@@ -369,7 +373,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a TLS master gives up on a peer that never starts the TLS handshake",
+  name:
+    "a TLS master closes a peer that never starts the TLS handshake, freeing its socket",
   ignore: !openssl,
   fn: async () => {
     const log = await captureMasterLog();
@@ -378,14 +383,16 @@ Deno.test({
         tls: serverTls,
         handshakeTimeoutMs: 200,
       });
-      // Not read to its end: Deno keeps the socket of a TLS handshake that
-      // never started open until the peer sends or hangs up (see
-      // secureAccepted). Disposing of it here lets Deno close its side.
-      using _silent = await Deno.connect(master.addr);
+      const { port } = master.addr;
+      using silent = await Deno.connect(master.addr);
       assert.match(
         await log.waitFor(/^TLS handshake failed from /),
         /: no TLS handshake within 200 ms$/,
       );
+      // The master hung up, though the peer never sent a byte: its end of
+      // the socket is closed, its descriptor gone from this process.
+      assert.equal(await readUnlessHung(silent), null);
+      assert.deepEqual(socketsOnPort(port).filter((s) => s.local === port), []);
       // No job afterwards: 200 ms is too tight a handshake for a busy
       // machine; the plain-client test shows the master serving on.
     } finally {
@@ -393,6 +400,114 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "every link of a TLS cluster has Nagle off at both ends",
+  ignore: !openssl,
+  fn: async () => {
+    await using master = startMaster({ slots: 0, tls: serverTls });
+    const joined = Promise.withResolvers<void>();
+    master.addEventListener("nodejoin", () => joined.resolve(), { once: true });
+    await using _secondary = new SecondaryNode({
+      master: master.addr,
+      slots: 1,
+      token: TOKEN,
+      languages: ["bash"],
+      tls: { caCerts: [ca] },
+    });
+    await joined.promise;
+    // Read while the job runs, so that the client's link is open too.
+    let seen: ReturnType<typeof socketsOnPort> = [];
+    const result = await submitProgram(bash("echo hi"), {
+      master: master.addr,
+      token: TOKEN,
+      tls: { caCerts: [ca] },
+      onEvent: (event) => {
+        if (event.type === "started") seen = socketsOnPort(master.addr.port);
+      },
+    });
+    assert.equal(result.verdict, "ok", result.reason);
+    // Both ends of the client's link and of the secondary's.
+    assert.equal(seen.length, 4, JSON.stringify(seen));
+    for (const socket of seen) {
+      assert.ok(socket.noDelay, `Nagle is on: ${JSON.stringify(socket)}`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a TLS listener's connection ends with TLS's goodbye: the dialer reads every byte, then a clean end",
+  ignore: !openssl,
+  fn: async () => {
+    using listener = listen({ hostname: "127.0.0.1", port: 0, tls: serverTls });
+    const { port } = listener.addr as Deno.NetAddr;
+    const accepting = listener.accept().then(async (conn) => {
+      await secureAccepted(conn, 10_000);
+      return conn;
+    });
+    using dialed = await dial({ hostname: "localhost", port }, {
+      tls: { caCerts: [ca] },
+    });
+    const accepted = await accepting;
+    const sent = new Uint8Array(1 << 20).map((_, i) => i % 251);
+    for (let offset = 0; offset < sent.length;) {
+      offset += await accepted.write(sent.subarray(offset));
+    }
+    accepted.close();
+    const received = new Uint8Array(sent.length);
+    let length = 0;
+    while (true) {
+      const n = await dialed.read(received.subarray(length));
+      if (n === null) break; // not UnexpectedEof: the goodbye came
+      length += n;
+      if (length === received.length) {
+        assert.equal(await dialed.read(new Uint8Array(1)), null);
+        break;
+      }
+    }
+    assert.equal(length, sent.length);
+    assert.deepEqual(received, sent);
+  },
+});
+
+Deno.test({
+  name:
+    "a TLS listener refuses, at once, a certificate and key that do not belong together",
+  ignore: !openssl,
+  fn: async () => {
+    const otherKey = await Deno.readTextFile(path("ca-key.pem"));
+    assert.throws(
+      () =>
+        listen({
+          hostname: "127.0.0.1",
+          port: 0,
+          tls: { cert: serverTls.cert, key: otherKey },
+        }),
+      /KeyMismatch/,
+    );
+  },
+});
+
+/**
+ * The next read of `conn`. A guard, not a measure: it fails, rather than
+ * hangs the suite, if nothing comes in 30 s, as when the master never
+ * hangs up.
+ */
+async function readUnlessHung(conn: Deno.Conn): Promise<number | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error("the peer still holds the socket after 30 s")),
+      30_000,
+    );
+  });
+  try {
+    return await Promise.race([conn.read(new Uint8Array(1)), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 Deno.test({
   name: "TLS flags are checked before anything starts",

@@ -6,6 +6,11 @@
  * it: every submission ends with exactly one `result` message and one
  * `jobcomplete` event, whatever happens.
  *
+ * Its connections (accept, TLS, the peer guard, the handshake, client links
+ * and their idle timers) live in `master_connections.ts`; this module keeps
+ * the node's life and wiring: options, its own slots, the registry of
+ * secondaries, admission of jobs, credentials and shutdown.
+ *
  * @module
  */
 import { timerDelay } from "../_timer.ts";
@@ -28,32 +33,23 @@ import {
   type ResourceSampler,
   sampleResources,
 } from "../monitor/resource_sampler.ts";
-import { Connection, sendBufferLimits } from "../protocol/connection.ts";
+import { type Connection, sendBufferLimits } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import {
-  listen,
-  secureAccepted,
-  type TlsListenOptions,
-} from "../protocol/transport.ts";
-import {
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  serverHandshake,
-} from "../protocol/handshake.ts";
+import type { TlsListenOptions } from "../protocol/transport.ts";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../protocol/handshake.ts";
 import type {
   ClusterStatus,
   JobEvent,
   Message,
   MessageOf,
   OfferedLanguage,
-  Role,
 } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
   type RunnerRegistry,
 } from "../runners/registry.ts";
 import { Dispatcher, type JobClient } from "../scheduler/dispatcher.ts";
-import { abortableDelay } from "./_timing.ts";
 import {
   type AdmissionLimits,
   admissionLimits,
@@ -61,31 +57,21 @@ import {
   JOB_ENVELOPE_BYTES,
   parseJob,
 } from "./admission.ts";
-import {
-  checkIdleTimeout,
-  DEFAULT_IDLE_TIMEOUT_MS,
-  IdleTimer,
-} from "./idle_timer.ts";
-import { PeerGuard } from "./peer_guard.ts";
+import { checkIdleTimeout, DEFAULT_IDLE_TIMEOUT_MS } from "./idle_timer.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
 import { logLanguage } from "./_log_languages.ts";
 import { type ClientQuota, Credentials } from "../security/credentials.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
-import { ClientSession } from "./client_session.ts";
 import { resolveOffered } from "./cluster_languages.ts";
 import type { MasterNodeEventMap } from "./events.ts";
 import { LOCAL_WORKER_ID, LocalWorker } from "./local_worker.ts";
+import { MasterConnections } from "./master_connections.ts";
 import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 
 const log = getLogger(["kiln", "master"]);
-
-/** Largest frame accepted before the handshake completes. */
-const HANDSHAKE_MAX_FRAME_BYTES = 16 * 1024;
-const ACCEPT_BACKOFF_MIN_MS = 5;
-const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** Options of {@linkcode MasterNode}. */
 export interface MasterNodeOptions {
@@ -245,30 +231,15 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #handshakeTimeoutMs: number;
   readonly #heartbeatIntervalMs: number;
   readonly #nodeTimeoutMs: number;
-  readonly #idleTimeoutMs: number;
-  readonly #highWaterBytes: number;
-  readonly #maxBufferedBytes: number;
   readonly #admission: AdmissionLimits;
-  /** Connections per address and the authentication back-off, checked at accept. */
-  readonly #peers: PeerGuard;
-  readonly #listener: Deno.Listener;
+  /** Every connection: accept, TLS, the peer guard, the handshake, client links. */
+  readonly #links: MasterConnections;
   /** Every job's life, and the workers it runs on. */
   readonly #jobs: Dispatcher;
   readonly #remoteServing = new Set<Promise<void>>();
-  readonly #connections = new Set<Connection>();
-  /**
-   * Who each authenticated connection proved to be, and with which token,
-   * so that a reload that revokes or changes a credential ends its links.
-   */
-  readonly #peersAuthenticated = new Map<
-    Connection,
-    { role: Role; identity: string | undefined; token: string }
-  >();
   /** Who registered each secondary: only the same may take its id while it is live. */
   readonly #nodeOwners = new WeakMap<RemoteWorker, NodeOwner>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
-  /** Aborted at shutdown: ends waits, such as the accept loop's back-off. */
-  readonly #stopping = new AbortController();
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #closing = false;
   /** The start-up sweep of workdirs that dead kiln processes left. */
@@ -337,22 +308,12 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#handshakeTimeoutMs = handshakeTimeoutMs;
     this.#heartbeatIntervalMs = heartbeatIntervalMs;
     this.#nodeTimeoutMs = nodeTimeoutMs;
-    this.#idleTimeoutMs = checkIdleTimeout(idleTimeoutMs);
-    ({
-      highWaterBytes: this.#highWaterBytes,
-      maxBufferedBytes: this.#maxBufferedBytes,
-    } = sendBufferLimits({ highWaterBytes, maxBufferedBytes }));
+    const idleTimeout = checkIdleTimeout(idleTimeoutMs);
+    const sendBuffers = sendBufferLimits({ highWaterBytes, maxBufferedBytes });
     this.#admission = admissionLimits(
       { maxProgramBytes, maxFiles },
       maxFrameBytes,
     );
-    this.#peers = new PeerGuard({
-      maxConnectionsPerIp,
-      maxAuthFailures,
-      authFailureWindowMs,
-      authBackoffMs,
-      authBackoffMaxMs,
-    });
     this.#jobs = new Dispatcher({
       maxQueue,
       maxAttempts,
@@ -361,8 +322,35 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
 
-    this.#listener = listen({ hostname, port, tls });
-    this.addr = this.#listener.addr as Deno.NetAddr & { transport: "tcp" };
+    this.#links = new MasterConnections({
+      hostname,
+      port,
+      tls,
+      name,
+      credentials: () => this.#credentials,
+      maxFrameBytes,
+      handshakeTimeoutMs,
+      idleTimeoutMs: idleTimeout,
+      ...sendBuffers,
+      guard: {
+        maxConnectionsPerIp,
+        maxAuthFailures,
+        authFailureWindowMs,
+        authBackoffMs,
+        authBackoffMaxMs,
+      },
+      services: {
+        submit: (session, message) => this.#submit(session, message),
+        cancel: (session, jobId, reason) =>
+          this.#jobs.cancel(session, jobId, reason),
+        input: (session, jobId, data, eof) =>
+          this.#jobs.input(session, jobId, data, eof),
+        status: () => this.status(),
+        serveSecondary: (connection, identity) =>
+          this.#serveSecondary(connection, identity),
+      },
+    });
+    this.addr = this.#links.addr;
     warnAboutExposure(hostname, credentials);
     if (tls === undefined) warnAboutPlainText(hostname);
     this.ready = slots === 0 ? Promise.resolve() : this.#startLocalWorker({
@@ -373,7 +361,6 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       workRoot,
       sandbox,
     });
-    this.#acceptLoop();
     this.#sweeping = sweepWorkRoots();
 
     // The master's own load: sampled often for placement, logged seldom.
@@ -412,11 +399,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Bytes waiting to be sent to peers, over all connections: bounded by `maxBufferedBytes` each. */
   get bufferedBytes(): number {
-    let bytes = 0;
-    for (const connection of this.#connections) {
-      bytes += connection.bufferedBytes;
-    }
-    return bytes;
+    return this.#links.bufferedBytes;
   }
 
   /** The cluster as `deno task status` shows it: every node, the queue. */
@@ -445,12 +428,12 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
    * `auth_backoff`, saying when to retry, while `hostname` serves one.
    */
   checkAuthBackoff(hostname: string): void {
-    this.#peers.checkBackoff(hostname);
+    this.#links.checkAuthBackoff(hostname);
   }
 
   /** Counts a failed HTTP bearer token from `hostname` as a failed TCP handshake counts. */
   countAuthFailure(hostname: string): void {
-    this.#countAuthFailure(
+    this.#links.countAuthFailure(
       hostname,
       new ProtocolError("auth_failed", "the token is not valid"),
     );
@@ -468,22 +451,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
    */
   setCredentials(credentials: Credentials): void {
     this.#credentials = credentials;
-    // A credential removed, or its token or role changed: its links end now,
-    // with the reason (a client's jobs are cancelled as on any disconnect).
-    for (const [connection, peer] of this.#peersAuthenticated) {
-      const now = credentials.authenticate(peer.role, peer.identity);
-      if (now.ok && now.token === peer.token) continue;
-      this.#peersAuthenticated.delete(connection);
-      log.warn("closing the link of {who}: its credential was revoked", {
-        who: peer.identity ?? connection.remoteAddr,
-      });
-      connection.close(
-        new ProtocolError(
-          "auth_failed",
-          `credential "${peer.identity}" was revoked or changed`,
-        ),
-      );
-    }
+    // A credential removed, or its token or role changed: its links end now.
+    this.#links.revokeChanged(credentials);
     log.info("credentials from {source}: {clients} clients, {nodes} nodes", {
       source: credentials.source,
       clients: credentials.count("client"),
@@ -551,9 +520,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   async shutdown(): Promise<void> {
     if (this.#closing) return await this.finished;
     this.#closing = true;
-    this.#stopping.abort();
     for (const timer of this.#timers) clearInterval(timer);
-    this.#listener.close();
+    this.#links.stopAccepting();
     // Toolchain probes are processes too: none may outlive the node.
     await this.ready;
     // Every job ends with a result: the queued at once, the running once
@@ -566,9 +534,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     }
     await ending;
     await Promise.all(this.#remoteServing);
-    await Promise.all(
-      [...this.#connections].map((connection) => connection.close()),
-    );
+    await this.#links.closeAll();
     await this.#sweeping;
     await removeOwnWorkRoot();
     log.info("master {name} stopped", { name: this.#name });
@@ -613,171 +579,6 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         sample: () => this.#sample,
       }),
     );
-  }
-
-  /**
-   * Accepts connections until shutdown. A failed accept (out of file
-   * descriptors, say) is logged and retried after a growing pause, as
-   * `Deno.serve` does: the node must not go deaf while it looks alive.
-   */
-  async #acceptLoop(): Promise<void> {
-    let backoffMs = ACCEPT_BACKOFF_MIN_MS;
-    while (!this.#closing) {
-      let conn: Deno.Conn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (error) {
-        if (this.#closing) return;
-        log.error(
-          "cannot accept a connection, retrying in {backoffMs} ms: {error}",
-          { backoffMs, error },
-        );
-        await abortableDelay(backoffMs, this.#stopping.signal);
-        backoffMs = Math.min(backoffMs * 2, ACCEPT_BACKOFF_MAX_MS);
-        continue;
-      }
-      backoffMs = ACCEPT_BACKOFF_MIN_MS;
-      this.#serve(conn);
-    }
-  }
-
-  /** One connection, from handshake to close. Never throws. */
-  async #serve(conn: Deno.Conn): Promise<void> {
-    // Small frames until the peer has proven it knows the token, so that a
-    // stranger cannot make the master buffer megabytes per connection.
-    const connection = new Connection(conn, {
-      maxFrameBytes: Math.min(HANDSHAKE_MAX_FRAME_BYTES, this.#maxFrameBytes),
-      highWaterBytes: this.#highWaterBytes,
-      maxBufferedBytes: this.#maxBufferedBytes,
-    });
-    this.#connections.add(connection);
-    const host = (conn.remoteAddr as Deno.NetAddr).hostname;
-    let admitted: Disposable | undefined;
-    try {
-      // Before any byte is read: an address over its connection cap, or
-      // serving an authentication back-off, is told why and let go.
-      admitted = this.#peers.admit(host);
-      // TLS is up before the first protocol byte. A peer that fails it (a
-      // client without TLS, say) is only logged: it could not read an
-      // error message from us anyway.
-      try {
-        await secureAccepted(conn, this.#handshakeTimeoutMs);
-      } catch (error) {
-        if (this.#closing) return;
-        log.warn("TLS handshake failed from {addr}: {message}", {
-          addr: connection.remoteAddr,
-          message: (error as Error).message,
-        });
-        return;
-      }
-      const peer = await serverHandshake(connection, {
-        credentials: this.#credentials,
-        node: this.#name,
-        roles: ["client", "secondary"],
-        timeoutMs: this.#handshakeTimeoutMs,
-      });
-      connection.maxFrameBytes = this.#maxFrameBytes;
-      const proven = this.#credentials.authenticate(peer.role, peer.identity);
-      if (proven.ok) {
-        this.#peersAuthenticated.set(connection, {
-          role: peer.role,
-          identity: peer.identity,
-          token: proven.token,
-        });
-      }
-      if (peer.role === "secondary") {
-        await this.#serveSecondary(connection, peer.identity);
-      } else await this.#serveClient(connection, peer.identity);
-    } catch (error) {
-      // The slot is free before the peer hears why: it may dial again at once.
-      admitted?.[Symbol.dispose]();
-      this.#countAuthFailure(host, error);
-      const message = error instanceof Error ? error.message : String(error);
-      log.warn("closing connection from {addr}: {message}", {
-        addr: connection.remoteAddr,
-        message,
-      });
-      await connection.close(
-        error instanceof ProtocolError ? error : undefined,
-      );
-    } finally {
-      admitted?.[Symbol.dispose]();
-      await connection.close();
-      this.#connections.delete(connection);
-      this.#peersAuthenticated.delete(connection);
-    }
-  }
-
-  /** A failed authentication counts towards its address's back-off; one that starts is logged. */
-  #countAuthFailure(host: string, error: unknown): void {
-    if (
-      !(error instanceof ProtocolError) || error.code !== "auth_failed" ||
-      error.peerCode !== undefined // the peer's complaint, not our verdict
-    ) return;
-    const backoff = this.#peers.authFailed(host);
-    if (backoff === undefined) return;
-    log.warn(
-      "refusing connections from {peer} for {seconds} s after {failures} failed authentications",
-      {
-        peer: backoff.peer,
-        seconds: Math.ceil(backoff.durationMs / 1000),
-        failures: backoff.failures,
-      },
-    );
-  }
-
-  async #serveClient(
-    connection: Connection,
-    name: string | undefined,
-  ): Promise<void> {
-    const host = connection.remoteAddr.replace(/:\d+$/, "");
-    // Fairness is per client: its credential, else its declared name, else
-    // its host. Its quota is read at each submission, so a reload applies.
-    const session = new ClientSession(
-      connection,
-      name ?? connection.remoteAddr,
-      name ?? host,
-      () => name === undefined ? undefined : this.#credentials.get(name)?.quota,
-    );
-    log.debug("client {client} connected from {addr}", {
-      client: session.name,
-      addr: connection.remoteAddr,
-    });
-    // Silence with no job pending holds a socket and its buffers for nothing.
-    using idle = new IdleTimer(this.#idleTimeoutMs, () => {
-      log.info("closing idle client {client} from {addr}", {
-        client: session.name,
-        addr: connection.remoteAddr,
-      });
-      void connection.close(
-        new ProtocolError(
-          "idle_timeout",
-          `closing an idle connection: no message and no job pending for ${this.#idleTimeoutMs} ms`,
-        ),
-      );
-    }, { isBusy: () => session.jobs.size > 0 });
-    session.onResult = () => idle.touch();
-    try {
-      for await (const message of connection) {
-        idle.touch();
-        if (message.type === "submit") await this.#submit(session, message);
-        else if (message.type === "cancel") {
-          this.#jobs.cancel(session, message.jobId, "cancelled by the client");
-        } else if (message.type === "stdin") {
-          const { jobId, data, eof = false } = message;
-          this.#jobs.input(session, jobId, data, eof);
-        } else if (message.type === "get_status") {
-          session.send({ type: "cluster_status", ...this.status() });
-        } else {throw new ProtocolError(
-            "unexpected_message",
-            `a client may not send "${message.type}" messages`,
-          );}
-      }
-    } finally {
-      for (const jobId of session.jobs) {
-        this.#jobs.cancel(session, jobId, "the client disconnected");
-      }
-    }
   }
 
   /** A secondary: its registration, then its messages until it is lost. */

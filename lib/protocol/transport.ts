@@ -12,10 +12,12 @@
  *
  * @module
  */
+import { createSecureContext } from "node:tls";
 import { timerDelay } from "../_timer.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { ConnectionError, ProtocolError } from "./errors.ts";
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "./handshake.ts";
+import { ServerTlsConn } from "./server_tls_conn.ts";
 
 /** The master's certificate and key, as PEM text (not file paths). */
 export interface TlsListenOptions {
@@ -66,10 +68,12 @@ export interface DialOptions {
 /**
  * Listens for plain TCP, or TLS when `tls` is given. Throws synchronously,
  * as `Deno.listen` does: `Deno.errors.AddrInUse`, or `Deno.errors.InvalidData`
- * for a certificate or key that is not PEM.
+ * for a certificate or key that is not PEM (an `Error` naming `KeyMismatch`
+ * for a key of another certificate).
  *
  * Every connection it accepts goes through {@linkcode noDelay} before the
- * caller sees it (a plain one; see {@linkcode secureAccepted} for TLS).
+ * caller sees it; with `tls`, it comes out as a TLS connection whose
+ * handshake {@linkcode secureAccepted} runs.
  *
  * @example A plain listener on a free port
  * ```ts
@@ -82,9 +86,24 @@ export interface DialOptions {
 export function listen(options: ListenOptions): Deno.Listener {
   const { hostname, port, tls } = options;
   if (tls === undefined) {
-    return new NoDelayListener(Deno.listen({ hostname, port }));
+    return new AcceptingListener(Deno.listen({ hostname, port }), noDelayed);
   }
-  return Deno.listenTls({ hostname, port, cert: tls.cert, key: tls.key });
+  checkCertificatePair(tls);
+  const context = createSecureContext({ cert: tls.cert, key: tls.key });
+  return new AcceptingListener(
+    Deno.listen({ hostname, port }),
+    (conn) => new ServerTlsConn(noDelayed(conn), context),
+  );
+}
+
+/**
+ * Throws as `Deno.listenTls` would for a pair it cannot serve: `node:tls`
+ * checks nothing until a peer connects, and a master with a broken
+ * certificate must fail at start, not at every handshake. The same TLS
+ * library (rustls) reads the pair here, and no socket is opened.
+ */
+function checkCertificatePair(tls: TlsListenOptions): void {
+  Deno.createHttpClient({ cert: tls.cert, key: tls.key }).close();
 }
 
 /**
@@ -92,8 +111,9 @@ export function listen(options: ListenOptions): Deno.Listener {
  * each frame leaves at once. Deno leaves Nagle on: of two small frames
  * written back to back (`output` then `result`), the second waits for the
  * ACK of the first, which the peer delays by ~40 ms. Every link kiln dials
- * or accepts goes through here; a connection without the option (an
- * accepted `TlsConn`, see {@linkcode secureAccepted}) is left as it is.
+ * or accepts goes through here, TLS or not (TLS runs on top of a TCP
+ * connection that already has it); a connection without the option is
+ * left as it is.
  *
  * @example Before the first write
  * ```ts
@@ -109,12 +129,27 @@ export function noDelay(conn: Deno.Conn): void {
   if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
 }
 
-/** A plain TCP listener whose connections come out of accept with {@linkcode noDelay}. */
-class NoDelayListener implements Deno.Listener {
-  readonly #inner: Deno.Listener;
+/** {@linkcode noDelay} on a connection just accepted, which its peer may have left already. */
+function noDelayed(conn: Deno.TcpConn): Deno.TcpConn {
+  try {
+    noDelay(conn);
+  } catch {
+    // The peer already hung up: the caller's first read will say so.
+  }
+  return conn;
+}
 
-  constructor(inner: Deno.Listener) {
+/** A TCP listener whose connections come out of accept through `prepare`. */
+class AcceptingListener implements Deno.Listener {
+  readonly #inner: Deno.TcpListener;
+  readonly #prepare: (conn: Deno.TcpConn) => Deno.Conn;
+
+  constructor(
+    inner: Deno.TcpListener,
+    prepare: (conn: Deno.TcpConn) => Deno.Conn,
+  ) {
     this.#inner = inner;
+    this.#prepare = prepare;
   }
 
   get addr(): Deno.Addr {
@@ -122,13 +157,7 @@ class NoDelayListener implements Deno.Listener {
   }
 
   async accept(): Promise<Deno.Conn> {
-    const conn = await this.#inner.accept();
-    try {
-      noDelay(conn);
-    } catch {
-      // The peer already hung up: the caller's first read will say so.
-    }
-    return conn;
+    return this.#prepare(await this.#inner.accept());
   }
 
   close(): void {
@@ -169,25 +198,10 @@ class NoDelayListener implements Deno.Listener {
  * trust the certificate, or stays silent past `timeoutMs`) it closes `conn`
  * and rejects with an `Error` whose message says why, for the log.
  *
- * Known gaps of `Deno.listenTls` (Deno 2.9):
- *
- * - Closing a `TlsConn` whose handshake has not finished only lets go of
- *   it here; Deno keeps the socket open until the handshake ends, so a peer
- *   that connects and never sends a byte holds a file descriptor until it
- *   hangs up. The master forgets it at the timeout all the same.
- * - An accepted `TlsConn` has no `setNoDelay()`, and neither `listenTls`
- *   nor `startTls` (client side only) offers a way to set `TCP_NODELAY`, so
- *   {@linkcode noDelay} cannot reach it: the master's small frames on a TLS
- *   link still wait for the client's delayed ACK (~40 ms) when two go out
- *   back to back: measured, `echo hi` through a TLS master takes 88 ms at
- *   p50 against 12 ms with the option set. Linux copies `TCP_NODELAY` from
- *   a listening socket to the sockets it accepts, so `setsockopt(2)` on the
- *   listener (through FFI, its descriptor found in `/proc/self/fd`) would
- *   reach them; not done here. The dialing end of every link has it off.
- *
- * A `node:net` server with `node:tls` sockets has neither problem (tried:
- * `destroy()` closes a silent peer, `setNoDelay()` removes the stall), at
- * the cost of adapting node streams to `Deno.Conn`.
+ * The listening side runs TLS through `node:tls` on a TCP connection of
+ * its own (see lib/protocol/server_tls_conn.ts): Nagle is off on it, and
+ * closing it, at the timeout say, frees its descriptor at once even if the
+ * peer never sent a byte; `Deno.listenTls` offers neither.
  *
  * @example Securing what a listener accepts
  * ```ts ignore
@@ -218,9 +232,10 @@ export async function secureAccepted(
  * certificate not trusted, or no handshake within `timeoutMs`.
  *
  * TLS is started on an open TCP stream (`Deno.startTls`) rather than with
- * `Deno.connectTls`, which takes no abort signal. As on the listening side
- * (see {@linkcode secureAccepted}), a handshake given up on a peer that
- * never answers leaves Deno holding the socket until that peer hangs up.
+ * `Deno.connectTls`, which takes no abort signal. Nagle is turned off on
+ * that TCP stream first. A handshake given up on a master that never
+ * answers leaves Deno holding the socket until that master hangs up (the
+ * listening side has no such gap: see {@linkcode secureAccepted}).
  *
  * @example Dialing a TLS master with a development CA
  * ```ts ignore

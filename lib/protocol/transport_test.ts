@@ -105,3 +105,15 @@ Deno.test("listen()'s connections also come with Nagle off through its async ite
   }
   assert.ok(dialed);
 });
+
+Deno.test("listen() refuses a TLS certificate or key that is not PEM, at once", () => {
+  assert.throws(
+    () =>
+      listen({
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { cert: "not a certificate", key: "not a key" },
+      }),
+    Deno.errors.InvalidData,
+  );
+});

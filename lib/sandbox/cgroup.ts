@@ -92,6 +92,14 @@ export interface JobCgroup extends AsyncDisposable {
   /** Peak memory, CPU time and OOM kills so far. Never throws. */
   usage(): Promise<CgroupUsage>;
   /**
+   * Starts the peak memory over from the current usage, where the kernel
+   * lets it be done for every later reader: v1's `memory.max_usage_in_bytes`
+   * and the v2 sample kept for kernels without `memory.peak`. (A write to
+   * v2's `memory.peak` resets it only for the descriptor that wrote, so
+   * there the peak keeps what came before.) Never throws.
+   */
+  resetPeak(): Promise<void>;
+  /**
    * SIGKILLs every process in the cgroup (on v2 through `cgroup.kill` when
    * the kernel has it) and repeats until none is left or a bound is reached
    * (about a second). Never throws.
@@ -780,6 +788,8 @@ abstract class BaseCgroup implements JobCgroup {
 
   abstract usage(): Promise<CgroupUsage>;
 
+  abstract resetPeak(): Promise<void>;
+
   /** A kernel shortcut that kills the whole cgroup at once; false when there is none. */
   protected killAtOnce(): Promise<boolean> {
     return Promise.resolve(false);
@@ -868,6 +878,11 @@ class V2Cgroup extends BaseCgroup {
     };
   }
 
+  override resetPeak(): Promise<void> {
+    this.#sampledPeak = 0;
+    return Promise.resolve();
+  }
+
   protected override async killAtOnce(): Promise<boolean> {
     // Linux 5.14: the kernel kills every process, forking or not.
     return await writeFileIfPresent(`${this.#path}/cgroup.kill`, "1");
@@ -926,6 +941,13 @@ class V1Cgroup extends BaseCgroup {
       cpuTimeMs: ns === null ? null : Math.round(ns / 1e6),
       oomKilled,
     };
+  }
+
+  override async resetPeak(): Promise<void> {
+    await writeFileIfPresent(
+      `${this.#controllers.memory}/memory.max_usage_in_bytes`,
+      "0",
+    ).catch(() => {});
   }
 }
 

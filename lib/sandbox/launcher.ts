@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { firstFile } from "./_first_file.ts";
 import type { OutputStream } from "../job.ts";
 import type { CommandSpec } from "../runners/runner.ts";
 import { timerDelay } from "../_timer.ts";
@@ -130,26 +131,72 @@ export async function launch(
   spec: CommandSpec,
   options: LaunchOptions,
 ): Promise<StepOutcome> {
+  const child = await spawnStep(spec, {
+    ...options,
+    stdin: options.stdin === undefined && options.input === undefined
+      ? "null"
+      : "piped",
+  });
+  return await superviseStep(child, options);
+}
+
+/** Options of {@linkcode spawnStep}. */
+export interface SpawnOptions
+  extends Pick<LaunchOptions, "cwd" | "env" | "setsidPath"> {
+  /** Whether the process gets a stdin pipe or `/dev/null`. */
+  readonly stdin: "piped" | "null";
+}
+
+/**
+ * Spawns `spec` as the leader of its own process group, with a cleared
+ * environment and piped output, and returns it unwatched: hand it to
+ * {@linkcode superviseStep}, which owns it from then on. {@linkcode launch}
+ * does both at once; a pre-warmed sandbox spawns long before it supervises.
+ */
+export async function spawnStep(
+  spec: CommandSpec,
+  options: SpawnOptions,
+): Promise<Deno.ChildProcess> {
   const setsid = options.setsidPath === undefined
     ? await findSetsid()
     : options.setsidPath;
   const argv = setsid === null
     ? [spec.command, ...spec.args]
     : [setsid, "--", spec.command, ...spec.args];
-  const child = new Deno.Command(argv[0]!, {
+  return new Deno.Command(argv[0]!, {
     args: argv.slice(1),
     cwd: options.cwd,
     env: { ...options.env },
     clearEnv: true,
-    stdin: options.stdin === undefined && options.input === undefined
-      ? "null"
-      : "piped",
+    stdin: options.stdin,
     stdout: "piped",
     stderr: "piped",
     // Leader of a new process group, so one kill reaches every descendant:
     // through setsid when there is one (see the module's doc).
     detached: setsid === null,
   }).spawn();
+}
+
+/** Options of {@linkcode superviseStep}: a launch's, less how to spawn. */
+export type SuperviseOptions =
+  & Omit<LaunchOptions, "cwd" | "env" | "setsidPath">
+  & {
+    /**
+     * Bytes written to stdin before `stdin`: what a waiting pre-warmed
+     * sandbox reads as its orders before it execs the program.
+     */
+    readonly preamble?: Uint8Array | undefined;
+  };
+
+/**
+ * Watches a spawned step to its end: feeds its stdin, captures its output,
+ * enforces the wall time, CPU and output limits and cancellation, and
+ * kills its whole tree at the end. Its time counts from this call.
+ */
+export async function superviseStep(
+  child: Deno.ChildProcess,
+  options: SuperviseOptions,
+): Promise<StepOutcome> {
   const started = performance.now();
 
   let ending: StepEnding = "exited";
@@ -195,9 +242,10 @@ export async function launch(
   });
   const captured = capture.drain(child.stdout, child.stderr);
   const inputs = options.input?.[Symbol.asyncIterator]();
-  const fed = options.stdin === undefined && inputs === undefined
+  const fed = options.stdin === undefined && inputs === undefined &&
+      options.preamble === undefined
     ? Promise.resolve()
-    : feed(child.stdin, options.stdin ?? "", inputs);
+    : feed(child.stdin, options.stdin ?? "", inputs, options.preamble);
 
   try {
     const status = await child.status;
@@ -255,16 +303,7 @@ let setsid: Promise<string | null> | undefined;
  * ```
  */
 export function findSetsid(): Promise<string | null> {
-  setsid ??= (async () => {
-    for (const path of SETSID_PATHS) {
-      try {
-        if ((await Deno.stat(path)).isFile) return path;
-      } catch {
-        // Not there: try the next.
-      }
-    }
-    return null;
-  })();
+  setsid ??= firstFile(SETSID_PATHS);
   return setsid;
 }
 
@@ -288,17 +327,19 @@ function watchCpu(budget: CpuBudget, onExceeded: () => void) {
 }
 
 /**
- * Writes stdin, then whatever `inputs` yields, and closes it; a program
- * that exits without reading it is fine.
+ * Writes the preamble, stdin, then whatever `inputs` yields, and closes
+ * it; a program that exits without reading it is fine.
  */
 async function feed(
   stdin: WritableStream<Uint8Array>,
   text: string,
   inputs: AsyncIterator<string> | undefined,
+  preamble: Uint8Array | undefined,
 ): Promise<void> {
   const writer = stdin.getWriter();
   const encoder = new TextEncoder();
   try {
+    if (preamble !== undefined) await writer.write(preamble);
     if (text !== "") await writer.write(encoder.encode(text));
     while (inputs) {
       const next = await inputs.next();

@@ -62,10 +62,38 @@ export function prlimitPrefix(
   limits: Rlimits,
   prlimitPath: string = DEFAULT_PRLIMIT_PATH,
 ): string[] {
+  return [
+    prlimitPath,
+    ...rlimitSettings(limits).map(({ flag, soft, hard }) =>
+      `${flag}=${soft}:${hard}`
+    ),
+    "--",
+  ];
+}
+
+/** One rlimit to set: its resource number, soft and hard values. */
+export interface RlimitSetting {
+  /** `prlimit`'s flag for it. */
+  readonly flag: "--cpu" | "--fsize" | "--nofile" | "--core";
+  /** The resource number of `setrlimit(2)` (the same on x86-64 and arm64). */
+  readonly resource: number;
+  readonly soft: number;
+  readonly hard: number;
+}
+
+/**
+ * The rlimits `limits` sets, in the order `prlimit` is given them: one
+ * source for {@linkcode prlimitPrefix} and for the pre-warmed sandbox's
+ * stub, which sets them itself (see `warm_stub.ts`).
+ *
+ * @throws {RangeError} as {@linkcode prlimitPrefix}.
+ */
+export function rlimitSettings(limits: Rlimits): RlimitSetting[] {
   const { cpuSeconds, fileSizeBytes, openFiles, coreBytes = 0 } = limits;
-  const prefix = [prlimitPath];
+  const settings: RlimitSetting[] = [];
   const add = (
-    flag: string,
+    flag: RlimitSetting["flag"],
+    resource: number,
     value: number | undefined,
     min: number,
     hardAbove = 0,
@@ -76,15 +104,17 @@ export function prlimitPrefix(
         `Cannot set rlimit ${flag}: ${value} is not an integer >= ${min}`,
       );
     }
-    prefix.push(`${flag}=${value}:${value + hardAbove}`);
+    settings.push({ flag, resource, soft: value, hard: value + hardAbove });
   };
-  add("--cpu", cpuSeconds, 1, 1);
-  add("--fsize", fileSizeBytes, 0);
-  add("--nofile", openFiles, 1);
-  add("--core", coreBytes, 0);
-  prefix.push("--");
-  return prefix;
+  add("--cpu", RLIMIT.cpu, cpuSeconds, 1, 1);
+  add("--fsize", RLIMIT.fsize, fileSizeBytes, 0);
+  add("--nofile", RLIMIT.nofile, openFiles, 1);
+  add("--core", RLIMIT.core, coreBytes, 0);
+  return settings;
 }
+
+/** Linux's resource numbers (asm-generic; x86-64 and arm64 agree). */
+const RLIMIT = { cpu: 0, fsize: 1, core: 4, nofile: 7 } as const;
 
 /** What {@linkcode detectPrlimit} found. */
 export type PrlimitDetection =

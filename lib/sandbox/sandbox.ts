@@ -68,7 +68,7 @@ import {
   detectCgroups,
   type JobCgroup,
 } from "./cgroup.ts";
-import { launch, type StepOutcome } from "./launcher.ts";
+import { spawnStep, type StepOutcome, superviseStep } from "./launcher.ts";
 import {
   closeDescriptorsPrefix,
   findBash,
@@ -90,10 +90,21 @@ import {
 import { IdentityPool, type JobIdentity, type UidRange } from "./identity.ts";
 import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
+import { WarmPool } from "./prewarm.ts";
+import {
+  encodeOrders,
+  findPerl,
+  isStubFailure,
+  prlimitSyscall,
+  stubCpuMs,
+  warmStubCommand,
+} from "./warm_stub.ts";
 import {
   detectPrlimit,
   type PrlimitDetection,
   prlimitPrefix,
+  type Rlimits,
+  rlimitSettings,
 } from "./rlimits.ts";
 
 // The mode and the report travel in protocol messages, so they live in
@@ -131,6 +142,27 @@ export interface SandboxOptions {
    * @default []
    */
   readonly without?: readonly ("seccomp" | "disk" | "ptys")[];
+  /**
+   * How many pre-warmed sandboxes to keep ready per language (and limits)
+   * that jobs ask for; 0 keeps none and every step starts cold. Needs the
+   * namespace layer and Perl (see `warm_stub.ts`); without them this is 0.
+   * @default 0
+   */
+  readonly prewarm?: number;
+}
+
+/**
+ * What a job's sandbox is made for, so that it can be made ahead of the
+ * job: {@linkcode Sandbox.makeWorkdir} then takes a ready one of the same
+ * kind when there is one.
+ */
+export interface WarmRequest {
+  /** The language: one pool per language (and limits). */
+  readonly language: string;
+  /** Executables the steps run, as in {@linkcode SandboxStepOptions}. */
+  readonly executables: readonly string[];
+  /** The limits of each step the job will run, in order: compile, then run. */
+  readonly steps: readonly StepLimits[];
 }
 
 /** The limits of one step: the compile step's or the run step's. */
@@ -259,6 +291,13 @@ export class Sandbox {
   /** The uid of each prepared workdir's job, until the workdir is removed. */
   readonly #leases = new Map<string, JobIdentity>();
   #removalFailures = 0;
+  /** Pre-warmed job sandboxes, when `prewarm` asks for them. */
+  #pool: WarmPool<WarmSpec, WarmJob> | null = null;
+  /** The steps still waiting in taken warm workdirs, by workdir, in order. */
+  readonly #warmSteps = new Map<string, WarmStep[]>();
+  /** Taken warm workdirs whose sources are not yet handed to the job's uid. */
+  readonly #handOver = new Set<string>();
+  readonly #stepStarts = { warm: 0, cold: 0 };
 
   private constructor(
     mode: SandboxMode,
@@ -429,7 +468,75 @@ export class Sandbox {
         sandbox.report,
       );
     }
+    await sandbox.#startPrewarm(options.prewarm ?? 0);
     return sandbox;
+  }
+
+  async #startPrewarm(perKey: number): Promise<void> {
+    if (!Number.isSafeInteger(perKey) || perKey < 0) {
+      throw new RangeError(
+        `Cannot pre-warm sandboxes: ${perKey} is not a whole number >= 0`,
+      );
+    }
+    if (perKey === 0) return;
+    const perl = await findPerl();
+    if (!this.#bwrap?.available || perl === null) {
+      warnOnce(
+        `sandboxes are not pre-warmed: ${
+          perl === null
+            ? "no perl for the waiting stub"
+            : "the namespace layer is missing"
+        }; every step starts cold`,
+      );
+      return;
+    }
+    this.#pool = new WarmPool<WarmSpec, WarmJob>({
+      perKey,
+      make: (spec) => this.#makeWarmJob(spec, perl),
+      destroy: (job) => this.#destroyWarmJob(job),
+      usable: (job) => job.steps.every((step) => !step.exited),
+    });
+  }
+
+  /**
+   * How many steps this sandbox started in a pre-warmed chain and how many
+   * cold, for metrics and tests. Do not change it.
+   */
+  get stepStarts(): Readonly<{ warm: number; cold: number }> {
+    return this.#stepStarts;
+  }
+
+  /** How many pre-warmed job sandboxes wait, ready; 0 when none are kept. */
+  get warmSandboxes(): number {
+    return this.#pool?.size ?? 0;
+  }
+
+  /**
+   * What the pre-warmed sandboxes waiting in the pool hold: their uids
+   * (their stubs are the only processes of the node's uids that no job owns
+   * yet) and their mount points (a job disk and a devpts each, where those
+   * layers work). For tests and operators telling them from leftovers.
+   */
+  warmHoldings(): { uids: number[]; mounts: string[] } {
+    const uids: number[] = [];
+    const mounts: string[] = [];
+    for (const job of this.#pool?.ready() ?? []) {
+      const lease = this.#leases.get(job.workdir);
+      if (lease) uids.push(lease.uid);
+      const disk = this.#disks.get(job.workdir);
+      if (disk) mounts.push(disk.mountPoint);
+      const ptys = this.#ptys.get(job.workdir);
+      if (ptys) mounts.push(ptys.mountPoint);
+    }
+    return { uids, mounts };
+  }
+
+  /**
+   * Resolves when no pre-warmed sandbox is being made or destroyed: for
+   * tests and benchmarks that need a quiet pool.
+   */
+  async warmSettled(): Promise<void> {
+    await this.#pool?.settled();
   }
 
   /** A sandbox with no layer at all: `--sandbox none`. */
@@ -464,6 +571,23 @@ export class Sandbox {
    * namespace layer works.
    */
   async makeWorkdir(
+    root: string,
+    limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
+    warm?: WarmRequest,
+  ): Promise<string> {
+    if (warm && this.#pool) {
+      const spec = { root, limits, warm };
+      const job = this.#pool.take(warmKey(spec), spec);
+      if (job) {
+        this.#warmSteps.set(job.workdir, [...job.steps]);
+        this.#handOver.add(job.workdir);
+        return job.workdir;
+      }
+    }
+    return await this.#makeColdWorkdir(root, limits);
+  }
+
+  async #makeColdWorkdir(
     root: string,
     limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
   ): Promise<string> {
@@ -518,6 +642,12 @@ export class Sandbox {
    */
   async prepareWorkdir(workdir: string): Promise<void> {
     if (!this.#bwrap?.available) return;
+    const warmLease = this.#leases.get(workdir);
+    if (warmLease && this.#handOver.delete(workdir)) {
+      // Leased when it was warmed: only the new sources change hands.
+      await prepareWorkdir(workdir, warmLease.uid, warmLease.gid);
+      return;
+    }
     if (this.#leases.has(workdir)) {
       throw new Error(`workdir ${workdir} is already prepared for a job`);
     }
@@ -556,6 +686,11 @@ export class Sandbox {
    * the job's uid is scrubbed and returned to the pool.
    */
   async removeWorkdir(workdir: string): Promise<void> {
+    // Warm steps the job did not use (its compile step failed) go first.
+    const unused = this.#warmSteps.get(workdir) ?? [];
+    this.#warmSteps.delete(workdir);
+    this.#handOver.delete(workdir);
+    await Promise.all(unused.map((step) => destroyWarmStep(step)));
     const identity = this.#leases.get(workdir);
     await this.#removeFiles(workdir, identity);
     await this.#removePtys(workdir);
@@ -647,8 +782,9 @@ export class Sandbox {
   ): Promise<SandboxedOutcome> {
     const { limits } = options;
     await checkCommand(spec.command, options.workdir);
+    const warm = this.#warmStepFor(options.workdir, limits);
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
-    const cgroup = cgroups
+    const cgroup = warm ? warm.cgroup : cgroups
       ? await cgroups.create(
         `${STEP_PREFIX}${Deno.pid}-${crypto.randomUUID()}`,
         {
@@ -658,10 +794,55 @@ export class Sandbox {
       )
       : null;
     try {
-      const command = await this.#command(spec, options, cgroup);
-      const outcome = await launch(command, {
-        cwd: options.workdir,
-        env: this.#bwrap?.available ? {} : options.env,
+      const noStdin = options.stdin === undefined &&
+        options.input === undefined;
+      /** What the warm chain used before the program: not the program's. */
+      let cpuBeforeMs = 0;
+      let nonce: string | undefined;
+      let preamble: Uint8Array | undefined;
+      let child: Deno.ChildProcess;
+      if (warm) {
+        nonce = crypto.randomUUID();
+        // The stub sets the rlimits itself where it can: one exec less.
+        const direct = prlimitSyscall() !== null;
+        preamble = encodeOrders({
+          nonce,
+          stdin: noStdin ? "null" : "pipe",
+          env: options.env,
+          rlimits: direct && this.#prlimit?.available
+            ? rlimitSettings(this.#rlimits(limits))
+            : [],
+          argv: [
+            ...direct ? [] : this.#rlimitPrefix(limits),
+            spec.command,
+            ...spec.args,
+          ],
+        });
+        // The chain's start is not the program's, except what the stub's
+        // own process used: the CPU rlimit counts that for the program.
+        if (cgroup) {
+          const [usage, stub] = await Promise.all([
+            cgroup.usage(),
+            cgroup.processes().then(stubCpuMs),
+          ]);
+          cpuBeforeMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
+          await cgroup.resetPeak();
+        }
+        child = warm.child;
+        this.#stepStarts.warm++;
+      } else {
+        child = await spawnStep(
+          await this.#command(spec, options, cgroup),
+          {
+            cwd: options.workdir,
+            env: this.#bwrap?.available ? {} : options.env,
+            stdin: noStdin ? "null" : "piped",
+          },
+        );
+        this.#stepStarts.cold++;
+      }
+      const outcome = await superviseStep(child, {
+        preamble,
         stdin: options.stdin,
         input: options.input,
         wallTimeMs: limits.wallTimeMs,
@@ -671,11 +852,17 @@ export class Sandbox {
         cpu: cgroup
           ? {
             limitMs: limits.cpuTimeMs,
-            read: async () => (await cgroup.usage()).cpuTimeMs,
+            read: async () => {
+              const used = (await cgroup.usage()).cpuTimeMs;
+              return used === null ? null : used - cpuBeforeMs;
+            },
           }
           : undefined,
         killAll: cgroup ? () => cgroup.killAll() : undefined,
       });
+      if (nonce !== undefined && isStubFailure(outcome, nonce)) {
+        throw new Error(outcome.stderr.trim());
+      }
       // The failure names the step's cgroup, a random path the program
       // cannot see (its cgroup namespace hides it): a program cannot fake it.
       if (
@@ -697,13 +884,102 @@ export class Sandbox {
       const oomKilled = usage?.oomKilled ?? false;
       return {
         ...this.#exitOf(outcome, oomKilled),
-        cpuTimeMs: usage?.cpuTimeMs ?? null,
+        cpuTimeMs: usage?.cpuTimeMs == null
+          ? null
+          : Math.max(0, usage.cpuTimeMs - cpuBeforeMs),
         memoryKb: usage?.peakMemoryKb ?? null,
         oomKilled,
         disk: this.#disks.get(options.workdir)?.fill() ?? null,
       };
     } finally {
       await cgroup?.remove();
+    }
+  }
+
+  /**
+   * The next warm step of a taken warm workdir, when it was made for these
+   * limits and still waits; else undefined (the step starts cold), and a
+   * step that cannot be used is destroyed.
+   */
+  #warmStepFor(workdir: string, limits: StepLimits): WarmStep | undefined {
+    const step = this.#warmSteps.get(workdir)?.shift();
+    if (!step) return undefined;
+    if (
+      step.exited || step.limits.memoryMb !== limits.memoryMb ||
+      step.limits.processes !== limits.processes
+    ) {
+      destroyWarmStep(step);
+      return undefined;
+    }
+    return step;
+  }
+
+  /** One job's sandbox, made ahead: workdir, uid and a waiting chain per step. */
+  async #makeWarmJob(spec: WarmSpec, perl: string): Promise<WarmJob> {
+    const workdir = await this.#makeColdWorkdir(spec.root, spec.limits);
+    const steps: WarmStep[] = [];
+    try {
+      await this.prepareWorkdir(workdir);
+      for (const limits of spec.warm.steps) {
+        steps.push(
+          await this.#spawnWarmStep(
+            workdir,
+            limits,
+            spec.warm.executables,
+            perl,
+          ),
+        );
+      }
+      return { workdir, steps };
+    } catch (error) {
+      await this.#destroyWarmJob({ workdir, steps });
+      throw error;
+    }
+  }
+
+  async #destroyWarmJob(job: WarmJob): Promise<void> {
+    await Promise.all(job.steps.map((step) => destroyWarmStep(step)));
+    await this.removeWorkdir(job.workdir);
+  }
+
+  /**
+   * The whole chain of one step, started with the stub of `warm_stub.ts`
+   * where the program goes: it waits in its cgroup, namespaces and filter,
+   * as the job's uid, for {@linkcode Sandbox.run} to tell it what to run.
+   */
+  async #spawnWarmStep(
+    workdir: string,
+    limits: StepLimits,
+    executables: readonly string[],
+    perl: string,
+  ): Promise<WarmStep> {
+    const cgroup = this.#cgroups?.available
+      ? await this.#cgroups.create(
+        `${STEP_PREFIX}${Deno.pid}-${crypto.randomUUID()}`,
+        {
+          memoryBytes: limits.memoryMb * 1024 * 1024,
+          pids: limits.processes,
+        },
+      )
+      : null;
+    try {
+      const [command, ...args] = warmStubCommand(perl);
+      const child = await spawnStep(
+        await this.#chain([command!, ...args], {
+          workdir,
+          // The program's environment comes with its orders.
+          env: {},
+          limits,
+          executables,
+        }, cgroup),
+        { cwd: workdir, env: {}, stdin: "piped" },
+      );
+      const step: WarmStep = { child, cgroup, limits, exited: false };
+      child.status.then(() => step.exited = true);
+      return step;
+    } catch (error) {
+      await cgroup?.remove();
+      throw error;
     }
   }
 
@@ -732,27 +1008,52 @@ export class Sandbox {
    * Never throws.
    */
   async close(): Promise<void> {
+    await this.#pool?.close();
     if (this.#cgroups?.available) await this.#cgroups.removeParent();
     await this.#identities?.close();
   }
 
   async #command(
     spec: CommandSpec,
-    options: SandboxStepOptions,
+    options: Pick<
+      SandboxStepOptions,
+      "workdir" | "env" | "limits" | "executables"
+    >,
+    cgroup: JobCgroup | null,
+  ): Promise<CommandSpec> {
+    return await this.#chain(
+      [...this.#rlimitPrefix(options.limits), spec.command, ...spec.args],
+      options,
+      cgroup,
+    );
+  }
+
+  /** prlimit with the step's rlimits, to put before its command; none without it. */
+  #rlimitPrefix(limits: StepLimits): string[] {
+    if (!this.#prlimit?.available) return [];
+    return prlimitPrefix(this.#rlimits(limits), this.#prlimit.path);
+  }
+
+  /** The rlimits of a step: CPU in whole seconds (see `rlimits.ts`). */
+  #rlimits(limits: StepLimits): Rlimits {
+    return {
+      cpuSeconds: Math.max(1, Math.ceil(limits.cpuTimeMs / 1000)),
+      fileSizeBytes: limits.fileSizeBytes,
+      openFiles: limits.openFiles,
+    };
+  }
+
+  /** `inner` under every layer that wraps a step: bwrap, then the first link. */
+  async #chain(
+    inner: readonly string[],
+    options: Pick<
+      SandboxStepOptions,
+      "workdir" | "env" | "limits" | "executables"
+    >,
     cgroup: JobCgroup | null,
   ): Promise<CommandSpec> {
     const { limits } = options;
-    let argv = [spec.command, ...spec.args];
-    if (this.#prlimit?.available) {
-      argv = [
-        ...prlimitPrefix({
-          cpuSeconds: Math.max(1, Math.ceil(limits.cpuTimeMs / 1000)),
-          fileSizeBytes: limits.fileSizeBytes,
-          openFiles: limits.openFiles,
-        }, this.#prlimit.path),
-        ...argv,
-      ];
-    }
+    let argv = [...inner];
     const disk = this.#disks.get(options.workdir);
     const ptys = this.#ptys.get(options.workdir);
     const seccomp = this.#seccomp?.available ? this.#seccomp : null;
@@ -898,6 +1199,66 @@ function describe(error: unknown): string {
     : error instanceof Error
     ? error.message
     : String(error);
+}
+
+/** What a pool's sandboxes are made from: the job that asked for one. */
+interface WarmSpec {
+  readonly root: string;
+  readonly limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">;
+  readonly warm: WarmRequest;
+}
+
+/** A job's sandbox made ahead: its workdir (disk, ptys, uid) and a waiting chain per step. */
+interface WarmJob {
+  readonly workdir: string;
+  readonly steps: readonly WarmStep[];
+}
+
+/** One step's chain, spawned with the stub waiting for its orders. */
+interface WarmStep {
+  readonly child: Deno.ChildProcess;
+  readonly cgroup: JobCgroup | null;
+  /** The limits baked in when it was made: its cgroup's. */
+  readonly limits: Pick<StepLimits, "memoryMb" | "processes">;
+  /** Whether the chain has exited (it died waiting, or was destroyed). */
+  exited: boolean;
+}
+
+/**
+ * The pool a job's sandbox comes from: everything baked into a warm
+ * sandbox when it is made (the other limits are applied when it is used).
+ */
+function warmKey({ limits, warm }: WarmSpec): string {
+  return JSON.stringify([
+    warm.language,
+    warm.executables,
+    limits.diskMb,
+    limits.diskFiles,
+    limits.ptys,
+    warm.steps.map((step) => [step.memoryMb, step.processes]),
+  ]);
+}
+
+/**
+ * Ends a warm step that will not be used: its process group and cgroup
+ * killed, its pipes closed, its exit awaited. Never throws.
+ */
+async function destroyWarmStep(step: WarmStep): Promise<void> {
+  const { child } = step;
+  try {
+    // setsid made the spawned pid the group's leader (see launcher.ts).
+    Deno.kill(-child.pid, "SIGKILL");
+  } catch {
+    // Gone already.
+  }
+  await step.cgroup?.remove();
+  await Promise.allSettled([
+    child.stdin.close(),
+    child.stdout.cancel(),
+    child.stderr.cancel(),
+  ]);
+  await child.status;
+  step.exited = true;
 }
 
 /** Step cgroups are named `p<pid of the node>-<uuid>`, so stale ones can be told. */
