@@ -5,8 +5,14 @@
  * nodes sit idle. Its floor, in the same run, is reading every node's load
  * once: the least a placement decision over these nodes can do.
  *
+ * And what one dequeue costs as the queue grows ({@linkcode benchDequeue}):
+ * with 10, 1,000 and 10,000 clients waiting, one job each, a slot frees,
+ * the next job starts and a new client's job joins the back, over and over,
+ * with the master's position updates included at their real pace.
+ *
  * @module
  */
+import { blankResult } from "../lib/job.ts";
 import { Dispatcher, type JobClient } from "../lib/scheduler/dispatcher.ts";
 import type { NodeLoad } from "../lib/scheduler/placement.ts";
 import type {
@@ -161,4 +167,123 @@ export function benchDispatch(): Promise<BenchSection> {
       "",
     ].join("\n"),
   });
+}
+
+/** Queue lengths the dequeue bench holds, one waiting job per client. */
+const WAITING = [10, 1_000, 10_000];
+/** Samples per queue length, and the least wall time of one sample. */
+const DEQUEUE_SAMPLES = 15;
+const DEQUEUE_SAMPLE_MS = 300;
+/** Dequeues between two yields to the event loop, where updates go out. */
+const DEQUEUES_PER_YIELD = 100;
+
+/** One slot whose job ends when the bench says. */
+class SlotWorker extends BenchWorker {
+  #running: [string, WorkerJobEvents] | undefined;
+  override start(job: { id: string }, events: WorkerJobEvents): void {
+    this.#running = [job.id, events];
+  }
+  override load(): NodeLoad {
+    return { ...super.load(), assigned: this.#running ? 1 : 0 };
+  }
+  override cancel(): void {
+    this.finish();
+  }
+  /** Ends the running job; the dispatcher starts the next at once. */
+  finish(): void {
+    const [id, events] = this.#running!;
+    this.#running = undefined;
+    events.result(blankResult(id, { verdict: "ok" }));
+  }
+}
+
+/**
+ * Per dequeue with `waiting` jobs queued: the time, and the queued updates
+ * sent. Each sample runs for at least {@linkcode DEQUEUE_SAMPLE_MS}, so that
+ * it holds the master's position updates (due every 250 ms) as they come.
+ */
+async function measureDequeue(
+  waiting: number,
+): Promise<{ microseconds: number[]; updates: number }> {
+  let updates = 0;
+  let jobs = 0;
+  const submit = (dispatcher: Dispatcher) => {
+    const id = `job-${jobs++}`;
+    const client: JobClient = {
+      name: id,
+      client: id,
+      jobs: new Set<string>(),
+      send: (message) => message.type === "queued" && updates++,
+      sendResult() {},
+    };
+    dispatcher.submit(client, {
+      id,
+      request: { language: "bash", files: [{ name: "a.sh", content: "" }] },
+      language: "bash",
+      acceptedAt: performance.now(),
+    });
+  };
+  const dispatcher = new Dispatcher({
+    maxQueue: waiting,
+    maxAttempts: 1,
+    emit() {},
+  });
+  const worker = new SlotWorker("slot", "bash");
+  dispatcher.addWorker(worker);
+  for (let i = 0; i <= waiting; i++) submit(dispatcher);
+  const cycle = () => {
+    worker.finish();
+    submit(dispatcher);
+  };
+  const microseconds: number[] = [];
+  updates = 0;
+  let dequeues = 0;
+  for (let sample = -2; sample < DEQUEUE_SAMPLES; sample++) {
+    const started = performance.now();
+    let count = 0;
+    while (performance.now() - started < DEQUEUE_SAMPLE_MS) {
+      for (let i = 0; i < DEQUEUES_PER_YIELD; i++) cycle();
+      count += DEQUEUES_PER_YIELD;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    // The first two samples warm up.
+    if (sample < 0) {
+      updates = 0;
+      continue;
+    }
+    microseconds.push((performance.now() - started) * 1000 / count);
+    dequeues += count;
+  }
+  if (dispatcher.queued !== waiting) {
+    throw new Error(`expected ${waiting} waiting, got ${dispatcher.queued}`);
+  }
+  await dispatcher.close("bench over");
+  return { microseconds, updates: updates / dequeues };
+}
+
+/** Runs the dequeue benchmark and returns its section. */
+export async function benchDequeue(): Promise<BenchSection> {
+  const rows: string[] = [];
+  for (const waiting of WAITING) {
+    const { microseconds, updates } = await measureDequeue(waiting);
+    rows.push(
+      `| ${waiting.toLocaleString("en-US")} | ${
+        percentile(microseconds, 50).toFixed(1)
+      } | ${percentile(microseconds, 95).toFixed(1)} | ${updates.toFixed(2)} |`,
+    );
+  }
+  return {
+    title: "Dequeue cost",
+    markdown: [
+      `One dequeue with N clients waiting, one job each, on one slot: the job running ends, the next starts, a new`,
+      `client's job joins the back (so N stay waiting), ${DEQUEUES_PER_YIELD} at a time between yields to the event loop,`,
+      `where the position updates go out at their real pace. ${DEQUEUE_SAMPLES} samples of at least ${DEQUEUE_SAMPLE_MS} ms each, in process,`,
+      "without sockets (a client's `send` counts its updates).",
+      "",
+      "| waiting | p50 µs per dequeue | p95 µs | `queued` updates per dequeue |",
+      "| ---: | ---: | ---: | ---: |",
+      ...rows,
+      "",
+    ].join("\n"),
+  };
 }

@@ -11,7 +11,7 @@
 // deno-lint-ignore-file no-console
 import { fileURLToPath } from "node:url";
 import { benchCluster, type ClusterSection } from "./cluster_bench.ts";
-import { benchDispatch } from "./dispatch_bench.ts";
+import { benchDequeue, benchDispatch } from "./dispatch_bench.ts";
 import { benchHistory } from "./history_bench.ts";
 import { benchHop } from "./hop_bench.ts";
 import { benchPrewarm } from "./prewarm_bench.ts";
@@ -27,6 +27,7 @@ let cluster: ClusterSection | undefined;
 const BENCHES: readonly (readonly [string, () => Promise<BenchSection>])[] = [
   ["cluster", async () => cluster = await benchCluster()],
   ["dispatch", benchDispatch],
+  ["dequeue", benchDequeue],
   ["hop", benchHop],
   ["history", benchHistory],
   ["sandbox", benchSandbox],

@@ -154,7 +154,9 @@ function streamEvent(event: JobEvent): void {
       `kiln: --- restarted on another node (attempt ${event.attempt}): ${event.reason}; the output above is void ---`,
     );
   } else if (event.type === "queued" && Deno.stderr.isTerminal()) {
-    console.error(`kiln: queued at position ${event.position}`);
+    const seconds = Math.ceil(event.estimatedWaitMs / 1000);
+    const wait = seconds > 0 ? ` (about ${seconds} s)` : "";
+    console.error(`kiln: queued at position ${event.position}${wait}`);
   }
 }
 

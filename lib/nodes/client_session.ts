@@ -16,7 +16,7 @@ import { offerOutput } from "../protocol/output_messages.ts";
  * @example Sending a job's events to its client
  * ```ts ignore
  * const session = new ClientSession(connection, "alice");
- * session.send({ type: "queued", jobId, position: 3 });
+ * session.send({ type: "queued", jobId, position: 3, estimatedWaitMs: 4500 });
  * ```
  */
 export class ClientSession {

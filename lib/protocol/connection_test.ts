@@ -90,6 +90,7 @@ Deno.test("Connection reads several frames written at once", async () => {
     type: "queued",
     jobId: "j1",
     position: 2,
+    estimatedWaitMs: 1500,
   }, { type: "started", jobId: "j1", node: "m" }];
   await peer.write(
     new Uint8Array(messages.flatMap((message) => [...encodeFrame(message)])),
@@ -163,7 +164,12 @@ Deno.test("Connection reports a stream cut inside a frame as truncated", async (
 Deno.test("Connection ends cleanly at the peer's EOF: closed, and iteration stops", async () => {
   const { server, client } = await connectionPair();
   await client.send(CANCEL);
-  await client.send({ type: "queued", jobId: "j1", position: 1 });
+  await client.send({
+    type: "queued",
+    jobId: "j1",
+    position: 1,
+    estimatedWaitMs: 0,
+  });
   await client.close();
   const seen: Message[] = [];
   for await (const message of server) seen.push(message);
@@ -268,7 +274,12 @@ Deno.test("Connection serves concurrent receive() calls in call order", async ()
   const { server, client } = await connectionPair();
   const pending = [server.receive(), server.receive(), server.receive()];
   for (let position = 1; position <= 3; position++) {
-    await client.send({ type: "queued", jobId: "j", position });
+    await client.send({
+      type: "queued",
+      jobId: "j",
+      position,
+      estimatedWaitMs: 0,
+    });
   }
   const received = await Promise.all(pending);
   assert.deepEqual(

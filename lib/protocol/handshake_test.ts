@@ -61,11 +61,11 @@ Deno.test("handshake succeeds for both roles and names each peer", async () => {
     );
     assert.deepEqual(served, {
       status: "fulfilled",
-      value: { role, version: 2, name: "w1", identity: "w1", quota: undefined },
+      value: { role, version: 3, name: "w1", identity: "w1", quota: undefined },
     });
     assert.deepEqual(dialed, {
       status: "fulfilled",
-      value: { version: 2, node: "master-1" },
+      value: { version: 3, node: "master-1" },
     });
     assert.equal(master.peerName, `${role} "w1"`);
     assert.equal(dialer.peerName, "master");
@@ -85,7 +85,7 @@ Deno.test("handshake works with an empty token, and without a name", async () =>
     status: "fulfilled",
     value: {
       role: "client",
-      version: 2,
+      version: 3,
       name: undefined,
       identity: undefined,
       quota: undefined,
@@ -150,12 +150,12 @@ Deno.test("the dialer refuses a master that cannot prove it knows the token", as
     assert.equal(hello.type, "hello");
     await impostor.send({
       type: "challenge",
-      version: 2,
+      version: 3,
       nonce: "n".repeat(44),
       proof: "0".repeat(64),
     });
     assert.equal((await impostor.receive()).type, "auth");
-    await impostor.send({ type: "welcome", version: 2, node: "evil" }); // a welcome must not fool it
+    await impostor.send({ type: "welcome", version: 3, node: "evil" }); // a welcome must not fool it
     return await impostor.receive().catch((error: unknown) => error);
   })();
   const dialed = await clientHandshake(dialer, { role: "client", token: TOKEN })
@@ -177,10 +177,10 @@ Deno.test("the dialer refuses a master that cannot prove it knows the token", as
 Deno.test("a version mismatch is refused with both ranges named", async () => {
   const { master, dialer, served, dialed } = await handshake(
     { token: TOKEN, node: "m" },
-    { role: "client", token: TOKEN, versions: { min: 3, max: 4 } },
+    { role: "client", token: TOKEN, versions: { min: 4, max: 5 } },
   );
   const message =
-    "protocol version mismatch: client speaks 3..4, master speaks 2..2";
+    "protocol version mismatch: client speaks 4..5, master speaks 3..3";
   assertProtocolError(
     reason(served),
     "version_mismatch",
@@ -191,6 +191,20 @@ Deno.test("a version mismatch is refused with both ranges named", async () => {
     "version_mismatch",
     new RegExp(`^master said: ${message}$`),
   );
+  await Promise.all([master.closed, dialer.closed]);
+});
+
+Deno.test("a client of protocol 2, whose strict schemas refuse queued.estimatedWaitMs, is refused at the handshake", async () => {
+  const { master, dialer, served, dialed } = await handshake(
+    { token: TOKEN, node: "m" },
+    { role: "client", token: TOKEN, versions: { min: 2, max: 2 } },
+  );
+  assertProtocolError(
+    reason(dialed),
+    "version_mismatch",
+    /^master said: protocol version mismatch: client speaks 2\.\.2, master speaks 3\.\.3$/,
+  );
+  assert.equal(served.status, "rejected");
   await Promise.all([master.closed, dialer.closed]);
 });
 
@@ -452,13 +466,13 @@ Deno.test("the master keeps accepting after every kind of bad peer", async () =>
       token: TOKEN,
       name: "w9",
     }),
-    { version: 2, node: "m" },
+    { version: 3, node: "m" },
   );
   assert.deepEqual(await master.next(), {
     status: "fulfilled",
     value: {
       role: "secondary",
-      version: 2,
+      version: 3,
       name: "w9",
       identity: "w9",
       quota: undefined,

@@ -25,15 +25,16 @@ import type { NodeStatus, OfferedLanguage } from "../scheduler/worker.ts";
 export type { NodeStatus, OfferedLanguage };
 
 /**
- * The protocol version this build speaks best. Version 2 (frame sizes, node
- * secrets and draining in `register` and `heartbeat`, the `seccomp` and
- * `disk` layers) is not understood by version 1's strict schemas, so a
- * mixed cluster is refused at the handshake, naming both versions, rather
- * than failing on its first message.
+ * The protocol version this build speaks best. Each version changes the
+ * shape of some message, which the older version's strict schemas refuse,
+ * so a mixed cluster is refused at the handshake, naming both versions,
+ * rather than failing on its first such message. Version 2 brought frame
+ * sizes, node secrets and draining in `register` and `heartbeat`, and the
+ * `seccomp` and `disk` layers; version 3 the `estimatedWaitMs` of `queued`.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The oldest protocol version this build still speaks. */
-export const MIN_PROTOCOL_VERSION = 2;
+export const MIN_PROTOCOL_VERSION = 3;
 
 // Declared by security, which authenticates a role and sits below the protocol.
 export type { Role } from "../security/credentials.ts";
@@ -126,11 +127,16 @@ export const AcceptedSchema = z.object({
   jobId: JobId,
 }).strict() satisfies z.ZodType<AcceptedEvent>;
 
-/** The job waits; `position` 1 is next to run. Sent again whenever it moves. */
+/**
+ * The job waits; `position` 1 is next to run. Sent at once, then as it
+ * moves (at most a few times a second), and with position 1 just before
+ * it starts.
+ */
 export const QueuedSchema = z.object({
   type: z.literal("queued"),
   jobId: JobId,
   position: z.number().int().positive(),
+  estimatedWaitMs: z.number().int().nonnegative(),
 }).strict() satisfies z.ZodType<QueuedEvent>;
 
 /** The job started on `node`. */
@@ -352,7 +358,11 @@ export interface AcceptedEvent {
   jobId: string;
 }
 
-/** The job waits; `position` 1 is next to run. Sent again whenever it moves. */
+/**
+ * The job waits; `position` 1 is next to run. Sent at once, then as it
+ * moves (at most a few times a second), and with position 1 just before
+ * it starts.
+ */
 export interface QueuedEvent {
   /** The event type. */
   type: "queued";
@@ -360,6 +370,11 @@ export interface QueuedEvent {
   jobId: string;
   /** Place in the queue; 1 runs next. */
   position: number;
+  /**
+   * A guess of how long it still waits, in ms: its position times how long
+   * recent jobs held a slot, over the slots that run its language.
+   */
+  estimatedWaitMs: number;
 }
 
 /** The job started on `node`. */

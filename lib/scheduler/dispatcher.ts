@@ -1,9 +1,11 @@
 /**
  * The life of every job the master accepted, from admission to its one
  * result: placed on a worker at once when one fits, otherwise queued (fair
- * across clients) with its position told as the queue moves, started the
- * moment a slot frees anywhere, placed again when its node refuses or is
- * lost (a bounded number of times), cancelled when its client gives up.
+ * across clients) with its position and estimated wait told as the queue
+ * moves (coalesced, at a bounded cost per change: `position_announcer.ts`),
+ * started the moment a slot frees anywhere, placed again when its node
+ * refuses or is lost (a bounded number of times), cancelled when its client
+ * gives up.
  *
  * It knows workers and clients only through small interfaces, so the whole
  * lifecycle is here, apart from sockets and registration (the master's).
@@ -30,6 +32,11 @@ import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
 import { canRun, chooseNode, type NodeLoad } from "./placement.ts";
+import {
+  DEFAULT_POSITION_INTERVAL_MS,
+  MAX_POSITION_INTERVAL_MS,
+  PositionAnnouncer,
+} from "./position_announcer.ts";
 import type { OfferedLanguage, Worker } from "./worker.ts";
 
 const log = getLogger(["kiln", "master"]);
@@ -46,6 +53,8 @@ export const DEFAULT_NODE_GRACE_MS = 10_000;
 
 /** The longest {@linkcode DispatcherOptions.nodeGraceMs}: 10 minutes. */
 export const MAX_NODE_GRACE_MS = 600_000;
+
+export { DEFAULT_POSITION_INTERVAL_MS, MAX_POSITION_INTERVAL_MS };
 
 /** What a job is cancelled with when its submitter's signal aborts. */
 const ABORTED = "cancelled by the client";
@@ -103,7 +112,7 @@ interface Job {
   startedAt: number;
   /** Set once its client gave up: it must end, not restart. */
   cancelled: string | undefined;
-  /** Last position the client was told, so only moves are sent. */
+  /** Last position the client was told (0: none yet), so only moves are sent. */
   position: number;
   /** Stdin sent while the job waited or ran, replayed to each attempt. */
   input: string[];
@@ -133,6 +142,13 @@ export interface DispatcherOptions {
    * @default {DEFAULT_NODE_GRACE_MS}
    */
   readonly nodeGraceMs?: number | undefined;
+  /**
+   * The shortest time, in ms, between two updates of a waiting job's
+   * position (see `position_announcer.ts`).
+   *
+   * @default {DEFAULT_POSITION_INTERVAL_MS}
+   */
+  readonly positionIntervalMs?: number | undefined;
   /** Where the job events go (the master dispatches them as its own). */
   readonly emit: <K extends keyof DispatcherEventMap>(
     type: K,
@@ -166,17 +182,32 @@ export class Dispatcher {
   readonly #stranded = new Map<string, ReturnType<typeof setTimeout>>();
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
-  /** Average run time of recent jobs, for the queue-full retry hint. */
-  #averageJobMs = 1000;
+  /**
+   * How many jobs each client has running and waiting (no key when none),
+   * so that a quota is checked in O(1) however many jobs wait.
+   */
+  readonly #counts = new Map<string, { running: number; queued: number }>();
+  /** Tells waiting jobs where they stand as the queue moves. */
+  readonly #positions: PositionAnnouncer<Job>;
+  /**
+   * How long a job holds its slot, from its start to its result as the
+   * master sees them (sandbox and network included), averaged over recent
+   * jobs (each new one weighs a fifth); a guess until the first ends. It
+   * gives waits their estimates and the queue-full retry hint.
+   */
+  #averageRunMs = 1000;
+  /** Slots of the live workers that run each language, counted when first asked. */
+  readonly #slots = new Map<string, number>();
   #closed = false;
   /** A dispatch is under way: one asked for meanwhile runs after it. */
   #dispatching = false;
   #dispatchAgain = false;
-  /** Positions are being told: a change meanwhile has them told again. */
-  #announcing = false;
-  #announceAgain = false;
 
-  /** @throws {RangeError} If `nodeGraceMs` is not an integer from 0 to {@linkcode MAX_NODE_GRACE_MS}. */
+  /**
+   * @throws {RangeError} If `nodeGraceMs` is not an integer from 0 to
+   * {@linkcode MAX_NODE_GRACE_MS}, or `positionIntervalMs` not one from 1 to
+   * {@linkcode MAX_POSITION_INTERVAL_MS}.
+   */
   constructor(options: DispatcherOptions) {
     const { nodeGraceMs = DEFAULT_NODE_GRACE_MS } = options;
     if (
@@ -189,6 +220,11 @@ export class Dispatcher {
     }
     this.#options = options;
     this.#nodeGraceMs = nodeGraceMs;
+    this.#positions = new PositionAnnouncer({
+      queue: this.#queue,
+      tell: (job, position) => this.#tell(job, position),
+      intervalMs: options.positionIntervalMs,
+    });
   }
 
   /** Jobs running now, anywhere. */
@@ -224,6 +260,7 @@ export class Dispatcher {
   addWorker(worker: Worker): Worker | undefined {
     const previous = this.#workers.get(worker.id);
     this.#workers.set(worker.id, worker);
+    this.#slots.clear();
     for (const { name } of worker.languages) {
       const timer = this.#stranded.get(name);
       if (timer === undefined) continue;
@@ -248,6 +285,7 @@ export class Dispatcher {
   removeWorker(worker: Worker, reason: string): void {
     if (this.#workers.get(worker.id) === worker) {
       this.#workers.delete(worker.id);
+      this.#slots.clear();
     }
     for (const language of [...this.#waiting.keys()]) {
       if (!this.#isOffered(language)) {
@@ -332,8 +370,7 @@ export class Dispatcher {
     }
     client.jobs.add(id);
     this.#follow(job, signal);
-    this.#enqueue(job);
-    this.#announcePositions();
+    this.#tell(job, this.#enqueue(job));
     log.info("job {jobId} from {client} queued at position {position}", {
       jobId: id,
       client: client.name,
@@ -401,7 +438,6 @@ export class Dispatcher {
     if (queued) {
       this.#dequeue(queued, "removed");
       this.#finish(queued, this.#failure(queued, `cancelled: ${reason}`));
-      this.#announcePositions();
       return;
     }
     const running = this.#running.get(jobId);
@@ -460,26 +496,32 @@ export class Dispatcher {
       if (candidates.length > 0) open.set(language, candidates);
     }
     if (open.size === 0) return;
-    // A client at its running quota keeps its place, without a turn now.
-    const running = new Map<string, number>();
-    for (const job of this.#running.values()) {
-      running.set(job.client.client, (running.get(job.client.client) ?? 0) + 1);
-    }
-    let started = false;
-    for (const [, job] of this.#queue.entries()) {
+    // A client at its running quota keeps its place, without a turn now;
+    // the walk passes over the rest of its jobs.
+    const atQuota = new Set<string>();
+    for (const job of this.#queue.values(atQuota)) {
       // Listeners of the jobs started so far may have ended this one.
       if (job.state !== "queued") continue;
       const candidates = open.get(job.language);
       if (candidates === undefined) continue;
       const quota = job.client.quota;
-      const count = running.get(job.client.client) ?? 0;
-      if (quota && count >= quota.maxRunning) continue;
+      if (
+        quota &&
+        this.#countsOf(job.client.client).running >= quota.maxRunning
+      ) {
+        atQuota.add(job.client.client);
+        continue;
+      }
       const worker = pick(candidates, loads, job.language, now);
       if (worker === undefined) {
         open.delete(job.language);
         if (open.size === 0) break;
         continue;
       }
+      // However its updates were coalesced, a job that waited hears it is
+      // next before it starts. A listener may cancel it here (then it is
+      // gone from the queue, and does not start), or drop its node.
+      this.#tell(job, 1, 0);
       // A listener dropped the node: walk again with the nodes as they are.
       if (this.#workers.get(worker.id) !== worker) {
         this.#dispatchAgain = true;
@@ -488,10 +530,7 @@ export class Dispatcher {
       if (!this.#dequeue(job, "served")) continue;
       this.#start(job, worker);
       loads.set(worker, worker.load());
-      running.set(job.client.client, count + 1);
-      started = true;
     }
-    if (started) this.#announcePositions();
   }
 
   /**
@@ -500,6 +539,7 @@ export class Dispatcher {
    */
   async close(reason: string): Promise<void> {
     this.#closed = true;
+    this.#positions.close();
     for (const timer of this.#stranded.values()) clearTimeout(timer);
     this.#stranded.clear();
     for (const [, job] of this.#queue.entries()) {
@@ -522,15 +562,27 @@ export class Dispatcher {
 
   /** How many jobs of one client run and wait now. */
   #countsOf(client: string): { running: number; queued: number } {
-    let running = 0;
-    for (const job of this.#running.values()) {
-      if (job.client.client === client) running++;
-    }
-    let queued = 0;
-    for (const job of this.#queued.values()) {
-      if (job.client.client === client) queued++;
-    }
+    const { running = 0, queued = 0 } = this.#counts.get(client) ?? {};
     return { running, queued };
+  }
+
+  /** Adds one to, or takes one from, a client's count of jobs running or waiting. */
+  #count(client: string, which: "running" | "queued", delta: 1 | -1): void {
+    const counts = this.#counts.get(client) ?? { running: 0, queued: 0 };
+    counts[which] += delta;
+    if (counts.running === 0 && counts.queued === 0) {
+      this.#counts.delete(client);
+    } else this.#counts.set(client, counts);
+  }
+
+  /** Marks a job running, or no longer running, and counts it for its client. */
+  #setRunning(job: Job, running: boolean): void {
+    if (running) {
+      this.#running.set(job.id, job);
+      this.#count(job.client.client, "running", 1);
+    } else if (this.#running.delete(job.id)) {
+      this.#count(job.client.client, "running", -1);
+    }
   }
 
   /** The worker a job would run on now, if any fits. */
@@ -560,7 +612,7 @@ export class Dispatcher {
     job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.client.jobs.add(job.id);
-    this.#running.set(job.id, job);
+    this.#setRunning(job, true);
     job.client.send({ type: "started", jobId: job.id, node: worker.name });
     this.#options.emit("jobstart", {
       jobId: job.id,
@@ -575,7 +627,7 @@ export class Dispatcher {
     });
     if (job.cancelled !== undefined) {
       // Cancelled by a listener of `started`: the worker never sees it.
-      this.#running.delete(job.id);
+      this.#setRunning(job, false);
       return this.#finish(
         job,
         this.#failure(job, `cancelled: ${job.cancelled}`),
@@ -595,9 +647,9 @@ export class Dispatcher {
       },
       result: (result) => {
         if (!current()) return;
-        this.#averageJobMs = 0.8 * this.#averageJobMs +
-          0.2 * (result.timeMs + (result.compile?.timeMs ?? 0));
-        this.#running.delete(job.id);
+        this.#averageRunMs = 0.8 * this.#averageRunMs +
+          0.2 * (performance.now() - job.startedAt);
+        this.#setRunning(job, false);
         // The id and node are the master's to say, not the worker's.
         this.#finish(job, {
           ...result,
@@ -609,7 +661,7 @@ export class Dispatcher {
       },
       failed: (reason, kind) => {
         if (!current()) return;
-        this.#running.delete(job.id);
+        this.#setRunning(job, false);
         job.worker = undefined;
         if (kind === "refused") {
           worker.markFailing(Date.now() + FAILING_COOLDOWN_MS);
@@ -657,11 +709,11 @@ export class Dispatcher {
     });
     // Queued before anyone hears of it, so a listener can cancel it.
     job.position = 0;
-    this.#enqueue(job, "front");
+    const position = this.#enqueue(job, "front");
     job.client.send({ type: "restarted", jobId: job.id, reason, attempt });
     this.#options.emit("jobrestart", { jobId: job.id, reason, attempt });
     if (job.state !== "queued") return;
-    this.#announcePositions();
+    this.#tell(job, position);
     if (!offered) this.#strand(job.language, reason);
   }
 
@@ -703,16 +755,23 @@ export class Dispatcher {
       if (!this.#dequeue(job, "removed")) continue;
       this.#finish(job, this.#failure(job, reason));
     }
-    this.#announcePositions();
   }
 
-  /** Puts a job in the queue: at the back, or at the front after a restart. */
-  #enqueue(job: Job, where: "back" | "front" = "back"): void {
-    if (where === "front") this.#queue.pushFront(job);
-    else this.#queue.push(job);
+  /**
+   * Puts a job in the queue, at the back, or at the front after a restart;
+   * returns its position, for its client to hear at once.
+   */
+  #enqueue(job: Job, where: "back" | "front" = "back"): number {
+    const position = where === "front"
+      ? this.#queue.pushFront(job)
+      : this.#queue.push(job);
     job.state = "queued";
     this.#queued.set(job.id, job);
+    this.#count(job.client.client, "queued", 1);
     this.#waiting.set(job.language, (this.#waiting.get(job.language) ?? 0) + 1);
+    // Jobs behind it moved back, unless it joined at the very end.
+    this.#positions.changed(position < this.#queue.length);
+    return position;
   }
 
   /**
@@ -724,6 +783,8 @@ export class Dispatcher {
     if (how === "served") this.#queue.take(job);
     else this.#queue.remove(job);
     this.#queued.delete(job.id);
+    this.#count(job.client.client, "queued", -1);
+    this.#positions.changed(this.#queue.length > 0);
     const left = (this.#waiting.get(job.language) ?? 1) - 1;
     if (left > 0) {
       this.#waiting.set(job.language, left);
@@ -748,30 +809,21 @@ export class Dispatcher {
   }
 
   /**
-   * Tells every waiting client whose position changed where it stands now.
-   * A listener that moves the queue meanwhile makes it go round again, so
-   * the last position each client hears is its true one.
+   * Tells a waiting job's client where it stands, and how long it may
+   * wait, unless it heard that position last: the one place a position is
+   * sent.
    */
-  #announcePositions(): void {
-    if (this.#announcing) {
-      this.#announceAgain = true;
-      return;
-    }
-    this.#announcing = true;
-    try {
-      do {
-        this.#announceAgain = false;
-        for (const [position, job] of this.#queue.entries()) {
-          if (job.state !== "queued" || job.position === position) continue;
-          job.position = position;
-          job.client.send({ type: "queued", jobId: job.id, position });
-          this.#options.emit("jobqueued", { jobId: job.id, position });
-          if (this.#announceAgain) break;
-        }
-      } while (this.#announceAgain);
-    } finally {
-      this.#announcing = false;
-    }
+  #tell(job: Job, position: number, estimatedWaitMs?: number): void {
+    if (job.state !== "queued" || job.position === position) return;
+    job.position = position;
+    const update = {
+      jobId: job.id,
+      position,
+      estimatedWaitMs: estimatedWaitMs ??
+        this.#estimateWaitMs(position, this.#slotsFor(job.language)),
+    };
+    job.client.send({ type: "queued", ...update });
+    this.#options.emit("jobqueued", update);
   }
 
   /**
@@ -823,15 +875,36 @@ export class Dispatcher {
     return false;
   }
 
-  /** A guess of when a slot frees up for a rejected client: queue length times average job time over slots. */
+  /** A guess of when a slot frees up for a rejected client: the wait at the back of the queue, from 1 s to 1 min. */
   #retryAfterMs(): number {
-    const slots = this.workers.reduce(
-      (sum, worker) => sum + worker.load().slots,
-      0,
-    );
-    const estimate = (this.#queue.length * this.#averageJobMs) /
-      Math.max(1, slots);
-    return Math.round(Math.min(60_000, Math.max(1000, estimate)));
+    let slots = 0;
+    for (const worker of this.#workers.values()) slots += worker.load().slots;
+    const estimate = this.#estimateWaitMs(this.#queue.length, slots);
+    return Math.min(60_000, Math.max(1000, estimate));
+  }
+
+  /**
+   * How long the job at `position` may wait, in ms: slots free up, on
+   * average, `slots` per {@linkcode Dispatcher.#averageRunMs}, and it
+   * starts when `position` have. No slot at all counts as one.
+   */
+  #estimateWaitMs(position: number, slots: number): number {
+    return Math.round(position * this.#averageRunMs / Math.max(1, slots));
+  }
+
+  /** How many slots the live workers that run `language` have in all. */
+  #slotsFor(language: string): number {
+    let slots = this.#slots.get(language);
+    if (slots === undefined) {
+      slots = 0;
+      for (const worker of this.#workers.values()) {
+        if (worker.languages.some((offer) => offer.name === language)) {
+          slots += worker.load().slots;
+        }
+      }
+      this.#slots.set(language, slots);
+    }
+    return slots;
   }
 }
 

@@ -413,8 +413,10 @@ Deno.test("Dispatcher: a job whose signal aborted before or as it is submitted e
   ]);
 });
 
-Deno.test("Dispatcher puts restarted jobs back at the front in their original order", () => {
-  const { dispatcher, details } = setup();
+Deno.test("Dispatcher puts restarted jobs back at the front in their original order", async () => {
+  const { dispatcher, details, listeners } = setup(3, {
+    positionIntervalMs: 1,
+  });
   const doomed = new FakeWorker("doomed", 3);
   dispatcher.addWorker(doomed);
   const alice = client("alice");
@@ -426,7 +428,14 @@ Deno.test("Dispatcher puts restarted jobs back at the front in their original or
   assert.deepEqual(doomed.started, ["1", "2", "3"]);
   assert.deepEqual(busy.started, ["4"]);
   dispatcher.removeWorker(doomed, "connection closed");
+  // Each restarted job hears its place at once; the job they pushed back
+  // hears it with the next update.
+  const pushedBack = Promise.withResolvers<void>();
+  listeners.push((type, detail) => {
+    if (type === "jobqueued" && detail.jobId === "5") pushedBack.resolve();
+  });
   doomed.die();
+  await pushedBack.promise;
   // Where each job was last told it stands.
   const positions = new Map<string, number>();
   for (const [type, detail] of details) {
@@ -587,4 +596,153 @@ Deno.test("Dispatcher holds an interactive job's stdin to MAX_INPUT_BYTES in UTF
     [euros.length, false],
     [0, true],
   ]);
+});
+
+Deno.test("Dispatcher: draining a long queue costs a bounded number of position updates per job, and the last job still hears its place fall to 1", async () => {
+  // Before: every dequeue told every waiting job, n(n-1)/2 updates in all.
+  const perJob: number[] = [];
+  for (const waiting of [100, 1000]) {
+    const { dispatcher, listeners } = setup(3, {
+      maxQueue: waiting,
+      positionIntervalMs: 1,
+    });
+    const worker = new FakeWorker("w");
+    dispatcher.addWorker(worker);
+    const clients = Array.from(
+      { length: waiting + 1 },
+      (_, i) => client(`c${i}`),
+    );
+    for (const [i, each] of clients.entries()) {
+      dispatcher.submit(each, job(`${i}`));
+    }
+    assert.equal(dispatcher.queued, waiting);
+    const last = clients.at(-1)!;
+    const initial = last.messages[0];
+    assert.deepEqual(initial, {
+      type: "queued",
+      jobId: `${waiting}`,
+      position: waiting,
+      // Nothing ended yet: a guessed second a job, one slot.
+      estimatedWaitMs: waiting * 1000,
+    });
+    // One job ends at a time; each time, the update it caused goes out
+    // (the worst case: updates as frequent as dequeues).
+    let updated = Promise.withResolvers<void>();
+    listeners.push((type) => type === "jobqueued" && updated.resolve());
+    while (dispatcher.queued > 0) {
+      updated = Promise.withResolvers<void>();
+      worker.finish(worker.started.at(-1)!);
+      if (dispatcher.queued > 0) await updated.promise;
+    }
+    worker.finish(worker.started.at(-1)!);
+    assert.equal(dispatcher.queued, 0);
+    const updates = clients.flatMap((each) =>
+      each.messages.filter((message) => message.type === "queued")
+    );
+    perJob.push(updates.length / waiting);
+    const heard = last.messages.flatMap((message) =>
+      message.type === "queued" ? [message] : []
+    );
+    const positions = heard.map((message) => message.position);
+    assert.deepEqual(positions, [...positions].sort((a, b) => b - a));
+    assert.equal(positions.at(-1), 1);
+    assert.ok(positions.length > 10, `${positions}`);
+    assert.ok(
+      heard.every((message) => Number.isInteger(message.estimatedWaitMs)),
+    );
+    assert.deepEqual(last.messages.at(-1)?.type, "started");
+    await dispatcher.close("done");
+  }
+  // At most the front's 10 and one from a whole walk per dequeue, plus the
+  // job's first: the same bound for 100 waiting as for 1,000.
+  for (const updates of perJob) assert.ok(updates <= 12, `${perJob}`);
+});
+
+Deno.test("Dispatcher: a job that waited hears position 1 just before it starts, however its updates were coalesced", async () => {
+  const { dispatcher } = setup(3, { positionIntervalMs: 60_000 });
+  const worker = new FakeWorker("w");
+  dispatcher.addWorker(worker);
+  const alice = client("alice");
+  for (const id of ["1", "2", "3", "4"]) dispatcher.submit(alice, job(id));
+  // No update is due for a minute: 3 and 4 do not hear they moved...
+  for (const id of ["1", "2", "3"]) worker.finish(id);
+  // ...but each heard it was next as it started.
+  const heard = (id: string) =>
+    alice.messages.filter((m) => m.jobId === id).map((m) =>
+      m.type === "queued" ? `queued ${m.position}` : m.type
+    );
+  assert.deepEqual(heard("1"), ["started"]);
+  assert.deepEqual(heard("2"), ["queued 1", "started"]);
+  assert.deepEqual(heard("3"), ["queued 2", "queued 1", "started"]);
+  assert.deepEqual(heard("4"), ["queued 3", "queued 1", "started"]);
+  worker.finish("4");
+  await dispatcher.close("done");
+});
+
+Deno.test("Dispatcher estimates a wait from the position, the time recent jobs held a slot and the slots that run its language", async () => {
+  const { dispatcher } = setup();
+  const bash = [new FakeWorker("b1", 2), new FakeWorker("b2", 1)];
+  const python = new FakeWorker("py", 8, "python");
+  for (const worker of [...bash, python]) dispatcher.addWorker(worker);
+  const alice = client("alice");
+  for (let i = 0; i < 6; i++) dispatcher.submit(alice, job(`${i}`));
+  const waits = alice.messages.flatMap((m) =>
+    m.type === "queued" ? [[m.position, m.estimatedWaitMs]] : []
+  );
+  // Before any job ended, a job is guessed to hold its slot 1 s; three
+  // slots run bash (python's eight do not count).
+  assert.deepEqual(waits, [[1, 333], [2, 667], [3, 1000]]);
+  for (const worker of bash) {
+    for (const id of [...worker.jobs.keys()]) worker.finish(id);
+  }
+  for (const worker of bash) {
+    for (const id of [...worker.jobs.keys()]) worker.finish(id);
+  }
+  await dispatcher.close("done");
+});
+
+Deno.test("Dispatcher keeps each client's counts through cancels, restarts and ends, and passes over a client at its quota", () => {
+  const { dispatcher } = setup(3, { maxQueue: 100 });
+  const doomed = new FakeWorker("doomed", 2);
+  dispatcher.addWorker(doomed);
+  const bob = { ...client("bob"), quota: { maxRunning: 1, maxQueued: 3 } };
+  const carol = client("carol");
+  for (const id of ["b1", "b2", "b3", "b4"]) dispatcher.submit(bob, job(id));
+  assert.deepEqual(doomed.started, ["b1"]);
+  dispatcher.submit(bob, job("b5"));
+  assert.match(
+    bob.results.at(-1)!.reason!,
+    /3 jobs waiting and 1 running, the most it may have waiting is 3/,
+  );
+  dispatcher.cancel(bob, "b2", "changed my mind");
+  dispatcher.submit(bob, job("b6")); // room again
+  assert.equal(dispatcher.queued, 3);
+  // carol's job joins behind bob's three: bob is at his quota, so the walk
+  // passes over his jobs and carol takes the free slot.
+  dispatcher.submit(carol, job("c1"));
+  assert.deepEqual(doomed.started, ["b1", "c1"]);
+  // Another node joins: bob is still at his quota, so nothing moves.
+  const next = new FakeWorker("next", 2);
+  dispatcher.addWorker(next);
+  assert.deepEqual(next.started, []);
+  // The first node dies: its jobs restart first on the other, b1 too, as
+  // bob's count of running jobs went back to zero.
+  dispatcher.removeWorker(doomed, "gone");
+  doomed.die();
+  assert.deepEqual(next.started, ["b1", "c1"]);
+  next.finish("c1");
+  assert.deepEqual(next.started, ["b1", "c1"], "bob is still at his quota");
+  next.finish("b1");
+  assert.deepEqual(next.started, ["b1", "c1", "b3"]);
+  next.finish("b3");
+  next.finish("b4");
+  next.finish("b6");
+  assert.equal(dispatcher.queued + dispatcher.running, 0);
+  // All his counts are back to zero: four may wait again.
+  for (const id of ["b7", "b8", "b9", "b10"]) dispatcher.submit(bob, job(id));
+  assert.equal(dispatcher.queued, 3);
+  assert.deepEqual(
+    bob.results.filter((r) => r.verdict === "rejected").map((r) => r.jobId),
+    ["b5"],
+  );
 });

@@ -14,6 +14,11 @@ export interface JobQueuedDetail {
   readonly jobId: string;
   /** Its place in the queue; 1 runs next. */
   readonly position: number;
+  /**
+   * A guess of how long it waits still, in ms: `position` times the time
+   * recent jobs held their slot, over the slots that run its language.
+   */
+  readonly estimatedWaitMs: number;
 }
 
 /** A job started running on `node`. */
@@ -54,7 +59,12 @@ export interface DispatcherEventMap {
  * as it stands, so a client link sends them as they are.
  */
 export type JobUpdate =
-  | { type: "queued"; jobId: string; position: number }
+  | {
+    type: "queued";
+    jobId: string;
+    position: number;
+    estimatedWaitMs: number;
+  }
   | { type: "started"; jobId: string; node: string }
   | { type: "output"; jobId: string; stream: OutputStream; data: string }
   | { type: "restarted"; jobId: string; reason: string; attempt: number };

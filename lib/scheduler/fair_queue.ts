@@ -6,6 +6,7 @@
  */
 
 import type { JobQueue } from "./job_queue.ts";
+import { LinkedSet } from "./_linked_set.ts";
 
 /**
  * Round-robin across clients, FIFO within a client.
@@ -20,10 +21,14 @@ import type { JobQueue } from "./job_queue.ts";
  * Positions are the dispatch order as it stands now, so unlike a plain FIFO a
  * job's position can move backwards: when another client (or a new client)
  * pushes, its job may be interleaved ahead of jobs that were already waiting.
- * Send position updates after every change, not only when the front leaves.
+ * Any change can move a job, not only the front leaving.
  *
- * Costs: `push` is O(clients), `shift`, `remove` and `pushFront` are O(1)
- * (amortised), `entries` is O(jobs).
+ * Costs: `shift`, `take`, `remove` and `pushFront` are O(1), and so is
+ * `push` for a client with no other job waiting; a client's second and
+ * later jobs cost O(clients) to place. Walks ({@linkcode FairQueue.entries},
+ * {@linkcode FairQueue.values}) are lazy: reading the first k jobs costs
+ * O(k), so a caller that needs only the front never pays for the whole
+ * queue.
  *
  * @example One client's burst does not starve another
  * ```ts
@@ -59,13 +64,13 @@ import type { JobQueue } from "./job_queue.ts";
  */
 export class FairQueue<T> implements JobQueue<T> {
   readonly #keyOf: (item: T) => string;
-  // Each client's waiting jobs; a Set keeps order and removes in O(1).
-  // A client is present here exactly when it is in the rotation.
-  #lists = new Map<string, Set<T>>();
+  // Each client's waiting jobs, in order, each removed in O(1) wherever
+  // it is. A client is present here exactly when it is in the rotation.
+  #lists = new Map<string, LinkedSet<T>>();
   // Clients with work, next first; delete then add moves one to the back.
-  #rotation = new Set<string>();
+  #rotation = new LinkedSet<string>();
   // Restarted jobs, in the order they came back.
-  #front = new Set<T>();
+  #front = new LinkedSet<T>();
   // Every queued job: its client, or undefined when it sits in #front.
   #keys = new Map<T, string | undefined>();
 
@@ -92,14 +97,16 @@ export class FairQueue<T> implements JobQueue<T> {
   push(item: T): number {
     this.#refuseTwice(item);
     const key = this.#keyOf(item);
-    let list = this.#lists.get(key);
+    this.#keys.set(item, key);
+    const list = this.#lists.get(key);
     if (list === undefined) {
-      list = new Set();
-      this.#lists.set(key, list);
+      // A client with nothing else waiting joins the back of the rotation:
+      // its job runs after the first job of every client ahead of it.
+      this.#lists.set(key, new LinkedSet([item]));
       this.#rotation.add(key);
+      return this.#front.size + this.#rotation.size;
     }
     list.add(item);
-    this.#keys.set(item, key);
     // Dispatch runs in rounds over the rotation: round r takes the r-th job
     // of every client that has one. Our job, at index k of its list, runs
     // after every job in rounds before k, and after the clients ahead of its
@@ -117,34 +124,35 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /**
    * Puts a restarted job before every client's jobs, behind those put back
-   * before it, whatever its client.
+   * before it, whatever its client; returns its position.
    *
    * @throws {TypeError} If the job is already queued.
    */
-  pushFront(item: T): void {
+  pushFront(item: T): number {
     this.#refuseTwice(item);
     this.#front.add(item);
     this.#keys.set(item, undefined);
+    return this.#front.size;
   }
 
   /** Takes the next job to dispatch; undefined when the queue is empty. */
   shift(): T | undefined {
-    for (const item of this.#front) {
+    if (this.#front.size > 0) {
+      const item = this.#front.first() as T;
       this.#front.delete(item);
       this.#keys.delete(item);
       return item;
     }
-    for (const key of this.#rotation) {
-      const list = this.#lists.get(key) as Set<T>;
-      const item = first(list) as T;
-      list.delete(item);
-      this.#keys.delete(item);
-      this.#rotation.delete(key);
-      if (list.size > 0) this.#rotation.add(key);
-      else this.#lists.delete(key);
-      return item;
-    }
-    return undefined;
+    const key = this.#rotation.first();
+    if (key === undefined) return undefined;
+    const list = this.#lists.get(key) as LinkedSet<T>;
+    const item = list.first() as T;
+    list.delete(item);
+    this.#keys.delete(item);
+    this.#rotation.delete(key);
+    if (list.size > 0) this.#rotation.add(key);
+    else this.#lists.delete(key);
+    return item;
   }
 
   /**
@@ -171,7 +179,7 @@ export class FairQueue<T> implements JobQueue<T> {
       this.#front.delete(item);
       return true;
     }
-    const list = this.#lists.get(key) as Set<T>;
+    const list = this.#lists.get(key) as LinkedSet<T>;
     list.delete(item);
     if (list.size === 0) {
       this.#lists.delete(key);
@@ -182,38 +190,66 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /**
    * Every waiting job with its position, in the order successive
-   * {@linkcode FairQueue.shift} calls would return them. A snapshot: the
-   * queue may change while it is iterated.
+   * {@linkcode FairQueue.shift} calls would return them, walked lazily.
+   * What changes during the walk is as {@linkcode FairQueue.values} says;
+   * positions are those of the queue as the walk found it, so they are
+   * only right until the queue changes.
    */
-  entries(): IterableIterator<[number, T]> {
-    const order: [number, T][] = [];
-    for (const item of this.#front) order.push([order.length + 1, item]);
-    let active = [...this.#rotationLists()].map(([, list]) => list.values());
-    while (active.length > 0) {
-      const next: typeof active = [];
-      for (const iterator of active) {
-        const step = iterator.next();
-        if (step.done) continue;
-        order.push([order.length + 1, step.value]);
-        next.push(iterator);
-      }
-      active = next;
-    }
-    return order.values();
+  *entries(): IterableIterator<[number, T]> {
+    let position = 0;
+    for (const item of this.values()) yield [++position, item];
   }
 
-  *#rotationLists(): Generator<[string, Set<T>]> {
+  /**
+   * Every waiting job in dispatch order, walked lazily, skipping the
+   * clients in `passOver` (which the caller may add to as it walks): a
+   * client that may not run more now is passed over in O(1), however many
+   * of its jobs wait. Restarted jobs belong to no client here and are
+   * always walked.
+   *
+   * The caller may change the queue as it walks (start, cancel, add jobs):
+   * a job taken or removed is not yielded afterwards (unless it is queued
+   * again), a client served and so moved to the back of the rotation is
+   * not walked twice, and a job added meanwhile may or may not be reached.
+   */
+  *values(passOver?: ReadonlySet<string>): IterableIterator<T> {
+    // Live iteration: what is deleted meanwhile is skipped.
+    yield* this.#front;
+    // Round 0 takes each client's first job in rotation order, and keeps
+    // the rest of the list for the rounds after it.
+    const walked = new Set<string>();
+    let round: [string, Iterator<T>][] = [];
     for (const key of this.#rotation) {
-      yield [key, this.#lists.get(key) as Set<T>];
+      if (walked.has(key) || passOver?.has(key)) continue;
+      walked.add(key);
+      const list = this.#lists.get(key) as LinkedSet<T>;
+      const more = list.size > 1; // Read before the caller can take the head.
+      const jobs = list.values();
+      const head = jobs.next();
+      if (head.done) continue;
+      yield head.value;
+      if (more) round.push([key, jobs]);
+    }
+    while (round.length > 0) {
+      const next: typeof round = [];
+      for (const [key, jobs] of round) {
+        if (passOver?.has(key)) continue;
+        const step = jobs.next();
+        if (step.done) continue;
+        yield step.value;
+        next.push([key, jobs]);
+      }
+      round = next;
+    }
+  }
+
+  *#rotationLists(): Generator<[string, LinkedSet<T>]> {
+    for (const key of this.#rotation) {
+      yield [key, this.#lists.get(key) as LinkedSet<T>];
     }
   }
 
   #refuseTwice(item: T): void {
     if (this.#keys.has(item)) throw new TypeError("Cannot queue a job twice");
   }
-}
-
-function first<T>(items: Iterable<T>): T | undefined {
-  for (const item of items) return item;
-  return undefined;
 }

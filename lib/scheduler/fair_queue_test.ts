@@ -258,7 +258,8 @@ Deno.test("FairQueue entries() always match what shift() would return", () => {
       } else if (roll < 0.5) {
         const item = `${pick(clients)}#${next++}`;
         reference.pushFront(item);
-        queue.pushFront(item);
+        const position = reference.dispatchOrder().indexOf(item) + 1;
+        assert.equal(queue.pushFront(item), position, context);
       } else if (roll < 0.75) {
         assert.equal(queue.shift(), reference.shift(), context);
       } else if (roll < 0.85) {
@@ -302,4 +303,59 @@ Deno.test("FairQueue.take() serves a client: it goes to the back of the rotation
   queue.push("a3");
   queue.remove("b1");
   assert.deepEqual([...queue.entries()].map(([, item]) => item), ["a2", "a3"]);
+});
+
+Deno.test("FairQueue.values() may be walked while it starts jobs: each once, in dispatch order, a client at its quota passed over", () => {
+  const queue = byLetter();
+  for (const job of ["a1", "a2", "a3", "b1", "b2", "c1", "c2", "c3"]) {
+    queue.push(job);
+  }
+  queue.pushFront("r0");
+  assert.deepEqual(order(queue), [
+    "r0",
+    "a1",
+    "b1",
+    "c1",
+    "a2",
+    "b2",
+    "c2",
+    "a3",
+    "c3",
+  ]);
+  // The dispatcher's walk: it takes what it starts (serving the client,
+  // who moves to the back of the rotation), and passes over "b" once it
+  // is at its quota, after b1.
+  const atQuota = new Set<string>();
+  const walked: string[] = [];
+  for (const job of queue.values(atQuota)) {
+    walked.push(job);
+    if (job === "b1") atQuota.add("b");
+    if (job !== "c2") queue.take(job); // c2 fits no node: it keeps its place.
+    if (job === "a2") queue.push("d1"); // a job joins mid-walk
+  }
+  assert.deepEqual(walked.slice(0, 7), [
+    "r0",
+    "a1",
+    "b1",
+    "c1",
+    "a2",
+    "c2",
+    "a3",
+  ]);
+  assert.equal(new Set(walked).size, walked.length, `walked twice: ${walked}`);
+  assert.ok(!walked.includes("b2"), "b was passed over");
+  for (const job of walked) {
+    assert.equal(queue.remove(job), job === "c2", job);
+  }
+  assert.deepEqual(order(queue).filter((job) => job !== "d1"), ["b2"]);
+});
+
+Deno.test("FairQueue.entries() is live: a job removed before the walk reaches it is not yielded", () => {
+  const queue = byLetter();
+  for (let i = 0; i < 1000; i++) queue.push(`a${i}`);
+  const walk = queue.entries();
+  assert.deepEqual(walk.next().value, [1, "a0"]);
+  assert.deepEqual(walk.next().value, [2, "a1"]);
+  queue.remove("a2");
+  assert.deepEqual(walk.next().value, [3, "a3"]);
 });

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { LinkedSet } from "./_linked_set.ts";
 
 /**
  * Jobs waiting for a slot. Position 1 is the next to run.
@@ -29,8 +30,9 @@ export interface JobQueue<T> {
    * Puts a job back ahead of every job that waits its first turn, behind
    * those put back before it: for jobs that must restart because their node
    * died. Several put back at once keep their order (a queue, not a stack).
+   * Returns its position.
    */
-  pushFront(item: T): void;
+  pushFront(item: T): number;
   /** Takes the job at the front. */
   shift(): T | undefined;
   /**
@@ -41,8 +43,21 @@ export interface JobQueue<T> {
   take(item: T): boolean;
   /** Removes a job wherever it is (a cancelled or disconnected client); false if absent. */
   remove(item: T): boolean;
-  /** Every waiting job with its position, front first. */
+  /**
+   * Every waiting job with its position, front first, walked lazily:
+   * reading the first k costs O(k). The positions are those of the queue
+   * as the walk found it.
+   */
   entries(): IterableIterator<[position: number, item: T]>;
+  /**
+   * Every waiting job, front first, walked lazily. The caller may change
+   * the queue as it walks: a job taken or removed is not yielded
+   * afterwards (unless it is queued again), and one added meanwhile may or
+   * may not be reached. Jobs of the clients in `passOver` may be left out, a
+   * hint the caller may add to as it walks (a queue that does not tell
+   * clients apart walks them all).
+   */
+  values(passOver?: ReadonlySet<string>): IterableIterator<T>;
 }
 
 /**
@@ -74,10 +89,10 @@ export interface JobQueue<T> {
  * ```
  */
 export class FifoQueue<T> implements JobQueue<T> {
-  // A Set keeps insertion order and removes from the middle in O(1).
-  #items = new Set<T>();
+  // Insertion order, and removal from the middle in O(1).
+  #items = new LinkedSet<T>();
   // Restarted jobs, in the order they came back.
-  #front = new Set<T>();
+  #front = new LinkedSet<T>();
 
   get length(): number {
     return this.#front.size + this.#items.size;
@@ -89,19 +104,18 @@ export class FifoQueue<T> implements JobQueue<T> {
     return this.length;
   }
 
-  pushFront(item: T): void {
+  pushFront(item: T): number {
     this.#refuseTwice(item);
     this.#front.add(item);
+    return this.#front.size;
   }
 
   shift(): T | undefined {
-    for (const items of [this.#front, this.#items]) {
-      for (const item of items) {
-        items.delete(item);
-        return item;
-      }
-    }
-    return undefined;
+    const items = this.#front.size > 0 ? this.#front : this.#items;
+    if (items.size === 0) return undefined;
+    const item = items.first() as T;
+    items.delete(item);
+    return item;
   }
 
   take(item: T): boolean {
@@ -114,8 +128,13 @@ export class FifoQueue<T> implements JobQueue<T> {
 
   *entries(): IterableIterator<[number, T]> {
     let position = 0;
-    for (const item of this.#front) yield [++position, item];
-    for (const item of this.#items) yield [++position, item];
+    for (const item of this.values()) yield [++position, item];
+  }
+
+  // Every job is its own turn here: there is no client to pass over.
+  *values(): IterableIterator<T> {
+    yield* this.#front;
+    yield* this.#items;
   }
 
   #refuseTwice(item: T): void {
