@@ -7,7 +7,9 @@
  *   removeWorkdir), one at a time;
  * - `cluster`: a coordinator (`--slots 0`) and one secondary, separate
  *   processes on loopback, running sandboxed bash `echo` jobs from a few
- *   concurrent clients; the CPU of each node process over the jobs.
+ *   concurrent clients; the CPU of each node process over the jobs. Once
+ *   with a connection per job (`submitProgram`), once with one connection
+ *   per client for all its jobs, as a long-lived client does.
  *
  * Run: `deno run -A bench/node_cpu_bench.ts [sandbox|cluster|both] [jobs]`
  * (default both, 500 jobs). Linux only.
@@ -19,7 +21,11 @@ import {
   startSecondaryProcess,
 } from "../cli/_processes.ts";
 import { submitProgram } from "../mod.ts";
-import { DEFAULT_LIMITS } from "../lib/job.ts";
+import { DEFAULT_LIMITS, type JobRequest, type JobResult } from "../lib/job.ts";
+import { parseHostPort } from "../lib/address.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
+import { dial } from "../lib/protocol/transport.ts";
 import { Sandbox } from "../lib/sandbox/sandbox.ts";
 import { defaultWorkRoot } from "../lib/sandbox/work_root.ts";
 import { runPool } from "./_stats.ts";
@@ -67,9 +73,13 @@ export async function benchSandbox(jobs: number): Promise<number> {
   }
 }
 
+/** How the bench's clients reach the master. */
+export type ClientMode = "connection per job" | "connection per client";
+
 /** ms of the master's and the secondary's CPU per sandboxed bash job. */
 export async function benchCluster(
   jobs: number,
+  mode: ClientMode,
 ): Promise<{ master: number; secondary: number; failures: number }> {
   const token = crypto.randomUUID();
   await using master = await startMasterProcess({
@@ -83,15 +93,37 @@ export async function benchCluster(
     stderr: "null",
   });
   let failures = 0;
-  const run = (count: number) =>
-    runPool(Array.from({ length: count }, (_, i) => i), CLIENTS, async (i) => {
-      const result = await submitProgram({
-        language: "bash",
-        files: [{ name: "main.sh", content: `echo hi ${i}\n` }],
-      }, { master: master.address, token, name: `client-${i % CLIENTS}` });
-      if (result.verdict !== "ok") failures++;
-      return 0;
-    });
+  const job = (i: number): JobRequest => ({
+    language: "bash",
+    files: [{ name: "main.sh", content: `echo hi ${i}\n` }],
+  });
+  const run = async (count: number) => {
+    if (mode === "connection per job") {
+      await runPool(
+        Array.from({ length: count }, (_, i) => i),
+        CLIENTS,
+        async (i) => {
+          const result = await submitProgram(job(i), {
+            master: master.address,
+            token,
+            name: `client-${i % CLIENTS}`,
+          });
+          if (result.verdict !== "ok") failures++;
+        },
+      );
+      return;
+    }
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        await using client = await connectClient(master.address, token);
+        while (next < count) {
+          const result = await client.run(job(next++));
+          if (result.verdict !== "ok") failures++;
+        }
+      }),
+    );
+  };
   await run(WARMUP);
   failures = 0;
   const masterBefore = cpuMs(master.child.pid);
@@ -104,6 +136,25 @@ export async function benchCluster(
   };
 }
 
+/** A client that runs its jobs one after another on one connection. */
+async function connectClient(
+  master: string,
+  token: string,
+): Promise<AsyncDisposable & { run(job: JobRequest): Promise<JobResult> }> {
+  const connection = new Connection(await dial(parseHostPort(master)));
+  await clientHandshake(connection, { role: "client", token });
+  return {
+    async run(job) {
+      await connection.send({ type: "submit", ref: "1", job });
+      while (true) {
+        const message = await connection.receive();
+        if (message.type === "result") return message.result;
+      }
+    },
+    [Symbol.asyncDispose]: () => connection.close(),
+  };
+}
+
 if (import.meta.main) {
   const what = Deno.args[0] ?? "both";
   const jobs = Number(Deno.args[1] ?? 500);
@@ -113,11 +164,15 @@ if (import.meta.main) {
     print(`sandbox: ${(await benchSandbox(jobs)).toFixed(2)} ms CPU/job`);
   }
   if (what === "cluster" || what === "both") {
-    const { master, secondary, failures } = await benchCluster(jobs);
-    print(
-      `cluster: master ${master.toFixed(2)} ms CPU/job, secondary ${
-        secondary.toFixed(2)
-      } ms CPU/job (${jobs} jobs, ${failures} failed)`,
-    );
+    for (
+      const mode of ["connection per job", "connection per client"] as const
+    ) {
+      const { master, secondary, failures } = await benchCluster(jobs, mode);
+      print(
+        `cluster, ${mode}: master ${master.toFixed(2)} ms CPU/job, secondary ${
+          secondary.toFixed(2)
+        } ms CPU/job (${jobs} jobs, ${failures} failed)`,
+      );
+    }
   }
 }
