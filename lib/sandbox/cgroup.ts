@@ -98,7 +98,8 @@ export interface JobCgroup extends AsyncDisposable {
    */
   killAll(): Promise<void>;
   /**
-   * {@linkcode JobCgroup.killAll}, then removes every directory. True when
+   * Removes every directory, killing what is in it first (see
+   * {@linkcode JobCgroup.killAll}). True when
    * every directory is gone: the kernel removes only a cgroup no process is
    * in, so no process of the job is left. False when one stays behind
    * (logged and counted in {@linkcode CgroupBackend.leaked}). Never
@@ -605,7 +606,7 @@ function enableControllers(
     writeFile(file, wanted.map((c) => `+${c}`).join(" "));
     return undefined;
   } catch (error) {
-    return error instanceof Deno.errors.Busy
+    return isBusy(error)
       ? `cannot enable ${wanted.join(", ")} in ${file}: ${dir} holds ` +
         "processes (cgroup v2 allows controllers only for cgroups without)"
       : `cannot enable ${wanted.join(", ")} in ${file}: ${message(error)}`;
@@ -833,7 +834,9 @@ abstract class BaseCgroup implements JobCgroup {
   }
 
   async remove(): Promise<boolean> {
-    await this.killAll();
+    // No kill first: the kernel removes only an empty cgroup, and one that
+    // is not empty (EBUSY) is killed before each retry. A step's cgroup is
+    // mostly empty by now (its launcher killed what was left).
     let gone = true;
     for (const path of [...this.paths].reverse()) {
       gone = await removeDirectory(
@@ -989,7 +992,7 @@ async function removeDirectory(
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return true; // Gone already.
       why = message(error);
-      if (!(error instanceof Deno.errors.Busy)) break; // Hopeless.
+      if (!isBusy(error)) break; // Hopeless.
       await killAll();
       await delay(KILL_PAUSE_MS);
     }
@@ -1126,6 +1129,16 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Whether `error` is EBUSY: a cgroup that still holds processes. Deno 2.9
+ * reports it as a plain `Error` whose `code` is `"EBUSY"`, not as
+ * `Deno.errors.Busy`.
+ */
+function isBusy(error: unknown): boolean {
+  return error instanceof Deno.errors.Busy ||
+    (error as { code?: unknown } | null)?.code === "EBUSY";
 }
 
 function delay(ms: number): Promise<void> {

@@ -663,6 +663,31 @@ Deno.test("a cgroup still busy after every rmdir retry is logged at warn with it
   }
 });
 
+Deno.test("a cgroup busy for a moment is removed once it is empty, told busy as Deno tells it", async () => {
+  await using fake = await fakeCgroupfs("cpu memory pids\n");
+  // Deno 2.9 reports EBUSY as a plain Error with code "EBUSY".
+  let busy = 2;
+  const directories: CgroupDirectories = {
+    ...fake.directories,
+    rmdir: (path) => {
+      if (path.endsWith("/exiting") && busy-- > 0) {
+        return Promise.reject(
+          Object.assign(new Error("Device or resource busy (os error 16)"), {
+            code: "EBUSY",
+          }),
+        );
+      }
+      return fake.directories.rmdir(path);
+    },
+  };
+  const backend = await detectCgroups({ root: fake.root, directories });
+  assert.ok(backend.available);
+  const cgroup = await backend.create("exiting");
+  assert.equal(await cgroup.remove(), true);
+  assert.equal(backend.leaked, 0);
+  assert.ok(await isGone(cgroup.paths[0]!));
+});
+
 /** Lays out `<root>/<path>` as systemd delegates a service's cgroup. */
 async function delegatedService(
   fake: { root: string; directories: CgroupDirectories },
