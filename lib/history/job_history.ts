@@ -141,6 +141,11 @@ export class JobHistory implements Disposable {
   readonly #lists = new Map<string, StatementSync>();
   /** The last row's `seq`: rows at or below `#lastSeq - maxJobs` are past the count. */
   #lastSeq: number;
+  /**
+   * No row finished before this (a lower bound): until the age cutoff
+   * passes it, there is nothing too old, and no delete to run for it.
+   */
+  #oldest = -Infinity;
   /** Scratch space to measure and cut output in UTF-8, made on first need. */
   #scratch: Uint8Array | undefined;
 
@@ -292,6 +297,7 @@ export class JobHistory implements Disposable {
       compileErr,
     );
     this.#lastSeq = Math.max(this.#lastSeq, Number(lastInsertRowid));
+    this.#oldest = Math.min(this.#oldest, finishedAt);
     this.prune();
     return toSummary({
       job_id: result.jobId,
@@ -317,10 +323,13 @@ export class JobHistory implements Disposable {
     if (upTo > 0) {
       deleted += Number(this.#deleteUpTo.run(upTo, batch).changes);
     }
-    if (deleted < batch) {
-      deleted += Number(
-        this.#deleteBefore.run(this.#cutoff(), batch - deleted).changes,
-      );
+    const cutoff = this.#cutoff();
+    if (deleted < batch && cutoff > this.#oldest) {
+      const room = batch - deleted;
+      const old = Number(this.#deleteBefore.run(cutoff, room).changes);
+      deleted += old;
+      // All of them gone: every row left finished at the cutoff or later.
+      if (old < room) this.#oldest = cutoff;
     }
     return deleted;
   }

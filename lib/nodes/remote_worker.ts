@@ -115,8 +115,8 @@ export class RemoteWorker implements Worker {
     this.#armDeadline();
     try {
       for await (const message of this.#connection) {
+        // The silence deadline reads this when it fires: no timer per message.
         this.#lastSeen = performance.now();
-        this.#armDeadline();
         this.#handle(message);
       }
       this.lose(
@@ -315,16 +315,32 @@ export class RemoteWorker implements Worker {
     return job?.events;
   }
 
+  /** Loses the node once it was silent for `nodeTimeoutMs`, and the grace after. */
   #armDeadline(): void {
-    clearTimeout(this.#deadline);
-    // Not lost at once: what it sent while the master could not read is
-    // read in the grace, and re-arms this deadline (see `silenceGraceMs`).
-    this.#deadline = setTimeout(() => {
+    this.#deadline = setTimeout(
+      () => this.#checkSilence(),
+      timerDelay(this.#options.nodeTimeoutMs),
+    );
+  }
+
+  #checkSilence(): void {
+    const { nodeTimeoutMs } = this.#options;
+    const silentMs = performance.now() - this.#lastSeen;
+    if (silentMs < nodeTimeoutMs) {
+      // It spoke since the deadline was set: wait for the rest of it.
       this.#deadline = setTimeout(
-        () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-        this.#graceMs,
+        () => this.#checkSilence(),
+        timerDelay(Math.ceil(nodeTimeoutMs - silentMs)),
       );
-    }, timerDelay(this.#options.nodeTimeoutMs));
+      return;
+    }
+    // Not lost at once: what it sent while the master could not read is
+    // read in the grace, and puts the deadline off (see `silenceGraceMs`).
+    const seen = this.#lastSeen;
+    this.#deadline = setTimeout(() => {
+      if (this.#lastSeen !== seen) this.#checkSilence();
+      else this.lose(`silent for ${nodeTimeoutMs} ms`);
+    }, this.#graceMs);
   }
 
   #lostMessage(): string {

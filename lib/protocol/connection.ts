@@ -156,6 +156,9 @@ export interface CloseReason {
   message: string;
 }
 
+/** The most bytes of a batch of frames copied into one write. */
+const MAX_JOINED_BYTES = 64 * 1024;
+
 /** Bytes read from the socket at a time, into one reused buffer. */
 const READ_BUFFER_BYTES = 64 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -268,7 +271,11 @@ export class Connection implements AsyncDisposable {
   #droppedMessages = 0;
   /** When the socket last took bytes, or the send buffer last became non-empty. */
   #lastProgress = 0;
-  /** Armed while bytes wait to be written: closes a peer that takes none. */
+  /**
+   * Armed once bytes wait to be written, and left armed when they are out
+   * (no timer per write): when it fires it closes a peer that took none for
+   * `stallTimeoutMs`, waits the rest, or, with nothing waiting, disarms.
+   */
   #stallTimer: ReturnType<typeof setTimeout> | undefined;
   #decoder: FrameDecoder;
   #buffer = new Uint8Array(READ_BUFFER_BYTES);
@@ -284,6 +291,12 @@ export class Connection implements AsyncDisposable {
   #endedCleanly = false;
   /** The write chain: frames go out whole and in order. Never rejects. */
   #writing: Promise<void> = Promise.resolve();
+  /**
+   * Frames waiting for the write chain to reach them: whatever is sent
+   * before it does goes out in the same write, one syscall for a burst
+   * (`output` then `result`, `accepted` then `started`).
+   */
+  #batch: { frames: Uint8Array[]; written: Promise<void> } | undefined;
   #closing: Promise<void> | undefined;
   /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
   #shuttingDown = false;
@@ -449,9 +462,49 @@ export class Connection implements AsyncDisposable {
     if (this.#bufferedBytes === 0) this.#lastProgress = performance.now();
     this.#bufferedBytes += frame.length;
     this.#watchStall();
-    const written = this.#writing.then(() => this.#writeAll(frame));
+    if (this.#batch !== undefined) {
+      this.#batch.frames.push(frame);
+      return this.#batch.written;
+    }
+    const frames = [frame];
+    const written = this.#writing.then(() => {
+      // From now on, frames wait for the next write.
+      this.#batch = undefined;
+      return this.#writeFrames(frames);
+    });
+    this.#batch = { frames, written };
     this.#writing = written.catch(() => {});
     return written;
+  }
+
+  /** Writes a batch of frames: small ones in one write, large ones each in its own. */
+  async #writeFrames(frames: Uint8Array[]): Promise<void> {
+    if (frames.length === 1) return await this.#writeAll(frames[0]!);
+    let total = 0;
+    for (const frame of frames) total += frame.length;
+    if (total > MAX_JOINED_BYTES) {
+      // Not worth a copy: the syscalls are few next to the bytes.
+      let sent = 0;
+      try {
+        for (const frame of frames) {
+          await this.#writeAll(frame);
+          sent++;
+        }
+      } finally {
+        // Frames after a failed one never go out: they wait no more.
+        for (const frame of frames.slice(sent + 1)) {
+          this.#bufferedBytes -= frame.length;
+        }
+      }
+      return;
+    }
+    const joined = new Uint8Array(total);
+    let offset = 0;
+    for (const frame of frames) {
+      joined.set(frame, offset);
+      offset += frame.length;
+    }
+    await this.#writeAll(joined);
   }
 
   async #writeAll(frame: Uint8Array): Promise<void> {
@@ -479,10 +532,6 @@ export class Connection implements AsyncDisposable {
     } finally {
       // Bytes that will never go out (a failed or cancelled write) wait no more.
       this.#bufferedBytes -= frame.length - offset;
-      if (this.#bufferedBytes === 0) {
-        clearTimeout(this.#stallTimer);
-        this.#stallTimer = undefined;
-      }
     }
   }
 
@@ -501,6 +550,7 @@ export class Connection implements AsyncDisposable {
   /** Closes a peer that took no byte for `stallTimeoutMs`; otherwise waits the rest. */
   #checkStall(): void {
     this.#stallTimer = undefined;
+    // Nothing waits (the next write arms it again), or the close took over.
     if (this.#bufferedBytes === 0 || this.#shuttingDown) return;
     const stalledMs = performance.now() - this.#lastProgress;
     if (stalledMs < this.#stallTimeoutMs) {

@@ -504,3 +504,63 @@ Deno.test("Connection rejects send-buffer options it cannot honour", async () =>
   server.close();
   client.close();
 });
+
+/** `conn`, counting the bytes of each write Connection makes to it. */
+function countingWrites(
+  conn: Deno.TcpConn,
+): { conn: Deno.Conn; writes: number[] } {
+  const writes: number[] = [];
+  const counted = {
+    remoteAddr: conn.remoteAddr,
+    localAddr: conn.localAddr,
+    read: (buffer: Uint8Array) => conn.read(buffer),
+    write: (bytes: Uint8Array) => {
+      writes.push(bytes.length);
+      return conn.write(bytes);
+    },
+    close: () => conn.close(),
+  };
+  return { conn: counted as unknown as Deno.Conn, writes };
+}
+
+Deno.test("Connection sends a burst of messages in one write, in order", async () => {
+  const { server, client } = await socketPair();
+  const { conn, writes } = countingWrites(server);
+  const connection = new Connection(conn);
+  const peer = new Connection(client);
+  const messages: Message[] = [CANCEL, { type: "cancel", jobId: "j2" }, {
+    type: "cancel",
+    jobId: "j3",
+  }];
+  await Promise.all(messages.map((message) => connection.send(message)));
+  const frameBytes = messages.map((m) => encodeFrame(m).length);
+  assert.deepEqual(writes, [frameBytes.reduce((a, b) => a + b)]);
+  for (const message of messages) {
+    assert.deepEqual(await peer.receive({ timeoutMs: 1000 }), message);
+  }
+  // Alone, a message is a write of its own.
+  await connection.send(CANCEL);
+  assert.deepEqual(writes.slice(1), [frameBytes[0]]);
+  assert.deepEqual(await peer.receive({ timeoutMs: 1000 }), CANCEL);
+  assert.equal(connection.bufferedBytes, 0);
+  await connection.close();
+  await peer.close();
+});
+
+Deno.test("Connection writes large frames of a burst each on its own, in order", async () => {
+  const { server, client } = await socketPair();
+  const { conn, writes } = countingWrites(server);
+  const connection = new Connection(conn);
+  const peer = new Connection(client);
+  const big: Message = { ...CHUNK, data: "x".repeat(80 * 1024) };
+  const sent = Promise.all([connection.send(big), connection.send(CANCEL)]);
+  assert.deepEqual(await peer.receive({ timeoutMs: 5000 }), big);
+  assert.deepEqual(await peer.receive({ timeoutMs: 5000 }), CANCEL);
+  await sent;
+  // Frame by frame (a write may also take part of a frame).
+  assert.ok(writes.length >= 2, JSON.stringify(writes));
+  assert.equal(writes.at(-1), encodeFrame(CANCEL).length);
+  assert.equal(connection.bufferedBytes, 0);
+  await connection.close();
+  await peer.close();
+});

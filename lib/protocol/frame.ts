@@ -148,7 +148,8 @@ export class FrameDecoder {
       let offset = 0;
       while (offset < chunk.length) {
         offset = this.#body === undefined
-          ? this.#readHeader(chunk, offset)
+          ? this.#readWhole(chunk, offset, values) ??
+            this.#readHeader(chunk, offset)
           : this.#readBody(chunk, offset, values);
       }
     } catch (error) {
@@ -175,6 +176,30 @@ export class FrameDecoder {
         `stream ended inside a frame header: got ${this.#headerFilled} of ${HEADER_BYTES} bytes`,
       );
     }
+  }
+
+  /**
+   * A frame that lies whole in `chunk` at `offset` (the common case: small
+   * messages, read at once) is parsed in place, without copying its body;
+   * returns the offset after it, or undefined to go byte by byte.
+   */
+  #readWhole(
+    chunk: Uint8Array,
+    offset: number,
+    values: unknown[],
+  ): number | undefined {
+    if (this.#headerFilled !== 0 || chunk.length - offset < HEADER_BYTES) {
+      return undefined;
+    }
+    const length = new DataView(chunk.buffer, chunk.byteOffset + offset)
+      .getUint32(0);
+    const end = offset + HEADER_BYTES + length;
+    // Too large or empty: the byte-by-byte path says why.
+    if (length > this.#max || length === 0 || end > chunk.length) {
+      return undefined;
+    }
+    values.push(parseBody(chunk.subarray(offset + HEADER_BYTES, end)));
+    return end;
   }
 
   #readHeader(chunk: Uint8Array, offset: number): number {

@@ -49,6 +49,30 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "disk: a disk that holds little and one that holds much are both unmounted",
+  ignore,
+  fn: async () => {
+    // Up to a few files, on the event loop's thread; more, off it.
+    for (const files of [2, 600]) {
+      const dir = await Deno.makeTempDir({ prefix: "kiln-job-test-" });
+      const disk = await JobDisk.mount(dir, { sizeBytes: 8 << 20, files });
+      try {
+        for (let i = 0; i < files - 2; i++) {
+          await Deno.writeFile(join(disk.workdir, `f${i}`), new Uint8Array(64));
+        }
+        assert.ok(disk.fill().usedFiles! >= files, JSON.stringify(disk.fill()));
+      } finally {
+        await disk.unmount();
+      }
+      assert.equal(disk.fill().reason, "the job disk is not mounted");
+      assert.ok(!(await mounts()).includes(dir), "the tmpfs is still mounted");
+      await Deno.remove(dir);
+    }
+  },
+});
+
+Deno.test({
   name: "disk: making more files than the limit gets ENOSPC",
   ignore,
   fn: async () => {

@@ -39,7 +39,12 @@
  * the pid namespace's end does), the uid is scrubbed and goes back to the
  * pool:
  *
- * 1. no process of the uid may be left (read from `/proc`);
+ * 1. no process of the uid may be left: read from `/proc`, unless the
+ *    caller vouches that every process of the job ended (its steps ran in
+ *    cgroups that were removed, which the kernel allows only when they are
+ *    empty; {@linkcode ReleaseOptions}). The walk is the wall where that
+ *    is not known: a step cgroup that could not be removed, no cgroups, or
+ *    a uid's first lease in this process;
  * 2. its keyrings are cleared. Since Linux 5.3 a uid's user and
  *    user-session keyrings (and its persistent keyring) belong to the user
  *    namespace, not to the uid's processes: in the initial namespace they
@@ -119,6 +124,28 @@ export interface IdentityPoolOptions {
   readonly setprivPath?: string;
   /** Absolute path of perl, which clears keyrings. @default "/usr/bin/perl" */
   readonly perlPath?: string;
+}
+
+/** Options of {@linkcode IdentityPool.release}: what the caller vouches for. */
+export interface ReleaseOptions {
+  /**
+   * The job could not have touched a keyring (the seccomp filter denies
+   * `add_key`, `keyctl` and `request_key`): the clearing, a process of its
+   * own at the end of every job, is skipped.
+   * @default false
+   */
+  readonly keyringsUntouched?: boolean;
+  /**
+   * The caller saw every process that ran as the uid end: each step of the
+   * job ran in a cgroup that was then removed (the kernel removes only a
+   * cgroup no process is in, and a job's process cannot leave its cgroup),
+   * and kiln's own processes as the uid (`removeTree`'s) have exited. The
+   * walk of `/proc` for processes of the uid is then skipped: a step whose
+   * cgroup could not be removed, or a step without a cgroup, must not be
+   * vouched for.
+   * @default false
+   */
+  readonly processesGone?: boolean;
 }
 
 /**
@@ -324,18 +351,20 @@ export class IdentityPool {
 
   /**
    * Returns a uid once the job's processes are gone: scrubbed, then ready
-   * for another job, or quarantined. Never throws. `keyringsUntouched` says
-   * the job could not have touched a keyring (the seccomp filter denies
-   * `add_key`, `keyctl` and `request_key`): the clearing, a process of its
-   * own at the end of every job, is then skipped.
+   * for another job, or quarantined. Never throws. See
+   * {@linkcode ReleaseOptions} for what a caller may vouch for to make the
+   * scrub cheaper.
    */
   async release(
     identity: JobIdentity,
-    { keyringsUntouched = false }: { keyringsUntouched?: boolean } = {},
+    { keyringsUntouched = false, processesGone = false }: ReleaseOptions = {},
   ): Promise<void> {
     const { uid } = identity;
     if (!this.#leased.has(uid)) return;
-    const dirty = await this.#scrub(uid, !keyringsUntouched);
+    const dirty = await this.#scrub(uid, {
+      clear: !keyringsUntouched,
+      lookForProcesses: !processesGone,
+    });
     this.#leased.delete(uid);
     if (dirty === null) this.#ready.push(uid);
     else this.#quarantine(uid, dirty);
@@ -349,20 +378,22 @@ export class IdentityPool {
   }
 
   /** Why `uid` cannot be leased yet, or null when it is clean. */
-  async #scrub(uid: number, clear = true): Promise<string | null> {
-    // Both at once (about 5 ms each on a busy host): clearing the keyrings
-    // of a uid that turns out to be in use does no harm, it is quarantined.
+  async #scrub(
+    uid: number,
+    { clear = true, lookForProcesses = true } = {},
+  ): Promise<string | null> {
     // The clearing process runs as the uid itself: it does not count.
     const clearing = this.#perl && clear
       ? clearKeyrings(uid, { setprivPath: this.#setpriv, perlPath: this.#perl })
       : { pid: -1, outcome: Promise.resolve(null) };
-    const [left, keyrings] = await Promise.all([
-      processesOfUser(uid),
-      clearing.outcome,
-    ]);
-    const others = left.filter((pid) => pid !== clearing.pid);
-    return others.length > 0
-      ? `processes ${others.join(", ")} still run as it`
+    // Looked for while the keyrings are cleared: clearing the keyrings of
+    // a uid that turns out to be in use does no harm, it is quarantined.
+    const left = lookForProcesses
+      ? processesOfUser(uid).filter((pid) => pid !== clearing.pid)
+      : [];
+    const keyrings = await clearing.outcome;
+    return left.length > 0
+      ? `processes ${left.join(", ")} still run as it`
       : keyrings;
   }
 

@@ -214,3 +214,52 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name:
+    "a released uid a process still runs as is quarantined, unless the caller vouches every process ended",
+  ignore: !asRoot,
+  fn: () =>
+    withDirectory(async (options) => {
+      const pool = await IdentityPool.claim({
+        ...options,
+        range: { first: BASE + 24, last: BASE + 25 },
+        perlPath: "/nonexistent/perl",
+      });
+      const first = await pool.acquire();
+      const second = await pool.acquire();
+      // What a job left running as each uid, outside any cgroup.
+      const squatters = [first, second].map(({ uid }) =>
+        new Deno.Command("/usr/bin/setpriv", {
+          args: [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "cat"],
+          stdin: "piped",
+          stdout: "null",
+        }).spawn()
+      );
+      try {
+        // Set up before any check: the walk cannot miss them.
+        for (const squatter of squatters) {
+          for (let i = 0; i < 200; i++) {
+            const status = await Deno.readTextFile(
+              `/proc/${squatter.pid}/status`,
+            );
+            if (/^Uid:\s+(\d+)/m.exec(status)?.[1] !== "0") break;
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        }
+        await pool.release(first);
+        assert.equal(pool.quarantined, 1);
+        // The caller's word replaces the walk: it must be what it saw (the
+        // sandbox vouches only when every step's cgroup was removed).
+        await pool.release(second, { processesGone: true });
+        assert.equal(pool.quarantined, 1);
+        assert.deepEqual(await pool.acquire(), second);
+      } finally {
+        for (const squatter of squatters) {
+          await squatter.stdin.close();
+          await squatter.status;
+        }
+        await pool.close();
+      }
+    }),
+});

@@ -76,8 +76,8 @@ export const PTY_DIR_PREFIX = "kiln-pty-";
 interface Libc {
   /** 0, or the errno. */
   mount(source: string, target: string, data: string): number;
-  /** 0, or -1. */
-  umount(target: string): Promise<number>;
+  /** 0, or the errno. */
+  umount(target: string): number;
 }
 
 /** libc's calls for this layer; a string says why they cannot be made. */
@@ -87,7 +87,8 @@ function loadLibc(): Libc | string {
   return {
     mount: (source, target, data) =>
       calls.mount(source, target, "devpts", MOUNT_FLAGS, data),
-    umount: (target) => calls.unmountLazily(target),
+    // A devpts holds a few ptys at most: on this thread (see `_mounts.ts`).
+    umount: (target) => calls.unmountLazilyNow(target),
   };
 }
 
@@ -218,12 +219,20 @@ export class JobPtys {
    *
    * @throws {Error} when the kernel refuses.
    */
-  async unmount(): Promise<void> {
-    if (!this.#mounted) return;
-    if (await this.#lib.umount(this.mountPoint) !== 0) {
-      throw new Error(`cannot unmount the job's devpts ${this.mountPoint}`);
+  unmount(): Promise<void> {
+    if (!this.#mounted) return Promise.resolve();
+    const errno = this.#lib.umount(this.mountPoint);
+    if (errno !== 0) {
+      return Promise.reject(
+        new Error(
+          `cannot unmount the job's devpts ${this.mountPoint}: ${
+            mountErrnoName(errno, "devpts")
+          }`,
+        ),
+      );
     }
     this.#mounted = false;
+    return Promise.resolve();
   }
 }
 
