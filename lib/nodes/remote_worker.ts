@@ -81,6 +81,8 @@ export class RemoteWorker implements Worker {
   readonly name: string;
   readonly address: string;
   readonly languages: readonly OfferedLanguage[];
+  /** The names of `languages`, made once: placement reads them on every dispatch. */
+  readonly #languageNames: ReadonlySet<string>;
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
   readonly #jobs = new Map<string, RemoteJob>();
@@ -101,6 +103,9 @@ export class RemoteWorker implements Worker {
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
     this.languages = options.registration.languages;
+    this.#languageNames = new Set(
+      this.languages.map((language) => language.name),
+    );
     // `run` messages must fit the frames the node accepts.
     this.#connection.peerMaxFrameBytes = options.registration.maxFrameBytes;
   }
@@ -116,7 +121,6 @@ export class RemoteWorker implements Worker {
     try {
       for await (const message of this.#connection) {
         this.#lastSeen = performance.now();
-        this.#armDeadline();
         this.#handle(message);
       }
       this.lose(
@@ -135,7 +139,7 @@ export class RemoteWorker implements Worker {
       id: this.id,
       name: this.name,
       local: false,
-      languages: new Set(this.languages.map((language) => language.name)),
+      languages: this.#languageNames,
       slots: registration.slots,
       assigned: this.#jobs.size,
       cpuPercent: this.#heartbeat?.cpuPercent ?? 0,
@@ -315,16 +319,26 @@ export class RemoteWorker implements Worker {
     return job?.events;
   }
 
+  /**
+   * Arms the silence deadline, `nodeTimeoutMs` after the last message. A
+   * message does not re-arm it (a node sends thousands a second): when it
+   * fires, it waits again for whatever is left since the last one.
+   */
   #armDeadline(): void {
-    clearTimeout(this.#deadline);
-    // Not lost at once: what it sent while the master could not read is
-    // read in the grace, and re-arms this deadline (see `silenceGraceMs`).
+    const silentMs = performance.now() - this.#lastSeen;
+    const { nodeTimeoutMs } = this.#options;
     this.#deadline = setTimeout(() => {
-      this.#deadline = setTimeout(
-        () => this.lose(`silent for ${this.#options.nodeTimeoutMs} ms`),
-        this.#graceMs,
-      );
-    }, timerDelay(this.#options.nodeTimeoutMs));
+      if (performance.now() - this.#lastSeen < nodeTimeoutMs) {
+        return this.#armDeadline();
+      }
+      // Not lost at once: what it sent while the master could not read is
+      // read in the grace (see `silenceGraceMs`), and counts.
+      this.#deadline = setTimeout(() => {
+        if (performance.now() - this.#lastSeen < nodeTimeoutMs) {
+          this.#armDeadline();
+        } else this.lose(`silent for ${nodeTimeoutMs} ms`);
+      }, this.#graceMs);
+    }, timerDelay(Math.max(1, nodeTimeoutMs - silentMs)));
   }
 
   #lostMessage(): string {
