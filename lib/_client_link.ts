@@ -108,6 +108,20 @@ export class ClientJob implements OutboxItem {
   }
 }
 
+/** A wish to be connected: done as soon as a connection is up. */
+export class ConnectRequest implements OutboxItem {
+  readonly #settle = Promise.withResolvers<void>();
+  readonly done: Promise<void> = this.#settle.promise;
+
+  sendOn(): void {
+    this.#settle.resolve();
+  }
+
+  fail(error: unknown): void {
+    this.#settle.reject(error);
+  }
+}
+
 /** A `get_status` request: answered in order, since the answer names no request. */
 export class StatusRequest implements OutboxItem {
   readonly answer: Promise<ClusterStatus>;

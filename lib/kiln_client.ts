@@ -24,6 +24,7 @@ import { dial, hintTls, type TlsDialOptions } from "./protocol/transport.ts";
 import {
   ClientJob,
   ClientLink,
+  ConnectRequest,
   type OutboxItem,
   StatusRequest,
 } from "./_client_link.ts";
@@ -236,6 +237,18 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
   /** Whether a connection to the master is up now. */
   get connected(): boolean {
     return this.#link !== undefined && !this.#link.ended;
+  }
+
+  /**
+   * Connects now, if not connected yet, rather than at the first request:
+   * a wrong token or an unreachable master then shows at once. Rejects as
+   * {@linkcode submit} does when no connection can be made.
+   */
+  connect(): Promise<void> {
+    if (this.#closed) return Promise.reject(clientClosed("cannot connect"));
+    const request = new ConnectRequest();
+    this.#post(request);
+    return request.done;
   }
 
   /**

@@ -71,6 +71,8 @@ Deno.test("KilnClient runs 70 jobs at once on one connection, where the master t
     connections.add(event.detail.client);
   });
   await using client = connect(master);
+  await client.connect();
+  assert.ok(client.connected);
   let deepest = 0;
   const results = await Promise.all(
     Array.from(
@@ -287,6 +289,8 @@ Deno.test("KilnClient fails at once, without dialing again, for a wrong token or
     await using master = startMaster({ slots: 0 });
     await using client = connect(master, { token: "not-the-token" });
     client.addEventListener("connectfailed", () => assert.fail("retried"));
+    // Connecting ahead of the first job shows it as soon.
+    await assert.rejects(client.connect(), /wrong token/);
     await assert.rejects(client.submit(bash("true")), (error) => {
       assert.ok(error instanceof ProtocolError);
       assert.equal(error.code, "auth_failed");
