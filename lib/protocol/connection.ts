@@ -162,7 +162,7 @@ export interface CloseReason {
  * as it lives (a read is always pending), so a master with 10,000 idle
  * clients holds 10,000 of them.
  */
-export const MIN_READ_BUFFER_BYTES = 4 * 1024;
+export const MIN_READ_BUFFER_BYTES = 1024;
 /** The most a connection's read buffer grows to, in bytes, doubling whenever a read fills it. */
 export const MAX_READ_BUFFER_BYTES = 64 * 1024;
 const EMPTY = new Uint8Array(0);
