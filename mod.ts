@@ -3,8 +3,10 @@
  *
  * A {@linkcode MasterNode} accepts programs over TCP, compiles and runs them
  * in its own slots, and queues the rest; {@linkcode submitProgram} sends a
- * program and resolves with its result while streaming its events. Languages
- * are plug-ins: a {@linkcode LanguageRunner} in a {@linkcode RunnerRegistry}.
+ * program and resolves with its result while streaming its events, and a
+ * {@linkcode KilnClient} runs any number of jobs at once on one connection.
+ * Languages are plug-ins: a {@linkcode LanguageRunner} in a
+ * {@linkcode RunnerRegistry}.
  *
  * @example Run a master and submit a program to it
  * ```ts
@@ -56,6 +58,16 @@ export {
   type SubmitOptions,
   submitProgram,
 } from "./lib/client.ts";
+export {
+  type ClientConnectedDetail,
+  type ClientConnectFailedDetail,
+  type ClientDisconnectedDetail,
+  type ConnectOptions,
+  type JobOptions,
+  KilnClient,
+  type KilnClientEventMap,
+  type KilnClientOptions,
+} from "./lib/kiln_client.ts";
 export type {
   TlsDialOptions,
   TlsListenOptions,

@@ -81,6 +81,8 @@ export class RemoteWorker implements Worker {
   readonly name: string;
   readonly address: string;
   readonly languages: readonly OfferedLanguage[];
+  /** The names of `languages`, made once: placement reads them on every dispatch. */
+  readonly #languageNames: ReadonlySet<string>;
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
   readonly #jobs = new Map<string, RemoteJob>();
@@ -101,6 +103,9 @@ export class RemoteWorker implements Worker {
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
     this.languages = options.registration.languages;
+    this.#languageNames = new Set(
+      this.languages.map((language) => language.name),
+    );
     // `run` messages must fit the frames the node accepts.
     this.#connection.peerMaxFrameBytes = options.registration.maxFrameBytes;
   }
@@ -135,7 +140,7 @@ export class RemoteWorker implements Worker {
       id: this.id,
       name: this.name,
       local: false,
-      languages: new Set(this.languages.map((language) => language.name)),
+      languages: this.#languageNames,
       slots: registration.slots,
       assigned: this.#jobs.size,
       cpuPercent: this.#heartbeat?.cpuPercent ?? 0,

@@ -62,3 +62,56 @@ Deno.test("RemoteWorker keeps a node and its job under a node timeout of 2^31 - 
     });
   }
 });
+
+Deno.test("RemoteWorker sets no timer per message of a busy node, keeps it while it talks, and loses it once silent", async () => {
+  const { server, client } = await socketPair();
+  await using master = new Connection(server);
+  await using node = new Connection(client);
+  const lost = Promise.withResolvers<string>();
+  let heartbeats = 0;
+  const worker = new RemoteWorker({
+    connection: master,
+    registration: REGISTRATION,
+    nodeTimeoutMs: 300,
+    silenceGraceMs: 50,
+    onLost: (_, reason) => lost.resolve(reason),
+    onHeartbeat: () => heartbeats++,
+  });
+  // Placement reads a node's languages on every dispatch: no copy each time.
+  assert.equal(worker.load().languages, worker.load().languages);
+  const serving = worker.serve();
+  const heartbeat = {
+    type: "heartbeat",
+    cpuPercent: 1,
+    ramPercent: 1,
+    ramUsedMb: 1,
+    running: 0,
+  } as const;
+  // A thousand messages, read with the real timers counted.
+  const realSetTimeout = globalThis.setTimeout;
+  let timers = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers++;
+    return realSetTimeout(...args);
+  }) as typeof setTimeout;
+  try {
+    await Promise.all(
+      Array.from({ length: 1000 }, () => node.send(heartbeat)),
+    );
+    while (heartbeats < 1000) {
+      await new Promise((resolve) => realSetTimeout(resolve, 5));
+    }
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  assert.ok(timers < 10, `${timers} timers for 1000 messages`);
+  // Talking past the deadline keeps it; silence loses it.
+  for (let i = 0; i < 8; i++) {
+    await node.send(heartbeat);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(await Promise.race([lost.promise, "kept"]), "kept");
+  assert.equal(await lost.promise, "silent for 300 ms");
+  await node.close();
+  await serving;
+});

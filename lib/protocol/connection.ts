@@ -159,8 +159,15 @@ export interface CloseReason {
 /** The most bytes of a batch of frames copied into one write. */
 const MAX_JOINED_BYTES = 64 * 1024;
 
-/** Bytes read from the socket at a time, into one reused buffer. */
-const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * The read buffer a connection starts with, in bytes: enough for the small
+ * frames most links carry. Every connection holds its buffer for as long
+ * as it lives (a read is always pending), so a master with 10,000 idle
+ * clients holds 10,000 of them.
+ */
+export const MIN_READ_BUFFER_BYTES = 1024;
+/** The most a connection's read buffer grows to, in bytes, doubling whenever a read fills it. */
+export const MAX_READ_BUFFER_BYTES = 64 * 1024;
 const EMPTY = new Uint8Array(0);
 
 interface Waiter {
@@ -250,6 +257,16 @@ export class Connection implements AsyncDisposable {
     return this.#bufferedBytes;
   }
 
+  /**
+   * The size of the read buffer, in bytes: what the connection holds while
+   * it waits for the peer. It starts at {@linkcode MIN_READ_BUFFER_BYTES}
+   * and doubles, up to {@linkcode MAX_READ_BUFFER_BYTES}, whenever a read
+   * fills it.
+   */
+  get readBufferBytes(): number {
+    return this.#buffer.length;
+  }
+
   /** Messages {@linkcode Connection.offer} dropped so far. */
   get droppedMessages(): number {
     return this.#droppedMessages;
@@ -278,7 +295,7 @@ export class Connection implements AsyncDisposable {
    */
   #stallTimer: ReturnType<typeof setTimeout> | undefined;
   #decoder: FrameDecoder;
-  #buffer = new Uint8Array(READ_BUFFER_BYTES);
+  #buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
   /** Frames decoded from the last read and not yet handed out. */
   #frames: unknown[] = [];
   #frameIndex = 0;
@@ -507,12 +524,12 @@ export class Connection implements AsyncDisposable {
     await this.#writeAll(joined);
   }
 
-  async #writeAll(frame: Uint8Array): Promise<void> {
+  async #writeAll(bytes: Uint8Array): Promise<void> {
     let offset = 0;
     try {
-      // write() may take only part of the frame; loop until it is all out.
-      while (offset < frame.length) {
-        const n = await this.#conn.write(frame.subarray(offset));
+      // write() may take only part of the bytes; loop until all are out.
+      while (offset < bytes.length) {
+        const n = await this.#conn.write(bytes.subarray(offset));
         offset += n;
         this.#bufferedBytes -= n;
         this.#lastProgress = performance.now();
@@ -531,11 +548,15 @@ export class Connection implements AsyncDisposable {
       throw error;
     } finally {
       // Bytes that will never go out (a failed or cancelled write) wait no more.
-      this.#bufferedBytes -= frame.length - offset;
+      this.#bufferedBytes -= bytes.length - offset;
     }
   }
 
-  /** Arms the stall deadline unless it is armed or turned off. */
+  /**
+   * Arms the stall deadline unless it is armed or turned off. Once armed it
+   * stays armed while messages come and go, and checks, when it fires,
+   * whether anything has waited all that time.
+   */
   #watchStall(): void {
     if (
       this.#stallTimer !== undefined || this.#stallTimeoutMs === 0 ||
@@ -612,6 +633,11 @@ export class Connection implements AsyncDisposable {
       }
       this.#frames = this.#decoder.push(this.#buffer.subarray(0, n));
       this.#frameIndex = 0;
+      // A full read means more was waiting: a peer sending large frames
+      // gets larger reads. (The decoder keeps copies, not this buffer.)
+      if (n === this.#buffer.length && n < MAX_READ_BUFFER_BYTES) {
+        this.#buffer = new Uint8Array(n * 2);
+      }
     } catch (error) {
       if (error instanceof ProtocolError) {
         // The byte stream has lost its framing: nothing more can be read.

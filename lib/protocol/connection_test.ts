@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { Connection } from "./connection.ts";
+import {
+  Connection,
+  MAX_READ_BUFFER_BYTES,
+  MIN_READ_BUFFER_BYTES,
+} from "./connection.ts";
 import { ProtocolError } from "./errors.ts";
 import { encodeFrame } from "./frame.ts";
 import type { Message } from "./messages.ts";
@@ -100,6 +104,80 @@ Deno.test("Connection reads several frames written at once", async () => {
   }
   peer.close();
   await connection.close();
+});
+
+Deno.test("Connection starts with a small read buffer and grows it only for a peer that sends much", async () => {
+  const { server, client } = await connectionPair();
+  // Thousands of idle clients each hold one: it must be small.
+  assert.equal(server.readBufferBytes, MIN_READ_BUFFER_BYTES);
+  await client.send(CANCEL);
+  assert.deepEqual(await server.receive(), CANCEL);
+  assert.equal(server.readBufferBytes, MIN_READ_BUFFER_BYTES);
+  // A frame of 1 MiB fills read after read: the buffer doubles up to its cap.
+  const stdin: Message = {
+    type: "stdin",
+    jobId: "j1",
+    data: "x".repeat(1024 * 1024),
+  };
+  await Promise.all([client.send(stdin), client.send(CANCEL)]);
+  assert.deepEqual(await server.receive(), stdin);
+  assert.deepEqual(await server.receive(), CANCEL);
+  assert.equal(server.readBufferBytes, MAX_READ_BUFFER_BYTES);
+  await server.close();
+  await client.close();
+});
+
+Deno.test("Connection writes the frames sent in one turn in one system call, in order", async () => {
+  const { server, client } = await socketPair();
+  let writes = 0;
+  // The real socket, its writes counted.
+  const counted = new Proxy(client, {
+    get(target, key) {
+      if (key === "write") {
+        return (bytes: Uint8Array) => {
+          writes++;
+          return target.write(bytes);
+        };
+      }
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const sender = new Connection(counted);
+  const receiver = new Connection(server);
+  const messages: Message[] = Array.from(
+    { length: 100 },
+    (_, i) => ({ type: "cancel", jobId: `j${i}` }),
+  );
+  await Promise.all(messages.map((message) => sender.send(message)));
+  assert.equal(writes, 1);
+  for (const message of messages) {
+    assert.deepEqual(await receiver.receive(), message);
+  }
+  await sender.close();
+  await receiver.close();
+});
+
+Deno.test("Connection watches for a stalled peer without a timer per message", async () => {
+  const { server, client } = await connectionPair();
+  const realSetTimeout = globalThis.setTimeout;
+  let timers = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers++;
+    return realSetTimeout(...args);
+  }) as typeof setTimeout;
+  try {
+    // Each send waits until written: the send buffer empties every time.
+    for (let i = 0; i < 200; i++) await client.send(CANCEL);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  assert.equal(timers, 1);
+  for (let i = 0; i < 200; i++) {
+    assert.deepEqual(await server.receive(), CANCEL);
+  }
+  await server.close();
+  await client.close();
 });
 
 Deno.test("Connection refuses an oversized frame from its header, without waiting for the body", async () => {

@@ -1,0 +1,377 @@
+/**
+ * {@linkcode KilnClient} against a real master on 127.0.0.1 (and, where a
+ * master must misbehave, a listener that speaks the real handshake): many
+ * jobs on one connection, each with its own events, cancel and stdin; a
+ * master that restarts; a link that drops; clear errors for a wrong token
+ * or protocol version.
+ */
+import assert from "node:assert/strict";
+import type { JobRequest, JobResult } from "./job.ts";
+import {
+  KilnClient,
+  type KilnClientEventMap,
+  type KilnClientOptions,
+} from "./kiln_client.ts";
+import { MasterNode, type MasterNodeOptions } from "./nodes/master_node.ts";
+import { Connection } from "./protocol/connection.ts";
+import { ProtocolError } from "./protocol/errors.ts";
+import { serverHandshake, type VersionRange } from "./protocol/handshake.ts";
+import { blankResult } from "./job.ts";
+import { InputChannel } from "./sandbox/input_channel.ts";
+
+const TOKEN = "kiln-client-test-token";
+
+function startMaster(options: MasterNodeOptions = {}): MasterNode {
+  return new MasterNode({
+    port: 0,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+    ...options,
+  });
+}
+
+function connect(
+  master: { addr: Deno.NetAddr },
+  options: KilnClientOptions = {},
+): KilnClient {
+  return new KilnClient({ master: master.addr, token: TOKEN, ...options });
+}
+
+function bash(script: string, extra: Partial<JobRequest> = {}): JobRequest {
+  return {
+    language: "bash",
+    files: [{ name: "main.sh", content: script }],
+    ...extra,
+  };
+}
+
+/** Prints "ready", then echoes each line it reads until EOF, prefixed. */
+const ECHO_LINES = bash(
+  'echo ready; while read -r line; do echo "got $line"; done',
+);
+
+/** Resolves with the detail of the next `type` event of `client`. */
+function next<K extends keyof KilnClientEventMap>(
+  client: KilnClient,
+  type: K,
+): Promise<KilnClientEventMap[K]["detail"]> {
+  return new Promise((resolve) =>
+    client.addEventListener(type, (event) => resolve(event.detail), {
+      once: true,
+    })
+  );
+}
+
+Deno.test("KilnClient runs 70 jobs at once on one connection, where the master takes one per address", async () => {
+  await using master = startMaster({ slots: 2, maxConnectionsPerIp: 1 });
+  // The master names a client without a name by its address and port:
+  // one name means one connection.
+  const connections = new Set<string>();
+  master.addEventListener("jobaccepted", (event) => {
+    connections.add(event.detail.client);
+  });
+  await using client = connect(master);
+  await client.connect();
+  assert.ok(client.connected);
+  let deepest = 0;
+  const results = await Promise.all(
+    Array.from(
+      { length: 70 },
+      (_, i) =>
+        client.submit(bash('echo "job $1"', { args: [String(i)] }), {
+          onEvent: (event) => {
+            if (event.type === "queued") {
+              deepest = Math.max(deepest, event.position);
+            }
+          },
+        }),
+    ),
+  );
+  for (const [i, result] of results.entries()) {
+    assert.equal(result.verdict, "ok", result.reason);
+    assert.equal(result.stdout, `job ${i}\n`);
+  }
+  assert.equal(connections.size, 1, [...connections].join(", "));
+  // They were in flight together: most waited behind the two slots.
+  assert.ok(deepest >= 60, `the deepest queue position was ${deepest}`);
+});
+
+Deno.test("KilnClient cancels one job and leaves the others on the connection running", async () => {
+  await using master = startMaster({ slots: 3 });
+  await using client = connect(master);
+  const jobIds = new Map<string, string>();
+  const cancelled = Promise.withResolvers<JobResult>();
+  master.addEventListener("jobcomplete", (event) => {
+    if (event.detail.jobId === jobIds.get("b")) cancelled.resolve(event.detail);
+  });
+  const allReady = Promise.withResolvers<void>();
+  let ready = 0;
+  const inputs = new Map<string, InputChannel>();
+  const stop = new AbortController();
+  const jobs = ["a", "b", "c"].map((name) => {
+    const input = new InputChannel();
+    inputs.set(name, input);
+    return client.submit(ECHO_LINES, {
+      input,
+      ...name === "b" ? { signal: stop.signal } : {},
+      onEvent: (event) => {
+        if (event.type === "accepted") jobIds.set(name, event.jobId);
+        if (event.type === "output" && event.data === "ready\n") {
+          if (++ready === 3) allReady.resolve();
+        }
+      },
+    });
+  });
+  await allReady.promise; // all three run at once
+  stop.abort(new Error("b is not needed"));
+  await assert.rejects(jobs[1]!, /^Error: b is not needed$/);
+  assert.match(
+    (await cancelled.promise).reason ?? "",
+    /cancelled by the client/,
+  );
+  for (const name of ["a", "c"]) {
+    inputs.get(name)!.push(`${name}\n`);
+    inputs.get(name)!.end();
+  }
+  assert.equal((await jobs[0]!).stdout, "ready\ngot a\n");
+  assert.equal((await jobs[2]!).stdout, "ready\ngot c\n");
+  assert.ok(client.connected);
+});
+
+Deno.test("KilnClient sends each job's stdin to that job alone, chunks of several jobs interleaved", async () => {
+  await using master = startMaster({ slots: 4 });
+  await using client = connect(master);
+  const names = ["w", "x", "y", "z"];
+  const inputs = names.map(() => new InputChannel());
+  const allReady = Promise.withResolvers<void>();
+  let ready = 0;
+  const jobs = names.map((_, i) =>
+    client.submit(ECHO_LINES, {
+      input: inputs[i]!,
+      onEvent: (event) => {
+        if (event.type === "output" && event.data === "ready\n") {
+          if (++ready === names.length) allReady.resolve();
+        }
+      },
+    })
+  );
+  await allReady.promise;
+  for (const round of [1, 2]) {
+    names.forEach((name, i) => inputs[i]!.push(`${name}${round}\n`));
+  }
+  for (const input of inputs) input.end();
+  const results = await Promise.all(jobs);
+  names.forEach((name, i) => {
+    assert.equal(results[i]!.verdict, "ok", results[i]!.reason);
+    assert.equal(results[i]!.stdout, `ready\ngot ${name}1\ngot ${name}2\n`);
+  });
+});
+
+Deno.test("KilnClient dials again, backing off, until a restarted master listens on its port", async () => {
+  let master = startMaster({ slots: 1 });
+  const addr = master.addr;
+  await using client = connect(master, {
+    reconnectMinMs: 20,
+    reconnectMaxMs: 100,
+    connectAttempts: 1000,
+  });
+  try {
+    let connects = 0;
+    client.addEventListener("connected", () => connects++);
+    const first = await client.submit(bash("echo one"));
+    assert.equal(first.stdout, "one\n");
+
+    const disconnected = next(client, "disconnected");
+    await master.shutdown();
+    assert.deepEqual(await disconnected, {
+      reason: "the master closed the connection",
+      lostJobs: 0,
+    });
+    assert.ok(!client.connected);
+
+    // Submitted while nothing listens: the dial is refused, and retried.
+    const failed = next(client, "connectfailed");
+    const second = client.submit(bash("echo two"));
+    const { error, retryInMs } = await failed;
+    assert.match(error.message, /connection refused/);
+    assert.ok(retryInMs >= 20 && retryInMs <= 100, `${retryInMs} ms`);
+    master = startMaster({ slots: 1, port: addr.port });
+    assert.equal((await second).stdout, "two\n");
+    assert.equal(connects, 2);
+  } finally {
+    await client.close();
+    await master.shutdown();
+  }
+});
+
+/**
+ * A listener that completes the real handshake (with `versions`) and then
+ * hands each connection to `serve`; `connections` counts them.
+ */
+function fakeMaster(
+  serve: (connection: Connection, index: number) => Promise<void>,
+  versions?: VersionRange,
+) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving: Promise<void>[] = [];
+  let connections = 0;
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const index = connections++;
+      serving.push((async () => {
+        const connection = new Connection(conn);
+        try {
+          await serverHandshake(connection, {
+            token: TOKEN,
+            node: "fake",
+            ...versions ? { versions } : {},
+          });
+          await serve(connection, index);
+        } catch {
+          // The test checks what the client saw.
+        } finally {
+          await connection.close();
+        }
+      })());
+    }
+  })();
+  return {
+    addr: listener.addr,
+    get connections() {
+      return connections;
+    },
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      await Promise.all(serving);
+    },
+  };
+}
+
+Deno.test("KilnClient: a dropped connection rejects its jobs, naming the drop; the next job dials again", async () => {
+  await using master = fakeMaster(async (connection, index) => {
+    const submit = await connection.receive();
+    assert.equal(submit.type, "submit");
+    const jobId = `job-${index}`;
+    await connection.send({ type: "accepted", ref: submit.ref, jobId });
+    // The first connection drops with its job accepted; the second answers.
+    if (index === 0) return;
+    await connection.send({
+      type: "result",
+      jobId,
+      result: blankResult(jobId, { verdict: "ok", stdout: "fine\n" }),
+    });
+    await connection.receive().catch(() => {}); // until the client hangs up
+  });
+  await using client = connect(master);
+  const disconnected = next(client, "disconnected");
+  const lost = client.submit(bash("echo lost"));
+  await assert.rejects(lost, (error) => {
+    assert.ok(error instanceof ProtocolError);
+    assert.equal(error.code, "closed");
+    assert.match(
+      error.message,
+      /^the connection to the master ended before the result of job job-0: the master closed the connection \(the master cancels a disconnected client's jobs; submit it again to run it\)$/,
+    );
+    return true;
+  });
+  assert.deepEqual(await disconnected, {
+    reason: "the master closed the connection",
+    lostJobs: 1,
+  });
+  const result = await client.submit(bash("echo fine"));
+  assert.equal(result.stdout, "fine\n");
+  assert.equal(master.connections, 2);
+});
+
+Deno.test("KilnClient fails at once, without dialing again, for a wrong token or another protocol version", async () => {
+  {
+    await using master = startMaster({ slots: 0 });
+    await using client = connect(master, { token: "not-the-token" });
+    client.addEventListener("connectfailed", () => assert.fail("retried"));
+    // Connecting ahead of the first job shows it as soon.
+    await assert.rejects(client.connect(), /wrong token/);
+    await assert.rejects(client.submit(bash("true")), (error) => {
+      assert.ok(error instanceof ProtocolError);
+      assert.equal(error.code, "auth_failed");
+      assert.equal(
+        error.message,
+        "master said: authentication failed: wrong token",
+      );
+      return true;
+    });
+  }
+  {
+    // A master from the future: it speaks only version 3.
+    await using master = fakeMaster(() => Promise.resolve(), {
+      min: 3,
+      max: 3,
+    });
+    await using client = connect(master);
+    client.addEventListener("connectfailed", () => assert.fail("retried"));
+    await assert.rejects(client.submit(bash("true")), (error) => {
+      assert.ok(error instanceof ProtocolError);
+      assert.equal(error.code, "version_mismatch");
+      assert.equal(
+        error.message,
+        "master said: protocol version mismatch: client speaks 2..2, master speaks 3..3",
+      );
+      return true;
+    });
+    assert.equal(master.connections, 1);
+  }
+});
+
+Deno.test("KilnClient holds back submissions while its send buffer is full, instead of overrunning it", async () => {
+  await using master = startMaster({ slots: 0 });
+  await using client = connect(master);
+  // 80 programs of 1 MiB, submitted in one go: more than the 64 MiB a
+  // connection lets wait to be written. Each is one byte too large, so the
+  // master answers each at once.
+  const big = bash("x".repeat(1024 * 1024 + 1 - "main.sh".length));
+  const results = await Promise.all(
+    Array.from({ length: 80 }, () => client.submit(big)),
+  );
+  for (const result of results) {
+    assert.equal(result.verdict, "rejected");
+    assert.match(result.reason ?? "", /^program too large/);
+  }
+});
+
+Deno.test("KilnClient: a throwing onEvent fails its own job; status shares the connection; close rejects the rest", async () => {
+  await using master = startMaster({ slots: 1 });
+  const connections = new Set<string>();
+  master.addEventListener("jobaccepted", (event) => {
+    connections.add(event.detail.client);
+  });
+  const client = connect(master);
+  const broken = client.submit(bash("echo hi"), {
+    onEvent: (event) => {
+      if (event.type === "accepted") throw new Error("listener bug");
+    },
+  });
+  const fine = client.submit(bash("echo fine"));
+  await assert.rejects(broken, /^Error: listener bug$/);
+  assert.equal((await fine).stdout, "fine\n");
+  const status = await client.status();
+  assert.equal(status.master, "master");
+  assert.equal(connections.size, 1);
+
+  const started = Promise.withResolvers<void>();
+  const waiting = client.submit(bash("echo ready; sleep 60"), {
+    onEvent: (event) => {
+      if (event.type === "output") started.resolve();
+    },
+  });
+  await started.promise;
+  const rejected = assert.rejects(
+    waiting,
+    /^ProtocolError: the client was closed before the result of job [-0-9a-f]+$/,
+  );
+  await client.close();
+  await rejected;
+  await assert.rejects(
+    client.submit(bash("true")),
+    /^ProtocolError: cannot submit: the client is closed$/,
+  );
+});
