@@ -46,8 +46,14 @@ async function runAs(
     stdout: "piped",
   }).spawn();
   const reader = child.stdout.getReader();
-  const { value } = await reader.read();
-  assert.match(new TextDecoder().decode(value), /^up\n/);
+  // The line may come in pieces (print writes "up" and "\n" apart).
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  assert.match(text, /^up\n/);
   return {
     pid: child.pid,
     async [Symbol.asyncDispose]() {
