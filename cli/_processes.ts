@@ -24,6 +24,8 @@ export interface StartMasterOptions {
   args?: string[];
   /** Where the master's logs go. @default "inherit" */
   stderr?: "inherit" | "piped" | "null";
+  /** Flags for `deno run` itself, such as `--cpu-prof`; `-A` is already there. */
+  runtimeArgs?: string[];
 }
 
 const MASTER_CLI = fileURLToPath(new URL("./master.ts", import.meta.url));
@@ -33,7 +35,15 @@ export async function startMasterProcess(
   options: StartMasterOptions = {},
 ): Promise<KilnProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MASTER_CLI, "--port", "0", ...options.args ?? []],
+    args: [
+      "run",
+      "-A",
+      ...options.runtimeArgs ?? [],
+      MASTER_CLI,
+      "--port",
+      "0",
+      ...options.args ?? [],
+    ],
     env: { KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
