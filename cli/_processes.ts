@@ -24,6 +24,8 @@ export interface StartMasterOptions {
   args?: string[];
   /** Where the master's logs go. @default "inherit" */
   stderr?: "inherit" | "piped" | "null";
+  /** Flags for `deno run` itself, such as `--cpu-prof`; `-A` is already there. */
+  runtimeArgs?: string[];
   /** More environment variables (a `PATH` to find toolchains on, say). */
   env?: Record<string, string>;
 }
@@ -48,7 +50,15 @@ export async function startMasterProcess(
     arg === "--http-port" || arg.startsWith("--http-port=")
   );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MASTER_CLI, "--port", "0", ...args],
+    args: [
+      "run",
+      "-A",
+      ...options.runtimeArgs ?? [],
+      MASTER_CLI,
+      "--port",
+      "0",
+      ...args,
+    ],
     env: { ...options.env, KILN_TOKEN: options.token ?? "", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
