@@ -15,6 +15,7 @@ import {
 import { MasterNode, type MasterNodeOptions } from "./nodes/master_node.ts";
 import { Connection } from "./protocol/connection.ts";
 import { ProtocolError } from "./protocol/errors.ts";
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { serverHandshake, type VersionRange } from "./protocol/handshake.ts";
 import { blankResult } from "./job.ts";
 import { InputChannel } from "./sandbox/input_channel.ts";
@@ -302,10 +303,11 @@ Deno.test("KilnClient fails at once, without dialing again, for a wrong token or
     });
   }
   {
-    // A master from the future: it speaks only version 3.
+    // A master from the future: it speaks only the version after ours.
+    const future = PROTOCOL_VERSION + 1;
     await using master = fakeMaster(() => Promise.resolve(), {
-      min: 3,
-      max: 3,
+      min: future,
+      max: future,
     });
     await using client = connect(master);
     client.addEventListener("connectfailed", () => assert.fail("retried"));
@@ -314,7 +316,7 @@ Deno.test("KilnClient fails at once, without dialing again, for a wrong token or
       assert.equal(error.code, "version_mismatch");
       assert.equal(
         error.message,
-        "master said: protocol version mismatch: client speaks 2..2, master speaks 3..3",
+        `master said: protocol version mismatch: client speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}, master speaks ${future}..${future}`,
       );
       return true;
     });
