@@ -16,7 +16,7 @@ import {
 import { Connection } from "../lib/protocol/connection.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
 import { clientHandshake } from "../lib/protocol/handshake.ts";
-import type { Message } from "../lib/protocol/messages.ts";
+import { type Message, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { readFramesUntilEof } from "../lib/protocol/_testing.ts";
 
 const TOKEN = "peer-limits-token";
@@ -99,8 +99,8 @@ Deno.test("master drops a silent peer at the handshake timeout, and a stalled on
   await stalled.write(encodeFrame({
     type: "hello",
     role: "client",
-    minVersion: 2,
-    maxVersion: 2,
+    minVersion: PROTOCOL_VERSION,
+    maxVersion: PROTOCOL_VERSION,
     nonce: btoa("n".repeat(32)),
   }));
   const frames = await readFramesUntilEof(stalled);
