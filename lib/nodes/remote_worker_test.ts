@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { countTimers } from "../_timer_testing.ts";
 import { blankResult } from "../job.ts";
 import { MAX_TIMER_MS } from "../_timer.ts";
 import { socketPair } from "../protocol/_testing.ts";
@@ -88,22 +89,14 @@ Deno.test("RemoteWorker sets no timer per message of a busy node, keeps it while
     running: 0,
   } as const;
   // A thousand messages, read with the real timers counted.
-  const realSetTimeout = globalThis.setTimeout;
-  let timers = 0;
-  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-    timers++;
-    return realSetTimeout(...args);
-  }) as typeof setTimeout;
-  try {
+  const timers = await countTimers(async (realSetTimeout) => {
     await Promise.all(
       Array.from({ length: 1000 }, () => node.send(heartbeat)),
     );
     while (heartbeats < 1000) {
       await new Promise((resolve) => realSetTimeout(resolve, 5));
     }
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+  });
   assert.ok(timers < 10, `${timers} timers for 1000 messages`);
   // Talking past the deadline keeps it; silence loses it.
   for (let i = 0; i < 8; i++) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { countTimers } from "../_timer_testing.ts";
 import {
   Connection,
   MAX_READ_BUFFER_BYTES,
@@ -160,18 +161,10 @@ Deno.test("Connection writes the frames sent in one turn in one system call, in 
 
 Deno.test("Connection watches for a stalled peer without a timer per message", async () => {
   const { server, client } = await connectionPair();
-  const realSetTimeout = globalThis.setTimeout;
-  let timers = 0;
-  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-    timers++;
-    return realSetTimeout(...args);
-  }) as typeof setTimeout;
-  try {
+  const timers = await countTimers(async () => {
     // Each send waits until written: the send buffer empties every time.
     for (let i = 0; i < 200; i++) await client.send(CANCEL);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+  });
   assert.equal(timers, 1);
   for (let i = 0; i < 200; i++) {
     assert.deepEqual(await server.receive(), CANCEL);
