@@ -115,11 +115,14 @@ export class LocalWorker implements Worker {
       sandbox: this.#options.sandbox,
       signal: abort.signal,
       onOutput: (stream, data) => events.output(stream, data),
+      // The slot frees with the result; the cleanup that follows is the
+      // sandbox's to finish (its close() waits for it).
+      onResult: (result) => {
+        this.#running.delete(job.id);
+        this.#inputs.delete(job.id);
+        events.result(result);
+      },
       ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
-    }).then((result) => {
-      this.#running.delete(job.id);
-      this.#inputs.delete(job.id);
-      events.result(result);
     });
   }
 
