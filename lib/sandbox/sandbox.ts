@@ -92,6 +92,7 @@ import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
 import { WarmPool } from "./prewarm.ts";
 import {
+  awaitStubReady,
   encodeOrders,
   findPerl,
   isStubFailure,
@@ -871,16 +872,7 @@ export class Sandbox {
             ...spec.args,
           ],
         });
-        // The chain's start is not the program's, except what the stub's
-        // own process used: the CPU rlimit counts that for the program.
-        if (cgroup) {
-          const [usage, stub] = await Promise.all([
-            cgroup.usage(),
-            cgroup.processes().then(stubCpuMs),
-          ]);
-          cpuBeforeMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
-          await cgroup.resetPeak();
-        }
+        cpuBeforeMs = warm.chainCpuMs;
         child = warm.child;
         this.#stepStarts.warm++;
       } else {
@@ -1048,8 +1040,33 @@ export class Sandbox {
         }, cgroup),
         { cwd: workdir, env: {}, stdin: "piped" },
       );
-      const step: WarmStep = { child, cgroup, limits, exited: false };
+      const step: WarmStep = {
+        child,
+        cgroup,
+        limits,
+        chainCpuMs: 0,
+        exited: false,
+      };
       child.status.then(() => step.exited = true);
+      // Made only once it waits: a chain still starting would compete with
+      // the job that takes it, and charge it with the chain's CPU.
+      try {
+        await awaitStubReady(child.stdout, WARM_READY_TIMEOUT_MS);
+        // The chain's start is not the program's, except what the stub's
+        // own process used: the CPU rlimit counts that for the program.
+        // Its peak memory is not the program's either.
+        if (cgroup) {
+          const [usage, stub] = await Promise.all([
+            cgroup.usage(),
+            cgroup.processes().then(stubCpuMs),
+          ]);
+          step.chainCpuMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
+          await cgroup.resetPeak();
+        }
+      } catch (error) {
+        await destroyWarmStep(step);
+        throw error;
+      }
       return step;
     } catch (error) {
       await cgroup?.remove();
@@ -1296,6 +1313,11 @@ interface WarmStep {
   readonly cgroup: JobCgroup | null;
   /** The limits baked in when it was made: its cgroup's. */
   readonly limits: Pick<StepLimits, "memoryMb" | "processes">;
+  /**
+   * CPU time its chain used to start, less the stub's own: what the step's
+   * cgroup counted that is not the program's. Final once the stub waits.
+   */
+  chainCpuMs: number;
   /** Whether the chain has exited (it died waiting, or was destroyed). */
   exited: boolean;
 }
@@ -1336,6 +1358,9 @@ async function destroyWarmStep(step: WarmStep): Promise<void> {
   await child.status;
   step.exited = true;
 }
+
+/** How long a pre-warmed chain may take to start: far more than it needs. */
+const WARM_READY_TIMEOUT_MS = 30_000;
 
 /** Step cgroups are named `p<pid of the node>-<uuid>`, so stale ones can be told. */
 const STEP_PREFIX = "p";
