@@ -57,6 +57,8 @@ export class LocalWorker implements Worker {
   #running = new Map<string, AbortController>();
   /** Stdin channels of the interactive jobs running here. */
   #inputs = new Map<string, InputChannel>();
+  /** Every job's whole life, its cleanup included. */
+  readonly #unfinished = new Set<Promise<void>>();
 
   constructor(options: LocalWorkerOptions) {
     this.#options = options;
@@ -107,7 +109,7 @@ export class LocalWorker implements Worker {
     this.#running.set(job.id, abort);
     const input = job.request.interactive ? new InputChannel() : undefined;
     if (input) this.#inputs.set(job.id, input);
-    executeJob(resolved, job.request, {
+    const done = executeJob(resolved, job.request, {
       ...input ? { input } : {},
       jobId: job.id,
       nodeName: this.name,
@@ -123,7 +125,17 @@ export class LocalWorker implements Worker {
         events.result(result);
       },
       ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
-    });
+    }).then(() => {});
+    this.#unfinished.add(done);
+    done.finally(() => this.#unfinished.delete(done));
+  }
+
+  /**
+   * Resolves once every job started here is cleaned up, which may be after
+   * its result: a master waits for it before it removes its work root.
+   */
+  async cleanedUp(): Promise<void> {
+    while (this.#unfinished.size > 0) await Promise.all(this.#unfinished);
   }
 
   cancel(jobId: string, reason: string): void {

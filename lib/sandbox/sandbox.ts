@@ -552,6 +552,19 @@ export class Sandbox {
     await this.#pool?.settled();
   }
 
+  /**
+   * Resolves when no job's cleanup is under way (a job's result is told
+   * before it, see `executeJob`) and the pool is settled: for tests that
+   * look for what a job left behind, and for benchmarks.
+   */
+  async settled(): Promise<void> {
+    do {
+      await Promise.allSettled(this.#removals);
+      // A job's end may have started a refill, whose failure removes.
+      await this.#pool?.settled();
+    } while (this.#removals.size > 0);
+  }
+
   /** A sandbox with no layer at all: `--sandbox none`. */
   static none(): Sandbox {
     return new Sandbox("none", null, null, null);
@@ -1100,7 +1113,7 @@ export class Sandbox {
    */
   async close(): Promise<void> {
     // Jobs told their results before their cleanup ended (see executeJob).
-    await Promise.allSettled(this.#removals);
+    await this.settled();
     await this.#pool?.close();
     if (this.#cgroups?.available) await this.#cgroups.removeParent();
     await this.#identities?.close();
