@@ -11,7 +11,9 @@
  *    capped, wall and CPU time, memory, processes, file size and open files
  *    limited, the whole process tree killed at the end;
  * 5. a verdict that says what happened, with the CPU time and peak memory
- *    the sandbox measured.
+ *    the sandbox measured, told at once (`onResult`);
+ * 6. the cleanup: the steps' cgroups once their last processes are gone,
+ *    the workdir, the uid; then the promise resolves.
  *
  * Every call ends in exactly one {@linkcode JobResult}; a failure of kiln
  * itself becomes `internal_error` with the reason, never a thrown error.
@@ -77,6 +79,15 @@ export interface ExecuteOptions {
    * stdin closes when it ends. None closes stdin after `request.stdin`.
    */
   input?: AsyncIterable<string>;
+  /**
+   * Receives the result as soon as it is known: the program has ended and
+   * every process of the job has been sent SIGKILL, but the workdir, the
+   * step cgroups and the job's uid may still be being cleaned up. The
+   * promise of {@linkcode executeJob} resolves with the same result once
+   * they are. A node answers here and frees the job's slot; the cleanup
+   * costs the next job nothing but a little CPU.
+   */
+  onResult?: (result: JobResult) => void;
   /** Directory under which the job's workdir is made. @default `<tmp>/kiln-<pid>-<random>/jobs` */
   workRoot?: string;
   /**
@@ -116,6 +127,31 @@ export async function executeJob(
   request: JobRequest,
   options: ExecuteOptions = {},
 ): Promise<JobResult> {
+  const leftovers: Leftovers = {};
+  try {
+    const result = await attemptJob(resolved, request, options, leftovers);
+    options.onResult?.(result);
+    return result;
+  } finally {
+    // Never Deno.remove(recursive): a deep tree overflows its stack.
+    const { workdir, sandbox } = leftovers;
+    if (workdir && sandbox) await sandbox.removeWorkdir(workdir);
+  }
+}
+
+/** What {@linkcode attemptJob} leaves for {@linkcode executeJob} to remove. */
+interface Leftovers {
+  workdir?: string;
+  sandbox?: Sandbox;
+}
+
+/** The job up to its result, leaving its workdir in `leftovers`. */
+async function attemptJob(
+  resolved: ResolvedRunner,
+  request: JobRequest,
+  options: ExecuteOptions,
+  leftovers: Leftovers,
+): Promise<JobResult> {
   const jobId = options.jobId ?? crypto.randomUUID();
   const base = blankResult(jobId, {
     language: resolved.runner.name,
@@ -153,16 +189,13 @@ export async function executeJob(
       reason: result.reason === undefined ? note : `${result.reason}; ${note}`,
     };
 
-  let workdir: string | undefined;
-  /** Removes the workdir, as the job's uid where the sandbox has one. */
-  let remover: Sandbox | undefined;
   try {
     const sandbox = options.sandbox ?? await defaultSandbox();
-    remover = sandbox;
+    leftovers.sandbox = sandbox;
     base.sandbox = [...sandbox.layers];
     const executables = Object.values(resolved.toolchain.executables);
     // A pre-warmed sandbox for these steps when the node keeps one ready.
-    workdir = await sandbox.makeWorkdir(
+    const workdir = await sandbox.makeWorkdir(
       options.workRoot ?? await defaultWorkRoot(),
       limits,
       {
@@ -173,6 +206,7 @@ export async function executeJob(
           : [limits],
       },
     );
+    leftovers.workdir = workdir;
     const context = await writeSources(resolved, request, workdir);
     await sandbox.prepareWorkdir(workdir);
     const runStep = (
@@ -260,9 +294,6 @@ export async function executeJob(
       verdict: "internal_error",
       reason: `cannot run job: ${describe(error)}`,
     };
-  } finally {
-    // Never Deno.remove(recursive): a deep tree overflows its stack.
-    if (workdir && remover) await remover.removeWorkdir(workdir);
   }
 }
 

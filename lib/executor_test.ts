@@ -529,3 +529,42 @@ Deno.test("executeJob() never writes a file name a runner made outside the workd
     await assert.rejects(Deno.stat(`${workRoot}/main.sh`));
   });
 });
+
+Deno.test("executeJob() tells the result before its cleanup, then resolves with it once nothing is left", async (t) => {
+  for (const [name, sandbox] of SANDBOXES) {
+    await t.step(name, async () => {
+      await withWorkRoot(async (workRoot) => {
+        const mark = processMarker();
+        const told: { workdirThere: boolean; result: unknown }[] = [];
+        const result = await executeJob(
+          scriptRunner(),
+          // A leftover process, so there is something to clean up.
+          job(`(exec -a "$1" sleep 300) & pwd`, { args: [mark] }),
+          {
+            workRoot,
+            ...sandbox ? { sandbox } : {},
+            onResult: (early) => {
+              told.push({
+                // The job's workdir (its cwd) is still there to remove.
+                workdirThere: (() => {
+                  try {
+                    return Deno.statSync(early.stdout.trim()).isDirectory;
+                  } catch {
+                    return false;
+                  }
+                })(),
+                result: early,
+              });
+            },
+          },
+        );
+        assert.equal(result.verdict, "ok", result.reason);
+        assert.equal(told.length, 1, "onResult is called once");
+        assert.equal(told[0]!.result, result, "with the result resolved");
+        assert.ok(told[0]!.workdirThere, "the result came after the cleanup");
+        assert.throws(() => Deno.statSync(result.stdout.trim()));
+        assert.deepEqual(await processesWithArg(mark), []);
+      });
+    });
+  }
+});

@@ -129,8 +129,9 @@ async function assertHealthy(): Promise<void> {
   const result = await submit(bash("echo healthy"));
   assert.equal(result.verdict, "ok", JSON.stringify(result));
   assert.equal(result.stdout, "healthy\n");
-  // The pool settles, so that what the waiting sandboxes hold is known.
-  await sandbox.warmSettled();
+  // The job's cleanup ends after its result, and the pool settles, so
+  // that what is left and what the waiting sandboxes hold are known.
+  await sandbox.settled();
   const waiting = sandbox.warmHoldings();
   if (has.namespaces) {
     const waitingUids = new Set(waiting.uids);

@@ -57,6 +57,8 @@ export class LocalWorker implements Worker {
   #running = new Map<string, AbortController>();
   /** Stdin channels of the interactive jobs running here. */
   #inputs = new Map<string, InputChannel>();
+  /** Every job's whole life, its cleanup included. */
+  readonly #unfinished = new Set<Promise<void>>();
 
   constructor(options: LocalWorkerOptions) {
     this.#options = options;
@@ -107,7 +109,7 @@ export class LocalWorker implements Worker {
     this.#running.set(job.id, abort);
     const input = job.request.interactive ? new InputChannel() : undefined;
     if (input) this.#inputs.set(job.id, input);
-    executeJob(resolved, job.request, {
+    const done = executeJob(resolved, job.request, {
       ...input ? { input } : {},
       jobId: job.id,
       nodeName: this.name,
@@ -115,12 +117,25 @@ export class LocalWorker implements Worker {
       sandbox: this.#options.sandbox,
       signal: abort.signal,
       onOutput: (stream, data) => events.output(stream, data),
+      // The slot frees with the result; the cleanup that follows is the
+      // sandbox's to finish (its close() waits for it).
+      onResult: (result) => {
+        this.#running.delete(job.id);
+        this.#inputs.delete(job.id);
+        events.result(result);
+      },
       ...this.#options.workRoot ? { workRoot: this.#options.workRoot } : {},
-    }).then((result) => {
-      this.#running.delete(job.id);
-      this.#inputs.delete(job.id);
-      events.result(result);
-    });
+    }).then(() => {});
+    this.#unfinished.add(done);
+    done.finally(() => this.#unfinished.delete(done));
+  }
+
+  /**
+   * Resolves once every job started here is cleaned up, which may be after
+   * its result: a master waits for it before it removes its work root.
+   */
+  async cleanedUp(): Promise<void> {
+    while (this.#unfinished.size > 0) await Promise.all(this.#unfinished);
   }
 
   cancel(jobId: string, reason: string): void {

@@ -533,6 +533,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       }
     }
     await ending;
+    // Results go out before their jobs' cleanup ends: that too, before the
+    // work root goes.
+    for (const worker of this.#jobs.workers) {
+      if (worker instanceof LocalWorker) await worker.cleanedUp();
+    }
     await Promise.all(this.#remoteServing);
     await this.#links.closeAll();
     await this.#sweeping;

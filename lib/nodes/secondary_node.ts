@@ -190,8 +190,6 @@ interface SecondaryJob {
   readonly abort: AbortController;
   /** Stdin typed while an interactive job runs; none for the others. */
   readonly input: InputChannel | undefined;
-  /** Settles (never rejects) when the job has ended and its slot is free. */
-  done: Promise<void>;
 }
 
 /**
@@ -254,7 +252,13 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   readonly #maxFrameBytes: number;
   readonly #handshakeTimeoutMs: number;
   readonly #tls: true | TlsDialOptions | undefined;
+  /** The jobs holding a slot: accepted, running, their result not yet told. */
   readonly #jobs = new Map<string, SecondaryJob>();
+  /**
+   * Every job's whole life, settling (never rejecting) once its result is
+   * out and its sandbox cleaned up: a drain or a lost master waits for it.
+   */
+  readonly #unfinished = new Set<Promise<void>>();
   /** Aborted at shutdown: ends dials, back-off waits and heartbeats. */
   readonly #stopping = new AbortController();
   readonly #readiness = Promise.withResolvers<void>();
@@ -410,7 +414,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   async drain(): Promise<void> {
     if (this.#closing || this.#draining) return await this.finished;
     this.#draining = true;
-    const running = [...this.#jobs.values()].map((job) => job.done);
+    const running = [...this.#unfinished];
     log.info(
       "draining: taking no new job; waiting up to {ms} ms for {running} running",
       { ms: this.#drainTimeoutMs, running: running.length },
@@ -579,7 +583,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       await connection.close();
       // The master places these jobs again; their results have nowhere to go.
       this.#abortJobs("the connection to the master was lost");
-      await Promise.all([...this.#jobs.values()].map((job) => job.done));
+      await Promise.all(this.#unfinished);
       this.#connection = undefined;
     }
   }
@@ -695,10 +699,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     const job: SecondaryJob = {
       abort: new AbortController(),
       input: parsed.request.interactive ? new InputChannel() : undefined,
-      done: Promise.resolve(),
     };
     this.#jobs.set(jobId, job);
-    job.done = this.#execute(connection, jobId, parsed.request, job, refuse);
+    const done = this.#execute(connection, jobId, parsed.request, job, refuse);
+    // Until its cleanup is over, which may be after its slot was freed.
+    this.#unfinished.add(done);
+    done.finally(() => this.#unfinished.delete(done));
   }
 
   /** Resolves the job's language and runs it, then sends its result. Never rejects. */
@@ -721,7 +727,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       // Output the master does not take in time is dropped, not buffered:
       // the rest of it is not streamed, and the result says `truncated`.
       let outputLost = false;
-      const ran = await executeJob(resolution.resolved, request, {
+      let sent: Promise<void> | undefined;
+      await executeJob(resolution.resolved, request, {
         jobId,
         nodeName: this.name,
         limits: this.#limits,
@@ -738,19 +745,20 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
           });
         },
         ...this.#workRoot ? { workRoot: this.#workRoot } : {},
-      });
-      const result = outputLost ? { ...ran, truncated: true } : ran;
-      // The slot is free before the master hears of it, so it may reuse it at once.
-      this.#jobs.delete(jobId);
-      log.info("job {jobId} ({language}) finished: {verdict} in {timeMs} ms", {
-        jobId,
-        language,
-        verdict: result.verdict,
-        timeMs: result.timeMs,
+        // Told before the cleanup, which goes on after the slot is freed.
+        onResult: (ran) => {
+          const result = outputLost ? { ...ran, truncated: true } : ran;
+          // The slot is free before the master hears of it, so it may reuse it at once.
+          this.#jobs.delete(jobId);
+          log.info(
+            "job {jobId} ({language}) finished: {verdict} in {timeMs} ms",
+            { jobId, language, verdict: result.verdict, timeMs: result.timeMs },
+          );
+          sent = sendResult(connection, result);
+          this.emit("jobcomplete", result);
+        },
       });
       // Awaited, so that a drain closes the link only once it is out.
-      const sent = sendResult(connection, result);
-      this.emit("jobcomplete", result);
       await sent;
     } catch (error) {
       // executeJob never throws; a listener of ours might. Whatever broke,

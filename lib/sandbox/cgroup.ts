@@ -106,6 +106,14 @@ export interface JobCgroup extends AsyncDisposable {
    */
   killAll(): Promise<void>;
   /**
+   * SIGKILLs every process in the cgroup once (on v2 through `cgroup.kill`
+   * when the kernel has it), without waiting for them to be gone: enough
+   * when nothing in it can fork any more, as in a pid namespace whose init
+   * has exited (the kernel kills the rest). {@linkcode JobCgroup.remove}
+   * still waits for them. Never throws.
+   */
+  signalAll(): void;
+  /**
    * Removes every directory, killing what is in it first (see
    * {@linkcode JobCgroup.killAll}). True when
    * every directory is gone: the kernel removes only a cgroup no process is
@@ -283,7 +291,10 @@ const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
 /** Rounds of SIGKILL in {@linkcode JobCgroup.killAll} before giving up. */
 const KILL_ROUNDS = 100;
-/** Pause between those rounds, so the kernel can finish the killed processes. */
+/**
+ * Longest pause between those rounds (and between attempts to remove), so
+ * the kernel can finish the killed processes; the first pauses are shorter.
+ */
 const KILL_PAUSE_MS = 10;
 /** Attempts to `rmdir` a cgroup whose last processes are still exiting. */
 const RMDIR_ATTEMPTS = 50;
@@ -827,20 +838,34 @@ abstract class BaseCgroup implements JobCgroup {
       // reading `cgroup.procs` and the signal reaching it. The pids limit
       // bounds how many can appear per round.
       for (let round = 0; round < KILL_ROUNDS; round++) {
-        const pids = this.#processes();
-        if (pids.length === 0) return;
-        for (const pid of pids) {
-          try {
-            Deno.kill(pid, "SIGKILL");
-          } catch {
-            // Already gone.
-          }
-        }
-        await delay(KILL_PAUSE_MS);
+        if (this.#signalListed() === 0) return;
+        // Most are gone within a millisecond or two: look again soon.
+        await delay(Math.min(KILL_PAUSE_MS, 2 ** round));
       }
     } catch {
       // Never throws: a cgroup that cannot be read has nothing to kill.
     }
+  }
+
+  signalAll(): void {
+    try {
+      if (!this.killAtOnce()) this.#signalListed();
+    } catch {
+      // Never throws: a cgroup that cannot be read has nothing to kill.
+    }
+  }
+
+  /** SIGKILLs every process `cgroup.procs` lists; returns how many it listed. */
+  #signalListed(): number {
+    const pids = this.#processes();
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    return pids.length;
   }
 
   async remove(): Promise<boolean> {
@@ -1021,7 +1046,7 @@ async function removeDirectory(
       why = message(error);
       if (!isBusy(error)) break; // Hopeless.
       await killAll();
-      await delay(KILL_PAUSE_MS);
+      await delay(Math.min(KILL_PAUSE_MS, 2 ** (attempt - 1)));
     }
   }
   leaks.count++;

@@ -193,6 +193,37 @@ Deno.test("cgroup v1 on this machine", async (t) => {
     );
 
     await t.step(
+      "signalAll() kills every process in it at once, without waiting for them",
+      async () => {
+        await using cgroup = await backend.create("signal");
+        const child = spawnIn(cgroup, [
+          "/bin/sh",
+          "-c",
+          "sleep 600 & echo $!; exec sleep 600",
+        ]);
+        const lines = new Lines(child.stdout);
+        const orphan = Number(await lines.next());
+        cgroup.signalAll();
+        assert.deepEqual((await child.status).signal, "SIGKILL");
+        // The background sleep got it too: the cgroup empties by itself.
+        for (let i = 0; i < 100 && (await cgroup.processes()).length; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        assert.deepEqual(await cgroup.processes(), []);
+        // Dead: gone, or a zombie where this container's init reaps none.
+        let state = "gone";
+        try {
+          state = Deno.readTextFileSync(`/proc/${orphan}/stat`)
+            .replace(/^.*\) /s, "")[0]!;
+        } catch {
+          // Reaped.
+        }
+        assert.ok(state === "gone" || state === "Z", `the orphan is ${state}`);
+        await lines.rest();
+      },
+    );
+
+    await t.step(
       "peak memory of a program touching 100 MiB is within 20 %",
       async () => {
         await using cgroup = await backend.create("peak", {

@@ -13,6 +13,15 @@
  * recently asked for goes first), so that jobs cycling through limits
  * cannot make the node hold an unbounded number of idle sandboxes.
  *
+ * Sandboxes are made only while the node is quiet (`quiet()`): making one
+ * (a spawn, namespaces, mounts, an interpreter's start) competes for the
+ * CPU with the jobs that run, and on a 2-core machine it slowed a running
+ * Python hello from 34 to 50 ms, more than a warm start saves. So a taken
+ * sandbox is made up again once the node's jobs have ended (the node calls
+ * {@linkcode WarmPool.nudge}); under sustained load the ready ones are used
+ * up and jobs start cold, as they would without a pool, and the pool fills
+ * again in the next lull.
+ *
  * Each sandbox is single use: taken once, never returned. A sandbox that
  * died while it waited is destroyed when it is found, and a key whose
  * sandboxes fail to be made three times in a row rests for `idleMs`
@@ -36,6 +45,11 @@ export interface WarmPoolOptions<Spec, Job> {
   readonly destroy: (job: Job) => Promise<void>;
   /** Whether a sandbox can still be used (its processes still wait). */
   readonly usable: (job: Job) => boolean;
+  /**
+   * Whether sandboxes may be made now; when it turns true again, call
+   * {@linkcode WarmPool.nudge}. @default always
+   */
+  readonly quiet?: () => boolean;
 }
 
 /** One key's books. */
@@ -91,7 +105,12 @@ export class WarmPool<Spec, Job> {
         `Cannot make a warm pool: perKey ${options.perKey} is not a whole number >= 0`,
       );
     }
-    this.#options = { maxKeys: 8, idleMs: 60_000, ...options };
+    this.#options = {
+      maxKeys: 8,
+      idleMs: 60_000,
+      quiet: () => true,
+      ...options,
+    };
     if (options.perKey > 0) {
       const sweeper = setInterval(
         () => this.#sweepIdle(),
@@ -126,6 +145,17 @@ export class WarmPool<Spec, Job> {
     }
     this.#fill(key, lane);
     return job;
+  }
+
+  /**
+   * The node may have become quiet: makes up every key that is short of
+   * sandboxes. Cheap when there is nothing to do.
+   */
+  nudge(): void {
+    if (this.#closed || !this.#options.quiet()) return;
+    for (const [key, lane] of this.#lanes) {
+      if (lane.ready.length < this.#options.perKey) this.#fill(key, lane);
+    }
   }
 
   /** Every ready sandbox, over every key (usable or not yet found dead). */
@@ -177,13 +207,17 @@ export class WarmPool<Spec, Job> {
     if (lane.failures >= MAX_FAILURES && Date.now() >= lane.restUntil) {
       lane.failures = 0; // rested: a cause that passed no longer stops it
     }
-    if (lane.filling || lane.failures >= MAX_FAILURES) return;
+    if (
+      lane.filling || lane.failures >= MAX_FAILURES || !this.#options.quiet()
+    ) return;
     lane.filling = true;
     const fill = (async () => {
       while (
         !this.#closed && this.#lanes.get(key) === lane &&
         lane.ready.length < this.#options.perKey &&
-        lane.failures < MAX_FAILURES
+        lane.failures < MAX_FAILURES &&
+        // A job started meanwhile: the rest waits for the next nudge.
+        this.#options.quiet()
       ) {
         try {
           const job = await this.#options.make(lane.spec);

@@ -14,6 +14,7 @@ function books(options: {
   maxKeys?: number;
   idleMs?: number;
   fail?: (key: string) => boolean;
+  quiet?: () => boolean;
 }) {
   const made: Made[] = [];
   const pool = new WarmPool<string, Made>({
@@ -151,4 +152,52 @@ Deno.test("WarmPool.close destroys every ready sandbox and any made after", asyn
   assert.ok(made.every((job) => job.destroyed));
   assert.equal(pool.take("go", "go"), undefined);
   assert.equal(pool.size, 0);
+});
+
+Deno.test("WarmPool makes nothing while the node is busy, and makes up on a nudge once quiet", async () => {
+  let busy = true;
+  const { pool, made } = books({ perKey: 2, quiet: () => !busy });
+  assert.equal(pool.take("python", "python"), undefined);
+  await pool.settled();
+  assert.equal(made.length, 0, "made while a job ran");
+  pool.nudge();
+  await pool.settled();
+  assert.equal(made.length, 0, "a nudge while busy makes nothing");
+  busy = false;
+  pool.nudge();
+  await pool.settled();
+  assert.equal(made.length, 2);
+  busy = true;
+  assert.equal(pool.take("python", "python")?.id, 1);
+  await pool.settled();
+  assert.equal(pool.size, 1, "the taken one is made up beside the job");
+  busy = false;
+  pool.nudge();
+  await pool.settled();
+  assert.equal(pool.size, 2);
+  await pool.close();
+});
+
+Deno.test("WarmPool stops making between sandboxes when a job starts", async () => {
+  let busy = false;
+  let made = 0;
+  const pool = new WarmPool<string, number>({
+    perKey: 3,
+    make: () => {
+      made++;
+      busy = true; // a job arrives while the first one is made
+      return Promise.resolve(made);
+    },
+    destroy: () => Promise.resolve(),
+    usable: () => true,
+    quiet: () => !busy,
+  });
+  pool.take("c", "c");
+  await pool.settled();
+  assert.equal(made, 1, "went on making while a job ran");
+  busy = false;
+  pool.nudge();
+  await pool.settled();
+  assert.equal(made, 2, "one at a time: the job that came stops the rest");
+  await pool.close();
 });

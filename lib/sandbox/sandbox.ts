@@ -92,6 +92,7 @@ import { isProcessAlive } from "./process_tree.ts";
 import { removeTree } from "./remove_tree.ts";
 import { WarmPool } from "./prewarm.ts";
 import {
+  awaitStubReady,
   encodeOrders,
   findPerl,
   isStubFailure,
@@ -298,6 +299,17 @@ export class Sandbox {
   /** Taken warm workdirs whose sources are not yet handed to the job's uid. */
   readonly #handOver = new Set<string>();
   readonly #stepStarts = { warm: 0, cold: 0 };
+  /**
+   * Jobs between makeWorkdir and removeWorkdir, plus one per makeWorkdir
+   * under way: the pool makes sandboxes only while there are fewer than
+   * {@linkcode QUIET_BELOW_JOBS}.
+   */
+  #jobsRunning = 0;
+  readonly #jobWorkdirs = new Set<string>();
+  /** Calls of removeWorkdir under way, so that close() waits for them. */
+  readonly #removals = new Set<Promise<void>>();
+  /** Removals of the step cgroups of each job workdir, still under way. */
+  readonly #cgroupRemovals = new Map<string, Promise<void>[]>();
 
   private constructor(
     mode: SandboxMode,
@@ -495,6 +507,7 @@ export class Sandbox {
       make: (spec) => this.#makeWarmJob(spec, perl),
       destroy: (job) => this.#destroyWarmJob(job),
       usable: (job) => job.steps.every((step) => !step.exited),
+      quiet: () => this.#jobsRunning < QUIET_BELOW_JOBS,
     });
   }
 
@@ -539,6 +552,19 @@ export class Sandbox {
     await this.#pool?.settled();
   }
 
+  /**
+   * Resolves when no job's cleanup is under way (a job's result is told
+   * before it, see `executeJob`) and the pool is settled: for tests that
+   * look for what a job left behind, and for benchmarks.
+   */
+  async settled(): Promise<void> {
+    do {
+      await Promise.allSettled(this.#removals);
+      // A job's end may have started a refill, whose failure removes.
+      await this.#pool?.settled();
+    } while (this.#removals.size > 0);
+  }
+
   /** A sandbox with no layer at all: `--sandbox none`. */
   static none(): Sandbox {
     return new Sandbox("none", null, null, null);
@@ -575,6 +601,24 @@ export class Sandbox {
     limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
     warm?: WarmRequest,
   ): Promise<string> {
+    // Counted before the pool is asked: a job that runs is no time to warm.
+    this.#jobsRunning++;
+    try {
+      const workdir = await this.#takeWorkdir(root, limits, warm);
+      this.#jobWorkdirs.add(workdir);
+      this.#cgroupRemovals.set(workdir, []);
+      return workdir;
+    } catch (error) {
+      this.#jobEnded();
+      throw error;
+    }
+  }
+
+  async #takeWorkdir(
+    root: string,
+    limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
+    warm: WarmRequest | undefined,
+  ): Promise<string> {
     if (warm && this.#pool) {
       const spec = { root, limits, warm };
       const job = this.#pool.take(warmKey(spec), spec);
@@ -585,6 +629,12 @@ export class Sandbox {
       }
     }
     return await this.#makeColdWorkdir(root, limits);
+  }
+
+  /** A job's workdir is gone: the pool may make up what jobs took. */
+  #jobEnded(): void {
+    this.#jobsRunning--;
+    this.#pool?.nudge();
   }
 
   async #makeColdWorkdir(
@@ -686,6 +736,20 @@ export class Sandbox {
    * the job's uid is scrubbed and returned to the pool.
    */
   async removeWorkdir(workdir: string): Promise<void> {
+    const removal = this.#removeWorkdir(workdir);
+    this.#removals.add(removal);
+    try {
+      await removal;
+    } finally {
+      this.#removals.delete(removal);
+      if (this.#jobWorkdirs.delete(workdir)) this.#jobEnded();
+    }
+  }
+
+  async #removeWorkdir(workdir: string): Promise<void> {
+    // Every process of the steps is gone once their cgroups are.
+    await Promise.all(this.#cgroupRemovals.get(workdir) ?? []);
+    this.#cgroupRemovals.delete(workdir);
     // Warm steps the job did not use (its compile step failed) go first.
     const unused = this.#warmSteps.get(workdir) ?? [];
     this.#warmSteps.delete(workdir);
@@ -770,8 +834,11 @@ export class Sandbox {
   }
 
   /**
-   * Runs one step to its end inside every layer, and measures it. The
-   * step's cgroup is removed before this returns, with every process in it.
+   * Runs one step to its end inside every layer, and measures it. Every
+   * process of the step has been sent SIGKILL when this returns; its cgroup
+   * is removed, with the last of them, before this returns, or, in a
+   * workdir made by {@linkcode Sandbox.makeWorkdir}, before
+   * {@linkcode Sandbox.removeWorkdir} returns.
    *
    * @throws {Error} when the sandbox itself fails (the cgroup cannot be
    * created or joined): a fault of the node, not of the program.
@@ -818,16 +885,7 @@ export class Sandbox {
             ...spec.args,
           ],
         });
-        // The chain's start is not the program's, except what the stub's
-        // own process used: the CPU rlimit counts that for the program.
-        if (cgroup) {
-          const [usage, stub] = await Promise.all([
-            cgroup.usage(),
-            cgroup.processes().then(stubCpuMs),
-          ]);
-          cpuBeforeMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
-          await cgroup.resetPeak();
-        }
+        cpuBeforeMs = warm.chainCpuMs;
         child = warm.child;
         this.#stepStarts.warm++;
       } else {
@@ -858,7 +916,14 @@ export class Sandbox {
             },
           }
           : undefined,
-        killAll: cgroup ? () => cgroup.killAll() : undefined,
+        // In bwrap's pid namespace, the kernel kills whatever is left once
+        // the namespace's init has exited, forks under way included: one
+        // signal does, and the cgroup's removal waits for them to be gone.
+        killAll: cgroup
+          ? this.#bwrap?.available
+            ? () => Promise.resolve(cgroup.signalAll())
+            : () => cgroup.killAll()
+          : undefined,
       });
       if (nonce !== undefined && isStubFailure(outcome, nonce)) {
         throw new Error(outcome.stderr.trim());
@@ -892,8 +957,22 @@ export class Sandbox {
         disk: this.#disks.get(options.workdir)?.fill() ?? null,
       };
     } finally {
-      await cgroup?.remove();
+      if (cgroup) await this.#removeStepCgroup(options.workdir, cgroup);
     }
+  }
+
+  /**
+   * Removes a step's cgroup, which waits for its last processes to finish
+   * exiting (the namespaces' teardown takes milliseconds): for a job's
+   * workdir in the background, so that the step's outcome does not wait
+   * ({@linkcode Sandbox.removeWorkdir} waits for it), else at once.
+   */
+  #removeStepCgroup(workdir: string, cgroup: JobCgroup): Promise<void> {
+    const removed = cgroup.remove().then(() => {});
+    const pending = this.#cgroupRemovals.get(workdir);
+    if (!pending) return removed;
+    pending.push(removed);
+    return Promise.resolve();
   }
 
   /**
@@ -939,7 +1018,7 @@ export class Sandbox {
 
   async #destroyWarmJob(job: WarmJob): Promise<void> {
     await Promise.all(job.steps.map((step) => destroyWarmStep(step)));
-    await this.removeWorkdir(job.workdir);
+    await this.#removeWorkdir(job.workdir);
   }
 
   /**
@@ -974,8 +1053,33 @@ export class Sandbox {
         }, cgroup),
         { cwd: workdir, env: {}, stdin: "piped" },
       );
-      const step: WarmStep = { child, cgroup, limits, exited: false };
+      const step: WarmStep = {
+        child,
+        cgroup,
+        limits,
+        chainCpuMs: 0,
+        exited: false,
+      };
       child.status.then(() => step.exited = true);
+      // Made only once it waits: a chain still starting would compete with
+      // the job that takes it, and charge it with the chain's CPU.
+      try {
+        await awaitStubReady(child.stdout, WARM_READY_TIMEOUT_MS);
+        // The chain's start is not the program's, except what the stub's
+        // own process used: the CPU rlimit counts that for the program.
+        // Its peak memory is not the program's either.
+        if (cgroup) {
+          const [usage, stub] = await Promise.all([
+            cgroup.usage(),
+            cgroup.processes().then(stubCpuMs),
+          ]);
+          step.chainCpuMs = Math.max(0, (usage.cpuTimeMs ?? 0) - stub);
+          await cgroup.resetPeak();
+        }
+      } catch (error) {
+        await destroyWarmStep(step);
+        throw error;
+      }
       return step;
     } catch (error) {
       await cgroup?.remove();
@@ -1008,6 +1112,8 @@ export class Sandbox {
    * Never throws.
    */
   async close(): Promise<void> {
+    // Jobs told their results before their cleanup ended (see executeJob).
+    await this.settled();
     await this.#pool?.close();
     if (this.#cgroups?.available) await this.#cgroups.removeParent();
     await this.#identities?.close();
@@ -1220,6 +1326,11 @@ interface WarmStep {
   readonly cgroup: JobCgroup | null;
   /** The limits baked in when it was made: its cgroup's. */
   readonly limits: Pick<StepLimits, "memoryMb" | "processes">;
+  /**
+   * CPU time its chain used to start, less the stub's own: what the step's
+   * cgroup counted that is not the program's. Final once the stub waits.
+   */
+  chainCpuMs: number;
   /** Whether the chain has exited (it died waiting, or was destroyed). */
   exited: boolean;
 }
@@ -1261,8 +1372,23 @@ async function destroyWarmStep(step: WarmStep): Promise<void> {
   step.exited = true;
 }
 
+/** How long a pre-warmed chain may take to start: far more than it needs. */
+const WARM_READY_TIMEOUT_MS = 30_000;
+
 /** Step cgroups are named `p<pid of the node>-<uuid>`, so stale ones can be told. */
 const STEP_PREFIX = "p";
+
+/**
+ * The pool makes sandboxes only while fewer jobs than this run: none on a
+ * machine of up to 7 cores, one in four cores' worth beyond. Making one
+ * takes more than a core in bursts (kiln's spawn, bwrap's namespaces and
+ * mounts, the kernel's work), so even one job running beside it on 2
+ * cores was slowed by more than a warm start saves.
+ */
+const QUIET_BELOW_JOBS = Math.max(
+  1,
+  Math.floor((navigator.hardwareConcurrency || 1) / 4),
+);
 const STEP_NAME = /^p(\d+)-/;
 
 /** What a job can do when a layer is missing, for the warning. */

@@ -348,3 +348,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a taken pre-warmed sandbox is made up only once its job has ended, not beside it",
+  ignore: skip !== undefined,
+  async fn() {
+    const sandbox = await Sandbox.detect({ prewarm: 2 });
+    const resolved = await registry.resolve("bash");
+    assert.ok(resolved.ok);
+    const job: JobRequest = {
+      language: "bash",
+      // Runs until told to end on stdin: the pool is looked at meanwhile.
+      files: [{ name: "main.sh", content: "read line; echo got $line" }],
+      interactive: true,
+    };
+    try {
+      await run(sandbox, { ...job, interactive: false, stdin: "x\n" });
+      await sandbox.warmSettled();
+      assert.equal(sandbox.warmSandboxes, 2);
+      const input = {
+        queue: [] as string[],
+        wake: () => {},
+        async *[Symbol.asyncIterator]() {
+          while (true) {
+            while (this.queue.length === 0) {
+              await new Promise<void>((resolve) => this.wake = resolve);
+            }
+            yield this.queue.shift()!;
+            return;
+          }
+        },
+      };
+      let told = 0;
+      const warmBefore = sandbox.stepStarts.warm;
+      const running = executeJob(resolved.resolved, job, {
+        sandbox,
+        input,
+        onResult: () => told++,
+      });
+      // Until the program has started, its sandbox leaves the pool...
+      while (sandbox.stepStarts.warm === warmBefore) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await sandbox.warmSettled();
+      // ...and no other is made while it runs.
+      assert.equal(sandbox.warmSandboxes, 1, "one was made beside the job");
+      input.queue.push("done\n");
+      input.wake();
+      const result = await running;
+      assert.equal(result.stdout, "got done\n");
+      assert.equal(told, 1, "onResult is called once");
+      await sandbox.warmSettled();
+      assert.equal(sandbox.warmSandboxes, 2, "not made up after the job");
+    } finally {
+      await sandbox.close();
+    }
+  },
+});

@@ -6,6 +6,9 @@
  * already runs in the step's cgroup, namespaces and seccomp filter, as the
  * job's uid, in the job's workdir. It blocks reading its orders from stdin;
  * when the job arrives kiln writes them, then the program's stdin after.
+ * The stub first says it is ready ({@linkcode WARM_STUB_READY} on its
+ * stdout): until then its chain is still starting, and costs CPU a job
+ * must neither wait for nor be charged with.
  * The stub reads exactly its orders (never a byte of the program's stdin),
  * sets the program's rlimits (with `prlimit64(2)`, as `prlimit` would) and
  * environment, and execs the runner's command. Nothing of the
@@ -57,6 +60,13 @@ export function prlimitSyscall(): number | null {
 /** Exit code of the stub when it cannot start the program (125, as the chain's other links). */
 export const WARM_STUB_FAILED = 125;
 
+/**
+ * What the stub writes to its stdout once it waits for its orders, before
+ * any output of the program: kiln reads it off (see
+ * {@linkcode awaitStubReady}), so the program's output never holds it.
+ */
+export const WARM_STUB_READY = "kiln-warm-ready\n";
+
 /** The first field of every order: the version of this format. */
 const MAGIC = "kiln-warm-1";
 
@@ -75,6 +85,7 @@ sub take { my ($n) = @_; my $b = ""; while (length($b) < $n) {
   if (!defined $r) { fail("?", "cannot read orders: $!"); }
   if ($r == 0) { exit 0 if length($b) == 0 && $n == 8; fail("?", "orders cut short"); } }
   return $b; }
+syswrite(STDOUT, "${WARM_STUB_READY}") or exit ${WARM_STUB_FAILED};
 my $head = take(8);
 fail("?", "bad order length") unless $head =~ /^[0-9a-f]{8}$/;
 my @f = split(/\0/, take(hex($head)), -1);
@@ -100,6 +111,52 @@ if ($stdin eq "null") { open(STDIN, "<", "/dev/null") or fail($nonce, "cannot op
 exec { $f[0] } @f;
 fail($nonce, "cannot run $f[0]: $!");
 `;
+
+/**
+ * Reads the stub's {@linkcode WARM_STUB_READY} off `stdout`, and nothing
+ * more, then lets the stream go for the program's output.
+ *
+ * @throws {Error} when the stream ends or says anything else first (the
+ * chain failed: its stderr tells why), or after `timeoutMs`.
+ */
+export async function awaitStubReady(
+  stdout: ReadableStream<Uint8Array>,
+  timeoutMs: number,
+): Promise<void> {
+  const want = new TextEncoder().encode(WARM_STUB_READY);
+  const reader = stdout.getReader({ mode: "byob" });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new Error(`the warm stub was not ready within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    let have = 0;
+    let buffer = new Uint8Array(want.length);
+    while (have < want.length) {
+      // A BYOB read never takes more than the marker's length: nothing of
+      // what follows (the program's output) is consumed here.
+      const { value, done } = await Promise.race([
+        reader.read(buffer.subarray(have)),
+        timeout,
+      ]);
+      if (done || value === undefined) {
+        throw new Error("the warm stub ended before it was ready");
+      }
+      buffer = new Uint8Array(value.buffer);
+      have += value.byteLength;
+    }
+    if (!buffer.every((byte, i) => byte === want[i])) {
+      throw new Error("the warm stub said something else than ready");
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+}
 
 /** The command line of the stub, to put where a cold step's command is. */
 export function warmStubCommand(perlPath: string): string[] {

@@ -1,11 +1,13 @@
 // deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
 import {
+  awaitStubReady,
   encodeOrders,
   findPerl,
   isStubFailure,
   prlimitSyscall,
   WARM_STUB_FAILED,
+  WARM_STUB_READY,
   type WarmOrders,
   warmStubCommand,
 } from "./warm_stub.ts";
@@ -34,9 +36,12 @@ async function stub(
   await writer.close();
   const output = await child.output();
   const text = new TextDecoder();
+  const stdout = text.decode(output.stdout);
+  // The stub says it is ready first, whatever it is told after.
+  assert.ok(stdout.startsWith(WARM_STUB_READY), JSON.stringify(stdout));
   return {
     code: output.code,
-    stdout: text.decode(output.stdout),
+    stdout: stdout.slice(WARM_STUB_READY.length),
     stderr: text.decode(output.stderr),
   };
 }
@@ -138,4 +143,38 @@ Deno.test("encodeOrders refuses what cannot cross to the stub", () => {
     /bad environment name/,
   );
   assert.throws(() => encodeOrders({ ...base, argv: [] }), /no command/);
+});
+
+Deno.test("awaitStubReady takes the ready line and not a byte more, and knows a chain that failed", async () => {
+  const spawn = (script: string) =>
+    new Deno.Command("/bin/sh", {
+      args: ["-c", script],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+  // Written at once with the program's output, as a fast program might.
+  const ready = spawn(`printf '${WARM_STUB_READY.trim()}\\nthe program'`);
+  await awaitStubReady(ready.stdout, 5000);
+  let rest = "";
+  for await (const chunk of ready.stdout) {
+    rest += new TextDecoder().decode(chunk);
+  }
+  assert.equal(rest, "the program");
+  await ready.status;
+
+  const failed = spawn("echo 'bwrap: cannot do that' >&2; exit 1");
+  await assert.rejects(awaitStubReady(failed.stdout, 5000), /ended before/);
+  await failed.status;
+
+  const other = spawn("echo something else entirely");
+  await assert.rejects(awaitStubReady(other.stdout, 5000), /something else/);
+  await other.stdout.cancel();
+  await other.status;
+
+  const silent = spawn("exec sleep 30");
+  await assert.rejects(awaitStubReady(silent.stdout, 50), /within 50 ms/);
+  silent.kill("SIGKILL");
+  await silent.stdout.cancel();
+  await silent.status;
 });
