@@ -428,11 +428,20 @@ function within(path: string, roots: readonly string[]): boolean {
  * await Deno.remove(workdir, { recursive: true });
  * ```
  */
-export async function prepareWorkdir(
+export function prepareWorkdir(
   workdir: string,
   uid: number,
   gid: number,
 ): Promise<void> {
+  try {
+    handOver(workdir, uid, gid);
+    return Promise.resolve();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+function handOver(workdir: string, uid: number, gid: number): void {
   // Synchronous: the sources kiln just wrote are a few files in memory
   // (a tmpfs or the page cache), and each async call would cost a hop to
   // another thread and back. A list, not recursion: however deep.
