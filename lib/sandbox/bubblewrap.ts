@@ -428,25 +428,35 @@ function within(path: string, roots: readonly string[]): boolean {
  * await Deno.remove(workdir, { recursive: true });
  * ```
  */
-export async function prepareWorkdir(
+export function prepareWorkdir(
   workdir: string,
   uid: number,
   gid: number,
 ): Promise<void> {
-  const chownTree = async (path: string) => {
-    await Deno.chown(path, uid, gid);
-    const info = await Deno.lstat(path);
-    if (!info.isDirectory) return;
-    for await (const entry of Deno.readDir(path)) {
-      const child = join(path, entry.name);
+  try {
+    handOver(workdir, uid, gid);
+    return Promise.resolve();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+function handOver(workdir: string, uid: number, gid: number): void {
+  // Synchronous: the sources kiln just wrote are a few files in memory
+  // (a tmpfs or the page cache), and each async call would cost a hop to
+  // another thread and back. A list, not recursion: however deep.
+  const pending = [workdir];
+  for (let path = pending.pop(); path !== undefined; path = pending.pop()) {
+    Deno.chownSync(path, uid, gid);
+    if (!Deno.lstatSync(path).isDirectory) continue;
+    for (const entry of Deno.readDirSync(path)) {
       // A symlink is changed itself (lchown semantics are what we want, and
       // Deno.chown follows links): skip it rather than chown its target.
       if (entry.isSymlink) continue;
-      await chownTree(child);
+      pending.push(join(path, entry.name));
     }
-  };
-  await chownTree(workdir);
-  await Deno.chmod(workdir, 0o700);
+  }
+  Deno.chmodSync(workdir, 0o700);
 }
 
 /**

@@ -40,10 +40,60 @@ export interface CpuBudget {
   readonly limitMs: number;
   /** CPU time used so far by every process of the step, or null when unknown. */
   readonly read: () => Promise<number | null>;
+  /**
+   * The most CPUs the step's processes can run on at once: its CPU time
+   * then grows by at most this many milliseconds per millisecond, and the
+   * budget is first read when it could first be spent, not every
+   * {@linkcode CPU_POLL_MS} from the start (each read wakes the node up:
+   * a job shorter than its budget is never read). Undefined, every
+   * {@linkcode CPU_POLL_MS}.
+   * @default undefined
+   */
+  readonly cpus?: number | undefined;
 }
 
-/** How often a {@linkcode CpuBudget} is checked. */
+/** How often a {@linkcode CpuBudget} is checked, at most. */
 const CPU_POLL_MS = 50;
+
+/**
+ * How many CPUs this host can ever run a process on
+ * (`/sys/devices/system/cpu/possible`, which counts CPUs that are offline
+ * now too), read once; undefined where that cannot be read. An upper
+ * bound for {@linkcode CpuBudget.cpus}, whatever affinity a job sets.
+ *
+ * @example Polling a step's CPU time only when it could be spent
+ * ```ts
+ * import { possibleCpus } from "./launcher.ts";
+ *
+ * console.log(possibleCpus()); // 2 on a host with CPUs 0-1
+ * ```
+ */
+export function possibleCpus(): number | undefined {
+  if (cpuCount === null) cpuCount = countPossibleCpus();
+  return cpuCount;
+}
+
+let cpuCount: number | undefined | null = null;
+
+function countPossibleCpus(): number | undefined {
+  let list: string;
+  try {
+    list = Deno.readTextFileSync("/sys/devices/system/cpu/possible").trim();
+  } catch {
+    return undefined;
+  }
+  // "0-3,6,8-9": ranges and single CPUs.
+  let count = 0;
+  for (const part of list.split(",")) {
+    const match = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!match) return undefined;
+    const first = Number(match[1]);
+    const last = Number(match[2] ?? match[1]);
+    if (last < first) return undefined;
+    count += last - first + 1;
+  }
+  return count > 0 ? count : undefined;
+}
 
 /** Options of {@linkcode launch}. */
 export interface LaunchOptions {
@@ -307,17 +357,26 @@ export function findSetsid(): Promise<string | null> {
   return setsid;
 }
 
-/** Polls `budget` until stopped, calling `onExceeded` once when it is spent. */
+/**
+ * Polls `budget` until stopped, calling `onExceeded` once when it is spent:
+ * never before it could be spent (see {@linkcode CpuBudget.cpus}), then at
+ * least every {@linkcode CPU_POLL_MS}.
+ */
 function watchCpu(budget: CpuBudget, onExceeded: () => void) {
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const { cpus } = budget;
+  const delayAfter = (used: number | null) =>
+    cpus === undefined || used === null
+      ? CPU_POLL_MS
+      : timerDelay(Math.max(CPU_POLL_MS, (budget.limitMs - used) / cpus));
   const poll = async () => {
     const used = await budget.read().catch(() => null);
     if (stopped) return;
     if (used !== null && used >= budget.limitMs) return onExceeded();
-    timer = setTimeout(poll, CPU_POLL_MS);
+    timer = setTimeout(poll, delayAfter(used));
   };
-  timer = setTimeout(poll, CPU_POLL_MS);
+  timer = setTimeout(poll, delayAfter(0));
   return {
     stop() {
       stopped = true;

@@ -124,3 +124,44 @@ Deno.test("launch() cancelled before the program starts still kills it, though i
   assert.equal(outcome.ending, "cancelled");
   assert.equal(outcome.signal, "SIGKILL");
 });
+
+Deno.test("launch() reads a CPU budget no sooner than the step could have spent it", async () => {
+  let reads = 0;
+  const outcome = await launch(
+    { command: "/bin/sh", args: ["-c", "sleep 0.3"] },
+    {
+      cwd: "/",
+      env: { PATH: "/usr/bin:/bin" },
+      wallTimeMs: 10_000,
+      outputBytes: 1024,
+      // Two CPUs spend 10 s in 5 s at the earliest: each read before that
+      // would only wake the node for nothing.
+      cpu: { limitMs: 10_000, cpus: 2, read: () => Promise.resolve(++reads) },
+    },
+  );
+  assert.equal(outcome.ending, "exited");
+  assert.equal(reads, 0);
+});
+
+Deno.test("launch() stops a step at its CPU budget when it can be spent", async () => {
+  let started: number | undefined;
+  const outcome = await launch(
+    { command: "/bin/sh", args: ["-c", "sleep 10"] },
+    {
+      cwd: "/",
+      env: { PATH: "/usr/bin:/bin" },
+      wallTimeMs: 20_000,
+      outputBytes: 1024,
+      // As if one CPU were busy all the time, from the first read on.
+      cpu: {
+        limitMs: 200,
+        cpus: 1,
+        read: () => {
+          started ??= performance.now() - 200;
+          return Promise.resolve(performance.now() - started - 1);
+        },
+      },
+    },
+  );
+  assert.equal(outcome.ending, "cpu_limit");
+});

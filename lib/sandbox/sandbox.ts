@@ -68,7 +68,12 @@ import {
   detectCgroups,
   type JobCgroup,
 } from "./cgroup.ts";
-import { spawnStep, type StepOutcome, superviseStep } from "./launcher.ts";
+import {
+  possibleCpus,
+  spawnStep,
+  type StepOutcome,
+  superviseStep,
+} from "./launcher.ts";
 import {
   closeDescriptorsPrefix,
   findBash,
@@ -298,6 +303,12 @@ export class Sandbox {
   readonly #warmSteps = new Map<string, WarmStep[]>();
   /** Taken warm workdirs whose sources are not yet handed to the job's uid. */
   readonly #handOver = new Set<string>();
+  /**
+   * Steps spawned in each workdir whose cgroup is not known removed: a
+   * process of them may still run as the job's uid. At 0 the uid's
+   * release skips its walk of `/proc` (see `identity.ts`).
+   */
+  readonly #unconfined = new Map<string, number>();
   readonly #stepStarts = { warm: 0, cold: 0 };
   /**
    * Jobs between makeWorkdir and removeWorkdir, plus one per makeWorkdir
@@ -641,7 +652,10 @@ export class Sandbox {
     root: string,
     limits: Pick<JobLimits, "diskMb" | "diskFiles" | "ptys">,
   ): Promise<string> {
-    const dir = await Deno.makeTempDir({ prefix: "kiln-job-", dir: root });
+    // Synchronous calls on the job's path (here and below): each is a few
+    // microseconds in the kernel, where an async one costs a hop to
+    // another thread and back.
+    const dir = Deno.makeTempDirSync({ prefix: "kiln-job-", dir: root });
     let workdir = dir;
     if (this.#disk?.available) {
       try {
@@ -671,7 +685,7 @@ export class Sandbox {
     // No devpts for none: the kernel reads max=0 as no limit.
     if (limit === 0) this.#ptys.set(workdir, null);
     if (limit === 0 || !this.#ptyLimit?.available) return;
-    const dir = await Deno.makeTempDir({ prefix: PTY_DIR_PREFIX, dir: root });
+    const dir = Deno.makeTempDirSync({ prefix: PTY_DIR_PREFIX, dir: root });
     try {
       this.#ptys.set(workdir, await JobPtys.mount(dir, limit));
     } catch (error) {
@@ -754,16 +768,25 @@ export class Sandbox {
     const unused = this.#warmSteps.get(workdir) ?? [];
     this.#warmSteps.delete(workdir);
     this.#handOver.delete(workdir);
-    await Promise.all(unused.map((step) => destroyWarmStep(step)));
+    const removed = await Promise.all(
+      unused.map((step) => destroyWarmStep(step)),
+    );
+    for (const gone of removed) if (gone) this.#confined(workdir);
     const identity = this.#leases.get(workdir);
     await this.#removeFiles(workdir, identity);
     await this.#removePtys(workdir);
+    // Every step ran in a cgroup that the kernel let us remove, so empty:
+    // nothing of the job is left to look for (the removal's own process
+    // as the uid has been waited for).
+    const processesGone = (this.#unconfined.get(workdir) ?? 0) === 0;
+    this.#unconfined.delete(workdir);
     if (identity) {
       this.#leases.delete(workdir);
       // The steps' cgroups are gone and the removal has ended: no process
       // of the job is left, and its uid can be scrubbed for the next job.
       await this.#identities?.release(identity, {
         keyringsUntouched: this.layers.includes("seccomp"),
+        processesGone,
       });
     }
   }
@@ -778,7 +801,7 @@ export class Sandbox {
       try {
         await disk.unmount();
         this.#disks.delete(workdir);
-        await Deno.remove(disk.mountPoint);
+        Deno.removeSync(disk.mountPoint);
       } catch (error) {
         this.#removalFailures++;
         log.warn("cannot remove the job disk {path}: {reason}", {
@@ -817,7 +840,7 @@ export class Sandbox {
     if (!ptys) return;
     try {
       await ptys.unmount();
-      await Deno.remove(ptys.mountPoint);
+      Deno.removeSync(ptys.mountPoint);
     } catch (error) {
       // Left for the sweep of the next node that starts here.
       this.#removalFailures++;
@@ -848,8 +871,10 @@ export class Sandbox {
     options: SandboxStepOptions,
   ): Promise<SandboxedOutcome> {
     const { limits } = options;
-    await checkCommand(spec.command, options.workdir);
+    checkCommand(spec.command, options.workdir);
     const warm = this.#warmStepFor(options.workdir, limits);
+    // A warm step was counted when it was spawned.
+    if (!warm) this.#unconfine(options.workdir);
     const cgroups = this.#cgroups?.available ? this.#cgroups : null;
     const cgroup = warm ? warm.cgroup : cgroups
       ? await cgroups.create(
@@ -910,6 +935,7 @@ export class Sandbox {
         cpu: cgroup
           ? {
             limitMs: limits.cpuTimeMs,
+            cpus: possibleCpus(),
             read: async () => {
               const used = (await cgroup.usage()).cpuTimeMs;
               return used === null ? null : used - cpuBeforeMs;
@@ -961,6 +987,18 @@ export class Sandbox {
     }
   }
 
+  /** A step is spawned in `workdir`: its processes may run as the job's uid. */
+  #unconfine(workdir: string): void {
+    this.#unconfined.set(workdir, (this.#unconfined.get(workdir) ?? 0) + 1);
+  }
+
+  /** A step of `workdir` is over: its cgroup was removed, so it was empty. */
+  #confined(workdir: string): void {
+    const left = (this.#unconfined.get(workdir) ?? 0) - 1;
+    if (left > 0) this.#unconfined.set(workdir, left);
+    else this.#unconfined.delete(workdir);
+  }
+
   /**
    * Removes a step's cgroup, which waits for its last processes to finish
    * exiting (the namespaces' teardown takes milliseconds): for a job's
@@ -968,7 +1006,9 @@ export class Sandbox {
    * ({@linkcode Sandbox.removeWorkdir} waits for it), else at once.
    */
   #removeStepCgroup(workdir: string, cgroup: JobCgroup): Promise<void> {
-    const removed = cgroup.remove().then(() => {});
+    const removed = cgroup.remove().then((gone) => {
+      if (gone) this.#confined(workdir);
+    });
     const pending = this.#cgroupRemovals.get(workdir);
     if (!pending) return removed;
     pending.push(removed);
@@ -1017,7 +1057,10 @@ export class Sandbox {
   }
 
   async #destroyWarmJob(job: WarmJob): Promise<void> {
-    await Promise.all(job.steps.map((step) => destroyWarmStep(step)));
+    const removed = await Promise.all(
+      job.steps.map((step) => destroyWarmStep(step)),
+    );
+    for (const gone of removed) if (gone) this.#confined(job.workdir);
     await this.#removeWorkdir(job.workdir);
   }
 
@@ -1041,6 +1084,7 @@ export class Sandbox {
         },
       )
       : null;
+    this.#unconfine(workdir);
     try {
       const [command, ...args] = warmStubCommand(perl);
       const child = await spawnStep(
@@ -1082,7 +1126,7 @@ export class Sandbox {
       }
       return step;
     } catch (error) {
-      await cgroup?.remove();
+      if (await cgroup?.remove()) this.#confined(workdir);
       throw error;
     }
   }
@@ -1279,23 +1323,27 @@ export function defaultSandbox(): Promise<Sandbox> {
  * a symlink the job planted cannot make root tell it whether a host path
  * exists.
  */
-async function checkCommand(command: string, workdir: string): Promise<void> {
-  const fail = (why: string) => new Error(`cannot run ${command}: ${why}`);
+function checkCommand(command: string, workdir: string): void {
+  // Synchronous: a stat or two, cheaper than the hop of an async one.
+  const statOf = (stat: () => Deno.FileInfo) => {
+    try {
+      return stat();
+    } catch (error) {
+      throw new Error(`cannot run ${command}: ${describe(error)}`);
+    }
+  };
   const work = normalize(workdir).replace(/(.)\/+$/, "$1");
   const path = normalize(command);
   if (!path.startsWith(`${work}/`)) {
-    await Deno.stat(command).catch((error) => {
-      throw fail(describe(error));
-    });
+    statOf(() => Deno.statSync(command));
     return;
   }
   let at = work;
   for (const part of path.slice(work.length + 1).split("/")) {
     at = `${at}/${part}`;
-    const info = await Deno.lstat(at).catch((error) => {
-      throw fail(describe(error));
-    });
-    if (info.isSymlink) throw fail("it is a symlink the job made");
+    if (statOf(() => Deno.lstatSync(at)).isSymlink) {
+      throw new Error(`cannot run ${command}: it is a symlink the job made`);
+    }
   }
 }
 
@@ -1352,9 +1400,10 @@ function warmKey({ limits, warm }: WarmSpec): string {
 
 /**
  * Ends a warm step that will not be used: its process group and cgroup
- * killed, its pipes closed, its exit awaited. Never throws.
+ * killed, its pipes closed, its exit awaited. Whether its cgroup was
+ * removed (so nothing of it is left). Never throws.
  */
-async function destroyWarmStep(step: WarmStep): Promise<void> {
+async function destroyWarmStep(step: WarmStep): Promise<boolean> {
   const { child } = step;
   try {
     // setsid made the spawned pid the group's leader (see launcher.ts).
@@ -1362,7 +1411,7 @@ async function destroyWarmStep(step: WarmStep): Promise<void> {
   } catch {
     // Gone already.
   }
-  await step.cgroup?.remove();
+  const removed = await step.cgroup?.remove() ?? false;
   await Promise.allSettled([
     child.stdin.close(),
     child.stdout.cancel(),
@@ -1370,6 +1419,7 @@ async function destroyWarmStep(step: WarmStep): Promise<void> {
   ]);
   await child.status;
   step.exited = true;
+  return removed;
 }
 
 /** How long a pre-warmed chain may take to start: far more than it needs. */

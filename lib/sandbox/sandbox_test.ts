@@ -223,3 +223,79 @@ Deno.test({
     }
   },
 });
+
+/**
+ * Runs `echo` in a fresh workdir of `sandbox` and, before the workdir is
+ * removed, leaves a process of the job's uid running outside every
+ * cgroup, as no job of the sandbox could: whether the uid's release then
+ * looks for processes shows in whether the next job gets the same uid.
+ */
+async function nextUidAfterSquatter(sandbox: Sandbox) {
+  const uidOfJob = async (squat: boolean) => {
+    const workdir = await Deno.makeTempDir({ prefix: "kiln-sandbox-test-" });
+    let squatter: Deno.ChildProcess | undefined;
+    try {
+      await sandbox.prepareWorkdir(workdir);
+      const outcome = await sandbox.run({ command: "/bin/echo", args: [] }, {
+        workdir,
+        env: { PATH: "/usr/bin:/bin" },
+        executables: ["/bin/echo"],
+        limits: LIMITS,
+      });
+      assert.equal(outcome.exitCode, 0);
+      const { uid } = sandbox.identityOf(workdir)!;
+      if (squat) {
+        squatter = new Deno.Command("/usr/bin/setpriv", {
+          args: [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "cat"],
+          stdin: "piped",
+          stdout: "null",
+        }).spawn();
+        // Running as the uid before the release could look for it.
+        for (let i = 0; i < 400; i++) {
+          const status = await Deno.readTextFile(
+            `/proc/${squatter.pid}/status`,
+          );
+          if (/^Uid:\s+(\d+)/m.exec(status)?.[1] === String(uid)) break;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }
+      return uid;
+    } finally {
+      await sandbox.removeWorkdir(workdir);
+      await squatter?.stdin.close();
+      await squatter?.status;
+    }
+  };
+  try {
+    return { first: await uidOfJob(true), next: await uidOfJob(false) };
+  } finally {
+    await sandbox.close();
+  }
+}
+
+Deno.test({
+  name:
+    "a job whose steps' cgroups were all removed gives its uid back without a walk of /proc",
+  ignore: !hasLayer("namespaces") || !hasLayer("cgroups"),
+  fn: async () => {
+    const { first, next } = await nextUidAfterSquatter(await Sandbox.detect());
+    // The squatter was not looked for: no job's process can be outside
+    // its cgroup, and a removed cgroup held none.
+    assert.equal(next, first);
+  },
+});
+
+Deno.test({
+  name:
+    "without cgroups a job's uid is looked for in /proc before it is given back",
+  ignore: !hasLayer("namespaces"),
+  fn: async () => {
+    const sandbox = await Sandbox.detect({
+      cgroupRoot: "/nonexistent/kiln-cgroup-root",
+    });
+    assert.ok(!sandbox.layers.includes("cgroups"));
+    const { first, next } = await nextUidAfterSquatter(sandbox);
+    // Found, so never leased again.
+    assert.notEqual(next, first);
+  },
+});

@@ -53,7 +53,9 @@ export async function defaultWorkRoot(): Promise<string> {
   const making = current ??= makeWorkRoot(tmpdir());
   try {
     const jobs = await making;
-    if ((await Deno.lstat(jobs)).isDirectory) return jobs;
+    // Synchronous: asked once per job, and one lstat costs less than the
+    // hop to another thread and back of an async one.
+    if (Deno.lstatSync(jobs).isDirectory) return jobs;
   } catch {
     // Not made, or removed meanwhile (a temp cleaner): make a new one.
   }
