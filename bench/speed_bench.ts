@@ -86,6 +86,11 @@ const C_PAIRS = { pairs: 20, warmup: 2 };
  * rotating order, with an idle period per round for the background CPU rate.
  */
 const BATCH = { jobs: 100, clients: 8, rounds: 5, idleMs: 2_000 };
+/**
+ * Share of the machine (of all its cores) that other work may keep busy
+ * before the system-wide CPU rows are marked as meaning little.
+ */
+const BUSY_BACKGROUND = 0.25;
 /** Node CPU: over this many jobs from this many clients. */
 const CPU = { jobs: 500, clients: 4 };
 
@@ -238,7 +243,8 @@ class Report {
   readonly floorComparisons: FloorComparison[] = [];
   readonly cpuRows: CpuRow[] = [];
   /** Per variant, the background busy rate the CPU rows were taken off. */
-  readonly backgroundRates: string[] = [];
+  readonly backgroundRates: number[] = [];
+  readonly backgroundLabels: string[] = [];
 
   /** Adds `job`'s row, from `times`, and returns their median. */
   measured(job: Job, variant: Variant, times: readonly number[]): number {
@@ -486,7 +492,8 @@ async function throughput(nodes: Nodes, setting: Setting): Promise<void> {
       report.cpuRows.push({ what, variant: variant.label, cpu: perJob });
     }
   }
-  report.backgroundRates.push(
+  report.backgroundRates.push(cpu.backgroundRate);
+  report.backgroundLabels.push(
     `nodes ${variant.label}: ${
       (100 * cpu.backgroundRate).toFixed(0)
     } % of one core`,
@@ -798,7 +805,7 @@ function describe(
  */
 function describeSandboxFloor(
   sandbox: SandboxFloor,
-  { floorComparisons, cpuRows, backgroundRates }: Report,
+  { floorComparisons, cpuRows, backgroundRates, backgroundLabels }: Report,
 ): string[] {
   if (!sandbox.available) {
     return [`No sandbox floor on this host: ${sandbox.reason}.`, ""];
@@ -814,6 +821,7 @@ function describeSandboxFloor(
     "prlimit",
     "python",
   ];
+  const cores = navigator.hardwareConcurrency;
   const ms = (n: number) => n.toFixed(1);
   const share = (c: FloorComparison) => {
     const gap = c.kilnMs - c.bareMs;
@@ -830,7 +838,8 @@ function describeSandboxFloor(
         : ""
     }.`,
     "Not in it: the job's own disk and devpts mounts, a fresh uid and workdir per run. What kiln costs above",
-    "bare that the sandbox floor accounts for is the last column: the rest is kiln's own.",
+    "bare that the sandbox floor accounts for is the last column: the rest is kiln's own. Above 100 %, kiln",
+    "beats a cold sandbox: pre-warming makes the namespaces before the job arrives.",
     "",
     "| python hello | nodes | bare ms | sandbox floor ms | kiln ms | kiln − bare | sandbox − bare | share of kiln's gap in the sandbox |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -846,9 +855,18 @@ function describeSandboxFloor(
     "and the kernel, kernel workers included) over each batch, less the background busy rate times the",
     `batch's length (measured over a ${
       BATCH.idleMs / 1000
-    } s idle period per round, same run: ${backgroundRates.join("; ")}),`,
+    } s idle period per round, same run: ${backgroundLabels.join("; ")}),`,
     "divided by the jobs; median batch. The bench process's own part (spawning the floors, the HTTP clients",
     "for kiln) is shown apart and included in the total.",
+    ...backgroundRates.some((rate) => rate > BUSY_BACKGROUND * cores)
+      ? [
+        `**Other work kept more than ${
+          100 * BUSY_BACKGROUND
+        } % of the machine busy: these CPU rows mean little.** The busy ticks`,
+        "cannot exceed the cores, so on a saturated machine a batch's CPU displaces the background's and the",
+        "difference understates it; the latency and throughput rows above are slowed alike.",
+      ]
+      : [],
     "",
     "| python hello | nodes | CPU per job, ms | of it the bench process, ms | batches |",
     "| --- | --- | ---: | ---: | ---: |",
