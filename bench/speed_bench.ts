@@ -2,6 +2,13 @@
  * kiln's speed targets, each measured beside its floor in this one run. The
  * floor is the same program run bare (no kiln, no sandbox) by the same
  * interpreter or compiler with the runner's own flags, spawned from the bench.
+ * Python has a second floor, the sandbox floor (`_sandbox_floor.ts`): the
+ * same command in the sandbox chain kiln runs a cold step in, built by
+ * kiln's own builders and spawned from the bench, with no kiln process
+ * involved. The gap between the two floors is what the sandbox itself costs
+ * on this machine; kiln is shown beside both, and the system-wide CPU per
+ * job (`_system_cpu.ts`) of bare, sandbox floor and kiln batches says what
+ * each costs the machine.
  *
  * kiln runs the way an operator starts it: `cli/master.ts` and
  * `cli/secondary.ts` as separate processes on 127.0.0.1, a single master with
@@ -31,6 +38,8 @@ import type {
 import type { CommandSpec, StepContext } from "../lib/runners/runner.ts";
 import { createDefaultRegistry, type ResolvedRunner } from "../mod.ts";
 import type { ClusterSection } from "./cluster_bench.ts";
+import { SANDBOX_UID } from "../lib/sandbox/bubblewrap.ts";
+import { type SandboxFloor, sandboxFloor } from "./_sandbox_floor.ts";
 import {
   alternatingPairs,
   type BenchSection,
@@ -39,6 +48,7 @@ import {
   processCpuMs,
   runPool,
 } from "./_stats.ts";
+import { type CpuPerJob, SystemCpu } from "./_system_cpu.ts";
 
 const TITLE = "Speed targets";
 
@@ -71,8 +81,16 @@ const ECHO = { language: "bash", name: "main.sh", content: "echo hi\n" };
 const LATENCY = { rounds: 40, warmup: 3 };
 /** C compile + run: bare and single master in alternating pairs. */
 const C_PAIRS = { pairs: 20, warmup: 2 };
-/** Throughput: batches of hellos, kiln and bare in alternating pairs. */
-const BATCH = { jobs: 100, clients: 8, pairs: 3 };
+/**
+ * Throughput: batches of hellos, kiln, bare and the sandbox floor in
+ * rotating order, with an idle period per round for the background CPU rate.
+ */
+const BATCH = { jobs: 100, clients: 8, rounds: 5, idleMs: 2_000 };
+/**
+ * Share of the machine (of all its cores) that other work may keep busy
+ * before the system-wide CPU rows are marked as meaning little.
+ */
+const BUSY_BACKGROUND = 0.25;
 /** Node CPU: over this many jobs from this many clients. */
 const CPU = { jobs: 500, clients: 4 };
 
@@ -168,17 +186,53 @@ export async function benchSpeed(
       python: await bareRunner(resolved.get("python")!, PYTHON_HELLO, workdir),
       c: await bareRunner(resolved.get("c")!, C_HELLO, workdir),
     };
-    const report = new Report();
-    for (const variant of await nodeVariants()) {
-      // deno-lint-ignore no-console
-      console.error(`bench: speed, nodes ${variant.label}...`);
-      await measureVariant(variant, { slots, resolved, floors, report });
+    const sandbox = await sandboxFloor(
+      resolved.get("python")!,
+      PYTHON_HELLO,
+      workdir,
+      EXPECTED,
+    );
+    try {
+      const report = new Report();
+      for (const variant of await nodeVariants()) {
+        // deno-lint-ignore no-console
+        console.error(`bench: speed, nodes ${variant.label}...`);
+        await measureVariant(variant, {
+          slots,
+          resolved,
+          floors,
+          sandbox,
+          report,
+        });
+      }
+      report.targets.push(clusterTarget(cluster));
+      return {
+        title: TITLE,
+        markdown: describe(resolved, slots, sandbox, report),
+      };
+    } finally {
+      if (sandbox.available) await sandbox.close();
     }
-    report.targets.push(clusterTarget(cluster));
-    return { title: TITLE, markdown: describe(resolved, slots, report) };
   } finally {
     await Deno.remove(workdir, { recursive: true });
   }
+}
+
+/** Python hello, kiln beside both floors: bare and the sandbox floor. */
+interface FloorComparison {
+  readonly what: string;
+  readonly variant: string;
+  /** What each took: ms per job (p50 latency, or batch wall time per job). */
+  readonly bareMs: number;
+  readonly sandboxMs: number;
+  readonly kilnMs: number;
+}
+
+/** System-wide CPU per python hello of one kind of run. */
+interface CpuRow {
+  readonly what: string;
+  readonly variant: string;
+  readonly cpu: CpuPerJob;
 }
 
 /** The rows of the section's tables, as the variants add them. */
@@ -186,6 +240,11 @@ class Report {
   readonly targets: Target[] = [];
   readonly measurements: Measurement[] = [];
   readonly histories: string[] = [];
+  readonly floorComparisons: FloorComparison[] = [];
+  readonly cpuRows: CpuRow[] = [];
+  /** Per variant, the background busy rate the CPU rows were taken off. */
+  readonly backgroundRates: number[] = [];
+  readonly backgroundLabels: string[] = [];
 
   /** Adds `job`'s row, from `times`, and returns their median. */
   measured(job: Job, variant: Variant, times: readonly number[]): number {
@@ -204,6 +263,8 @@ interface Setting {
   readonly slots: number;
   readonly resolved: ReadonlyMap<string, ResolvedRunner>;
   readonly floors: Readonly<Record<"python" | "c", () => Promise<void>>>;
+  /** Python hello in kiln's sandbox chain, spawned from the bench. */
+  readonly sandbox: SandboxFloor;
   readonly report: Report;
 }
 
@@ -281,10 +342,13 @@ function judged(holds: boolean, ...jobs: Job[]): boolean {
   return holds && jobs.every((job) => job.failures === 0);
 }
 
-/** Python hello one at a time: bare, single master and cluster in rotation. */
+/**
+ * Python hello one at a time: bare, single master, cluster and (where the
+ * host has it) the sandbox floor in rotation.
+ */
 async function pythonLatency(nodes: Nodes, setting: Setting): Promise<void> {
   const { variant, token, single, coordinator } = nodes;
-  const { report } = setting;
+  const { report, sandbox } = setting;
   const jobs = [
     new Job("python hello, bare", setting.floors.python),
     new Job(
@@ -296,16 +360,39 @@ async function pythonLatency(nodes: Nodes, setting: Setting): Promise<void> {
       () => viaPiston(coordinator, token, PYTHON_HELLO),
     ),
   ] as const;
-  const times = await inRotation(jobs, LATENCY, (job) => job.time());
+  const floorJob = sandbox.available
+    ? new Job("python hello, sandbox floor", sandbox.run)
+    : undefined;
+  const times = await inRotation(
+    floorJob ? [...jobs, floorJob] : jobs,
+    LATENCY,
+    (job) => job.time(),
+  );
   const [bare, singleP50, clusterP50] = jobs.map((job, i) =>
     report.measured(job, variant, times[i]!)
   ) as [number, number, number];
+  const floorP50 = floorJob
+    ? report.measured(floorJob, variant, times[jobs.length]!)
+    : undefined;
+  if (floorP50 !== undefined) {
+    report.floorComparisons.push({
+      what: "p50 latency, single master",
+      variant: variant.label,
+      bareMs: bare,
+      sandboxMs: floorP50,
+      kilnMs: singleP50,
+    });
+  }
   report.targets.push({
     what: "Python hello, HTTP, single master, p50",
     variant: variant.label,
     kiln: `${singleP50.toFixed(1)} ms`,
-    floor: `${bare.toFixed(1)} ms (bare)`,
-    gap: `${signed(singleP50 - bare)} ms`,
+    floor: `${bare.toFixed(1)} ms (bare)${
+      floorP50 === undefined ? "" : `; ${floorP50.toFixed(1)} ms (sandbox)`
+    }`,
+    gap: `${signed(singleP50 - bare)} ms${
+      floorP50 === undefined ? "" : `; ${signed(singleP50 - floorP50)} ms`
+    }`,
     target: "≤ floor + 3 ms",
     met: judged(singleP50 <= bare + 3, jobs[0], jobs[1]),
   }, {
@@ -349,11 +436,14 @@ async function cCompileAndRun(nodes: Nodes, setting: Setting): Promise<void> {
 
 /**
  * Batches of Python hellos into the single master from several HTTP clients,
- * against the same batch spawned bare at the node's slot count, alternating.
+ * against the same batch spawned bare and (where the host has it) in the
+ * sandbox floor at the node's slot count, in rotating order with an idle
+ * period, so that each batch's system-wide CPU can be had less the
+ * background's.
  */
 async function throughput(nodes: Nodes, setting: Setting): Promise<void> {
   const { variant, token, single } = nodes;
-  const { report, slots } = setting;
+  const { report, slots, sandbox } = setting;
   const kiln = new Job(
     `${BATCH.jobs} python hellos, ${BATCH.clients} HTTP clients, single master`,
     () => viaPiston(single, token, PYTHON_HELLO),
@@ -362,23 +452,76 @@ async function throughput(nodes: Nodes, setting: Setting): Promise<void> {
     `${BATCH.jobs} python hellos, bare, ${slots} at a time`,
     setting.floors.python,
   );
-  const times = await alternatingPairs(
-    kiln,
-    bare,
-    { pairs: BATCH.pairs, warmup: 0 },
-    (job) => job.timeBatch(BATCH.jobs, job === kiln ? BATCH.clients : slots),
+  const floor = sandbox.available
+    ? new Job(
+      `${BATCH.jobs} python hellos, sandbox floor, ${slots} at a time`,
+      sandbox.run,
+    )
+    : undefined;
+  const cpu = new SystemCpu();
+  const subjects = [kiln, bare, ...floor ? [floor] : [], "idle"] as const;
+  const times = await inRotation(
+    subjects,
+    { rounds: BATCH.rounds, warmup: 0 },
+    (subject) =>
+      subject === "idle" ? cpu.idle(BATCH.idleMs) : cpu.measure(
+        subject.label,
+        BATCH.jobs,
+        () =>
+          subject.timeBatch(
+            BATCH.jobs,
+            subject === kiln ? BATCH.clients : slots,
+          ),
+      ),
   );
-  const kilnRate = BATCH.jobs /
-    (report.measured(kiln, variant, times.first) / 1000);
-  const bareRate = BATCH.jobs /
-    (report.measured(bare, variant, times.second) / 1000);
+  const batchMs = (job: Job, i: number) =>
+    report.measured(job, variant, times[i]!);
+  const [kilnMs, bareMs] = [batchMs(kiln, 0), batchMs(bare, 1)];
+  const floorMs = floor ? batchMs(floor, 2) : undefined;
+  const rate = (ms: number) => BATCH.jobs / (ms / 1000);
+  const [kilnRate, bareRate] = [rate(kilnMs), rate(bareMs)];
+  for (
+    const [what, job] of [
+      ["bare", bare],
+      ["sandbox floor", floor],
+      ["kiln, single master", kiln],
+    ] as const
+  ) {
+    const perJob = job && cpu.perJob(job.label);
+    if (perJob) {
+      report.cpuRows.push({ what, variant: variant.label, cpu: perJob });
+    }
+  }
+  report.backgroundRates.push(cpu.backgroundRate);
+  report.backgroundLabels.push(
+    `nodes ${variant.label}: ${
+      (100 * cpu.backgroundRate).toFixed(0)
+    } % of one core`,
+  );
+  if (floorMs !== undefined) {
+    report.floorComparisons.push({
+      what: `wall time per job, batches of ${BATCH.jobs}`,
+      variant: variant.label,
+      bareMs: bareMs / BATCH.jobs,
+      sandboxMs: floorMs / BATCH.jobs,
+      kilnMs: kilnMs / BATCH.jobs,
+    });
+  }
   report.targets.push({
     what:
-      `${BATCH.jobs} Python hellos from ${BATCH.clients} HTTP clients, single master, median of ${BATCH.pairs}`,
+      `${BATCH.jobs} Python hellos from ${BATCH.clients} HTTP clients, single master, median of ${BATCH.rounds}`,
     variant: variant.label,
     kiln: `${kilnRate.toFixed(1)} jobs/s`,
-    floor: `${bareRate.toFixed(1)} jobs/s (bare, ${slots} at a time)`,
-    gap: `${(100 * kilnRate / bareRate).toFixed(0)} %`,
+    floor: `${bareRate.toFixed(1)} jobs/s (bare, ${slots} at a time)${
+      floorMs === undefined
+        ? ""
+        : `; ${rate(floorMs).toFixed(1)} jobs/s (sandbox)`
+    }`,
+    gap: `${(100 * kilnRate / bareRate).toFixed(0)} %${
+      floorMs === undefined
+        ? ""
+        : `; ${(100 * kilnRate / rate(floorMs)).toFixed(0)} %`
+    }`,
     target: "≥ 90 % of floor",
     met: judged(kilnRate >= 0.9 * bareRate, kiln, bare),
   });
@@ -605,8 +748,10 @@ function signed(ms: number): string {
 function describe(
   resolved: ReadonlyMap<string, ResolvedRunner>,
   slots: number,
-  { targets, measurements, histories }: Report,
+  sandbox: SandboxFloor,
+  report: Report,
 ): string {
+  const { targets, measurements, histories } = report;
   const python = resolved.get("python")!.toolchain;
   const c = resolved.get("c")!.toolchain;
   const failures = measurements.reduce((sum, m) => sum + m.job.failures, 0);
@@ -620,9 +765,9 @@ function describe(
     "Jobs go through the Piston-compatible `POST /api/v2/execute` over keep-alive HTTP. Nodes and floors find",
     `toolchains on \`PATH=${TOOLCHAIN_PATH}\`: ${python.version} (\`${python.executables.interpreter}\`), ${c.version}.`,
     "",
-    `Python: ${LATENCY.rounds} rounds after ${LATENCY.warmup} warm-up rounds, bare / single master / cluster in rotating order.`,
+    `Python: ${LATENCY.rounds} rounds after ${LATENCY.warmup} warm-up rounds, bare / single master / cluster / sandbox floor in rotating order.`,
     `C: ${C_PAIRS.pairs} bare/kiln pairs in alternating order after ${C_PAIRS.warmup} warm-up pairs.`,
-    `Throughput: ${BATCH.pairs} alternating pairs of batches of ${BATCH.jobs} hellos, kiln from ${BATCH.clients} clients, bare ${slots} at a time`,
+    `Throughput: ${BATCH.rounds} rounds of batches of ${BATCH.jobs} hellos in rotating order, kiln from ${BATCH.clients} clients, bare and sandbox floor ${slots} at a time`,
     "(the node's slots); jobs/s of the median batch. CPU: utime + stime of each node process from",
     `\`/proc/<pid>/stat\` (10 ms ticks), before and after ${CPU.jobs} bash \`echo hi\` jobs from ${CPU.clients} HTTP clients, divided by`,
     `the jobs; the budget is ${CPU_BUDGET_MS.coordinator} ms for a coordinator, ${CPU_BUDGET_MS.secondary} ms for a node that runs the job, both for a single master.`,
@@ -637,6 +782,7 @@ function describe(
       } |`
     ),
     "",
+    ...describeSandboxFloor(sandbox, report),
     "Each measurement (a batch row times whole batches):",
     "",
     "| measured | nodes | runs | p50 ms | p90 ms | failed |",
@@ -650,6 +796,87 @@ function describe(
     ...histories.map((line) => `- ${line}`),
     "",
   ].join("\n");
+}
+
+/**
+ * What the sandbox floor is, kiln beside both floors with the share of
+ * kiln's gap over bare that the sandbox floor accounts for, and the
+ * system-wide CPU per job of each.
+ */
+function describeSandboxFloor(
+  sandbox: SandboxFloor,
+  { floorComparisons, cpuRows, backgroundRates, backgroundLabels }: Report,
+): string[] {
+  if (!sandbox.available) {
+    return [`No sandbox floor on this host: ${sandbox.reason}.`, ""];
+  }
+  const { chain } = sandbox;
+  const layers = [
+    "setsid",
+    "bash (closes descriptors" +
+    (chain.cgroups ? ", joins the cgroup" : "") +
+    (chain.seccompPath ? ", opens the seccomp filter)" : ")"),
+    "bwrap (kiln's `bwrapPrefix`" + (chain.seccompPath ? ", seccomp)" : ")"),
+    "setpriv",
+    "prlimit",
+    "python",
+  ];
+  const cores = navigator.hardwareConcurrency;
+  const ms = (n: number) => n.toFixed(1);
+  const share = (c: FloorComparison) => {
+    const gap = c.kilnMs - c.bareMs;
+    return gap <= 0
+      ? "—"
+      : `${(100 * (c.sandboxMs - c.bareMs) / gap).toFixed(0)} %`;
+  };
+  return [
+    "Sandbox floor: python hello in the chain kiln runs a cold step in, built by kiln's own builders and",
+    `spawned from the bench with no kiln process: ${layers.join(" → ")},`,
+    `as uid ${SANDBOX_UID}, with the default limits${
+      chain.cgroups
+        ? `, in a cgroup of its own per run (v${chain.cgroups.version}, memory and pids limits; made and removed by kiln's cgroup module)`
+        : ""
+    }.`,
+    "Not in it: the job's own disk and devpts mounts, a fresh uid and workdir per run. What kiln costs above",
+    "bare that the sandbox floor accounts for is the last column: the rest is kiln's own. Above 100 %, kiln",
+    "beats a cold sandbox: pre-warming makes the namespaces before the job arrives.",
+    "",
+    "| python hello | nodes | bare ms | sandbox floor ms | kiln ms | kiln − bare | sandbox − bare | share of kiln's gap in the sandbox |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...floorComparisons.map((c) =>
+      `| ${c.what} | ${c.variant} | ${ms(c.bareMs)} | ${ms(c.sandboxMs)} | ${
+        ms(c.kilnMs)
+      } | ${signed(c.kilnMs - c.bareMs)} | ${
+        signed(c.sandboxMs - c.bareMs)
+      } | ${share(c)} |`
+    ),
+    "",
+    "System-wide CPU per python hello in the throughput batches: busy ticks of `/proc/stat` (every process",
+    "and the kernel, kernel workers included) over each batch, less the background busy rate times the",
+    `batch's length (measured over a ${
+      BATCH.idleMs / 1000
+    } s idle period per round, same run: ${backgroundLabels.join("; ")}),`,
+    "divided by the jobs; median batch. The bench process's own part (spawning the floors, the HTTP clients",
+    "for kiln) is shown apart and included in the total.",
+    ...backgroundRates.some((rate) => rate > BUSY_BACKGROUND * cores)
+      ? [
+        `**Other work kept more than ${
+          100 * BUSY_BACKGROUND
+        } % of the machine busy: these CPU rows mean little.** The busy ticks`,
+        "cannot exceed the cores, so on a saturated machine a batch's CPU displaces the background's and the",
+        "difference understates it; the latency and throughput rows above are slowed alike.",
+      ]
+      : [],
+    "",
+    "| python hello | nodes | CPU per job, ms | of it the bench process, ms | batches |",
+    "| --- | --- | ---: | ---: | ---: |",
+    ...cpuRows.map((r) =>
+      `| ${r.what} | ${r.variant} | ${ms(r.cpu.allMs)} | ${
+        ms(r.cpu.benchMs)
+      } | ${r.cpu.batches} |`
+    ),
+    "",
+  ];
 }
 
 if (import.meta.main) {
