@@ -49,6 +49,7 @@ import {
   loadMountCalls,
   mountErrnoName,
   SOURCE_PREFIX,
+  unmountStaleKilnMounts,
   whyCannotMount,
 } from "./_mounts.ts";
 import { isProcessAlive } from "./process_tree.ts";
@@ -320,6 +321,32 @@ async function unmountStaleMountPoints(root: string): Promise<void> {
   const calls = loadMountCalls();
   // What is below may still be a full job disk: off the event loop.
   if (typeof calls !== "string") await calls.unmountLazily(dir);
+}
+
+/**
+ * Unmounts the tmpfs of mount points of kiln processes that died, wherever
+ * their root is and whatever is left of it: those whose source is
+ * `kiln-<pid>` for a pid that is gone, on a `…/kiln-<pid>-<random>/mounts`.
+ * {@linkcode sweepStaleWorkRoots} unmounts the one of a root it removes;
+ * this also finds one whose root lost its mark (an older kiln's sweep
+ * removed what it could around it). Returns how many it unmounted. Never
+ * throws.
+ *
+ * @example Sweeping at start-up
+ * ```ts
+ * import { unmountStaleMountPointRoots } from "./work_root.ts";
+ * import { isProcessAlive } from "./process_tree.ts";
+ *
+ * console.log(await unmountStaleMountPointRoots(isProcessAlive)); // 0 on a clean host
+ * ```
+ */
+export function unmountStaleMountPointRoots(
+  isAlive: (pid: number) => Promise<boolean>,
+): Promise<number> {
+  return unmountStaleKilnMounts("tmpfs", isAlive, (mountPoint) => {
+    const parts = mountPoint.split("/");
+    return parts.at(-1) === MOUNTS && pidOf(parts.at(-2) ?? "") !== undefined;
+  });
 }
 
 /** The pid in a work root's name `kiln-<pid>-<random>`, or undefined. */

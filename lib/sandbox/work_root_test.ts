@@ -8,7 +8,9 @@ import {
   defaultWorkRoot,
   removeWorkRoot,
   sweepStaleWorkRoots,
+  unmountStaleMountPointRoots,
 } from "./work_root.ts";
+import { isProcessAlive } from "./process_tree.ts";
 
 /** Why this process cannot mount the tmpfs of mount points, or null. */
 const cannotMount = whyCannotMount("a tmpfs");
@@ -304,6 +306,22 @@ Deno.test({
       !(await Deno.readTextFile("/proc/self/mountinfo")).includes(path),
       "a job disk below it stays mounted",
     );
+    // One whose root lost its mark and job directory (an older kiln's
+    // sweep removed what it could around it) is unmounted too.
+    await Deno.mkdir(join(path, "mounts"), { recursive: true });
+    assert.equal(
+      calls.mount(
+        `kiln-${dead}`,
+        join(path, "mounts"),
+        "tmpfs",
+        0n,
+        "size=64k",
+      ),
+      0,
+    );
+    // At least ours: another kiln process on this host may have died too.
+    assert.ok(await unmountStaleMountPointRoots(isProcessAlive) >= 1);
+    assert.deepEqual(await kilnMounts(dead), []);
   } finally {
     await Deno.remove(stale, { recursive: true });
   }
