@@ -196,7 +196,12 @@ async function attemptJob(
     const executables = Object.values(resolved.toolchain.executables);
     // A pre-warmed sandbox for these steps when the node keeps one ready.
     const workdir = await sandbox.makeWorkdir(
-      options.workRoot ?? await defaultWorkRoot(),
+      // With a disk of its own per job, the root holds only mount points:
+      // on a tmpfs, made and removed for far less (see `work_root.ts`).
+      options.workRoot ??
+        await defaultWorkRoot({
+          mountPointsOnly: sandbox.layers.includes("disk"),
+        }),
       limits,
       {
         language: resolved.runner.name,

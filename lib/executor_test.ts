@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import { dirname, join } from "node:path";
 import { processesWithArg, processMarker } from "../tests/_processes.ts";
 import { effectiveLimits, executeJob } from "./executor.ts";
 import { defaultSandbox } from "./sandbox/sandbox.ts";
 import { DEFAULT_LIMITS, type JobRequest } from "./job.ts";
 import type { ResolvedRunner } from "./runners/registry.ts";
 import { Sandbox } from "./sandbox/sandbox.ts";
+import { defaultWorkRoot, removeWorkRoot } from "./sandbox/work_root.ts";
 import type {
   CommandSpec,
   LanguageRunner,
@@ -108,6 +110,38 @@ Deno.test("executeJob() runs a program with stdin and args, in a workdir it remo
     assert.equal(result.stderr, "oops\n");
     assert.equal(result.truncated, false);
   });
+});
+
+Deno.test("executeJob() makes a job's mount points on the work root's tmpfs where the disk layer works, and its workdir in the jobs directory otherwise", async () => {
+  const withoutDisk = await Sandbox.detect({ without: ["disk"] });
+  try {
+    for (
+      const sandbox of [await defaultSandbox(), withoutDisk, Sandbox.none()]
+    ) {
+      const result = await executeJob(scriptRunner(), job("pwd"), { sandbox });
+      assert.equal(result.verdict, "ok", result.reason);
+      const jobs = await defaultWorkRoot();
+      const mounts = join(dirname(jobs), "mounts");
+      const tmpfs = (await Deno.readTextFile("/proc/self/mountinfo"))
+        .split("\n").some((line) =>
+          line.split(" ")[4] === mounts &&
+          line.includes(` - tmpfs kiln-${Deno.pid} `)
+        );
+      const label = `${sandbox.report.mode}, ${sandbox.layers}`;
+      if (sandbox.layers.includes("disk")) {
+        assert.ok(tmpfs, `${label}: ${mounts} is not a tmpfs`);
+        assert.match(result.stdout, /\/mounts\/kiln-job-[^/]+\/work\n$/);
+        assert.ok(result.stdout.startsWith(`${mounts}/`), label);
+        assert.deepEqual(await Array.fromAsync(Deno.readDir(mounts)), []);
+      } else {
+        assert.match(result.stdout, /\/jobs\/kiln-job-[^/]+\n$/, label);
+        assert.ok(result.stdout.startsWith(`${jobs}/`), label);
+      }
+    }
+  } finally {
+    await withoutDisk.close();
+    await removeWorkRoot();
+  }
 });
 
 Deno.test("executeJob() gives the program a cleared environment", async () => {

@@ -24,7 +24,7 @@ import {
 import { detectCgroups } from "../lib/sandbox/cgroup.ts";
 import { processesOfUids } from "../lib/sandbox/process_tree.ts";
 import { Sandbox, type SandboxMode } from "../lib/sandbox/sandbox.ts";
-import { defaultWorkRoot } from "../lib/sandbox/work_root.ts";
+import { defaultWorkRoot, removeWorkRoot } from "../lib/sandbox/work_root.ts";
 
 const TOKEN = crypto.randomUUID();
 /** Pre-warmed sandboxes per language, from this module's `?prewarm=N`. */
@@ -167,7 +167,10 @@ async function uidOf(pid: number): Promise<number | null> {
 
 /** The mount points of this process's job disks still mounted (see `disk_limit.ts`). */
 async function ourJobDisks(): Promise<string[]> {
-  return await ourMounts("tmpfs");
+  // Not the work root's own tmpfs of mount points (see `work_root.ts`).
+  return (await ourMounts("tmpfs")).filter((mount) =>
+    mount.includes("/kiln-job-")
+  );
 }
 
 /** The mount points of this process's job devpts still mounted (see `pty_limit.ts`). */
@@ -779,11 +782,17 @@ Deno.test(`${LABEL}: afterwards nothing of any job is left`, async () => {
     // The node's end takes its waiting sandboxes with it.
     await master.shutdown();
     await sandbox.close();
-    assert.deepEqual(
-      await Array.fromAsync(Deno.readDir(await defaultWorkRoot())),
-      [],
-      "a job workdir was left",
-    );
+    for (const mountPointsOnly of [false, true]) {
+      assert.deepEqual(
+        await Array.fromAsync(
+          Deno.readDir(await defaultWorkRoot({ mountPointsOnly })),
+        ),
+        [],
+        "a job workdir was left",
+      );
+    }
+    // Made afresh by the look when the node removed its own: not left.
+    await removeWorkRoot();
     const cgroups = await detectCgroups();
     if (has.cgroups && cgroups.available) {
       const ours = (await cgroups.children()).filter((name) =>

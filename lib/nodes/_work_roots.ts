@@ -5,7 +5,11 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { removeWorkRoot, sweepStaleWorkRoots } from "../sandbox/work_root.ts";
+import {
+  removeWorkRoot,
+  sweepStaleWorkRoots,
+  unmountStaleMountPointRoots,
+} from "../sandbox/work_root.ts";
 import { unmountStaleJobDisks } from "../sandbox/disk_limit.ts";
 import { unmountStaleJobPtys } from "../sandbox/pty_limit.ts";
 import { isProcessAlive } from "../sandbox/process_tree.ts";
@@ -26,6 +30,14 @@ export async function sweepWorkRoots(): Promise<void> {
   if (ptys > 0) {
     log.info("unmounted {ptys} job devpts of kiln processes that died", {
       ptys,
+    });
+  }
+  // And the tmpfs its mount points were made on, even where its root is
+  // no longer known as kiln's.
+  const roots = await unmountStaleMountPointRoots(isProcessAlive);
+  if (roots > 0) {
+    log.info("unmounted {roots} work root tmpfs of kiln processes that died", {
+      roots,
     });
   }
   const { removed, failed } = await sweepStaleWorkRoots();

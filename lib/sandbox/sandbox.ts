@@ -112,6 +112,7 @@ import {
   type Rlimits,
   rlimitSettings,
 } from "./rlimits.ts";
+import { removeWorkRoot } from "./work_root.ts";
 
 // The mode and the report travel in protocol messages, so they live in
 // job.ts, below both the protocol and the sandbox.
@@ -1153,12 +1154,16 @@ export class Sandbox {
   /**
    * Removes what detection created (the cgroup parent, when it is empty)
    * and gives the node's block of uids back. Call it when no job runs.
-   * Never throws.
+   * Then this process's work root is removed, with its tmpfs, if nothing
+   * is left in it (see `work_root.ts`). Never throws.
    */
   async close(): Promise<void> {
     // Jobs told their results before their cleanup ended (see executeJob).
     await this.settled();
     await this.#pool?.close();
+    // Its waiting sandboxes' workdirs may have been the last in the work
+    // root, which the node tried to remove before they were gone.
+    await removeWorkRoot();
     if (this.#cgroups?.available) await this.#cgroups.removeParent();
     await this.#identities?.close();
   }

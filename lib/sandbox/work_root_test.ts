@@ -1,11 +1,38 @@
 import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { sweepWorkRoots } from "../nodes/_work_roots.ts";
+import { loadMountCalls, whyCannotMount } from "./_mounts.ts";
+import { JobDisk } from "./disk_limit.ts";
 import {
   defaultWorkRoot,
   removeWorkRoot,
   sweepStaleWorkRoots,
+  unmountStaleMountPointRoots,
 } from "./work_root.ts";
+import { isProcessAlive } from "./process_tree.ts";
+
+/** Why this process cannot mount the tmpfs of mount points, or null. */
+const cannotMount = whyCannotMount("a tmpfs");
+
+/** `TMPFS_MAGIC`, what `statfs` says a tmpfs is. */
+const TMPFS_MAGIC = 0x01021994n;
+
+/** Whether `path` is on a tmpfs. */
+function onTmpfs(path: string): boolean {
+  const calls = loadMountCalls();
+  if (typeof calls === "string") throw new Error(calls);
+  const stat = calls.statfs(path);
+  if (typeof stat === "number") throw new Error(`statfs ${path}: ${stat}`);
+  return stat.type === TMPFS_MAGIC;
+}
+
+/** The mount points of the mounts whose source is `kiln-<pid>`. */
+async function kilnMounts(pid: number): Promise<string[]> {
+  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
+  return mountinfo.split("\n").filter((line) => line.includes(` kiln-${pid} `))
+    .map((line) => line.split(" ")[4]!);
+}
 
 /** The pid of a process that surely exited. */
 async function deadPid(): Promise<number> {
@@ -148,4 +175,154 @@ Deno.test("removeWorkRoot() removes an empty root, and the next use makes a new 
   const second = await defaultWorkRoot();
   assert.notEqual(second, first);
   await removeWorkRoot();
+});
+
+Deno.test({
+  name:
+    "defaultWorkRoot() gives mount points a private tmpfs of the root's own, and job files the jobs directory",
+  ignore: cannotMount !== null,
+}, async () => {
+  const jobs = await defaultWorkRoot();
+  const mounts = await defaultWorkRoot({ mountPointsOnly: true });
+  try {
+    assert.equal(mounts, join(dirname(jobs), "mounts"));
+    assert.equal(onTmpfs(mounts), true, "the mount points' tmpfs");
+    assert.equal(onTmpfs(jobs), onTmpfs(tmpdir()), "the jobs directory");
+    const info = await Deno.lstat(mounts);
+    assert.equal(info.uid, Deno.uid());
+    assert.equal(info.mode! & 0o777, 0o700);
+    assert.deepEqual(await kilnMounts(Deno.pid), [mounts]);
+    assert.equal(
+      await defaultWorkRoot({ mountPointsOnly: true }),
+      mounts,
+      "mounted once",
+    );
+    assert.deepEqual(await kilnMounts(Deno.pid), [mounts]);
+  } finally {
+    await removeWorkRoot();
+  }
+});
+
+Deno.test({
+  name:
+    "removeWorkRoot() unmounts the tmpfs of mount points once none is left in it, and removes the root",
+  ignore: cannotMount !== null,
+}, async () => {
+  const mounts = await defaultWorkRoot({ mountPointsOnly: true });
+  const mountPoint = Deno.makeTempDirSync({ dir: mounts, prefix: "kiln-job-" });
+  await removeWorkRoot();
+  assert.equal(onTmpfs(mounts), true, "kept while a mount point is left");
+  assert.equal(await defaultWorkRoot({ mountPointsOnly: true }), mounts);
+  Deno.removeSync(mountPoint);
+  await removeWorkRoot();
+  assert.deepEqual(await kilnMounts(Deno.pid), []);
+  await assert.rejects(Deno.lstat(dirname(mounts)), Deno.errors.NotFound);
+  const next = await defaultWorkRoot({ mountPointsOnly: true });
+  assert.notEqual(next, mounts);
+  assert.equal(onTmpfs(next), true, "the next root mounts its own");
+  await removeWorkRoot();
+  assert.deepEqual(await kilnMounts(Deno.pid), []);
+});
+
+Deno.test({
+  name:
+    "the sweep unmounts and removes the tmpfs of mount points of a node killed with a job disk mounted in it",
+  ignore: cannotMount !== null,
+}, async () => {
+  // A kiln process that makes its root and a job's disk, then is killed.
+  const workRoot = new URL("./work_root.ts", import.meta.url).href;
+  const diskLimit = new URL("./disk_limit.ts", import.meta.url).href;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { defaultWorkRoot } from "${workRoot}";
+      import { JobDisk } from "${diskLimit}";
+      const dir = Deno.makeTempDirSync({
+        prefix: "kiln-job-",
+        dir: await defaultWorkRoot({ mountPointsOnly: true }),
+      });
+      const disk = await JobDisk.mount(dir, { sizeBytes: 1 << 20, files: 10 });
+      Deno.writeTextFileSync(disk.workdir + "/main.sh", "echo hi\\n");
+      console.log(dir);
+      await new Promise(() => {});`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  while (!printed.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    printed += value;
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  await reader.cancel();
+  const jobDir = printed.trim();
+  const root = dirname(dirname(jobDir));
+  assert.match(root, new RegExp(`/kiln-${child.pid}-[^/]+$`));
+  assert.deepEqual(
+    (await kilnMounts(child.pid)).sort(),
+    [join(root, "mounts"), jobDir].sort(),
+    "the killed node left its mounts",
+  );
+  // What a node does at its start.
+  await sweepWorkRoots();
+  assert.deepEqual(await kilnMounts(child.pid), []);
+  await assert.rejects(Deno.lstat(root), Deno.errors.NotFound);
+  // The mounts left mounted alone (no job disk swept first) go too.
+  const stale = await Deno.makeTempDir({ prefix: "kiln-sweep-test-" });
+  try {
+    const dead = await deadPid();
+    const path = join(stale, `kiln-${dead}-stale`);
+    await kilnRoot(path);
+    await Deno.mkdir(join(path, "mounts"));
+    const calls = loadMountCalls();
+    if (typeof calls === "string") throw new Error(calls);
+    assert.equal(
+      calls.mount(
+        `kiln-${dead}`,
+        join(path, "mounts"),
+        "tmpfs",
+        0n,
+        "size=64k",
+      ),
+      0,
+    );
+    await Deno.mkdir(join(path, "mounts", "kiln-job-1"));
+    const disk = await JobDisk.mount(join(path, "mounts", "kiln-job-1"), {
+      sizeBytes: 1 << 20,
+      files: 10,
+    });
+    await Deno.writeTextFile(join(disk.workdir, "left"), "x");
+    assert.deepEqual(await sweepStaleWorkRoots(stale), {
+      removed: 1,
+      failed: [],
+    });
+    assert.deepEqual(await names(stale), []);
+    assert.deepEqual(await kilnMounts(dead), []);
+    assert.ok(
+      !(await Deno.readTextFile("/proc/self/mountinfo")).includes(path),
+      "a job disk below it stays mounted",
+    );
+    // One whose root lost its mark and job directory (an older kiln's
+    // sweep removed what it could around it) is unmounted too.
+    await Deno.mkdir(join(path, "mounts"), { recursive: true });
+    assert.equal(
+      calls.mount(
+        `kiln-${dead}`,
+        join(path, "mounts"),
+        "tmpfs",
+        0n,
+        "size=64k",
+      ),
+      0,
+    );
+    // At least ours: another kiln process on this host may have died too.
+    assert.ok(await unmountStaleMountPointRoots(isProcessAlive) >= 1);
+    assert.deepEqual(await kilnMounts(dead), []);
+  } finally {
+    await Deno.remove(stale, { recursive: true });
+  }
 });
