@@ -22,6 +22,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { logsAt } from "../_log_enabled.ts";
 import {
   blankResult,
   type JobRequest,
@@ -40,6 +41,8 @@ import {
 import type { OfferedLanguage, Worker } from "./worker.ts";
 
 const log = getLogger(["kiln", "master"]);
+/** Every job logs at `info` as it moves: records built only when kept. */
+const logsInfo = logsAt(log, "info");
 
 /** How long a node that refused a job is passed over. */
 const FAILING_COOLDOWN_MS = 5000;
@@ -371,11 +374,13 @@ export class Dispatcher {
     client.jobs.add(id);
     this.#follow(job, signal);
     this.#tell(job, this.#enqueue(job));
-    log.info("job {jobId} from {client} queued at position {position}", {
-      jobId: id,
-      client: client.name,
-      position: job.position,
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} from {client} queued at position {position}", {
+        jobId: id,
+        client: client.name,
+        position: job.position,
+      });
+    }
     // The master admits only languages some node runs; should none run it
     // now, the job must still not wait forever.
     if (!this.#isOffered(language)) {
@@ -390,11 +395,13 @@ export class Dispatcher {
     reason: string,
     retryAfterMs?: number,
   ): void {
-    log.info("job {jobId} from {client} rejected: {reason}", {
-      jobId,
-      client: client.name,
-      reason,
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} from {client} rejected: {reason}", {
+        jobId,
+        client: client.name,
+        reason,
+      });
+    }
     const result = blankResult(jobId, {
       verdict: "rejected",
       reason,
@@ -619,12 +626,14 @@ export class Dispatcher {
       node: worker.name,
       language: job.language,
     });
-    log.info("job {jobId} ({language}) placed on {node}{retry}", {
-      jobId: job.id,
-      language: job.language,
-      node: worker.name,
-      retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} ({language}) placed on {node}{retry}", {
+        jobId: job.id,
+        language: job.language,
+        node: worker.name,
+        retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
+      });
+    }
     if (job.cancelled !== undefined) {
       // Cancelled by a listener of `started`: the worker never sees it.
       this.#setRunning(job, false);
@@ -842,16 +851,18 @@ export class Dispatcher {
     const result = { ...ended, client: job.client.client };
     job.client.jobs.delete(job.id);
     job.client.sendResult(result);
-    log.info(
-      "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
-      {
-        jobId: job.id,
-        language: job.language,
-        node: result.node ?? "-",
-        verdict: result.verdict,
-        timeMs: result.timeMs,
-      },
-    );
+    if (logsInfo()) {
+      log.info(
+        "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
+        {
+          jobId: job.id,
+          language: job.language,
+          node: result.node ?? "-",
+          verdict: result.verdict,
+          timeMs: result.timeMs,
+        },
+      );
+    }
     this.#options.emit("jobcomplete", result);
     job.ended?.();
   }
