@@ -32,7 +32,7 @@ import {
 import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
-import { canRun, chooseNode, type NodeLoad } from "./placement.ts";
+import { canRun, chooseNode } from "./placement.ts";
 import {
   DEFAULT_POSITION_INTERVAL_MS,
   MAX_POSITION_INTERVAL_MS,
@@ -489,16 +489,14 @@ export class Dispatcher {
    */
   #dispatchPass(): void {
     const now = Date.now();
-    const loads = new Map<Worker, NodeLoad>();
-    for (const worker of this.#workers.values()) {
-      loads.set(worker, worker.load());
-    }
-    // The nodes that could take a job of each waiting language now.
+    // The nodes that could take a job of each waiting language now. Loads
+    // are read live: a worker hands out the same load until it changes, so
+    // reading costs no copy, and a start shows in the next read.
     const open = new Map<string, Worker[]>();
     for (const language of this.#waiting.keys()) {
       const candidates: Worker[] = [];
-      for (const [worker, load] of loads) {
-        if (canRun(load, language, now)) candidates.push(worker);
+      for (const worker of this.#workers.values()) {
+        if (canRun(worker.load(), language, now)) candidates.push(worker);
       }
       if (candidates.length > 0) open.set(language, candidates);
     }
@@ -519,7 +517,7 @@ export class Dispatcher {
         atQuota.add(job.client.client);
         continue;
       }
-      const worker = pick(candidates, loads, job.language, now);
+      const worker = pick(candidates, job.language, now);
       if (worker === undefined) {
         open.delete(job.language);
         if (open.size === 0) break;
@@ -536,7 +534,6 @@ export class Dispatcher {
       }
       if (!this.#dequeue(job, "served")) continue;
       this.#start(job, worker);
-      loads.set(worker, worker.load());
     }
   }
 
@@ -926,17 +923,17 @@ export class Dispatcher {
  */
 function pick(
   candidates: Worker[],
-  loads: ReadonlyMap<Worker, NodeLoad>,
   language: string,
   now: number,
 ): Worker | undefined {
   let kept = 0;
   for (const worker of candidates) {
-    if (canRun(loads.get(worker)!, language, now)) candidates[kept++] = worker;
+    if (canRun(worker.load(), language, now)) candidates[kept++] = worker;
   }
   candidates.length = kept;
   if (kept === 0) return undefined;
-  const nodes = candidates.map((worker) => loads.get(worker)!);
+  if (kept === 1) return candidates[0];
+  const nodes = candidates.map((worker) => worker.load());
   const chosen = chooseNode(nodes, language, { now });
   return chosen && candidates[nodes.indexOf(chosen)];
 }
