@@ -536,8 +536,9 @@ function half(text: string): string {
   return text.slice(0, end);
 }
 
+/** The UTF-8 bytes of `value` as JSON, counted without encoding it (every result is measured). */
 function jsonBytes(value: unknown): number {
-  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
+  return Buffer.byteLength(JSON.stringify(value), "utf8");
 }
 
 /**

@@ -464,3 +464,29 @@ Deno.test("with a history file, finished jobs survive a master restart", async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a small JSON answer goes out uncompressed, a large one still compressed, to a client that accepts both", async () => {
+  await using cluster = startCluster();
+  const run = async (script: string) => {
+    const response = await fetch(`${cluster.base}/api/v1/jobs`, {
+      method: "POST",
+      body: JSON.stringify(bash(script)),
+      headers: {
+        "content-type": "application/json",
+        "accept-encoding": "br, gzip",
+      },
+    });
+    const result: JobResult = await response.json();
+    return { encoding: response.headers.get("content-encoding"), result };
+  };
+  const small = await run("echo hi");
+  assert.equal(small.result.stdout, "hi\n");
+  assert.equal(small.encoding, null);
+  // 20,000 bytes of output: compression pays for itself here.
+  const large = await run("head -c 20000 /dev/zero | tr '\\0' a");
+  assert.equal(large.result.stdout, "a".repeat(20_000));
+  assert.ok(
+    large.encoding === "br" || large.encoding === "gzip",
+    `${large.encoding}`,
+  );
+});

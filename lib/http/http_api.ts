@@ -31,6 +31,7 @@ import {
   corsHeaders,
 } from "./browser_policy.ts";
 import { positiveInteger } from "../_options.ts";
+import { jsonResponse } from "./json_response.ts";
 
 const log = getLogger(["kiln", "http"]);
 
@@ -381,7 +382,7 @@ export class HttpApi implements AsyncDisposable {
         }
         return await serveWebFile(name);
       }
-      if (path === "/healthz") return Response.json({ ok: true });
+      if (path === "/healthz") return jsonResponse({ ok: true });
       if (path === "/metrics") {
         return new Response(await this.#metrics.text(), {
           headers: { "content-type": this.#metrics.contentType },
@@ -434,15 +435,15 @@ export class HttpApi implements AsyncDisposable {
           this.#stillAuthorized(request, url, caller),
         );
       }
-      if (path === "/api/v1/runtimes") return Response.json(this.#runtimes());
+      if (path === "/api/v1/runtimes") return jsonResponse(this.#runtimes());
       if (path === "/api/v1/nodes") {
-        return Response.json(this.#master.status());
+        return jsonResponse(this.#master.status());
       }
       if (path === "/api/v1/jobs") {
-        return Response.json(this.#listJobs(url, caller));
+        return jsonResponse(this.#listJobs(url, caller));
       }
       if (path === "/api/v2/runtimes") {
-        return Response.json(toPistonRuntimes(this.#master.offers()));
+        return jsonResponse(toPistonRuntimes(this.#master.offers()));
       }
       if (jobPath && !this.#mayseeJob(caller, jobPath[1]!)) {
         return error(404, `no job ${jobPath[1]}`);
@@ -631,10 +632,10 @@ export class HttpApi implements AsyncDisposable {
 
   #getJob(jobId: string): Response {
     const live = this.#tracker.summary(jobId);
-    if (live) return Response.json(live);
+    if (live) return jsonResponse(live);
     const done = this.#history.get(jobId);
     if (!done) return error(404, `no job ${jobId}`);
-    return Response.json({ ...done.summary, result: done.result });
+    return jsonResponse({ ...done.summary, result: done.result });
   }
 
   /** Starts a job for `caller`; its events feed the tracker, and it can be cancelled. */
@@ -674,10 +675,10 @@ export class HttpApi implements AsyncDisposable {
     const { wait = true, ...raw } = body.value;
     if (typeof wait !== "boolean") return error(400, "wait must be a boolean");
     const { jobId, result } = this.#run(raw, caller);
-    if (!wait) return Response.json({ jobId }, { status: 202 });
+    if (!wait) return jsonResponse({ jobId }, { status: 202 });
     // A client that hangs up leaves its job running: the result goes to the
     // history. (Deno's request.signal also fires after successful responses.)
-    return Response.json(await result);
+    return jsonResponse(await result);
   }
 
   async #pistonExecute(
@@ -686,12 +687,12 @@ export class HttpApi implements AsyncDisposable {
   ): Promise<Response> {
     const body = await this.#readJson(request);
     if (!body.ok) {
-      return Response.json({ message: body.error }, { status: body.status });
+      return jsonResponse({ message: body.error }, { status: body.status });
     }
     const offers = this.#master.offers();
     const job = fromPistonRequest(body.value, offers);
     if (!job.ok) {
-      return Response.json({ message: job.message }, { status: 400 });
+      return jsonResponse({ message: job.message }, { status: 400 });
     }
     // Piston's `output` is both streams in the order written: collect the
     // chunks, up to a bound (a rogue node may send more than any limit).
@@ -709,7 +710,7 @@ export class HttpApi implements AsyncDisposable {
     });
     const done = await result;
     if (done.verdict === "rejected") {
-      return Response.json({ message: done.reason ?? "rejected" }, {
+      return jsonResponse({ message: done.reason ?? "rejected" }, {
         status: 400,
       });
     }
@@ -719,7 +720,7 @@ export class HttpApi implements AsyncDisposable {
       !overflow && output.length === done.stdout.length + done.stderr.length
         ? output
         : undefined;
-    return Response.json(toPistonResponse(done, version, ordered));
+    return jsonResponse(toPistonResponse(done, version, ordered));
   }
 
   /** `GET /api/v1/events`: the cluster status every second and at each node change, and every job change. */
@@ -931,7 +932,7 @@ function bytesOption(name: string, value: number): number {
 }
 
 function error(status: number, message: string): Response {
-  return Response.json({ error: message }, { status });
+  return jsonResponse({ error: message }, { status });
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -54,6 +54,8 @@ export class LocalWorker implements Worker {
   readonly address: string;
   readonly languages: readonly OfferedLanguage[];
   #options: LocalWorkerOptions;
+  /** Built once: every dispatch reads it. */
+  readonly #languageNames: ReadonlySet<string>;
   #running = new Map<string, AbortController>();
   /** Stdin channels of the interactive jobs running here. */
   #inputs = new Map<string, InputChannel>();
@@ -62,6 +64,7 @@ export class LocalWorker implements Worker {
 
   constructor(options: LocalWorkerOptions) {
     this.#options = options;
+    this.#languageNames = new Set(options.runners.keys());
     this.name = options.name;
     this.address = options.address;
     this.languages = [...options.runners.values()].map((
@@ -85,7 +88,7 @@ export class LocalWorker implements Worker {
       id: this.id,
       name: this.name,
       local: true,
-      languages: new Set(this.#options.runners.keys()),
+      languages: this.#languageNames,
       slots: this.#options.slots,
       assigned: this.#running.size,
       cpuPercent,

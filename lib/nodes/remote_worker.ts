@@ -60,6 +60,15 @@ interface RemoteJob {
   readonly maxOutputUnits: number;
   /** Whether output past the limit was dropped: the result then says `truncated`. */
   dropped: boolean;
+  /** How long the node has for it, in ms: its compile and run times plus the node timeout. */
+  readonly deadlineMs: number;
+  /**
+   * When (`performance.now()`) it is next judged: its deadline, then, once
+   * that passed, the grace after it (see `silenceGraceMs`).
+   */
+  dueAt: number;
+  /** Whether its deadline passed and it is in its grace. */
+  overdue: boolean;
 }
 
 /** The default of {@linkcode RemoteWorkerOptions.silenceGraceMs}, in ms. */
@@ -86,12 +95,20 @@ export class RemoteWorker implements Worker {
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
   readonly #jobs = new Map<string, RemoteJob>();
-  /** A deadline per job: a node that heartbeats but never answers must not hold a job forever. */
-  readonly #overdue = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * One timer for every job's deadline (a node that heartbeats but never
+   * answers must not hold a job for ever), set for the earliest: a timer
+   * per job cost more than the rest of its bookkeeping here.
+   */
+  #sweep: ReturnType<typeof setTimeout> | undefined;
+  /** When {@linkcode RemoteWorker.#sweep} fires; Infinity when it is not set. */
+  #sweepAt = Infinity;
   readonly #graceMs: number;
   #heartbeat: MessageOf<"heartbeat"> | undefined;
   #lastSeen = performance.now();
   #failingUntil = 0;
+  /** The last load built, handed out again while nothing in it changed. */
+  #load: NodeLoad | undefined;
   #deadline: ReturnType<typeof setTimeout> | undefined;
   #lost: string | undefined;
 
@@ -134,22 +151,40 @@ export class RemoteWorker implements Worker {
     }
   }
 
+  /**
+   * The node's load now. The same object comes back until the load
+   * changes: a dispatch reads every node's load, and building one object
+   * per node per dispatch was most of the master's garbage.
+   */
   load(): NodeLoad {
+    const assigned = this.#jobs.size;
+    const cpuPercent = this.#heartbeat?.cpuPercent ?? 0;
+    const ramPercent = this.#heartbeat?.ramPercent ?? 0;
+    const draining = this.#lost !== undefined ||
+      this.#heartbeat?.draining === true;
+    const failingUntil = this.#failingUntil;
+    const last = this.#load;
+    if (
+      last !== undefined && last.assigned === assigned &&
+      last.cpuPercent === cpuPercent && last.ramPercent === ramPercent &&
+      last.draining === draining && last.failingUntil === failingUntil
+    ) return last;
     const { registration } = this.#options;
-    return {
+    this.#load = {
       id: this.id,
       name: this.name,
       local: false,
       languages: this.#languageNames,
       slots: registration.slots,
-      assigned: this.#jobs.size,
-      cpuPercent: this.#heartbeat?.cpuPercent ?? 0,
-      ramPercent: this.#heartbeat?.ramPercent ?? 0,
+      assigned,
+      cpuPercent,
+      ramPercent,
       maxCpu: registration.maxCpu,
       maxRam: registration.maxRam,
-      draining: this.#lost !== undefined || this.#heartbeat?.draining === true,
-      failingUntil: this.#failingUntil,
+      draining,
+      failingUntil,
     };
+    return this.#load;
   }
 
   start(job: WorkerJob, events: WorkerJobEvents): void {
@@ -160,37 +195,22 @@ export class RemoteWorker implements Worker {
       this.#options.registration.limits,
       job.request.limits,
     );
-    this.#jobs.set(job.id, {
-      events,
-      outputUnits: 0,
-      maxOutputUnits: limits.outputBytes,
-      dropped: false,
-    });
     // A sum of durations: held to what a timer takes, or it fires at once.
     const deadlineMs = timerDelay(
       limits.compileWallTimeMs + limits.wallTimeMs +
         this.#options.nodeTimeoutMs,
     );
-    const giveUp = () => {
-      const overdue = this.#take(job.id);
-      if (!overdue) return;
-      this.#connection.send({ type: "cancel", jobId: job.id }).catch(
-        () => {},
-      );
-      this.markFailing(Date.now() + deadlineMs);
-      overdue.failed(
-        `node "${this.name}" did not finish it within ${deadlineMs} ms`,
-        "lost",
-      );
-    };
-    // Given up after the grace (see `silenceGraceMs`): its result may be
-    // waiting unread, and `#take` clears whichever timer is set.
-    this.#overdue.set(
-      job.id,
-      setTimeout(() => {
-        this.#overdue.set(job.id, setTimeout(giveUp, this.#graceMs));
-      }, deadlineMs),
-    );
+    const dueAt = performance.now() + deadlineMs;
+    this.#jobs.set(job.id, {
+      events,
+      outputUnits: 0,
+      maxOutputUnits: limits.outputBytes,
+      dropped: false,
+      deadlineMs,
+      dueAt,
+      overdue: false,
+    });
+    this.#armSweep(dueAt);
     this.#connection.send({ type: "run", jobId: job.id, job: job.request })
       .catch((error) => {
         // Too large for this node's frames: nothing was sent, the link is
@@ -254,6 +274,8 @@ export class RemoteWorker implements Worker {
     if (this.#lost !== undefined) return;
     this.#lost = reason;
     clearTimeout(this.#deadline);
+    clearTimeout(this.#sweep);
+    this.#sweep = undefined;
     this.#connection.close().catch(() => {});
     // The master forgets the node first, so the jobs failed below are placed
     // knowing it is gone.
@@ -311,13 +333,60 @@ export class RemoteWorker implements Worker {
     if (kept.length > 0) job.events.output(stream, kept);
   }
 
-  /** Ends the master's interest in a job here: its events, and its deadline. */
+  /**
+   * Ends the master's interest in a job here: its events, and its deadline
+   * (the sweep, when it fires, finds the job gone).
+   */
   #take(jobId: string): WorkerJobEvents | undefined {
     const job = this.#jobs.get(jobId);
     this.#jobs.delete(jobId);
-    clearTimeout(this.#overdue.get(jobId));
-    this.#overdue.delete(jobId);
     return job?.events;
+  }
+
+  /** Makes the sweep fire by `at` (`performance.now()` time), unless it already will. */
+  #armSweep(at: number): void {
+    if (this.#lost !== undefined || at >= this.#sweepAt) return;
+    clearTimeout(this.#sweep);
+    this.#sweepAt = at;
+    this.#sweep = setTimeout(
+      () => this.#sweepOverdue(),
+      timerDelay(Math.ceil(at - performance.now())),
+    );
+  }
+
+  /**
+   * Judges the jobs whose time is up: past its deadline a job gets the
+   * grace (its result may wait unread behind a stalled master), past that
+   * it is given up. Then sets the sweep for the next job due.
+   */
+  #sweepOverdue(): void {
+    this.#sweep = undefined;
+    this.#sweepAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    const late: [string, RemoteJob][] = [];
+    for (const [jobId, job] of this.#jobs) {
+      if (job.dueAt <= now && !job.overdue) {
+        job.overdue = true;
+        job.dueAt = now + this.#graceMs;
+      }
+      if (job.dueAt <= now) late.push([jobId, job]);
+      else next = Math.min(next, job.dueAt);
+    }
+    if (next !== Infinity) this.#armSweep(next);
+    for (const [jobId, job] of late) this.#giveUp(jobId, job);
+  }
+
+  /** A job the node did not finish within its deadline and grace: failed here, cancelled there. */
+  #giveUp(jobId: string, job: RemoteJob): void {
+    if (this.#jobs.get(jobId) !== job) return; // Ended meanwhile.
+    this.#take(jobId);
+    this.#connection.send({ type: "cancel", jobId }).catch(() => {});
+    this.markFailing(Date.now() + job.deadlineMs);
+    job.events.failed(
+      `node "${this.name}" did not finish it within ${job.deadlineMs} ms`,
+      "lost",
+    );
   }
 
   /** Loses the node once it was silent for `nodeTimeoutMs`, and the grace after. */

@@ -108,3 +108,119 @@ Deno.test("RemoteWorker sets no timer per message of a busy node, keeps it while
   await node.close();
   await serving;
 });
+
+Deno.test("RemoteWorker gives up the jobs its node never answers, past their deadline and the grace, with one timer for all of them", async () => {
+  const { server, client } = await socketPair();
+  await using master = new Connection(server);
+  await using node = new Connection(client);
+  const worker = new RemoteWorker({
+    connection: master,
+    registration: { ...REGISTRATION, slots: 100 },
+    nodeTimeoutMs: 200,
+    silenceGraceMs: 20,
+    onLost: () => {},
+    onHeartbeat: () => {},
+  });
+  const serving = worker.serve();
+  const request = {
+    language: "bash",
+    files: [{ name: "a.sh", content: "" }],
+    limits: { wallTimeMs: 10, compileWallTimeMs: 10 },
+  };
+  const outcomes = new Map<string, string>();
+  const allEnded = Promise.withResolvers<void>();
+  const events = (jobId: string): WorkerJobEvents => ({
+    output: () => {},
+    result: (result) => end(jobId, `result ${result.verdict}`),
+    failed: (reason, kind) => end(jobId, `${kind}: ${reason}`),
+  });
+  const end = (jobId: string, outcome: string) => {
+    assert.equal(outcomes.get(jobId), undefined, `${jobId} ended twice`);
+    outcomes.set(jobId, outcome);
+    if (outcomes.size === 51) allEnded.resolve();
+  };
+  const timers = await countTimers(() => {
+    worker.start(
+      { id: "answered", request, language: "bash" },
+      events("answered"),
+    );
+    for (let i = 0; i < 50; i++) {
+      worker.start(
+        { id: `mute-${i}`, request, language: "bash" },
+        events(`mute-${i}`),
+      );
+    }
+    return Promise.resolve();
+  });
+  assert.ok(timers <= 2, `${timers} timers for 51 jobs`);
+  await node.send({
+    type: "result",
+    jobId: "answered",
+    result: blankResult("answered", { verdict: "ok" }),
+  });
+  // The node keeps talking: only its jobs are late, not the node.
+  const heartbeats = setInterval(() =>
+    node.send({
+      type: "heartbeat",
+      cpuPercent: 1,
+      ramPercent: 1,
+      ramUsedMb: 1,
+      running: 50,
+    }).catch(() => {}), 50);
+  try {
+    await allEnded.promise;
+  } finally {
+    clearInterval(heartbeats);
+  }
+  assert.equal(outcomes.get("answered"), "result ok");
+  for (let i = 0; i < 50; i++) {
+    assert.equal(
+      outcomes.get(`mute-${i}`),
+      'lost: node "w1" did not finish it within 220 ms',
+    );
+  }
+  // The node heard each given-up job cancelled, and is skipped for a while.
+  const cancelled = new Set<string>();
+  while (cancelled.size < 50) {
+    const message = await node.receive({ timeoutMs: 5000 });
+    if (message.type === "cancel") cancelled.add(message.jobId);
+  }
+  assert.ok(worker.load().failingUntil > Date.now());
+  assert.equal(worker.load().assigned, 0);
+  await node.close();
+  await serving;
+});
+
+Deno.test("RemoteWorker hands out the same load until the node's load changes", async () => {
+  const { server, client } = await socketPair();
+  await using master = new Connection(server);
+  await using node = new Connection(client);
+  const worker = new RemoteWorker({
+    connection: master,
+    registration: { ...REGISTRATION, slots: 2 },
+    nodeTimeoutMs: 60_000,
+    onLost: () => {},
+    onHeartbeat: () => {},
+  });
+  const serving = worker.serve();
+  const first = worker.load();
+  assert.equal(worker.load(), first);
+  const noEvents: WorkerJobEvents = {
+    output: () => {},
+    result: () => {},
+    failed: () => {},
+  };
+  worker.start({
+    id: "j1",
+    request: { language: "bash", files: [{ name: "a.sh", content: "" }] },
+    language: "bash",
+  }, noEvents);
+  assert.equal(worker.load().assigned, 1);
+  assert.equal(first.assigned, 0, "a load handed out never changes");
+  const until = Date.now() + 60_000;
+  worker.markFailing(until);
+  assert.equal(worker.load().failingUntil, until);
+  await node.close();
+  await serving;
+  assert.equal(worker.load().draining, true);
+});

@@ -18,6 +18,9 @@ const HEADER_BYTES = 4;
 const MAX_DECLARABLE = 0xffff_ffff;
 
 const encoder = new TextEncoder();
+/** Where {@linkcode encodeFrame} encodes small messages before copying them out. */
+const SCRATCH = new Uint8Array(HEADER_BYTES + 64 * 1024);
+const SCRATCH_BODY = SCRATCH.subarray(HEADER_BYTES);
 // fatal: invalid UTF-8 is an error, not U+FFFD. ignoreBOM: a BOM stays in the
 // text, so JSON.parse rejects it instead of it being silently dropped.
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -62,6 +65,16 @@ export function encodeFrame(
   }
   // Each UTF-16 unit takes at least one UTF-8 byte: refuse before encoding.
   if (json.length > maxFrameBytes) throw tooLarge(json.length, maxFrameBytes);
+  // Each UTF-16 unit takes at most three: a small message is encoded
+  // straight into a reused buffer and copied out once, at its size (every
+  // job sends several; encoding, then copying behind a header, made two).
+  if (json.length * 3 <= SCRATCH_BODY.length) {
+    const { written } = encoder.encodeInto(json, SCRATCH_BODY);
+    if (written > maxFrameBytes) throw tooLarge(written, maxFrameBytes);
+    const frame = SCRATCH.slice(0, HEADER_BYTES + written);
+    new DataView(frame.buffer).setUint32(0, written);
+    return frame;
+  }
   const body = encoder.encode(json);
   if (body.length > maxFrameBytes) throw tooLarge(body.length, maxFrameBytes);
   const frame = new Uint8Array(HEADER_BYTES + body.length);

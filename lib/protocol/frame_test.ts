@@ -203,3 +203,26 @@ Deno.test("FrameDecoder refuses a deeply nested body at the cap before parsing i
   const deep = "[".repeat(64) + '"[[[[{{{{"' + "]".repeat(64);
   assert.equal(ok.push(rawFrame(deep)).length, 1);
 });
+
+Deno.test("encodeFrame() frames small and large messages alike, each in a buffer of its own", () => {
+  const decode = (frame: Uint8Array) => {
+    const length = new DataView(frame.buffer, frame.byteOffset).getUint32(0);
+    assert.equal(length, frame.length - 4);
+    assert.equal(frame.buffer.byteLength, frame.length, "a buffer of its own");
+    return JSON.parse(new TextDecoder().decode(frame.subarray(4)));
+  };
+  // Small ones go through a reused buffer, large ones (over 21,845 units, a
+  // third of it) are encoded on their own; multi-byte text in both.
+  const small = { type: "output", data: "é€😀 small" };
+  const large = { type: "output", data: "é€😀".repeat(10_000) };
+  const first = encodeFrame(small);
+  const second = encodeFrame({ type: "cancel", jobId: "j2" });
+  assert.deepEqual(decode(first), small, "not overwritten by the next frame");
+  assert.deepEqual(decode(second), { type: "cancel", jobId: "j2" });
+  assert.deepEqual(decode(encodeFrame(large)), large);
+  // The limit counts UTF-8 bytes on the small path too.
+  assert.throws(
+    () => encodeFrame("€".repeat(100), 250),
+    assertProtocolError("frame_too_large", /302 bytes/),
+  );
+});

@@ -22,6 +22,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { logsAt } from "../_log_enabled.ts";
 import {
   blankResult,
   type JobRequest,
@@ -31,7 +32,7 @@ import {
 import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
-import { canRun, chooseNode, type NodeLoad } from "./placement.ts";
+import { canRun, chooseNode } from "./placement.ts";
 import {
   DEFAULT_POSITION_INTERVAL_MS,
   MAX_POSITION_INTERVAL_MS,
@@ -40,6 +41,8 @@ import {
 import type { OfferedLanguage, Worker } from "./worker.ts";
 
 const log = getLogger(["kiln", "master"]);
+/** Every job logs at `info` as it moves: records built only when kept. */
+const logsInfo = logsAt(log, "info");
 
 /** How long a node that refused a job is passed over. */
 const FAILING_COOLDOWN_MS = 5000;
@@ -371,11 +374,13 @@ export class Dispatcher {
     client.jobs.add(id);
     this.#follow(job, signal);
     this.#tell(job, this.#enqueue(job));
-    log.info("job {jobId} from {client} queued at position {position}", {
-      jobId: id,
-      client: client.name,
-      position: job.position,
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} from {client} queued at position {position}", {
+        jobId: id,
+        client: client.name,
+        position: job.position,
+      });
+    }
     // The master admits only languages some node runs; should none run it
     // now, the job must still not wait forever.
     if (!this.#isOffered(language)) {
@@ -390,11 +395,13 @@ export class Dispatcher {
     reason: string,
     retryAfterMs?: number,
   ): void {
-    log.info("job {jobId} from {client} rejected: {reason}", {
-      jobId,
-      client: client.name,
-      reason,
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} from {client} rejected: {reason}", {
+        jobId,
+        client: client.name,
+        reason,
+      });
+    }
     const result = blankResult(jobId, {
       verdict: "rejected",
       reason,
@@ -482,16 +489,14 @@ export class Dispatcher {
    */
   #dispatchPass(): void {
     const now = Date.now();
-    const loads = new Map<Worker, NodeLoad>();
-    for (const worker of this.#workers.values()) {
-      loads.set(worker, worker.load());
-    }
-    // The nodes that could take a job of each waiting language now.
+    // The nodes that could take a job of each waiting language now. Loads
+    // are read live: a worker hands out the same load until it changes, so
+    // reading costs no copy, and a start shows in the next read.
     const open = new Map<string, Worker[]>();
     for (const language of this.#waiting.keys()) {
       const candidates: Worker[] = [];
-      for (const [worker, load] of loads) {
-        if (canRun(load, language, now)) candidates.push(worker);
+      for (const worker of this.#workers.values()) {
+        if (canRun(worker.load(), language, now)) candidates.push(worker);
       }
       if (candidates.length > 0) open.set(language, candidates);
     }
@@ -512,7 +517,7 @@ export class Dispatcher {
         atQuota.add(job.client.client);
         continue;
       }
-      const worker = pick(candidates, loads, job.language, now);
+      const worker = pick(candidates, job.language, now);
       if (worker === undefined) {
         open.delete(job.language);
         if (open.size === 0) break;
@@ -529,7 +534,6 @@ export class Dispatcher {
       }
       if (!this.#dequeue(job, "served")) continue;
       this.#start(job, worker);
-      loads.set(worker, worker.load());
     }
   }
 
@@ -619,12 +623,14 @@ export class Dispatcher {
       node: worker.name,
       language: job.language,
     });
-    log.info("job {jobId} ({language}) placed on {node}{retry}", {
-      jobId: job.id,
-      language: job.language,
-      node: worker.name,
-      retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
-    });
+    if (logsInfo()) {
+      log.info("job {jobId} ({language}) placed on {node}{retry}", {
+        jobId: job.id,
+        language: job.language,
+        node: worker.name,
+        retry: job.attempt > 1 ? ` (attempt ${job.attempt})` : "",
+      });
+    }
     if (job.cancelled !== undefined) {
       // Cancelled by a listener of `started`: the worker never sees it.
       this.#setRunning(job, false);
@@ -842,16 +848,18 @@ export class Dispatcher {
     const result = { ...ended, client: job.client.client };
     job.client.jobs.delete(job.id);
     job.client.sendResult(result);
-    log.info(
-      "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
-      {
-        jobId: job.id,
-        language: job.language,
-        node: result.node ?? "-",
-        verdict: result.verdict,
-        timeMs: result.timeMs,
-      },
-    );
+    if (logsInfo()) {
+      log.info(
+        "job {jobId} ({language}) finished on {node}: {verdict} in {timeMs} ms",
+        {
+          jobId: job.id,
+          language: job.language,
+          node: result.node ?? "-",
+          verdict: result.verdict,
+          timeMs: result.timeMs,
+        },
+      );
+    }
     this.#options.emit("jobcomplete", result);
     job.ended?.();
   }
@@ -915,17 +923,17 @@ export class Dispatcher {
  */
 function pick(
   candidates: Worker[],
-  loads: ReadonlyMap<Worker, NodeLoad>,
   language: string,
   now: number,
 ): Worker | undefined {
   let kept = 0;
   for (const worker of candidates) {
-    if (canRun(loads.get(worker)!, language, now)) candidates[kept++] = worker;
+    if (canRun(worker.load(), language, now)) candidates[kept++] = worker;
   }
   candidates.length = kept;
   if (kept === 0) return undefined;
-  const nodes = candidates.map((worker) => loads.get(worker)!);
+  if (kept === 1) return candidates[0];
+  const nodes = candidates.map((worker) => worker.load());
   const chosen = chooseNode(nodes, language, { now });
   return chosen && candidates[nodes.indexOf(chosen)];
 }

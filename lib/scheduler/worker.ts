@@ -81,7 +81,11 @@ export interface Worker {
   readonly address: string;
   /** The languages it runs, with their toolchains. */
   readonly languages: readonly OfferedLanguage[];
-  /** Its load for placement; `assigned` counts the jobs the master gave it. */
+  /**
+   * Its load for placement; `assigned` counts the jobs the master gave it.
+   * Read on every dispatch: it may hand out the same object while the load
+   * is unchanged, but never changes one it handed out.
+   */
   load(): NodeLoad;
   /** Starts a job; the worker reports through `events`. */
   start(job: WorkerJob, events: WorkerJobEvents): void;
