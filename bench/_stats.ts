@@ -68,13 +68,18 @@ export async function runPool<T, R>(
  */
 export async function inRotation<T>(
   subjects: readonly T[],
-  options: { rounds: number; warmup: number },
+  options: { rounds: number; warmup: number; pauseMs?: number },
   time: (subject: T) => Promise<number>,
 ): Promise<number[][]> {
   const times: number[][] = subjects.map(() => []);
   for (let round = 0; round < options.warmup + options.rounds; round++) {
     for (let k = 0; k < subjects.length; k++) {
       const index = (round + k) % subjects.length;
+      // A lull before each: what the last subject set off in the background
+      // (a node making up its warm sandboxes) is not the next one's cost.
+      if (options.pauseMs) {
+        await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
+      }
       const ms = await time(subjects[index]!);
       if (round >= options.warmup) times[index]!.push(ms);
     }
@@ -90,12 +95,16 @@ export async function inRotation<T>(
 export async function alternatingPairs<T>(
   first: T,
   second: T,
-  options: { pairs: number; warmup: number },
+  options: { pairs: number; warmup: number; pauseMs?: number },
   time: (subject: T) => Promise<number>,
 ): Promise<{ first: number[]; second: number[] }> {
   const [firstTimes, secondTimes] = await inRotation(
     [first, second],
-    { rounds: options.pairs, warmup: options.warmup },
+    {
+      rounds: options.pairs,
+      warmup: options.warmup,
+      ...options.pauseMs ? { pauseMs: options.pauseMs } : {},
+    },
     time,
   );
   return { first: firstTimes!, second: secondTimes! };

@@ -77,10 +77,16 @@ const C_HELLO = {
 /** The job the CPU rows count over: as little work as a job can be. */
 const ECHO = { language: "bash", name: "main.sh", content: "echo hi\n" };
 
-/** Python latency: bare, single master and cluster in rotation. */
-const LATENCY = { rounds: 40, warmup: 3 };
-/** C compile + run: bare and single master in alternating pairs. */
-const C_PAIRS = { pairs: 20, warmup: 2 };
+/**
+ * Python latency: bare, single master and cluster in rotation, one request
+ * at a time after a lull of `pauseMs`: the latency of a node that is not
+ * saturated (saturation is the throughput rows'). Without it, one node's
+ * refill of its warm sandboxes after its job ran during the next subject's
+ * run on this one machine, which separate machines would not share.
+ */
+const LATENCY = { rounds: 40, warmup: 3, pauseMs: 250 };
+/** C compile + run: bare and single master in alternating pairs, likewise. */
+const C_PAIRS = { pairs: 20, warmup: 2, pauseMs: 250 };
 /**
  * Throughput: batches of hellos, kiln, bare and the sandbox floor in
  * rotating order, with an idle period per round for the background CPU rate.
@@ -765,8 +771,8 @@ function describe(
     "Jobs go through the Piston-compatible `POST /api/v2/execute` over keep-alive HTTP. Nodes and floors find",
     `toolchains on \`PATH=${TOOLCHAIN_PATH}\`: ${python.version} (\`${python.executables.interpreter}\`), ${c.version}.`,
     "",
-    `Python: ${LATENCY.rounds} rounds after ${LATENCY.warmup} warm-up rounds, bare / single master / cluster / sandbox floor in rotating order.`,
-    `C: ${C_PAIRS.pairs} bare/kiln pairs in alternating order after ${C_PAIRS.warmup} warm-up pairs.`,
+    `Python: ${LATENCY.rounds} rounds after ${LATENCY.warmup} warm-up rounds, bare / single master / cluster / sandbox floor in rotating order, each after a lull of ${LATENCY.pauseMs} ms (the latency of a node that is not saturated; a node makes up its warm sandboxes in lulls).`,
+    `C: ${C_PAIRS.pairs} bare/kiln pairs in alternating order after ${C_PAIRS.warmup} warm-up pairs, each run after a lull of ${C_PAIRS.pauseMs} ms.`,
     `Throughput: ${BATCH.rounds} rounds of batches of ${BATCH.jobs} hellos in rotating order, kiln from ${BATCH.clients} clients, bare and sandbox floor ${slots} at a time`,
     "(the node's slots); jobs/s of the median batch. CPU: utime + stime of each node process from",
     `\`/proc/<pid>/stat\` (10 ms ticks), before and after ${CPU.jobs} bash \`echo hi\` jobs from ${CPU.clients} HTTP clients, divided by`,
