@@ -113,18 +113,15 @@ export async function sandboxFloor(
   const detected = await detectCgroups({ parent: CGROUP_PARENT });
   const cgroups = detected.available ? detected : null;
 
-  const workdir = await Deno.makeTempDir({ dir: parent });
-  await Deno.writeTextFile(`${workdir}/${program.name}`, program.content);
-  await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
   const limits = DEFAULT_LIMITS;
-  const context: StepContext = {
-    workdir,
-    entry: program.name,
-    files: [program.name],
-    args: [],
-    toolchain: resolved.toolchain,
-    memoryMb: limits.memoryMb,
-  };
+  const context = await singleFileStep(
+    resolved,
+    program,
+    parent,
+    limits.memoryMb,
+  );
+  const { workdir } = context;
+  await prepareWorkdir(workdir, SANDBOX_UID, SANDBOX_UID);
   const spec = resolved.runner.run(context);
   const executables = Object.values(resolved.toolchain.executables);
   const chain: FloorChain = {
@@ -222,4 +219,26 @@ export async function runChain(
     );
   }
   return new TextDecoder().decode(stdout);
+}
+
+/**
+ * A fresh directory in `parent` holding `program` alone, and the step
+ * context a runner builds its commands from, as kiln gives it one.
+ */
+export async function singleFileStep(
+  resolved: ResolvedRunner,
+  program: { name: string; content: string },
+  parent: string,
+  memoryMb: number,
+): Promise<StepContext> {
+  const workdir = await Deno.makeTempDir({ dir: parent });
+  await Deno.writeTextFile(`${workdir}/${program.name}`, program.content);
+  return {
+    workdir,
+    entry: program.name,
+    files: [program.name],
+    args: [],
+    toolchain: resolved.toolchain,
+    memoryMb,
+  };
 }

@@ -35,11 +35,15 @@ import type {
   PistonExecuteResponse,
   PistonRuntime,
 } from "../lib/http/piston.ts";
-import type { CommandSpec, StepContext } from "../lib/runners/runner.ts";
+import type { CommandSpec } from "../lib/runners/runner.ts";
 import { createDefaultRegistry, type ResolvedRunner } from "../mod.ts";
 import type { ClusterSection } from "./cluster_bench.ts";
 import { SANDBOX_UID } from "../lib/sandbox/bubblewrap.ts";
-import { type SandboxFloor, sandboxFloor } from "./_sandbox_floor.ts";
+import {
+  type SandboxFloor,
+  sandboxFloor,
+  singleFileStep,
+} from "./_sandbox_floor.ts";
 import {
   alternatingPairs,
   type BenchSection,
@@ -661,16 +665,8 @@ async function bareRunner(
   program: { name: string; content: string },
   parent: string,
 ): Promise<() => Promise<void>> {
-  const workdir = await Deno.makeTempDir({ dir: parent });
-  await Deno.writeTextFile(`${workdir}/${program.name}`, program.content);
-  const context: StepContext = {
-    workdir,
-    entry: program.name,
-    files: [program.name],
-    args: [],
-    toolchain: resolved.toolchain,
-    memoryMb: 512,
-  };
+  const context = await singleFileStep(resolved, program, parent, 512);
+  const { workdir } = context;
   const compile = resolved.runner.compile?.(context);
   const run = resolved.runner.run(context);
   const spawn = async (spec: CommandSpec) => {
