@@ -71,7 +71,7 @@ export class ClientSession {
       }
       return;
     }
-    this.#connection.send(message).catch(() => {});
+    this.#connection.post(message);
   }
 
   /**

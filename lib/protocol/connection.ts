@@ -306,14 +306,23 @@ export class Connection implements AsyncDisposable {
   #ended: ProtocolError | undefined;
   /** Whether `#ended` is a clean end (peer's EOF or our close), which ends iteration quietly. */
   #endedCleanly = false;
-  /** The write chain: frames go out whole and in order. Never rejects. */
-  #writing: Promise<void> = Promise.resolve();
   /**
-   * Frames waiting for the write chain to reach them: whatever is sent
-   * before it does goes out in the same write, one syscall for a burst
-   * (`output` then `result`, `accepted` then `started`).
+   * Frames waiting for the writer: whatever is sent while it writes goes
+   * out in its next write, one syscall for a burst (`output` then
+   * `result`, `accepted` then `started`).
    */
-  #batch: { frames: Uint8Array[]; written: Promise<void> } | undefined;
+  #outbox: Uint8Array[] = [];
+  /**
+   * Settles once the frames now in the outbox are written. Made only when
+   * a caller of `send` waits: `post` and `offer` cost no promise.
+   */
+  #outboxWritten: PromiseWithResolvers<void> | undefined;
+  /** Whether the writer runs; it stops when the outbox is empty. */
+  #writerRunning = false;
+  /** The writer's run, for `close` to wait for. Never rejects. */
+  #writing: Promise<void> = Promise.resolve();
+  /** Whether `messages()` reads the socket itself now: `receive()` may not. */
+  #iterating = false;
   #closing: Promise<void> | undefined;
   /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
   #shuttingDown = false;
@@ -362,16 +371,34 @@ export class Connection implements AsyncDisposable {
    * connection closes with `slow_peer`, and so does this call.
    */
   send(message: Message): Promise<void> {
+    const refused = this.#enqueue(message);
+    return refused === undefined ? this.#written() : Promise.reject(refused);
+  }
+
+  /**
+   * Sends one message like {@linkcode Connection.send}, for a caller that
+   * will not wait for it to be written; it costs no promise. Returns why
+   * it was refused at once (what `send` would reject with: `closed`,
+   * `frame_too_large`, `slow_peer`), or `undefined` once it is queued. A
+   * write that fails later ends the connection, as for `send`.
+   */
+  post(message: Message): Error | undefined {
+    return this.#enqueue(message);
+  }
+
+  /**
+   * Frames `message` and queues it for the writer; returns why it was
+   * refused instead (then nothing is queued).
+   */
+  #enqueue(message: Message): Error | undefined {
     if (this.#closing !== undefined) {
-      return Promise.reject(
-        new ProtocolError("closed", "cannot send: the connection is closed"),
-      );
+      return new ProtocolError("closed", "cannot send: the connection is closed");
     }
     let frame: Uint8Array;
     try {
       frame = encodeFrame(message, this.maxSendFrameBytes);
     } catch (error) {
-      return Promise.reject(error);
+      return error as Error; // encodeFrame throws ProtocolError or TypeError
     }
     if (this.#wouldExceed(frame.length, this.#maxBufferedBytes)) {
       const error = new ProtocolError(
@@ -380,9 +407,10 @@ export class Connection implements AsyncDisposable {
       );
       this.#end(error, false);
       void this.close(error);
-      return Promise.reject(error);
+      return error;
     }
-    return this.#enqueueWrite(frame);
+    this.#enqueueWrite(frame);
+    return undefined;
   }
 
   /**
@@ -405,7 +433,7 @@ export class Connection implements AsyncDisposable {
       this.#droppedMessages++;
       return false;
     }
-    this.#enqueueWrite(frame).catch(() => {});
+    this.#enqueueWrite(frame);
     return true;
   }
 
@@ -423,6 +451,11 @@ export class Connection implements AsyncDisposable {
     const explicit = typeof options === "number" ? options : options?.timeoutMs;
     const timeoutMs = explicit ?? this.#idleTimeoutMs;
     return new Promise<Message>((resolve, reject) => {
+      if (this.#iterating) {
+        throw new TypeError(
+          "Cannot receive: messages() is reading this connection",
+        );
+      }
       if (timeoutMs !== undefined) checkTimeout("timeoutMs", timeoutMs);
       const waiter: Waiter = { resolve, reject, timer: undefined };
       if (timeoutMs !== undefined) {
@@ -436,8 +469,48 @@ export class Connection implements AsyncDisposable {
     });
   }
 
-  /** Yields messages until the connection ends cleanly; throws on any other end. */
+  /**
+   * Yields messages until the connection ends cleanly; throws on any other
+   * end, and on a message `receive()` would have refused (the connection
+   * then stays up, as there).
+   *
+   * While it is iterated it reads the socket itself, with no `receive()`
+   * per message: a master with thousands of clients keeps one pending read
+   * each, and each message costs no promise of its own. `receive()` may
+   * not be called meanwhile (it rejects with a `TypeError`). With an idle
+   * timeout it goes through `receive()`, which keeps the deadline.
+   */
   async *messages(): AsyncGenerator<Message, void, undefined> {
+    if (this.#idleTimeoutMs !== undefined) {
+      yield* this.#receivedMessages();
+      return;
+    }
+    // Earlier receive() calls are served first, in call order.
+    while (this.#pumping) await this.#pumpDone;
+    this.#iterating = true;
+    try {
+      while (true) {
+        // As in the pump: once ended, frames still decoded are not handed out.
+        if (this.#ended !== undefined) {
+          if (this.#endedCleanly) return;
+          throw this.#ended;
+        }
+        if (this.#frameIndex < this.#frames.length) {
+          yield this.#accept(this.#frames[this.#frameIndex++]);
+          continue;
+        }
+        // Tracked like the pump's read, so that close() waits for it.
+        const read = this.#read();
+        this.#pumpDone = read;
+        await read;
+      }
+    } finally {
+      this.#iterating = false;
+    }
+  }
+
+  /** {@linkcode Connection.messages} by way of `receive()`: for the idle timeout. */
+  async *#receivedMessages(): AsyncGenerator<Message, void, undefined> {
     while (true) {
       let message: Message;
       try {
@@ -475,23 +548,44 @@ export class Connection implements AsyncDisposable {
     return this.#bufferedBytes > 0 && this.#bufferedBytes + bytes > limit;
   }
 
-  #enqueueWrite(frame: Uint8Array): Promise<void> {
+  /** Queues a frame for the writer, and starts the writer unless it runs. */
+  #enqueueWrite(frame: Uint8Array): void {
     if (this.#bufferedBytes === 0) this.#lastProgress = performance.now();
     this.#bufferedBytes += frame.length;
     this.#watchStall();
-    if (this.#batch !== undefined) {
-      this.#batch.frames.push(frame);
-      return this.#batch.written;
+    this.#outbox.push(frame);
+    if (this.#writerRunning) return;
+    this.#writerRunning = true;
+    this.#writing = this.#runWriter();
+  }
+
+  /** Settles once the frames now queued are written; rejects if that fails. */
+  #written(): Promise<void> {
+    this.#outboxWritten ??= Promise.withResolvers<void>();
+    return this.#outboxWritten.promise;
+  }
+
+  /**
+   * Writes the outbox until it is empty, one batch per write, in order.
+   * One run serves a whole burst, whatever its size. Never rejects: a
+   * failed write ends the connection, and its waiters hear why.
+   */
+  async #runWriter(): Promise<void> {
+    // Frames sent in the same turn as the first go out with it.
+    await undefined;
+    while (this.#outbox.length > 0) {
+      const frames = this.#outbox;
+      const written = this.#outboxWritten;
+      this.#outbox = [];
+      this.#outboxWritten = undefined;
+      try {
+        await this.#writeFrames(frames);
+        written?.resolve();
+      } catch (error) {
+        written?.reject(error);
+      }
     }
-    const frames = [frame];
-    const written = this.#writing.then(() => {
-      // From now on, frames wait for the next write.
-      this.#batch = undefined;
-      return this.#writeFrames(frames);
-    });
-    this.#batch = { frames, written };
-    this.#writing = written.catch(() => {});
-    return written;
+    this.#writerRunning = false;
   }
 
   /** Writes a batch of frames: small ones in one write, large ones each in its own. */
@@ -529,7 +623,9 @@ export class Connection implements AsyncDisposable {
     try {
       // write() may take only part of the bytes; loop until all are out.
       while (offset < bytes.length) {
-        const n = await this.#conn.write(bytes.subarray(offset));
+        const n = await this.#conn.write(
+          offset === 0 ? bytes : bytes.subarray(offset),
+        );
         offset += n;
         this.#bufferedBytes -= n;
         this.#lastProgress = performance.now();
@@ -656,27 +752,39 @@ export class Connection implements AsyncDisposable {
   #deliver(value: unknown): void {
     const waiter = this.#waiters.shift() as Waiter;
     clearTimeout(waiter.timer);
+    let message: Message;
+    try {
+      message = this.#accept(value);
+    } catch (error) {
+      waiter.reject(error);
+      return;
+    }
+    waiter.resolve(message);
+  }
+
+  /**
+   * Validates one decoded frame. Throws `invalid_message` (the connection
+   * stays up), or the peer's own error when it sent one (the connection
+   * closes).
+   */
+  #accept(value: unknown): Message {
     const parsed = MessageSchema.safeParse(value);
     if (!parsed.success) {
-      waiter.reject(
-        new ProtocolError(
-          "invalid_message",
-          `invalid message: ${describe(parsed.error)}`,
-        ),
+      throw new ProtocolError(
+        "invalid_message",
+        `invalid message: ${describe(parsed.error)}`,
       );
-    } else if (parsed.data.type === "error") {
-      const { code, message } = parsed.data;
-      const error = new ProtocolError(
-        isProtocolErrorCode(code) ? code : "closed",
-        `${this.peerName} said: ${message}`,
-        { peerCode: code },
-      );
-      this.#end(error, false);
-      waiter.reject(error);
-      void this.close(); // the peer closes after an error; so do we
-    } else {
-      waiter.resolve(parsed.data);
     }
+    if (parsed.data.type !== "error") return parsed.data;
+    const { code, message } = parsed.data;
+    const error = new ProtocolError(
+      isProtocolErrorCode(code) ? code : "closed",
+      `${this.peerName} said: ${message}`,
+      { peerCode: code },
+    );
+    this.#end(error, false);
+    void this.close(); // the peer closes after an error; so do we
+    throw error;
   }
 
   #timeOut(waiter: Waiter, timeoutMs: number, explicit: boolean): void {
@@ -754,7 +862,8 @@ export class Connection implements AsyncDisposable {
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, timerDelay(this.#closeTimeoutMs));
       });
-      await Promise.race([this.#enqueueWrite(frame), timeout]);
+      this.#enqueueWrite(frame);
+      await Promise.race([this.#written(), timeout]);
     } catch {
       // Best effort: the peer may already be gone.
     } finally {
