@@ -9,6 +9,7 @@ import { z } from "zod";
 import { formatHostPort } from "../address.ts";
 import { isProtocolErrorCode, ProtocolError } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from "./frame.ts";
+import { FrameWriter } from "./frame_writer.ts";
 import { type Message, MessageSchema } from "./messages.ts";
 import { positiveInteger } from "../_options.ts";
 
@@ -156,9 +157,6 @@ export interface CloseReason {
   message: string;
 }
 
-/** The most bytes of a batch of frames copied into one write. */
-const MAX_JOINED_BYTES = 64 * 1024;
-
 /**
  * The read buffer a connection starts with, in bytes: enough for the small
  * frames most links carry. Every connection holds its buffer for as long
@@ -254,7 +252,7 @@ export class Connection implements AsyncDisposable {
 
   /** Bytes handed to `send` or `offer` and not yet taken by the socket. */
   get bufferedBytes(): number {
-    return this.#bufferedBytes;
+    return this.#writer.bufferedBytes;
   }
 
   /**
@@ -284,10 +282,7 @@ export class Connection implements AsyncDisposable {
   #highWaterBytes: number;
   #maxBufferedBytes: number;
   #stallTimeoutMs: number;
-  #bufferedBytes = 0;
   #droppedMessages = 0;
-  /** When the socket last took bytes, or the send buffer last became non-empty. */
-  #lastProgress = 0;
   /**
    * Armed once bytes wait to be written, and left armed when they are out
    * (no timer per write): when it fires it closes a peer that took none for
@@ -306,23 +301,14 @@ export class Connection implements AsyncDisposable {
   #ended: ProtocolError | undefined;
   /** Whether `#ended` is a clean end (peer's EOF or our close), which ends iteration quietly. */
   #endedCleanly = false;
-  /**
-   * Frames waiting for the writer: whatever is sent while it writes goes
-   * out in its next write, one syscall for a burst (`output` then
-   * `result`, `accepted` then `started`).
-   */
-  #outbox: Uint8Array[] = [];
-  /**
-   * Settles once the frames now in the outbox are written. Made only when
-   * a caller of `send` waits: `post` and `offer` cost no promise.
-   */
-  #outboxWritten: PromiseWithResolvers<void> | undefined;
-  /** Whether the writer runs; it stops when the outbox is empty. */
-  #writerRunning = false;
-  /** The writer's run, for `close` to wait for. Never rejects. */
-  #writing: Promise<void> = Promise.resolve();
+  /** Frames go out whole and in order, a burst in one write. */
+  #writer: FrameWriter;
   /** Whether `messages()` reads the socket itself now: `receive()` may not. */
   #iterating = false;
+  /** Whether `messages()` awaits a read of the socket. */
+  #reading = false;
+  /** Told when that read settles; made only when `close()` waits for it. */
+  #readSettled: PromiseWithResolvers<void> | undefined;
   #closing: Promise<void> | undefined;
   /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
   #shuttingDown = false;
@@ -346,6 +332,7 @@ export class Connection implements AsyncDisposable {
     this.#maxBufferedBytes = maxBufferedBytes;
     this.#stallTimeoutMs = stallTimeoutMs;
     this.#conn = conn;
+    this.#writer = new FrameWriter(conn, (cause) => this.#writeFailed(cause));
     this.#remoteAddr = formatAddr(conn.remoteAddr);
     this.#decoder = new FrameDecoder({ maxFrameBytes });
     this.#maxFrameBytes = maxFrameBytes;
@@ -372,7 +359,9 @@ export class Connection implements AsyncDisposable {
    */
   send(message: Message): Promise<void> {
     const refused = this.#enqueue(message);
-    return refused === undefined ? this.#written() : Promise.reject(refused);
+    return refused === undefined
+      ? this.#writer.written()
+      : Promise.reject(refused);
   }
 
   /**
@@ -403,7 +392,7 @@ export class Connection implements AsyncDisposable {
     if (this.#wouldExceed(frame.length, this.#maxBufferedBytes)) {
       const error = new ProtocolError(
         "slow_peer",
-        `${this.peerName} is not reading: ${this.#bufferedBytes} bytes wait to be sent to it, and ${frame.length} more would exceed the limit of ${this.#maxBufferedBytes} bytes`,
+        `${this.peerName} is not reading: ${this.bufferedBytes} bytes wait to be sent to it, and ${frame.length} more would exceed the limit of ${this.#maxBufferedBytes} bytes`,
       );
       this.#end(error, false);
       void this.close(error);
@@ -499,10 +488,23 @@ export class Connection implements AsyncDisposable {
           yield this.#accept(this.#frames[this.#frameIndex++]);
           continue;
         }
-        // Tracked like the pump's read, so that close() waits for it.
-        const read = this.#read();
-        this.#pumpDone = read;
-        await read;
+        // The socket is awaited here, not through #read(): a read costs
+        // no promise of kiln's. close() waits for it through #readSettled.
+        const reading = this.#startRead();
+        if (reading === undefined) continue;
+        let n: number | null;
+        this.#reading = true;
+        try {
+          n = await reading;
+        } catch (error) {
+          this.#readFailed(error);
+          continue;
+        } finally {
+          this.#reading = false;
+          this.#readSettled?.resolve();
+          this.#readSettled = undefined;
+        }
+        this.#readDone(n);
       }
     } finally {
       this.#iterating = false;
@@ -545,107 +547,29 @@ export class Connection implements AsyncDisposable {
 
   /** Whether `bytes` more would put the send buffer over `limit`; an empty buffer takes any one frame. */
   #wouldExceed(bytes: number, limit: number): boolean {
-    return this.#bufferedBytes > 0 && this.#bufferedBytes + bytes > limit;
+    const buffered = this.#writer.bufferedBytes;
+    return buffered > 0 && buffered + bytes > limit;
   }
 
-  /** Queues a frame for the writer, and starts the writer unless it runs. */
+  /** Queues a frame for the writer, and watches for a peer that takes none of it. */
   #enqueueWrite(frame: Uint8Array): void {
-    if (this.#bufferedBytes === 0) this.#lastProgress = performance.now();
-    this.#bufferedBytes += frame.length;
+    this.#writer.enqueue(frame);
     this.#watchStall();
-    this.#outbox.push(frame);
-    if (this.#writerRunning) return;
-    this.#writerRunning = true;
-    this.#writing = this.#runWriter();
   }
 
-  /** Settles once the frames now queued are written; rejects if that fails. */
-  #written(): Promise<void> {
-    this.#outboxWritten ??= Promise.withResolvers<void>();
-    return this.#outboxWritten.promise;
-  }
-
-  /**
-   * Writes the outbox until it is empty, one batch per write, in order.
-   * One run serves a whole burst, whatever its size. Never rejects: a
-   * failed write ends the connection, and its waiters hear why.
-   */
-  async #runWriter(): Promise<void> {
-    // Frames sent in the same turn as the first go out with it.
-    await undefined;
-    while (this.#outbox.length > 0) {
-      const frames = this.#outbox;
-      const written = this.#outboxWritten;
-      this.#outbox = [];
-      this.#outboxWritten = undefined;
-      try {
-        await this.#writeFrames(frames);
-        written?.resolve();
-      } catch (error) {
-        written?.reject(error);
-      }
+  /** What a failed write means: the connection is lost (unless we were closing it). */
+  #writeFailed(cause: unknown): Error {
+    if (this.#closing !== undefined) {
+      return new ProtocolError(
+        "closed",
+        "cannot send: the connection is closed",
+        { cause },
+      );
     }
-    this.#writerRunning = false;
-  }
-
-  /** Writes a batch of frames: small ones in one write, large ones each in its own. */
-  async #writeFrames(frames: Uint8Array[]): Promise<void> {
-    if (frames.length === 1) return await this.#writeAll(frames[0]!);
-    let total = 0;
-    for (const frame of frames) total += frame.length;
-    if (total > MAX_JOINED_BYTES) {
-      // Not worth a copy: the syscalls are few next to the bytes.
-      let sent = 0;
-      try {
-        for (const frame of frames) {
-          await this.#writeAll(frame);
-          sent++;
-        }
-      } finally {
-        // Frames after a failed one never go out: they wait no more.
-        for (const frame of frames.slice(sent + 1)) {
-          this.#bufferedBytes -= frame.length;
-        }
-      }
-      return;
-    }
-    const joined = new Uint8Array(total);
-    let offset = 0;
-    for (const frame of frames) {
-      joined.set(frame, offset);
-      offset += frame.length;
-    }
-    await this.#writeAll(joined);
-  }
-
-  async #writeAll(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    try {
-      // write() may take only part of the bytes; loop until all are out.
-      while (offset < bytes.length) {
-        const n = await this.#conn.write(
-          offset === 0 ? bytes : bytes.subarray(offset),
-        );
-        offset += n;
-        this.#bufferedBytes -= n;
-        this.#lastProgress = performance.now();
-      }
-    } catch (cause) {
-      if (this.#closing !== undefined) {
-        throw new ProtocolError(
-          "closed",
-          "cannot send: the connection is closed",
-          { cause },
-        );
-      }
-      const error = this.#lost(cause);
-      this.#end(error, false);
-      void this.close();
-      throw error;
-    } finally {
-      // Bytes that will never go out (a failed or cancelled write) wait no more.
-      this.#bufferedBytes -= bytes.length - offset;
-    }
+    const error = this.#lost(cause);
+    this.#end(error, false);
+    void this.close();
+    return error;
   }
 
   /**
@@ -668,8 +592,9 @@ export class Connection implements AsyncDisposable {
   #checkStall(): void {
     this.#stallTimer = undefined;
     // Nothing waits (the next write arms it again), or the close took over.
-    if (this.#bufferedBytes === 0 || this.#shuttingDown) return;
-    const stalledMs = performance.now() - this.#lastProgress;
+    const buffered = this.#writer.bufferedBytes;
+    if (buffered === 0 || this.#shuttingDown) return;
+    const stalledMs = performance.now() - this.#writer.lastProgress;
     if (stalledMs < this.#stallTimeoutMs) {
       this.#stallTimer = setTimeout(
         () => this.#checkStall(),
@@ -679,7 +604,7 @@ export class Connection implements AsyncDisposable {
     }
     const error = new ProtocolError(
       "slow_peer",
-      `${this.peerName} is not reading: it took none of the ${this.#bufferedBytes} bytes waiting for it in ${this.#stallTimeoutMs} ms`,
+      `${this.peerName} is not reading: it took none of the ${buffered} bytes waiting for it in ${this.#stallTimeoutMs} ms`,
     );
     this.#end(error, false);
     void this.close(error);
@@ -715,9 +640,31 @@ export class Connection implements AsyncDisposable {
 
   /** Reads one chunk into `#frames`, or records why the stream ended. Never throws. */
   async #read(): Promise<void> {
+    const reading = this.#startRead();
+    if (reading === undefined) return;
+    let n: number | null;
+    try {
+      n = await reading;
+    } catch (error) {
+      return this.#readFailed(error);
+    }
+    this.#readDone(n);
+  }
+
+  /** Starts a read; `undefined` when the stream has failed already (recorded). */
+  #startRead(): Promise<number | null> | undefined {
     try {
       this.#decoder.push(EMPTY); // throws an error held back behind good frames
-      const n = await this.#conn.read(this.#buffer);
+      return this.#conn.read(this.#buffer);
+    } catch (error) {
+      this.#readFailed(error);
+      return undefined;
+    }
+  }
+
+  /** Decodes what a read brought into `#frames`, or records the end. Never throws. */
+  #readDone(n: number | null): void {
+    try {
       if (n === null) {
         this.#decoder.end(); // throws `truncated` if EOF came inside a frame
         this.#end(
@@ -735,17 +682,22 @@ export class Connection implements AsyncDisposable {
         this.#buffer = new Uint8Array(n * 2);
       }
     } catch (error) {
-      if (error instanceof ProtocolError) {
-        // The byte stream has lost its framing: nothing more can be read.
-        this.#end(error, false);
-        void this.close(error);
-      } else {
-        this.#end(
-          this.#closing === undefined ? this.#lost(error) : closedError(),
-          false,
-        );
-        void this.close();
-      }
+      this.#readFailed(error);
+    }
+  }
+
+  /** Records why no more can be read, and closes. */
+  #readFailed(error: unknown): void {
+    if (error instanceof ProtocolError) {
+      // The byte stream has lost its framing: nothing more can be read.
+      this.#end(error, false);
+      void this.close(error);
+    } else {
+      this.#end(
+        this.#closing === undefined ? this.#lost(error) : closedError(),
+        false,
+      );
+      void this.close();
     }
   }
 
@@ -846,7 +798,11 @@ export class Connection implements AsyncDisposable {
     }
     this.#rejectAll(this.#ended as ProtocolError);
     await this.#pumpDone;
-    await this.#writing;
+    if (this.#reading) {
+      this.#readSettled ??= Promise.withResolvers<void>();
+      await this.#readSettled.promise;
+    }
+    await this.#writer.idle();
     this.#resolveClosed();
   }
 
@@ -863,7 +819,7 @@ export class Connection implements AsyncDisposable {
         timer = setTimeout(resolve, timerDelay(this.#closeTimeoutMs));
       });
       this.#enqueueWrite(frame);
-      await Promise.race([this.#written(), timeout]);
+      await Promise.race([this.#writer.written(), timeout]);
     } catch {
       // Best effort: the peer may already be gone.
     } finally {
