@@ -14,6 +14,8 @@
 
 /** The most bytes of a batch of frames copied into one write. */
 const MAX_JOINED_BYTES = 64 * 1024;
+/** No batch: a writer between batches holds on to no frame. */
+const NO_CHUNKS: readonly Uint8Array[] = [];
 
 /** What a {@linkcode FrameWriter} writes to: a `Deno.Conn`, say. */
 export interface ByteSink {
@@ -53,7 +55,7 @@ export class FrameWriter {
   /** Settles when the frames now in the outbox are written; made only when someone waits. */
   #outboxWritten: PromiseWithResolvers<void> | undefined;
   /** The batch being written: its chunks (one joined, or large frames each), and who waits. */
-  #chunks: Uint8Array[] = [];
+  #chunks: readonly Uint8Array[] = NO_CHUNKS;
   #chunkIndex = 0;
   #offset = 0;
   #batchWritten: PromiseWithResolvers<void> | undefined;
@@ -123,6 +125,7 @@ export class FrameWriter {
 
   /** Takes the outbox as the next batch and writes it, or stops when it is empty. */
   #nextBatch(): void {
+    this.#chunks = NO_CHUNKS;
     if (this.#outbox.length === 0) {
       this.#running = false;
       this.#batchWritten = undefined;
@@ -180,7 +183,7 @@ export class FrameWriter {
 }
 
 /** A batch's writes: small frames joined in one, large ones each on its own. */
-function chunksOf(frames: Uint8Array[]): Uint8Array[] {
+function chunksOf(frames: Uint8Array[]): readonly Uint8Array[] {
   if (frames.length === 1) return frames;
   let total = 0;
   for (const frame of frames) total += frame.length;
