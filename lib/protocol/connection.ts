@@ -381,7 +381,10 @@ export class Connection implements AsyncDisposable {
    */
   #enqueue(message: Message): Error | undefined {
     if (this.#closing !== undefined) {
-      return new ProtocolError("closed", "cannot send: the connection is closed");
+      return new ProtocolError(
+        "closed",
+        "cannot send: the connection is closed",
+      );
     }
     let frame: Uint8Array;
     try {
