@@ -110,8 +110,7 @@ function answer(node: Node, message: Message): void {
     stdout: "ok\n",
     node: node.name,
   });
-  node.connection.send({ type: "result", jobId: message.jobId, result })
-    .catch(() => {});
+  node.connection.post({ type: "result", jobId: message.jobId, result });
 }
 
 const nodes: Node[] = [];

@@ -33,8 +33,12 @@ export class ClientSession {
   onResult: (() => void) | undefined;
   #connection: Connection;
   #quota: () => Readonly<ClientQuota> | undefined;
-  /** Jobs whose live output the client did not keep up with: the rest of it is not sent. */
-  #lostOutput = new Set<string>();
+  /**
+   * Jobs whose live output the client did not keep up with: the rest of it
+   * is not sent. Made at the first loss: a master holds thousands of
+   * sessions, nearly all of which never lose any.
+   */
+  #lostOutput: Set<string> | undefined;
 
   constructor(
     connection: Connection,
@@ -65,13 +69,13 @@ export class ClientSession {
    */
   send(message: Message): void {
     if (message.type === "output") {
-      if (this.#lostOutput.has(message.jobId)) return;
+      if (this.#lostOutput?.has(message.jobId)) return;
       if (!offerOutput(this.#connection, message)) {
-        this.#lostOutput.add(message.jobId);
+        (this.#lostOutput ??= new Set()).add(message.jobId);
       }
       return;
     }
-    this.#connection.send(message).catch(() => {});
+    this.#connection.post(message);
   }
 
   /**
@@ -81,7 +85,7 @@ export class ClientSession {
    * output was dropped because the client did not read it in time.
    */
   sendResult(result: JobResult): void {
-    const lost = this.#lostOutput.delete(result.jobId);
+    const lost = this.#lostOutput?.delete(result.jobId) ?? false;
     this.send(
       resultMessage(
         lost ? { ...result, truncated: true } : result,

@@ -334,7 +334,8 @@ export class MasterConnections {
       addr: connection.remoteAddr,
     });
     // Silence with no job pending holds a socket and its buffers for nothing.
-    using idle = new IdleTimer(this.#idleTimeoutMs, () => {
+    // (Disposed by hand: `using` keeps a disposal stack per connection.)
+    const idle = new IdleTimer(this.#idleTimeoutMs, () => {
       log.info("closing idle client {client} from {addr}", {
         client: session.name,
         addr: connection.remoteAddr,
@@ -369,6 +370,7 @@ export class MasterConnections {
           );}
       }
     } finally {
+      idle[Symbol.dispose]();
       for (const jobId of session.jobs) {
         this.#services.cancel(session, jobId, "the client disconnected");
       }

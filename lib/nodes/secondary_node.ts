@@ -421,7 +421,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     );
     // Told at once, not at the next heartbeat, so it places nothing more here.
     if (this.#registered) {
-      this.#connection?.send(this.#heartbeat()).catch(() => {});
+      this.#connection?.post(this.#heartbeat());
     }
     await settledWithin(
       Promise.all(running),
@@ -679,8 +679,11 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   #run(connection: Connection, { jobId, job: raw }: MessageOf<"run">): void {
     const refuse = (reason: string) => {
       log.info("refused job {jobId}: {reason}", { jobId, reason });
-      connection.send({ type: "refused", jobId, reason: reason.slice(0, 4096) })
-        .catch(() => {});
+      connection.post({
+        type: "refused",
+        jobId,
+        reason: reason.slice(0, 4096),
+      });
     };
     if (this.#closing) return refuse("the secondary is shutting down");
     if (this.#draining) {
@@ -813,7 +816,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       ).finally(() => this.#sampling = undefined);
       await settledWithin(this.#sampling, intervalMs, stop);
       if (stop.aborted) return;
-      connection.send(this.#heartbeat()).catch(() => {});
+      connection.post(this.#heartbeat());
       await abortableDelay(intervalMs, stop);
     }
   }

@@ -9,6 +9,7 @@ import { z } from "zod";
 import { formatHostPort } from "../address.ts";
 import { isProtocolErrorCode, ProtocolError } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from "./frame.ts";
+import { FrameWriter } from "./frame_writer.ts";
 import { type Message, MessageSchema } from "./messages.ts";
 import { positiveInteger } from "../_options.ts";
 
@@ -156,9 +157,6 @@ export interface CloseReason {
   message: string;
 }
 
-/** The most bytes of a batch of frames copied into one write. */
-const MAX_JOINED_BYTES = 64 * 1024;
-
 /**
  * The read buffer a connection starts with, in bytes: enough for the small
  * frames most links carry. Every connection holds its buffer for as long
@@ -254,7 +252,7 @@ export class Connection implements AsyncDisposable {
 
   /** Bytes handed to `send` or `offer` and not yet taken by the socket. */
   get bufferedBytes(): number {
-    return this.#bufferedBytes;
+    return this.#writer.bufferedBytes;
   }
 
   /**
@@ -284,10 +282,7 @@ export class Connection implements AsyncDisposable {
   #highWaterBytes: number;
   #maxBufferedBytes: number;
   #stallTimeoutMs: number;
-  #bufferedBytes = 0;
   #droppedMessages = 0;
-  /** When the socket last took bytes, or the send buffer last became non-empty. */
-  #lastProgress = 0;
   /**
    * Armed once bytes wait to be written, and left armed when they are out
    * (no timer per write): when it fires it closes a peer that took none for
@@ -306,14 +301,14 @@ export class Connection implements AsyncDisposable {
   #ended: ProtocolError | undefined;
   /** Whether `#ended` is a clean end (peer's EOF or our close), which ends iteration quietly. */
   #endedCleanly = false;
-  /** The write chain: frames go out whole and in order. Never rejects. */
-  #writing: Promise<void> = Promise.resolve();
-  /**
-   * Frames waiting for the write chain to reach them: whatever is sent
-   * before it does goes out in the same write, one syscall for a burst
-   * (`output` then `result`, `accepted` then `started`).
-   */
-  #batch: { frames: Uint8Array[]; written: Promise<void> } | undefined;
+  /** Frames go out whole and in order, a burst in one write. */
+  #writer: FrameWriter;
+  /** Whether `messages()` reads the socket itself now: `receive()` may not. */
+  #iterating = false;
+  /** Whether `messages()` awaits a read of the socket. */
+  #reading = false;
+  /** Told when that read settles; made only when `close()` waits for it. */
+  #readSettled: PromiseWithResolvers<void> | undefined;
   #closing: Promise<void> | undefined;
   /** Set as the close begins (before `#closing` is assigned): no stall watch from then on. */
   #shuttingDown = false;
@@ -337,6 +332,7 @@ export class Connection implements AsyncDisposable {
     this.#maxBufferedBytes = maxBufferedBytes;
     this.#stallTimeoutMs = stallTimeoutMs;
     this.#conn = conn;
+    this.#writer = new FrameWriter(conn, (cause) => this.#writeFailed(cause));
     this.#remoteAddr = formatAddr(conn.remoteAddr);
     this.#decoder = new FrameDecoder({ maxFrameBytes });
     this.#maxFrameBytes = maxFrameBytes;
@@ -362,27 +358,51 @@ export class Connection implements AsyncDisposable {
    * connection closes with `slow_peer`, and so does this call.
    */
   send(message: Message): Promise<void> {
+    const refused = this.#enqueue(message);
+    return refused === undefined
+      ? this.#writer.written()
+      : Promise.reject(refused);
+  }
+
+  /**
+   * Sends one message like {@linkcode Connection.send}, for a caller that
+   * will not wait for it to be written; it costs no promise. Returns why
+   * it was refused at once (what `send` would reject with: `closed`,
+   * `frame_too_large`, `slow_peer`), or `undefined` once it is queued. A
+   * write that fails later ends the connection, as for `send`.
+   */
+  post(message: Message): Error | undefined {
+    return this.#enqueue(message);
+  }
+
+  /**
+   * Frames `message` and queues it for the writer; returns why it was
+   * refused instead (then nothing is queued).
+   */
+  #enqueue(message: Message): Error | undefined {
     if (this.#closing !== undefined) {
-      return Promise.reject(
-        new ProtocolError("closed", "cannot send: the connection is closed"),
+      return new ProtocolError(
+        "closed",
+        "cannot send: the connection is closed",
       );
     }
     let frame: Uint8Array;
     try {
       frame = encodeFrame(message, this.maxSendFrameBytes);
     } catch (error) {
-      return Promise.reject(error);
+      return error as Error; // encodeFrame throws ProtocolError or TypeError
     }
     if (this.#wouldExceed(frame.length, this.#maxBufferedBytes)) {
       const error = new ProtocolError(
         "slow_peer",
-        `${this.peerName} is not reading: ${this.#bufferedBytes} bytes wait to be sent to it, and ${frame.length} more would exceed the limit of ${this.#maxBufferedBytes} bytes`,
+        `${this.peerName} is not reading: ${this.bufferedBytes} bytes wait to be sent to it, and ${frame.length} more would exceed the limit of ${this.#maxBufferedBytes} bytes`,
       );
       this.#end(error, false);
       void this.close(error);
-      return Promise.reject(error);
+      return error;
     }
-    return this.#enqueueWrite(frame);
+    this.#enqueueWrite(frame);
+    return undefined;
   }
 
   /**
@@ -405,7 +425,7 @@ export class Connection implements AsyncDisposable {
       this.#droppedMessages++;
       return false;
     }
-    this.#enqueueWrite(frame).catch(() => {});
+    this.#enqueueWrite(frame);
     return true;
   }
 
@@ -423,6 +443,11 @@ export class Connection implements AsyncDisposable {
     const explicit = typeof options === "number" ? options : options?.timeoutMs;
     const timeoutMs = explicit ?? this.#idleTimeoutMs;
     return new Promise<Message>((resolve, reject) => {
+      if (this.#iterating) {
+        throw new TypeError(
+          "Cannot receive: messages() is reading this connection",
+        );
+      }
       if (timeoutMs !== undefined) checkTimeout("timeoutMs", timeoutMs);
       const waiter: Waiter = { resolve, reject, timer: undefined };
       if (timeoutMs !== undefined) {
@@ -436,8 +461,61 @@ export class Connection implements AsyncDisposable {
     });
   }
 
-  /** Yields messages until the connection ends cleanly; throws on any other end. */
+  /**
+   * Yields messages until the connection ends cleanly; throws on any other
+   * end, and on a message `receive()` would have refused (the connection
+   * then stays up, as there).
+   *
+   * While it is iterated it reads the socket itself, with no `receive()`
+   * per message: a master with thousands of clients keeps one pending read
+   * each, and each message costs no promise of its own. `receive()` may
+   * not be called meanwhile (it rejects with a `TypeError`). With an idle
+   * timeout it goes through `receive()`, which keeps the deadline.
+   */
   async *messages(): AsyncGenerator<Message, void, undefined> {
+    if (this.#idleTimeoutMs !== undefined) {
+      yield* this.#receivedMessages();
+      return;
+    }
+    // Earlier receive() calls are served first, in call order.
+    while (this.#pumping) await this.#pumpDone;
+    this.#iterating = true;
+    try {
+      while (true) {
+        // As in the pump: once ended, frames still decoded are not handed out.
+        if (this.#ended !== undefined) {
+          if (this.#endedCleanly) return;
+          throw this.#ended;
+        }
+        if (this.#frameIndex < this.#frames.length) {
+          yield this.#accept(this.#frames[this.#frameIndex++]);
+          continue;
+        }
+        // The socket is awaited here, not through #read(): a read costs
+        // no promise of kiln's. close() waits for it through #readSettled.
+        const reading = this.#startRead();
+        if (reading === undefined) continue;
+        let n: number | null;
+        this.#reading = true;
+        try {
+          n = await reading;
+        } catch (error) {
+          this.#readFailed(error);
+          continue;
+        } finally {
+          this.#reading = false;
+          this.#readSettled?.resolve();
+          this.#readSettled = undefined;
+        }
+        this.#readDone(n);
+      }
+    } finally {
+      this.#iterating = false;
+    }
+  }
+
+  /** {@linkcode Connection.messages} by way of `receive()`: for the idle timeout. */
+  async *#receivedMessages(): AsyncGenerator<Message, void, undefined> {
     while (true) {
       let message: Message;
       try {
@@ -472,84 +550,29 @@ export class Connection implements AsyncDisposable {
 
   /** Whether `bytes` more would put the send buffer over `limit`; an empty buffer takes any one frame. */
   #wouldExceed(bytes: number, limit: number): boolean {
-    return this.#bufferedBytes > 0 && this.#bufferedBytes + bytes > limit;
+    const buffered = this.#writer.bufferedBytes;
+    return buffered > 0 && buffered + bytes > limit;
   }
 
-  #enqueueWrite(frame: Uint8Array): Promise<void> {
-    if (this.#bufferedBytes === 0) this.#lastProgress = performance.now();
-    this.#bufferedBytes += frame.length;
+  /** Queues a frame for the writer, and watches for a peer that takes none of it. */
+  #enqueueWrite(frame: Uint8Array): void {
+    this.#writer.enqueue(frame);
     this.#watchStall();
-    if (this.#batch !== undefined) {
-      this.#batch.frames.push(frame);
-      return this.#batch.written;
-    }
-    const frames = [frame];
-    const written = this.#writing.then(() => {
-      // From now on, frames wait for the next write.
-      this.#batch = undefined;
-      return this.#writeFrames(frames);
-    });
-    this.#batch = { frames, written };
-    this.#writing = written.catch(() => {});
-    return written;
   }
 
-  /** Writes a batch of frames: small ones in one write, large ones each in its own. */
-  async #writeFrames(frames: Uint8Array[]): Promise<void> {
-    if (frames.length === 1) return await this.#writeAll(frames[0]!);
-    let total = 0;
-    for (const frame of frames) total += frame.length;
-    if (total > MAX_JOINED_BYTES) {
-      // Not worth a copy: the syscalls are few next to the bytes.
-      let sent = 0;
-      try {
-        for (const frame of frames) {
-          await this.#writeAll(frame);
-          sent++;
-        }
-      } finally {
-        // Frames after a failed one never go out: they wait no more.
-        for (const frame of frames.slice(sent + 1)) {
-          this.#bufferedBytes -= frame.length;
-        }
-      }
-      return;
+  /** What a failed write means: the connection is lost (unless we were closing it). */
+  #writeFailed(cause: unknown): Error {
+    if (this.#closing !== undefined) {
+      return new ProtocolError(
+        "closed",
+        "cannot send: the connection is closed",
+        { cause },
+      );
     }
-    const joined = new Uint8Array(total);
-    let offset = 0;
-    for (const frame of frames) {
-      joined.set(frame, offset);
-      offset += frame.length;
-    }
-    await this.#writeAll(joined);
-  }
-
-  async #writeAll(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    try {
-      // write() may take only part of the bytes; loop until all are out.
-      while (offset < bytes.length) {
-        const n = await this.#conn.write(bytes.subarray(offset));
-        offset += n;
-        this.#bufferedBytes -= n;
-        this.#lastProgress = performance.now();
-      }
-    } catch (cause) {
-      if (this.#closing !== undefined) {
-        throw new ProtocolError(
-          "closed",
-          "cannot send: the connection is closed",
-          { cause },
-        );
-      }
-      const error = this.#lost(cause);
-      this.#end(error, false);
-      void this.close();
-      throw error;
-    } finally {
-      // Bytes that will never go out (a failed or cancelled write) wait no more.
-      this.#bufferedBytes -= bytes.length - offset;
-    }
+    const error = this.#lost(cause);
+    this.#end(error, false);
+    void this.close();
+    return error;
   }
 
   /**
@@ -572,8 +595,9 @@ export class Connection implements AsyncDisposable {
   #checkStall(): void {
     this.#stallTimer = undefined;
     // Nothing waits (the next write arms it again), or the close took over.
-    if (this.#bufferedBytes === 0 || this.#shuttingDown) return;
-    const stalledMs = performance.now() - this.#lastProgress;
+    const buffered = this.#writer.bufferedBytes;
+    if (buffered === 0 || this.#shuttingDown) return;
+    const stalledMs = performance.now() - this.#writer.lastProgress;
     if (stalledMs < this.#stallTimeoutMs) {
       this.#stallTimer = setTimeout(
         () => this.#checkStall(),
@@ -583,7 +607,7 @@ export class Connection implements AsyncDisposable {
     }
     const error = new ProtocolError(
       "slow_peer",
-      `${this.peerName} is not reading: it took none of the ${this.#bufferedBytes} bytes waiting for it in ${this.#stallTimeoutMs} ms`,
+      `${this.peerName} is not reading: it took none of the ${buffered} bytes waiting for it in ${this.#stallTimeoutMs} ms`,
     );
     this.#end(error, false);
     void this.close(error);
@@ -619,9 +643,31 @@ export class Connection implements AsyncDisposable {
 
   /** Reads one chunk into `#frames`, or records why the stream ended. Never throws. */
   async #read(): Promise<void> {
+    const reading = this.#startRead();
+    if (reading === undefined) return;
+    let n: number | null;
+    try {
+      n = await reading;
+    } catch (error) {
+      return this.#readFailed(error);
+    }
+    this.#readDone(n);
+  }
+
+  /** Starts a read; `undefined` when the stream has failed already (recorded). */
+  #startRead(): Promise<number | null> | undefined {
     try {
       this.#decoder.push(EMPTY); // throws an error held back behind good frames
-      const n = await this.#conn.read(this.#buffer);
+      return this.#conn.read(this.#buffer);
+    } catch (error) {
+      this.#readFailed(error);
+      return undefined;
+    }
+  }
+
+  /** Decodes what a read brought into `#frames`, or records the end. Never throws. */
+  #readDone(n: number | null): void {
+    try {
       if (n === null) {
         this.#decoder.end(); // throws `truncated` if EOF came inside a frame
         this.#end(
@@ -639,44 +685,61 @@ export class Connection implements AsyncDisposable {
         this.#buffer = new Uint8Array(n * 2);
       }
     } catch (error) {
-      if (error instanceof ProtocolError) {
-        // The byte stream has lost its framing: nothing more can be read.
-        this.#end(error, false);
-        void this.close(error);
-      } else {
-        this.#end(
-          this.#closing === undefined ? this.#lost(error) : closedError(),
-          false,
-        );
-        void this.close();
-      }
+      this.#readFailed(error);
+    }
+  }
+
+  /** Records why no more can be read, and closes. */
+  #readFailed(error: unknown): void {
+    if (error instanceof ProtocolError) {
+      // The byte stream has lost its framing: nothing more can be read.
+      this.#end(error, false);
+      void this.close(error);
+    } else {
+      this.#end(
+        this.#closing === undefined ? this.#lost(error) : closedError(),
+        false,
+      );
+      void this.close();
     }
   }
 
   #deliver(value: unknown): void {
     const waiter = this.#waiters.shift() as Waiter;
     clearTimeout(waiter.timer);
+    let message: Message;
+    try {
+      message = this.#accept(value);
+    } catch (error) {
+      waiter.reject(error);
+      return;
+    }
+    waiter.resolve(message);
+  }
+
+  /**
+   * Validates one decoded frame. Throws `invalid_message` (the connection
+   * stays up), or the peer's own error when it sent one (the connection
+   * closes).
+   */
+  #accept(value: unknown): Message {
     const parsed = MessageSchema.safeParse(value);
     if (!parsed.success) {
-      waiter.reject(
-        new ProtocolError(
-          "invalid_message",
-          `invalid message: ${describe(parsed.error)}`,
-        ),
+      throw new ProtocolError(
+        "invalid_message",
+        `invalid message: ${describe(parsed.error)}`,
       );
-    } else if (parsed.data.type === "error") {
-      const { code, message } = parsed.data;
-      const error = new ProtocolError(
-        isProtocolErrorCode(code) ? code : "closed",
-        `${this.peerName} said: ${message}`,
-        { peerCode: code },
-      );
-      this.#end(error, false);
-      waiter.reject(error);
-      void this.close(); // the peer closes after an error; so do we
-    } else {
-      waiter.resolve(parsed.data);
     }
+    if (parsed.data.type !== "error") return parsed.data;
+    const { code, message } = parsed.data;
+    const error = new ProtocolError(
+      isProtocolErrorCode(code) ? code : "closed",
+      `${this.peerName} said: ${message}`,
+      { peerCode: code },
+    );
+    this.#end(error, false);
+    void this.close(); // the peer closes after an error; so do we
+    throw error;
   }
 
   #timeOut(waiter: Waiter, timeoutMs: number, explicit: boolean): void {
@@ -738,7 +801,11 @@ export class Connection implements AsyncDisposable {
     }
     this.#rejectAll(this.#ended as ProtocolError);
     await this.#pumpDone;
-    await this.#writing;
+    if (this.#reading) {
+      this.#readSettled ??= Promise.withResolvers<void>();
+      await this.#readSettled.promise;
+    }
+    await this.#writer.idle();
     this.#resolveClosed();
   }
 
@@ -754,7 +821,8 @@ export class Connection implements AsyncDisposable {
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, timerDelay(this.#closeTimeoutMs));
       });
-      await Promise.race([this.#enqueueWrite(frame), timeout]);
+      this.#enqueueWrite(frame);
+      await Promise.race([this.#writer.written(), timeout]);
     } catch {
       // Best effort: the peer may already be gone.
     } finally {

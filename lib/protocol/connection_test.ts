@@ -635,3 +635,87 @@ Deno.test("Connection writes large frames of a burst each on its own, in order",
   await connection.close();
   await peer.close();
 });
+
+Deno.test("Connection.messages() reads the socket itself: receive() is refused meanwhile, and served first before", async () => {
+  const { server, client } = await connectionPair();
+  // A receive() already waiting gets the first message, in call order.
+  const first = server.receive({ timeoutMs: 5000 });
+  const iterator = server.messages();
+  const next = iterator.next();
+  await client.send(CANCEL);
+  await client.send({ type: "cancel", jobId: "j2" });
+  assert.deepEqual(await first, CANCEL);
+  assert.deepEqual((await next).value, { type: "cancel", jobId: "j2" });
+  // Suspended in the loop body, the iteration still owns the socket.
+  await assert.rejects(server.receive(), TypeError);
+  await iterator.return();
+  // Once it has stopped, receive() reads again.
+  await client.send({ type: "cancel", jobId: "j3" });
+  assert.deepEqual(await server.receive({ timeoutMs: 5000 }), {
+    type: "cancel",
+    jobId: "j3",
+  });
+  await client.close();
+  await server.close();
+});
+
+Deno.test("Connection.messages() throws an invalid message and stays usable; the peer's error ends it", async () => {
+  const { connection, peer } = await connectionAndRawPeer();
+  await peer.write(encodeFrame({ type: "nope" }));
+  await peer.write(encodeFrame(CANCEL));
+  await rejection(
+    (async () => {
+      for await (const _ of connection) assert.fail("nothing valid came first");
+    })(),
+    "invalid_message",
+  );
+  const after: Message[] = [];
+  await peer.write(encodeFrame({ type: "error", code: "busy", message: "no" }));
+  await rejection(
+    (async () => {
+      for await (const message of connection) after.push(message);
+    })(),
+    "closed",
+    /peer said: no/,
+  );
+  assert.deepEqual(after, [CANCEL]);
+  await connection.closed;
+  peer.close();
+});
+
+Deno.test("Connection.close() ends an iteration waiting for the peer, quietly", async () => {
+  const { server, client } = await connectionPair();
+  const seen: Message[] = [];
+  const iterating = (async () => {
+    for await (const message of server) seen.push(message);
+  })();
+  await client.send(CANCEL);
+  while (seen.length === 0) await new Promise((r) => setTimeout(r, 5));
+  await server.close();
+  await iterating;
+  assert.deepEqual(seen, [CANCEL]);
+  await client.close();
+});
+
+Deno.test("Connection.post() queues like send() with no promise, and says at once why it refuses", async () => {
+  const { server, client } = await connectionPair();
+  assert.equal(client.post(CANCEL), undefined);
+  assert.equal(client.post({ type: "cancel", jobId: "j2" }), undefined);
+  assert.deepEqual(await server.receive({ timeoutMs: 5000 }), CANCEL);
+  assert.deepEqual(await server.receive({ timeoutMs: 5000 }), {
+    type: "cancel",
+    jobId: "j2",
+  });
+  client.maxFrameBytes = 64;
+  const tooLarge = client.post({ type: "cancel", jobId: "x".repeat(100) });
+  assert.ok(tooLarge instanceof ProtocolError);
+  assert.equal(tooLarge.code, "frame_too_large");
+  // The link is fine: the next message goes through.
+  assert.equal(client.post(CANCEL), undefined);
+  assert.deepEqual(await server.receive({ timeoutMs: 5000 }), CANCEL);
+  await client.close();
+  const closed = client.post(CANCEL);
+  assert.ok(closed instanceof ProtocolError);
+  assert.equal(closed.code, "closed");
+  await server.close();
+});
