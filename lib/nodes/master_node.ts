@@ -445,7 +445,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Every language some node offers now, one entry per node, with aliases. */
   offers(): OfferedLanguage[] {
-    return this.#jobs.offers();
+    return [...this.#jobs.offers()];
   }
 
   /**
@@ -637,7 +637,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         this.#heartbeatIntervalMs,
       ),
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
-      onHeartbeat: () => this.#jobs.dispatch(),
+      onHeartbeat: (beating) => this.#jobs.loadChanged(beating),
       onDraining: (draining) => {
         log.info("node {name} is draining: it takes no new job", {
           name: draining.name,
