@@ -60,6 +60,24 @@ export const MAX_NODE_GRACE_MS = 600_000;
 
 export { DEFAULT_POSITION_INTERVAL_MS, MAX_POSITION_INTERVAL_MS };
 
+/** How many jobs of one client run and wait now. */
+interface ClientCounts {
+  running: number;
+  queued: number;
+}
+
+/** The counts of a client with no job. */
+const NO_JOBS: Readonly<ClientCounts> = Object.freeze({
+  running: 0,
+  queued: 0,
+});
+
+/**
+ * How many clients with no job keep their counts at least (see
+ * {@linkcode Dispatcher.#count}).
+ */
+const IDLE_COUNTS_KEPT = 1024;
+
 /** What a job is cancelled with when its submitter's signal aborts. */
 const ABORTED = "cancelled by the client";
 
@@ -193,10 +211,13 @@ export class Dispatcher {
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
   /**
-   * How many jobs each client has running and waiting (no key when none),
-   * so that a quota is checked in O(1) however many jobs wait.
+   * How many jobs each client has running and waiting, so that a quota is
+   * checked in O(1) however many jobs wait. A client whose jobs all ended
+   * keeps its entry for a while: see {@linkcode Dispatcher.#count}.
    */
-  readonly #counts = new Map<string, { running: number; queued: number }>();
+  readonly #counts = new Map<string, ClientCounts>();
+  /** How many entries of `#counts` are at zero. */
+  #idleCounts = 0;
   /** Tells waiting jobs where they stand as the queue moves. */
   readonly #positions: PositionAnnouncer<Job>;
   /**
@@ -356,9 +377,7 @@ export class Dispatcher {
     // a dispatch (by a listener), it queues: the dispatch runs again.
     this.#dispatch();
     const quota = client.quota;
-    const counts = quota
-      ? this.#countsOf(client.client)
-      : { running: 0, queued: 0 };
+    const counts = quota ? this.#countsOf(client.client) : NO_JOBS;
     const worker = this.#dispatching ||
         (quota && counts.running >= quota.maxRunning)
       ? undefined
@@ -598,18 +617,38 @@ export class Dispatcher {
   }
 
   /** How many jobs of one client run and wait now. */
-  #countsOf(client: string): { running: number; queued: number } {
-    const { running = 0, queued = 0 } = this.#counts.get(client) ?? {};
-    return { running, queued };
+  #countsOf(client: string): Readonly<ClientCounts> {
+    return this.#counts.get(client) ?? NO_JOBS;
   }
 
-  /** Adds one to, or takes one from, a client's count of jobs running or waiting. */
+  /**
+   * Adds one to, or takes one from, a client's count of jobs running or
+   * waiting. A client back at zero keeps its entry, so that one cycling a
+   * job at a time (submit, run, result, submit again) reuses its own and
+   * does not add and delete a key of a large Map per job; entries at zero
+   * are swept once there are more than {@linkcode IDLE_COUNTS_KEPT} and
+   * they are most of the Map, which costs O(1) per change amortised.
+   */
   #count(client: string, which: "running" | "queued", delta: 1 | -1): void {
-    const counts = this.#counts.get(client) ?? { running: 0, queued: 0 };
+    let counts = this.#counts.get(client);
+    if (counts === undefined) {
+      counts = { running: 0, queued: 0 };
+      this.#counts.set(client, counts);
+    } else if (counts.running === 0 && counts.queued === 0) {
+      this.#idleCounts--;
+    }
     counts[which] += delta;
-    if (counts.running === 0 && counts.queued === 0) {
-      this.#counts.delete(client);
-    } else this.#counts.set(client, counts);
+    if (counts.running !== 0 || counts.queued !== 0) return;
+    this.#idleCounts++;
+    if (
+      this.#idleCounts > IDLE_COUNTS_KEPT &&
+      this.#idleCounts * 2 > this.#counts.size
+    ) {
+      for (const [key, each] of this.#counts) {
+        if (each.running === 0 && each.queued === 0) this.#counts.delete(key);
+      }
+      this.#idleCounts = 0;
+    }
   }
 
   /** Marks a job running, or no longer running, and counts it for its client. */

@@ -627,6 +627,35 @@ Deno.test("Dispatcher: a heartbeat under the threshold again starts the jobs tha
   assert.equal(dispatcher.queued, 0);
 });
 
+Deno.test("Dispatcher keeps a client's counts while thousands of other clients come and go", () => {
+  const { dispatcher } = setup(3, { maxQueue: 100 });
+  const bash = new FakeWorker("bash");
+  const python = new FakeWorker("python", 1, "python");
+  dispatcher.addWorker(bash);
+  dispatcher.addWorker(python);
+  const bob = { ...client("bob"), quota: { maxRunning: 1, maxQueued: 2 } };
+  for (const id of ["b1", "b2", "b3"]) dispatcher.submit(bob, job(id));
+  // 3,000 clients run one job each and leave: their counts go back to
+  // zero, and are swept as they pile up.
+  for (let i = 0; i < 3000; i++) {
+    const passing = {
+      ...client(`c${i}`),
+      quota: { maxRunning: 1, maxQueued: 1 },
+    };
+    dispatcher.submit(passing, job(`c${i}`, "python"));
+    python.finish(`c${i}`);
+  }
+  dispatcher.submit(bob, job("b4"));
+  assert.match(
+    bob.results.at(-1)!.reason!,
+    /2 jobs waiting and 1 running, the most it may have waiting is 2/,
+  );
+  bash.finish("b1");
+  assert.deepEqual(bash.started, ["b1", "b2"]);
+  dispatcher.submit(bob, job("b5"));
+  assert.equal(dispatcher.queued, 2);
+});
+
 Deno.test("Dispatcher holds an interactive job's stdin to MAX_INPUT_BYTES in UTF-8 bytes", () => {
   const { dispatcher } = setup();
   const worker = new FakeWorker("w1");
