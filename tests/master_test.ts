@@ -485,6 +485,53 @@ Deno.test("master rejects a job when its queue is full, with a retry hint", asyn
   for (const abort of holds) abort.abort();
 });
 
+Deno.test("master, once ready, queues a client's job in the turn it accepts it, so both go out in one write; master.run() still returns first", async () => {
+  await using master = startMaster({ slots: 1 });
+  await master.ready;
+  const hold = new AbortController();
+  const held = Promise.withResolvers<void>();
+  const holder = submitProgram(bash("sleep 600"), {
+    master: master.addr,
+    token: TOKEN,
+    signal: hold.signal,
+    onEvent: (event) => event.type === "started" && held.resolve(),
+  }).catch(() => "released");
+  await held.promise;
+  // Whatever runs one turn after `jobaccepted` comes after `jobqueued`.
+  const order: string[] = [];
+  master.addEventListener("jobaccepted", () => {
+    order.push("accepted");
+    queueMicrotask(() => order.push("next turn"));
+  });
+  master.addEventListener("jobqueued", () => order.push("queued"));
+  const waiter = new AbortController();
+  const queued = Promise.withResolvers<void>();
+  const waiting = submitProgram(bash("echo waits"), {
+    master: master.addr,
+    token: TOKEN,
+    signal: waiter.signal,
+    onEvent: (event) => event.type === "queued" && queued.resolve(),
+  }).catch(() => "released");
+  await queued.promise;
+  assert.deepEqual(order, ["accepted", "queued", "next turn"]);
+  // An in-process caller hears nothing after `accepted` before run()
+  // returns its handle.
+  const heard: string[] = [];
+  const stop = new AbortController();
+  const run = master.run(bash("echo waits too"), {
+    client: "http:bob",
+    signal: stop.signal,
+    onEvent: (event) => heard.push(event.type),
+  });
+  assert.deepEqual(heard, ["accepted"]);
+  stop.abort();
+  waiter.abort();
+  hold.abort();
+  assert.equal((await run.result).verdict, "internal_error");
+  assert.equal(await waiting, "released");
+  assert.equal(await holder, "released");
+});
+
 Deno.test("master refuses a big frame from a peer that has not authenticated", async () => {
   await using master = startMaster({ slots: 1 });
   const raw = await Deno.connect(master.addr);

@@ -242,6 +242,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #closing = false;
+  /** Whether {@linkcode MasterNode.ready} has resolved: submissions then go on at once. */
+  #isReady = false;
   /** The start-up sweep of workdirs that dead kiln processes left. */
   #sweeping: Promise<void>;
   #resolveFinished!: () => void;
@@ -353,13 +355,15 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.addr = this.#links.addr;
     warnAboutExposure(hostname, credentials);
     if (tls === undefined) warnAboutPlainText(hostname);
-    this.ready = slots === 0 ? Promise.resolve() : this.#startLocalWorker({
+    this.ready = (slots === 0 ? Promise.resolve() : this.#startLocalWorker({
       slots,
       maxCpu,
       maxRam,
       limits,
       workRoot,
       sandbox,
+    })).then(() => {
+      this.#isReady = true;
     });
     this.#sweeping = sweepWorkRoots();
 
@@ -441,7 +445,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /** Every language some node offers now, one entry per node, with aliases. */
   offers(): OfferedLanguage[] {
-    return this.#jobs.offers();
+    return [...this.#jobs.offers()];
   }
 
   /**
@@ -498,7 +502,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     // `accepted` is sent synchronously, before the first await in #submit;
     // the dispatcher follows the signal from the job's admission on, and
     // ends the job unstarted if it aborted before (even in this tick).
-    this.#submit(caller, { type: "submit", ref: "", job: raw }, signal).catch(
+    this.#submit(caller, { type: "submit", ref: "", job: raw }, {
+      signal,
+      inTurn: false,
+    }).catch(
       (error) =>
         caller.sendResult(
           blankResult(jobId, {
@@ -630,7 +637,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         this.#heartbeatIntervalMs,
       ),
       onLost: (lost, reason) => this.#nodeLost(lost, reason),
-      onHeartbeat: () => this.#jobs.dispatch(),
+      onHeartbeat: (beating) => this.#jobs.loadChanged(beating),
       onDraining: (draining) => {
         log.info("node {name} is draining: it takes no new job", {
           name: draining.name,
@@ -718,17 +725,28 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.#jobs.removeWorker(worker, reason);
   }
 
-  /** Validates a submission and resolves its language, then hands it to the dispatcher. */
+  /**
+   * Validates a submission and resolves its language, then hands it to the
+   * dispatcher. A client's submission goes on in the same turn once the
+   * node is ready, so that `accepted` and what follows it (`queued`,
+   * `started` or the rejection) leave in one write: with many clients
+   * waiting, a write per message was the master's largest cost.
+   * `run()`'s callers still hear nothing after `accepted` before it
+   * returns (`inTurn: false`).
+   */
   async #submit(
     session: Submitter,
     { ref, job: raw }: MessageOf<"submit">,
-    signal?: AbortSignal,
+    { signal, inTurn = true }: {
+      signal?: AbortSignal | undefined;
+      inTurn?: boolean;
+    } = {},
   ): Promise<void> {
     const acceptedAt = performance.now();
     const id = crypto.randomUUID();
     session.send({ type: "accepted", ref, jobId: id });
     this.emit("jobaccepted", { jobId: id, client: session.name });
-    await this.ready;
+    if (!inTurn || !this.#isReady) await this.ready;
     const parsed = parseJob(raw, this.#admission);
     if (!parsed.ok) return this.#jobs.reject(session, id, parsed.reason);
     const language = resolveOffered(

@@ -8,7 +8,7 @@
  * @module
  */
 import { timerDelay } from "../_timer.ts";
-import { blankResult, effectiveLimits } from "../job.ts";
+import { blankResult, effectiveLimits, type JobLimits } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type {
@@ -94,6 +94,8 @@ export class RemoteWorker implements Worker {
   readonly #languageNames: ReadonlySet<string>;
   readonly #options: RemoteWorkerOptions;
   readonly #connection: Connection;
+  /** The node's own limits: those of every job that asks for none lower. */
+  readonly #limits: JobLimits;
   readonly #jobs = new Map<string, RemoteJob>();
   /**
    * One timer for every job's deadline (a node that heartbeats but never
@@ -120,6 +122,7 @@ export class RemoteWorker implements Worker {
     this.name = options.registration.name;
     this.address = options.connection.remoteAddr;
     this.languages = options.registration.languages;
+    this.#limits = effectiveLimits(options.registration.limits);
     this.#languageNames = new Set(
       this.languages.map((language) => language.name),
     );
@@ -191,10 +194,9 @@ export class RemoteWorker implements Worker {
     if (this.#lost !== undefined) {
       return queueMicrotask(() => events.failed(this.#lostMessage(), "lost"));
     }
-    const limits = effectiveLimits(
-      this.#options.registration.limits,
-      job.request.limits,
-    );
+    const limits = job.request.limits === undefined
+      ? this.#limits
+      : effectiveLimits(this.#options.registration.limits, job.request.limits);
     // A sum of durations: held to what a timer takes, or it fires at once.
     const deadlineMs = timerDelay(
       limits.compileWallTimeMs + limits.wallTimeMs +

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { countTimers } from "../_timer_testing.ts";
-import { blankResult } from "../job.ts";
+import { blankResult, DEFAULT_LIMITS } from "../job.ts";
 import { MAX_TIMER_MS } from "../_timer.ts";
 import { socketPair } from "../protocol/_testing.ts";
 import { Connection } from "../protocol/connection.ts";
@@ -223,4 +223,61 @@ Deno.test("RemoteWorker hands out the same load until the node's load changes", 
   await node.close();
   await serving;
   assert.equal(worker.load().draining, true);
+});
+
+Deno.test("RemoteWorker cuts a job's relayed output at the node's limit, or at the job's own when it asks for less", async () => {
+  const { server, client } = await socketPair();
+  await using master = new Connection(server);
+  await using node = new Connection(client);
+  const worker = new RemoteWorker({
+    connection: master,
+    registration: {
+      ...REGISTRATION,
+      slots: 2,
+      limits: { ...DEFAULT_LIMITS, outputBytes: 4 },
+    },
+    nodeTimeoutMs: 60_000,
+    onLost: () => {},
+    onHeartbeat: () => {},
+  });
+  const serving = worker.serve();
+  const relayed = new Map<string, string>();
+  const ended = new Map<string, boolean>();
+  const bothEnded = Promise.withResolvers<void>();
+  const events = (jobId: string): WorkerJobEvents => ({
+    output: (_, data) => relayed.set(jobId, (relayed.get(jobId) ?? "") + data),
+    result: (result) => {
+      ended.set(jobId, result.truncated);
+      if (ended.size === 2) bothEnded.resolve();
+    },
+    failed: () => {},
+  });
+  const files = [{ name: "a.sh", content: "" }];
+  worker.start(
+    { id: "plain", request: { language: "bash", files }, language: "bash" },
+    events("plain"),
+  );
+  worker.start({
+    id: "asks-less",
+    request: { language: "bash", files, limits: { outputBytes: 2 } },
+    language: "bash",
+  }, events("asks-less"));
+  for (const jobId of ["plain", "asks-less"]) {
+    await node.send({
+      type: "output",
+      jobId,
+      stream: "stdout",
+      data: "abcdef",
+    });
+    await node.send({
+      type: "result",
+      jobId,
+      result: blankResult(jobId, { verdict: "ok" }),
+    });
+  }
+  await bothEnded.promise;
+  assert.deepEqual([...relayed], [["plain", "abcd"], ["asks-less", "ab"]]);
+  assert.deepEqual([...ended], [["plain", true], ["asks-less", true]]);
+  await node.close();
+  await serving;
 });

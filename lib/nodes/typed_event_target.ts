@@ -40,6 +40,13 @@ export type EventMap<M> = { [K in keyof M]: CustomEvent<unknown> };
 export class TypedEventTarget<M extends EventMap<M>> extends EventTarget {
   /** The wrapper that contains each listener's errors, so removing it finds it again. */
   readonly #contained = new WeakMap<AnyListener, EventListener>();
+  /**
+   * The types anyone ever listened to: an event of another type is not
+   * made at all. A master emits several per job (accepted, queued at each
+   * move, started, complete), and with nobody listening (no HTTP API) each
+   * was a `CustomEvent` built and dispatched for nothing.
+   */
+  readonly #heard = new Set<string>();
   #listenerErrors = 0;
 
   /** Listeners that threw so far (each was logged, and the node carried on). */
@@ -65,6 +72,7 @@ export class TypedEventTarget<M extends EventMap<M>> extends EventTarget {
     options?: boolean | AddEventListenerOptions,
   ): void {
     if (listener === null) return;
+    this.#heard.add(type);
     let contained = this.#contained.get(listener);
     if (contained === undefined) {
       contained = (event) => {
@@ -109,11 +117,15 @@ export class TypedEventTarget<M extends EventMap<M>> extends EventTarget {
     super.removeEventListener(type, contained, options);
   }
 
-  /** Dispatches a `CustomEvent` of `type` carrying `detail`. */
+  /**
+   * Dispatches a `CustomEvent` of `type` carrying `detail`, unless no
+   * listener of that type was ever added.
+   */
   protected emit<K extends keyof M & string>(
     type: K,
     detail: M[K]["detail"],
   ): void {
+    if (!this.#heard.has(type)) return;
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

@@ -50,3 +50,24 @@ Deno.test("TypedEventTarget removes, once-only and object listeners as EventTarg
   assert.deepEqual(seen, ["f1", "o1", "h1", "s1"]);
   assert.equal(kiln.listenerErrors, 0);
 });
+
+Deno.test("TypedEventTarget makes no event of a type nobody listens to", () => {
+  const dispatched: string[] = [];
+  class Counted extends Kiln {
+    override dispatchEvent(event: Event): boolean {
+      dispatched.push(event.type);
+      return super.dispatchEvent(event);
+    }
+  }
+  const kiln = new Counted();
+  kiln.fire(1);
+  assert.deepEqual(dispatched, []);
+  const seen: number[] = [];
+  const listener = (event: CustomEvent<number>) => seen.push(event.detail);
+  kiln.addEventListener("fired", listener);
+  kiln.fire(2);
+  kiln.removeEventListener("fired", listener);
+  kiln.fire(3); // still made: a type once heard is always dispatched
+  assert.deepEqual(dispatched, ["fired", "fired"]);
+  assert.deepEqual(seen, [2]);
+});

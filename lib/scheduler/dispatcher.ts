@@ -32,6 +32,7 @@ import {
 import type { DispatcherEventMap, JobUpdate } from "./events.ts";
 import { FairQueue } from "./fair_queue.ts";
 import type { JobQueue } from "./job_queue.ts";
+import { OpenWorkers } from "./_open_workers.ts";
 import { canRun, chooseNode } from "./placement.ts";
 import {
   DEFAULT_POSITION_INTERVAL_MS,
@@ -58,6 +59,24 @@ export const DEFAULT_NODE_GRACE_MS = 10_000;
 export const MAX_NODE_GRACE_MS = 600_000;
 
 export { DEFAULT_POSITION_INTERVAL_MS, MAX_POSITION_INTERVAL_MS };
+
+/** How many jobs of one client run and wait now. */
+interface ClientCounts {
+  running: number;
+  queued: number;
+}
+
+/** The counts of a client with no job. */
+const NO_JOBS: Readonly<ClientCounts> = Object.freeze({
+  running: 0,
+  queued: 0,
+});
+
+/**
+ * How many clients with no job keep their counts at least (see
+ * {@linkcode Dispatcher.#count}).
+ */
+const IDLE_COUNTS_KEPT = 1024;
 
 /** What a job is cancelled with when its submitter's signal aborts. */
 const ABORTED = "cancelled by the client";
@@ -173,6 +192,12 @@ export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly #nodeGraceMs: number;
   readonly #workers = new Map<string, Worker>();
+  /** The workers that may have room: placement reads these, not every worker. */
+  readonly #open = new OpenWorkers();
+  /** How many live workers run each language; no key when none. */
+  readonly #offering = new Map<string, number>();
+  /** Every live worker's languages, made again when one joins or leaves. */
+  #offers: readonly OfferedLanguage[] | undefined;
   readonly #queue: JobQueue<Job> = new FairQueue((job) => job.client.client);
   /** The queued jobs by id (the queue itself is in dispatch order). */
   readonly #queued = new Map<string, Job>();
@@ -186,10 +211,13 @@ export class Dispatcher {
   /** Jobs placed on a worker and not yet ended. */
   readonly #running = new Map<string, Job>();
   /**
-   * How many jobs each client has running and waiting (no key when none),
-   * so that a quota is checked in O(1) however many jobs wait.
+   * How many jobs each client has running and waiting, so that a quota is
+   * checked in O(1) however many jobs wait. A client whose jobs all ended
+   * keeps its entry for a while: see {@linkcode Dispatcher.#count}.
    */
-  readonly #counts = new Map<string, { running: number; queued: number }>();
+  readonly #counts = new Map<string, ClientCounts>();
+  /** How many entries of `#counts` are at zero. */
+  #idleCounts = 0;
   /** Tells waiting jobs where they stand as the queue moves. */
   readonly #positions: PositionAnnouncer<Job>;
   /**
@@ -250,9 +278,13 @@ export class Dispatcher {
     return this.#workers.get(id);
   }
 
-  /** Every language some live worker runs. */
-  offers(): OfferedLanguage[] {
-    return this.workers.flatMap((worker) => worker.languages);
+  /**
+   * Every language some live worker runs, once per worker that runs it:
+   * the same array until a worker joins or leaves.
+   */
+  offers(): readonly OfferedLanguage[] {
+    this.#offers ??= this.workers.flatMap((worker) => worker.languages);
+    return this.#offers;
   }
 
   /**
@@ -262,8 +294,12 @@ export class Dispatcher {
    */
   addWorker(worker: Worker): Worker | undefined {
     const previous = this.#workers.get(worker.id);
-    this.#workers.set(worker.id, worker);
-    this.#slots.clear();
+    if (previous !== worker) {
+      if (previous !== undefined) this.#forget(previous);
+      this.#workers.set(worker.id, worker);
+      this.#countOffers(worker, 1);
+    }
+    this.#open.add(worker);
     for (const { name } of worker.languages) {
       const timer = this.#stranded.get(name);
       if (timer === undefined) continue;
@@ -274,7 +310,7 @@ export class Dispatcher {
         language: name,
       });
     }
-    this.dispatch();
+    this.#dispatch();
     return previous;
   }
 
@@ -288,14 +324,14 @@ export class Dispatcher {
   removeWorker(worker: Worker, reason: string): void {
     if (this.#workers.get(worker.id) === worker) {
       this.#workers.delete(worker.id);
-      this.#slots.clear();
+      this.#forget(worker);
     }
     for (const language of [...this.#waiting.keys()]) {
       if (!this.#isOffered(language)) {
         this.#strand(language, `${worker.name} left: ${reason}`);
       }
     }
-    this.dispatch();
+    this.#dispatch();
   }
 
   /**
@@ -339,11 +375,9 @@ export class Dispatcher {
     // Waiting jobs go first; those still waiting then fit no node, so a
     // new job that fits somewhere takes no one's turn. Submitted from inside
     // a dispatch (by a listener), it queues: the dispatch runs again.
-    this.dispatch();
+    this.#dispatch();
     const quota = client.quota;
-    const counts = quota
-      ? this.#countsOf(client.client)
-      : { running: 0, queued: 0 };
+    const counts = quota ? this.#countsOf(client.client) : NO_JOBS;
     const worker = this.#dispatching ||
         (quota && counts.running >= quota.maxRunning)
       ? undefined
@@ -455,14 +489,33 @@ export class Dispatcher {
 
   /**
    * Starts every waiting job that fits somewhere now, in queue order; jobs
-   * that fit nowhere keep their place. Called on every event that can free
-   * a slot or lower a load: a job ending, a node joining, a heartbeat.
+   * that fit nowhere keep their place. Every worker's load is read again:
+   * for a load that changed without the dispatcher seeing it (the master's
+   * own sample); the dispatcher dispatches by itself when a job ends, a
+   * worker joins or leaves, and a job is submitted, and a heartbeat calls
+   * {@linkcode loadChanged}.
    *
    * Called from inside a dispatch (a listener of a job it starts), it only
    * asks the running one to go round again, so the queue is never walked
    * by two loops at once.
    */
   dispatch(): void {
+    this.#open.refreshAll();
+    this.#dispatch();
+  }
+
+  /**
+   * A worker's load may have dropped (its heartbeat came): it is read
+   * again, and waiting jobs that now fit on it start. Cheaper than
+   * {@linkcode dispatch}, which reads every worker's load.
+   */
+  loadChanged(worker: Worker): void {
+    this.#open.refresh(worker);
+    this.#dispatch();
+  }
+
+  /** A dispatch with the workers' room as last read. */
+  #dispatch(): void {
     if (this.#dispatching) {
       this.#dispatchAgain = true;
       return;
@@ -480,24 +533,23 @@ export class Dispatcher {
   }
 
   /**
-   * One walk of the queue. Heartbeats call it every second from every node,
-   * so it costs O(nodes × waiting languages) when nothing fits, and O(jobs)
-   * plus O(nodes) per job started otherwise: each language's candidate
-   * nodes are found once, and a language whose job fitted no candidate is
-   * passed over for the rest of the walk (nothing frees a slot during it:
-   * what could, asks for another walk).
+   * One walk of the queue. It runs on every job's end and submission and
+   * on heartbeats, so it costs O(workers with room × waiting languages)
+   * when nothing fits (nothing at all when no worker has room), and
+   * O(jobs) plus O(workers with room) per job started otherwise: each
+   * language's candidate nodes are found once, and a language whose job
+   * fitted no candidate is passed over for the rest of the walk (nothing
+   * frees a slot during it: what could, asks for another walk).
    */
   #dispatchPass(): void {
+    if (this.#open.size === 0) return;
     const now = Date.now();
     // The nodes that could take a job of each waiting language now. Loads
     // are read live: a worker hands out the same load until it changes, so
     // reading costs no copy, and a start shows in the next read.
     const open = new Map<string, Worker[]>();
     for (const language of this.#waiting.keys()) {
-      const candidates: Worker[] = [];
-      for (const worker of this.#workers.values()) {
-        if (canRun(worker.load(), language, now)) candidates.push(worker);
-      }
+      const candidates = this.#open.candidates(language, now);
       if (candidates.length > 0) open.set(language, candidates);
     }
     if (open.size === 0) return;
@@ -546,7 +598,7 @@ export class Dispatcher {
     this.#positions.close();
     for (const timer of this.#stranded.values()) clearTimeout(timer);
     this.#stranded.clear();
-    for (const [, job] of this.#queue.entries()) {
+    for (const job of this.#queue.values()) {
       if (!this.#dequeue(job, "removed")) continue;
       this.#finish(
         job,
@@ -565,18 +617,38 @@ export class Dispatcher {
   }
 
   /** How many jobs of one client run and wait now. */
-  #countsOf(client: string): { running: number; queued: number } {
-    const { running = 0, queued = 0 } = this.#counts.get(client) ?? {};
-    return { running, queued };
+  #countsOf(client: string): Readonly<ClientCounts> {
+    return this.#counts.get(client) ?? NO_JOBS;
   }
 
-  /** Adds one to, or takes one from, a client's count of jobs running or waiting. */
+  /**
+   * Adds one to, or takes one from, a client's count of jobs running or
+   * waiting. A client back at zero keeps its entry, so that one cycling a
+   * job at a time (submit, run, result, submit again) reuses its own and
+   * does not add and delete a key of a large Map per job; entries at zero
+   * are swept once there are more than {@linkcode IDLE_COUNTS_KEPT} and
+   * they are most of the Map, which costs O(1) per change amortised.
+   */
   #count(client: string, which: "running" | "queued", delta: 1 | -1): void {
-    const counts = this.#counts.get(client) ?? { running: 0, queued: 0 };
+    let counts = this.#counts.get(client);
+    if (counts === undefined) {
+      counts = { running: 0, queued: 0 };
+      this.#counts.set(client, counts);
+    } else if (counts.running === 0 && counts.queued === 0) {
+      this.#idleCounts--;
+    }
     counts[which] += delta;
-    if (counts.running === 0 && counts.queued === 0) {
-      this.#counts.delete(client);
-    } else this.#counts.set(client, counts);
+    if (counts.running !== 0 || counts.queued !== 0) return;
+    this.#idleCounts++;
+    if (
+      this.#idleCounts > IDLE_COUNTS_KEPT &&
+      this.#idleCounts * 2 > this.#counts.size
+    ) {
+      for (const [key, each] of this.#counts) {
+        if (each.running === 0 && each.queued === 0) this.#counts.delete(key);
+      }
+      this.#idleCounts = 0;
+    }
   }
 
   /** Marks a job running, or no longer running, and counts it for its client. */
@@ -591,11 +663,9 @@ export class Dispatcher {
 
   /** The worker a job would run on now, if any fits. */
   #place(job: Job): Worker | undefined {
-    const chosen = chooseNode(
-      this.workers.map((worker) => worker.load()),
-      job.language,
-    );
-    return chosen && this.#workers.get(chosen.id);
+    if (this.#open.size === 0) return undefined;
+    const now = Date.now();
+    return pick(this.#open.candidates(job.language, now), job.language, now);
   }
 
   /**
@@ -652,6 +722,8 @@ export class Dispatcher {
         }
       },
       result: (result) => {
+        // The worker has a slot free again, whichever attempt this was.
+        this.#open.refresh(worker);
         if (!current()) return;
         this.#averageRunMs = 0.8 * this.#averageRunMs +
           0.2 * (performance.now() - job.startedAt);
@@ -663,9 +735,10 @@ export class Dispatcher {
           node: worker.name,
           queuedMs: Math.round(job.startedAt - job.acceptedAt),
         });
-        this.dispatch();
+        this.#dispatch();
       },
       failed: (reason, kind) => {
+        this.#open.refresh(worker);
         if (!current()) return;
         this.#setRunning(job, false);
         job.worker = undefined;
@@ -673,7 +746,7 @@ export class Dispatcher {
           worker.markFailing(Date.now() + FAILING_COOLDOWN_MS);
         }
         this.#restart(job, reason);
-        this.dispatch();
+        this.#dispatch();
       },
     });
     // Stdin typed before this attempt began: every attempt gets all of it.
@@ -756,7 +829,7 @@ export class Dispatcher {
 
   /** Ends every queued job of `language`, which no live node runs. */
   #endStranded(language: string, reason: string): void {
-    for (const [, job] of this.#queue.entries()) {
+    for (const job of this.#queue.values()) {
       if (job.language !== language) continue;
       if (!this.#dequeue(job, "removed")) continue;
       this.#finish(job, this.#failure(job, reason));
@@ -875,12 +948,25 @@ export class Dispatcher {
   }
 
   #isOffered(language: string): boolean {
-    for (const worker of this.#workers.values()) {
-      for (const offer of worker.languages) {
-        if (offer.name === language) return true;
-      }
+    return this.#offering.has(language);
+  }
+
+  /** Forgets a worker that left or was replaced: its room and its offers. */
+  #forget(worker: Worker): void {
+    this.#open.delete(worker);
+    this.#countOffers(worker, -1);
+  }
+
+  /** Counts a worker's languages in, or out, of what the cluster offers. */
+  #countOffers(worker: Worker, delta: 1 | -1): void {
+    this.#slots.clear();
+    this.#offers = undefined;
+    // A worker's languages are distinct; counted once each all the same.
+    for (const name of new Set(worker.languages.map((offer) => offer.name))) {
+      const count = (this.#offering.get(name) ?? 0) + delta;
+      if (count > 0) this.#offering.set(name, count);
+      else this.#offering.delete(name);
     }
-    return false;
   }
 
   /** A guess of when a slot frees up for a rejected client: the wait at the back of the queue, from 1 s to 1 min. */

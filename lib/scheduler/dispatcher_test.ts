@@ -26,6 +26,8 @@ class FakeWorker implements Worker {
   readonly cancelled: string[] = [];
   /** How many times placement read its load. */
   loads = 0;
+  /** CPU use its heartbeats would report. */
+  cpuPercent = 0;
   constructor(
     readonly id: string,
     readonly slots = 1,
@@ -50,7 +52,7 @@ class FakeWorker implements Worker {
       languages: new Set([this.language]),
       slots: this.slots,
       assigned: this.jobs.size,
-      cpuPercent: 0,
+      cpuPercent: this.cpuPercent,
       ramPercent: 0,
       maxCpu: 100,
       maxRam: 100,
@@ -577,6 +579,81 @@ Deno.test("Dispatcher reads each node's load once per dispatch, however many job
   // served last (its python job), so c2 goes first.
   java.finish("j0");
   assert.deepEqual(java.started, ["j0", "j2"]);
+});
+
+Deno.test("Dispatcher: a job's end and a submission read the loads of the nodes with room, not of every busy node", () => {
+  const { dispatcher } = setup(3, { maxQueue: 100 });
+  const workers = Array.from(
+    { length: 100 },
+    (_, i) => new FakeWorker(`w${i}`),
+  );
+  for (const worker of workers) dispatcher.addWorker(worker);
+  const clients = Array.from({ length: 110 }, (_, i) => client(`c${i}`));
+  for (const [i, each] of clients.entries()) {
+    dispatcher.submit(each, job(`j${i}`));
+  }
+  assert.equal(dispatcher.running, 100);
+  assert.equal(dispatcher.queued, 10);
+  const reads = () => workers.reduce((sum, worker) => sum + worker.loads, 0);
+  for (const worker of workers) worker.loads = 0;
+  // A slot frees on w5: the next job starts there, and only w5 is read.
+  const w5 = workers[5]!;
+  w5.finish(w5.started[0]!);
+  assert.equal(w5.started[1], "j100");
+  assert.ok(reads() <= 4, `${reads()} load reads`);
+  assert.equal(reads(), w5.loads);
+  // A new job waits: every node is busy, and finding so reads w5 at most.
+  for (const worker of workers) worker.loads = 0;
+  dispatcher.submit(client("late"), job("late"));
+  assert.equal(dispatcher.queued, 10);
+  assert.ok(reads() <= 1, `${reads()} load reads`);
+  // dispatch() reads every node again, for loads that changed unseen.
+  dispatcher.dispatch();
+  assert.ok(workers.every((worker) => worker.loads >= 1));
+});
+
+Deno.test("Dispatcher: a heartbeat under the threshold again starts the jobs that waited for that node", () => {
+  const { dispatcher } = setup();
+  const hot = new FakeWorker("hot", 2);
+  hot.cpuPercent = 101;
+  dispatcher.addWorker(hot);
+  const alice = client("alice");
+  dispatcher.submit(alice, job("1"));
+  dispatcher.submit(alice, job("2"));
+  assert.equal(dispatcher.queued, 2);
+  hot.cpuPercent = 50;
+  dispatcher.loadChanged(hot);
+  assert.deepEqual(hot.started, ["1", "2"]);
+  assert.equal(dispatcher.queued, 0);
+});
+
+Deno.test("Dispatcher keeps a client's counts while thousands of other clients come and go", () => {
+  const { dispatcher } = setup(3, { maxQueue: 100 });
+  const bash = new FakeWorker("bash");
+  const python = new FakeWorker("python", 1, "python");
+  dispatcher.addWorker(bash);
+  dispatcher.addWorker(python);
+  const bob = { ...client("bob"), quota: { maxRunning: 1, maxQueued: 2 } };
+  for (const id of ["b1", "b2", "b3"]) dispatcher.submit(bob, job(id));
+  // 3,000 clients run one job each and leave: their counts go back to
+  // zero, and are swept as they pile up.
+  for (let i = 0; i < 3000; i++) {
+    const passing = {
+      ...client(`c${i}`),
+      quota: { maxRunning: 1, maxQueued: 1 },
+    };
+    dispatcher.submit(passing, job(`c${i}`, "python"));
+    python.finish(`c${i}`);
+  }
+  dispatcher.submit(bob, job("b4"));
+  assert.match(
+    bob.results.at(-1)!.reason!,
+    /2 jobs waiting and 1 running, the most it may have waiting is 2/,
+  );
+  bash.finish("b1");
+  assert.deepEqual(bash.started, ["b1", "b2"]);
+  dispatcher.submit(bob, job("b5"));
+  assert.equal(dispatcher.queued, 2);
 });
 
 Deno.test("Dispatcher holds an interactive job's stdin to MAX_INPUT_BYTES in UTF-8 bytes", () => {

@@ -6,7 +6,7 @@
  */
 
 import type { JobQueue } from "./job_queue.ts";
-import { LinkedSet } from "./_linked_set.ts";
+import { append, type Chain, chain, live, unlink } from "./_chain.ts";
 
 /**
  * Round-robin across clients, FIFO within a client.
@@ -28,7 +28,9 @@ import { LinkedSet } from "./_linked_set.ts";
  * later jobs cost O(clients) to place. Walks ({@linkcode FairQueue.entries},
  * {@linkcode FairQueue.values}) are lazy: reading the first k jobs costs
  * O(k), so a caller that needs only the front never pays for the whole
- * queue.
+ * queue. The lists are linked through the queue's own small objects, with
+ * one `Map` from job to its link and one from client to its lane: a job
+ * coming and going allocates two objects and no `Map` backing store.
  *
  * @example One client's burst does not starve another
  * ```ts
@@ -62,17 +64,49 @@ import { LinkedSet } from "./_linked_set.ts";
  * assert.equal(queue.shift(), "a1");
  * ```
  */
+/** A waiting job, linked in its client's lane (or in the front). */
+interface Node<T> {
+  readonly item: T;
+  /** Its client's lane; undefined for a job put back at the front. */
+  readonly lane: Lane<T> | undefined;
+  prev: Node<T> | undefined;
+  next: Node<T> | undefined;
+  removed: boolean;
+}
+
+/** One client's waiting jobs, in order, and its place in the rotation. */
+interface Lane<T> extends Chain<Node<T>> {
+  readonly key: string;
+  /** Its turn in the rotation; there exactly while it has jobs. */
+  turn: Turn<T> | undefined;
+  /** The last walk that reached its first job (see `values()`). */
+  walked: number;
+}
+
+/**
+ * A lane's place in the rotation: a new one each time the lane goes to
+ * the back, so that a walk standing on the old one still finds the lanes
+ * that followed it.
+ */
+interface Turn<T> {
+  readonly lane: Lane<T>;
+  prev: Turn<T> | undefined;
+  next: Turn<T> | undefined;
+  removed: boolean;
+}
+
 export class FairQueue<T> implements JobQueue<T> {
   readonly #keyOf: (item: T) => string;
-  // Each client's waiting jobs, in order, each removed in O(1) wherever
-  // it is. A client is present here exactly when it is in the rotation.
-  #lists = new Map<string, LinkedSet<T>>();
-  // Clients with work, next first; delete then add moves one to the back.
-  #rotation = new LinkedSet<string>();
+  // Every queued job's link. Each client's jobs are a lane, present here
+  // exactly while it has jobs, and then in the rotation.
+  readonly #nodes = new Map<T, Node<T>>();
+  readonly #lanes = new Map<string, Lane<T>>();
+  // Clients with work, next first.
+  readonly #rotation: Chain<Turn<T>> = chain();
   // Restarted jobs, in the order they came back.
-  #front = new LinkedSet<T>();
-  // Every queued job: its client, or undefined when it sits in #front.
-  #keys = new Map<T, string | undefined>();
+  readonly #front: Chain<Node<T>> = chain();
+  /** Counts walks, so that each marks the lanes it passed without a Set. */
+  #walks = 0;
 
   /**
    * Makes an empty queue.
@@ -85,7 +119,7 @@ export class FairQueue<T> implements JobQueue<T> {
 
   /** How many jobs wait. */
   get length(): number {
-    return this.#keys.size;
+    return this.#nodes.size;
   }
 
   /**
@@ -97,27 +131,29 @@ export class FairQueue<T> implements JobQueue<T> {
   push(item: T): number {
     this.#refuseTwice(item);
     const key = this.#keyOf(item);
-    this.#keys.set(item, key);
-    const list = this.#lists.get(key);
-    if (list === undefined) {
+    let lane = this.#lanes.get(key);
+    if (lane === undefined) {
       // A client with nothing else waiting joins the back of the rotation:
       // its job runs after the first job of every client ahead of it.
-      this.#lists.set(key, new LinkedSet([item]));
-      this.#rotation.add(key);
+      lane = { ...chain<Node<T>>(), key, turn: undefined, walked: 0 };
+      this.#lanes.set(key, lane);
+      this.#add(lane, item);
+      this.#enterRotation(lane);
       return this.#front.size + this.#rotation.size;
     }
-    list.add(item);
+    this.#add(lane, item);
     // Dispatch runs in rounds over the rotation: round r takes the r-th job
     // of every client that has one. Our job, at index k of its list, runs
     // after every job in rounds before k, and after the clients ahead of its
     // own in round k.
-    const k = list.size - 1;
+    const k = lane.size - 1;
     let position = this.#front.size + 1;
     let ahead = true;
-    for (const [other, otherList] of this.#rotationLists()) {
-      if (other === key) ahead = false;
-      position += Math.min(otherList.size, k);
-      if (ahead && otherList.size > k) position++;
+    for (let turn = this.#rotation.head; turn; turn = turn.next) {
+      const other = turn.lane;
+      if (other === lane) ahead = false;
+      position += Math.min(other.size, k);
+      if (ahead && other.size > k) position++;
     }
     return position;
   }
@@ -130,29 +166,16 @@ export class FairQueue<T> implements JobQueue<T> {
    */
   pushFront(item: T): number {
     this.#refuseTwice(item);
-    this.#front.add(item);
-    this.#keys.set(item, undefined);
+    this.#add(undefined, item);
     return this.#front.size;
   }
 
   /** Takes the next job to dispatch; undefined when the queue is empty. */
   shift(): T | undefined {
-    if (this.#front.size > 0) {
-      const item = this.#front.first() as T;
-      this.#front.delete(item);
-      this.#keys.delete(item);
-      return item;
-    }
-    const key = this.#rotation.first();
-    if (key === undefined) return undefined;
-    const list = this.#lists.get(key) as LinkedSet<T>;
-    const item = list.first() as T;
-    list.delete(item);
-    this.#keys.delete(item);
-    this.#rotation.delete(key);
-    if (list.size > 0) this.#rotation.add(key);
-    else this.#lists.delete(key);
-    return item;
+    const node = this.#front.head ?? this.#rotation.head?.lane.head;
+    if (node === undefined) return undefined;
+    this.take(node.item);
+    return node.item;
   }
 
   /**
@@ -161,30 +184,22 @@ export class FairQueue<T> implements JobQueue<T> {
    * the rotation, as {@linkcode shift} does.
    */
   take(item: T): boolean {
-    const key = this.#keys.get(item);
-    if (!this.remove(item)) return false;
-    if (key !== undefined && this.#rotation.has(key)) {
-      this.#rotation.delete(key);
-      this.#rotation.add(key);
+    const node = this.#nodes.get(item);
+    if (node === undefined) return false;
+    this.#remove(node);
+    const lane = node.lane;
+    if (lane?.turn !== undefined) {
+      unlink(this.#rotation, lane.turn);
+      this.#enterRotation(lane);
     }
     return true;
   }
 
   /** Removes a job wherever it is; false if it is not queued. */
   remove(item: T): boolean {
-    if (!this.#keys.has(item)) return false;
-    const key = this.#keys.get(item);
-    this.#keys.delete(item);
-    if (key === undefined) {
-      this.#front.delete(item);
-      return true;
-    }
-    const list = this.#lists.get(key) as LinkedSet<T>;
-    list.delete(item);
-    if (list.size === 0) {
-      this.#lists.delete(key);
-      this.#rotation.delete(key);
-    }
+    const node = this.#nodes.get(item);
+    if (node === undefined) return false;
+    this.#remove(node);
     return true;
   }
 
@@ -213,43 +228,69 @@ export class FairQueue<T> implements JobQueue<T> {
    * not walked twice, and a job added meanwhile may or may not be reached.
    */
   *values(passOver?: ReadonlySet<string>): IterableIterator<T> {
-    // Live iteration: what is deleted meanwhile is skipped.
-    yield* this.#front;
-    // Round 0 takes each client's first job in rotation order, and keeps
-    // the rest of the list for the rounds after it.
-    const walked = new Set<string>();
-    let round: [string, Iterator<T>][] = [];
-    for (const key of this.#rotation) {
-      if (walked.has(key) || passOver?.has(key)) continue;
-      walked.add(key);
-      const list = this.#lists.get(key) as LinkedSet<T>;
-      const more = list.size > 1; // Read before the caller can take the head.
-      const jobs = list.values();
-      const head = jobs.next();
-      if (head.done) continue;
-      yield head.value;
-      if (more) round.push([key, jobs]);
+    // Live iteration: what is removed meanwhile is skipped.
+    for (let node = live(this.#front.head); node; node = live(node.next)) {
+      yield node.item;
+    }
+    // Round 0 takes each client's first job in rotation order; the rounds
+    // after it go on from the job each lane yielded last.
+    const walk = ++this.#walks;
+    let round: Node<T>[] = [];
+    for (let turn = live(this.#rotation.head); turn; turn = live(turn.next)) {
+      const lane = turn.lane;
+      if (lane.walked === walk || passOver?.has(lane.key)) continue;
+      lane.walked = walk;
+      const head = lane.head;
+      if (head === undefined) continue;
+      const more = lane.size > 1; // Read before the caller can take the head.
+      yield head.item;
+      if (more) round.push(head);
     }
     while (round.length > 0) {
-      const next: typeof round = [];
-      for (const [key, jobs] of round) {
-        if (passOver?.has(key)) continue;
-        const step = jobs.next();
-        if (step.done) continue;
-        yield step.value;
-        next.push([key, jobs]);
+      const next: Node<T>[] = [];
+      for (const last of round) {
+        if (passOver?.has(last.lane!.key)) continue;
+        const node = live(last.next);
+        if (node === undefined) continue;
+        yield node.item;
+        next.push(node);
       }
       round = next;
     }
   }
 
-  *#rotationLists(): Generator<[string, LinkedSet<T>]> {
-    for (const key of this.#rotation) {
-      yield [key, this.#lists.get(key) as LinkedSet<T>];
-    }
+  /** Links a new job at the back of its lane, or of the front. */
+  #add(lane: Lane<T> | undefined, item: T): void {
+    const node: Node<T> = {
+      item,
+      lane,
+      prev: undefined,
+      next: undefined,
+      removed: false,
+    };
+    append(lane ?? this.#front, node);
+    this.#nodes.set(item, node);
+  }
+
+  /** Unlinks a job; a lane left empty leaves the rotation and is forgotten. */
+  #remove(node: Node<T>): void {
+    this.#nodes.delete(node.item);
+    const lane = node.lane;
+    if (lane === undefined) return unlink(this.#front, node);
+    unlink(lane, node);
+    if (lane.size > 0) return;
+    unlink(this.#rotation, lane.turn!);
+    lane.turn = undefined;
+    this.#lanes.delete(lane.key);
+  }
+
+  /** Gives a lane a new turn, at the back of the rotation. */
+  #enterRotation(lane: Lane<T>): void {
+    lane.turn = { lane, prev: undefined, next: undefined, removed: false };
+    append(this.#rotation, lane.turn);
   }
 
   #refuseTwice(item: T): void {
-    if (this.#keys.has(item)) throw new TypeError("Cannot queue a job twice");
+    if (this.#nodes.has(item)) throw new TypeError("Cannot queue a job twice");
   }
 }

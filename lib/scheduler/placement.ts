@@ -83,12 +83,44 @@ const TIE = 1e-9;
  * ```
  */
 export function canRun(node: NodeLoad, language: string, now: number): boolean {
-  return node.languages.has(language) &&
-    node.assigned < node.slots &&
+  return node.languages.has(language) && hasRoom(node) &&
+    node.failingUntil <= now;
+}
+
+/**
+ * Whether a node has room for a job of some language it runs, back-offs
+ * aside (they end by the clock, with no event to say so): a free slot,
+ * within its CPU and RAM thresholds, not draining. {@linkcode canRun} is
+ * this, the language and the back-off.
+ *
+ * @example A full node has no room
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { hasRoom, type NodeLoad } from "./placement.ts";
+ *
+ * const node: NodeLoad = {
+ *   id: "n1",
+ *   name: "n1",
+ *   local: false,
+ *   languages: new Set(["python"]),
+ *   slots: 2,
+ *   assigned: 1,
+ *   cpuPercent: 10,
+ *   ramPercent: 10,
+ *   maxCpu: 80,
+ *   maxRam: 90,
+ *   draining: false,
+ *   failingUntil: 0,
+ * };
+ * assert.equal(hasRoom(node), true);
+ * assert.equal(hasRoom({ ...node, assigned: 2 }), false);
+ * ```
+ */
+export function hasRoom(node: NodeLoad): boolean {
+  return node.assigned < node.slots &&
     node.cpuPercent <= node.maxCpu &&
     node.ramPercent <= node.maxRam &&
-    !node.draining &&
-    node.failingUntil <= now;
+    !node.draining;
 }
 
 /**

@@ -38,7 +38,7 @@ export const MAX_POSITION_INTERVAL_MS = 60_000;
 /** Options of {@linkcode PositionAnnouncer}. */
 export interface PositionAnnouncerOptions<T> {
   /** The queue whose jobs it tells: walked from the front, lazily. */
-  readonly queue: Pick<JobQueue<T>, "length" | "entries">;
+  readonly queue: Pick<JobQueue<T>, "length" | "values">;
   /**
    * Tells a job where it stands. Called for every job a walk reaches, moved
    * or not: the caller knows what it told each job last, and says nothing
@@ -77,7 +77,7 @@ export interface PositionAnnouncerOptions<T> {
  * ```
  */
 export class PositionAnnouncer<T> {
-  readonly #queue: Pick<JobQueue<T>, "length" | "entries">;
+  readonly #queue: Pick<JobQueue<T>, "length" | "values">;
   readonly #tell: (item: T, position: number) => void;
   readonly #intervalMs: number;
   /** Changes that moved waiting jobs since the last whole walk. */
@@ -127,8 +127,9 @@ export class PositionAnnouncer<T> {
       this.#changes = 0;
     }
     const version = this.#version;
-    for (const [position, item] of this.#queue.entries()) {
-      if (position > last) break;
+    let position = 0;
+    for (const item of this.#queue.values()) {
+      if (++position > last) break;
       this.#tell(item, position);
       // Someone told moved the queue (a listener cancelled a job): the
       // positions after it are stale. The next update starts afresh.
