@@ -265,10 +265,10 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
    * closed, `signal` aborts (with its reason), or `onEvent` throws.
    */
   submit(request: JobRequest, options: JobOptions = {}): Promise<JobResult> {
-    const { signal, onEvent, input } = options;
+    const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#closed) return Promise.reject(clientClosed("cannot submit"));
-    const job = new ClientJob(request, { onEvent, input });
+    const job = new ClientJob(request, options);
     if (signal !== undefined) {
       const onAbort = () => this.#abandon(job, signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
