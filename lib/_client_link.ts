@@ -41,10 +41,12 @@ export interface OutboxItem {
  * One job of a client: the program, the caller's callbacks, and the promise
  * of its outcome.
  *
- * A client with thousands of jobs waiting holds one of these for each, for
- * as long as the job waits (seconds, in a long queue), so it holds no more
- * than it needs: no abort controller, no resolvers object, no options
- * object, and no closure unless the caller gave a signal.
+ * A client process with thousands of jobs waiting holds one of these for
+ * each, for as long as the job waits (seconds, in a long queue), so it
+ * holds no more than it needs: a flag for its end, not an abort controller
+ * (whose abort builds a `DOMException` with a stack trace); its promise's
+ * two settle functions, not a resolvers object; the caller's callbacks,
+ * not their options object.
  */
 export class ClientJob implements OutboxItem {
   /** The request as sent: `interactive` when input follows. */
