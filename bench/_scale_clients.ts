@@ -135,8 +135,11 @@ for await (const line of readLines(Deno.stdin.readable)) {
   const [command, ...args] = line.trim().split(" ");
   if (command === "connect") {
     // In batches, so that the master's accept backlog never overflows.
+    // connect(), not status(): an answer that lists all 100 nodes (~35 KB
+    // decoded) per client would be garbage here, or worse, held: a
+    // Connection keeps the frames of its last read until the next one.
     for (let i = 0; i < clients.length; i += 250) {
-      await Promise.all(clients.slice(i, i + 250).map((c) => c.status()));
+      await Promise.all(clients.slice(i, i + 250).map((c) => c.connect()));
     }
     console.log("connected");
   } else if (command === "fill") {

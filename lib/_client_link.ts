@@ -37,42 +37,60 @@ export interface OutboxItem {
   fail(error: unknown): void;
 }
 
-/** One job of a client: the program, the caller's callbacks, and the promise of its outcome. */
+/**
+ * One job of a client: the program, the caller's callbacks, and the promise
+ * of its outcome.
+ *
+ * A client process with thousands of jobs waiting holds one of these for
+ * each, for as long as the job waits (seconds, in a long queue), so it
+ * holds no more than it needs: a flag for its end, not an abort controller
+ * (whose abort builds a `DOMException` with a stack trace); its promise's
+ * two settle functions, not a resolvers object; the caller's callbacks,
+ * not their options object.
+ */
 export class ClientJob implements OutboxItem {
   /** The request as sent: `interactive` when input follows. */
   readonly request: JobRequest;
   /** Its result, or why it has none. */
   readonly outcome: Promise<JobResult>;
+  /** Its stdin to come, for an interactive job. */
+  readonly input: AsyncIterable<string> | undefined;
   /** The master's id for it, once `accepted` came. */
   jobId: string | undefined;
   /** The connection it was sent on; none while it waits in the outbox. */
   link: ClientLink | undefined;
-  readonly #options: ClientJobOptions;
-  readonly #settle: PromiseWithResolvers<JobResult>;
-  /** Aborted once the job has its outcome: its input stops. */
-  readonly #ended = new AbortController();
+  readonly #onEvent: ((event: JobEvent) => void) | undefined;
+  #resolve!: (result: JobResult) => void;
+  #reject!: (error: unknown) => void;
+  #ended = false;
+  /** Called once, as the job gets its outcome. */
+  #onEnd: (() => void) | undefined;
 
   constructor(request: JobRequest, options: ClientJobOptions) {
     // Input typed while the job runs needs stdin kept open for it.
     this.request = options.input ? { ...request, interactive: true } : request;
-    this.#options = options;
-    this.#settle = Promise.withResolvers();
-    this.outcome = this.#settle.promise;
+    this.input = options.input;
+    this.#onEvent = options.onEvent;
+    this.outcome = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
   }
 
   /** Whether the job has its outcome (a result, or a failure). */
   get ended(): boolean {
-    return this.#ended.signal.aborted;
+    return this.#ended;
   }
 
-  /** Aborted once the job has its outcome. */
-  get endedSignal(): AbortSignal {
-    return this.#ended.signal;
-  }
-
-  /** Its stdin to come, for an interactive job. */
-  get input(): AsyncIterable<string> | undefined {
-    return this.#options.input;
+  /**
+   * Calls `callback` once the job has its outcome, before its promise
+   * settles (at once if it has it already): the submitter's clean-up, such
+   * as no longer listening to its abort signal. One callback per job; a
+   * second replaces the first.
+   */
+  whenEnded(callback: () => void): void {
+    if (this.#ended) callback();
+    else this.#onEnd = callback;
   }
 
   sendOn(link: ClientLink): void {
@@ -84,8 +102,9 @@ export class ClientJob implements OutboxItem {
    * with what it threw, and nothing else: returns false then.
    */
   tell(event: JobEvent): boolean {
+    if (this.#onEvent === undefined) return true;
     try {
-      this.#options.onEvent?.(event);
+      this.#onEvent(event);
       return true;
     } catch (error) {
       this.fail(error);
@@ -95,16 +114,22 @@ export class ClientJob implements OutboxItem {
 
   /** Resolves with the result; once only, like every outcome. */
   resolve(result: JobResult): void {
-    if (this.ended) return;
-    this.#ended.abort();
-    this.#settle.resolve(result);
+    if (this.#end()) this.#resolve(result);
   }
 
   /** Rejects with `error`; once only, like every outcome. */
   fail(error: unknown): void {
-    if (this.ended) return;
-    this.#ended.abort();
-    this.#settle.reject(error);
+    if (this.#end()) this.#reject(error);
+  }
+
+  /** Marks the outcome as set; false when it already was. */
+  #end(): boolean {
+    if (this.#ended) return false;
+    this.#ended = true;
+    const onEnd = this.#onEnd;
+    this.#onEnd = undefined;
+    onEnd?.();
+    return true;
   }
 }
 
@@ -168,7 +193,10 @@ export class ClientLink {
   /** Status requests sent, in order: the master answers them in order. */
   readonly #statusRequests: StatusRequest[] = [];
   #refs = 0;
-  /** Settles once everything written so far has gone out (or failed). */
+  /**
+   * The last write: settles once everything written so far has gone out,
+   * or failed. Whoever wrote it handles its failure.
+   */
   #lastWrite: Promise<void> = Promise.resolve();
   /** Why the link ended, once it has. */
   #endReason: ProtocolError | undefined;
@@ -203,9 +231,9 @@ export class ClientLink {
     return this.#byRef.size + this.#byId.size;
   }
 
-  /** Settles once everything written so far has gone out. */
+  /** Settles (never rejects) once everything written so far has gone out. */
   drained(): Promise<void> {
-    return this.#lastWrite;
+    return this.#lastWrite.then(ignore, ignore);
   }
 
   /** Sends the job's `submit`; its events and result then come here. */
@@ -319,11 +347,14 @@ export class ClientLink {
     this.#write({ type: "cancel", jobId }).catch(() => {});
   }
 
-  /** Writes in order with every other message; `drained()` waits for it. */
+  /**
+   * Writes in order with every other message; `drained()` waits for it.
+   * The caller must handle a failure of the promise returned.
+   */
   #write(message: Message): Promise<void> {
-    const written = this.#connection.send(message);
-    this.#lastWrite = written.catch(() => {});
-    return written;
+    // Writes are batched: many share one promise, and none is chained here.
+    this.#lastWrite = this.#connection.send(message);
+    return this.#lastWrite;
   }
 
   /**
@@ -358,6 +389,8 @@ export class ClientLink {
     for (const request of this.#statusRequests.splice(0)) request.fail(reason);
   }
 }
+
+function ignore(): void {}
 
 /**
  * The failure of a job whose connection ended before its result. Named

@@ -204,8 +204,12 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
   #connecting: Promise<ClientLink> | undefined;
   #flushing = false;
   #closed = false;
-  /** Aborted by {@linkcode close}: ends a dial, a handshake or a back-off. */
-  readonly #stop = new AbortController();
+  /**
+   * Set while a dial is under way, and aborted by {@linkcode close}: it
+   * ends the dial, its handshake or a back-off. A connected client holds
+   * none (a client process may hold thousands of clients).
+   */
+  #dialing: AbortController | undefined;
 
   /** Checks the options (throws `RangeError`); dials nothing until the first request. */
   constructor(options: KilnClientOptions = {}) {
@@ -261,18 +265,14 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
    * closed, `signal` aborts (with its reason), or `onEvent` throws.
    */
   submit(request: JobRequest, options: JobOptions = {}): Promise<JobResult> {
-    const { signal, onEvent, input } = options;
+    const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#closed) return Promise.reject(clientClosed("cannot submit"));
-    const job = new ClientJob(request, { onEvent, input });
+    const job = new ClientJob(request, options);
     if (signal !== undefined) {
       const onAbort = () => this.#abandon(job, signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
-      job.endedSignal.addEventListener(
-        "abort",
-        () => signal.removeEventListener("abort", onAbort),
-        { once: true },
-      );
+      job.whenEnded(() => signal.removeEventListener("abort", onAbort));
     }
     this.#post(job);
     return job.outcome;
@@ -309,7 +309,7 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#stop.abort(clientClosed("the client was closed"));
+      this.#dialing?.abort(clientClosed("the client was closed"));
       for (const item of this.#outbox) item.fail(clientClosed("cannot send"));
       this.#outbox.clear();
     }
@@ -322,8 +322,16 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
     return this.close();
   }
 
-  /** Queues a request behind those waiting, and sends what can be sent. */
+  /**
+   * Sends a request at once when the connection is up with room to spare
+   * and nothing waits ahead of it (the common case: no outbox, no flush);
+   * otherwise queues it behind those waiting and sends what can be sent.
+   */
   #post(item: OutboxItem): void {
+    if (this.#outbox.size === 0 && !this.#flushing) {
+      const link = this.#live();
+      if (link !== undefined && !link.backlogged) return item.sendOn(link);
+    }
     this.#outbox.add(item);
     this.#flush();
   }
@@ -375,9 +383,14 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
 
   /** Dials unless a dial is under way; resolves with the new connection. */
   #connect(): Promise<ClientLink> {
-    this.#connecting ??= this.#dialWithRetries().finally(() => {
-      this.#connecting = undefined;
-    });
+    if (this.#connecting === undefined) {
+      const dialing = new AbortController();
+      this.#dialing = dialing;
+      this.#connecting = this.#dialWithRetries(dialing.signal).finally(() => {
+        this.#connecting = undefined;
+        this.#dialing = undefined;
+      });
+    }
     return this.#connecting;
   }
 
@@ -385,14 +398,14 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
    * Dials and shakes hands, again after a pause while the failure is one
    * that passes (a master restarting, say) and someone still waits.
    */
-  async #dialWithRetries(): Promise<ClientLink> {
+  async #dialWithRetries(signal: AbortSignal): Promise<ClientLink> {
     const { connectAttempts, reconnectMinMs, reconnectMaxMs } = this.#options;
     for (let attempt = 1;; attempt++) {
       try {
         const { connection, node } = await connectToMaster(
           this.#options.address,
           this.#options.connect,
-          this.#stop.signal,
+          signal,
         );
         const link = new ClientLink(
           connection,
@@ -421,7 +434,7 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
           },
         );
         this.emit("connectfailed", { error: error as Error, retryInMs });
-        await abortableDelay(retryInMs, this.#stop.signal);
+        await abortableDelay(retryInMs, signal);
       }
     }
   }

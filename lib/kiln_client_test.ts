@@ -249,6 +249,109 @@ function fakeMaster(
   };
 }
 
+Deno.test("KilnClient sends submissions in the order they were made: those that waited for the connection first, then those sent at once", async () => {
+  const received: string[] = [];
+  await using master = fakeMaster(async (connection) => {
+    for (let i = 0; i < 10; i++) {
+      const submit = await connection.receive();
+      assert.equal(submit.type, "submit");
+      const name = (submit.job as JobRequest).args?.[0] ?? "";
+      received.push(name);
+      const jobId = `job-${name}`;
+      await connection.send({ type: "accepted", ref: submit.ref, jobId });
+      await connection.send({
+        type: "result",
+        jobId,
+        result: blankResult(jobId, { verdict: "ok", stdout: `${name}\n` }),
+      });
+    }
+    await connection.receive().catch(() => {}); // until the client hangs up
+  });
+  await using client = connect(master);
+  const submitNumbered = (i: number) =>
+    client.submit(bash('echo "$1"', { args: [String(i)] }));
+  // Made before the connection is up: they wait in the outbox for it.
+  const early = [0, 1, 2, 3, 4].map(submitNumbered);
+  await client.connect();
+  // Made on a connection with room: they go out at once.
+  const late = [5, 6, 7, 8, 9].map(submitNumbered);
+  const results = await Promise.all([...early, ...late]);
+  const names = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+  assert.deepEqual(received, names);
+  assert.deepEqual(
+    results.map((result) => result.stdout),
+    names.map((name) => `${name}\n`),
+  );
+});
+
+Deno.test("KilnClient lets go of a job's signal once the job has its outcome, a result or a failure", async () => {
+  await using master = startMaster({ slots: 1 });
+  await using client = connect(master);
+  /** A signal that records each listener removed from it. */
+  const watched = () => {
+    const controller = new AbortController();
+    const removed: string[] = [];
+    const { signal } = controller;
+    const remove = signal.removeEventListener.bind(signal);
+    signal.removeEventListener = (
+      type: string,
+      listener: EventListenerOrEventListenerObject,
+      options?: boolean | EventListenerOptions,
+    ) => {
+      removed.push(type);
+      remove(type, listener, options);
+    };
+    return { controller, removed };
+  };
+  const done = watched();
+  const result = await client.submit(bash("echo once"), {
+    signal: done.controller.signal,
+  });
+  assert.equal(result.stdout, "once\n");
+  assert.deepEqual(done.removed, ["abort"]);
+  // Too late to cancel anything: the job and the connection are untouched.
+  done.controller.abort(new Error("too late"));
+
+  const broken = watched();
+  await assert.rejects(
+    client.submit(bash("echo hi"), {
+      signal: broken.controller.signal,
+      onEvent: () => {
+        throw new Error("listener bug");
+      },
+    }),
+    /^Error: listener bug$/,
+  );
+  assert.deepEqual(broken.removed, ["abort"]);
+  assert.equal((await client.submit(bash("echo again"))).stdout, "again\n");
+  assert.ok(client.connected);
+});
+
+Deno.test("KilnClient: close() during a back-off between dials ends it at once; the waiting job rejects", async () => {
+  // A port nothing listens on: every dial is refused.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const addr = listener.addr;
+  listener.close();
+  const client = new KilnClient({
+    master: addr,
+    token: TOKEN,
+    // Long enough that only close() can end the pause within a test.
+    reconnectMinMs: 600_000,
+    reconnectMaxMs: 600_000,
+  });
+  const failed = next(client, "connectfailed");
+  const waiting = client.submit(bash("true"));
+  const { retryInMs } = await failed;
+  assert.equal(retryInMs, 600_000);
+  const rejected = assert.rejects(
+    waiting,
+    /^ProtocolError: cannot send: the client is closed$/,
+  );
+  await client.close();
+  await rejected;
+  assert.ok(!client.connected);
+});
+
 Deno.test("KilnClient: a dropped connection rejects its jobs, naming the drop; the next job dials again", async () => {
   await using master = fakeMaster(async (connection, index) => {
     const submit = await connection.receive();
