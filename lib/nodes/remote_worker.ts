@@ -213,33 +213,40 @@ export class RemoteWorker implements Worker {
       overdue: false,
     });
     this.#armSweep(dueAt);
-    this.#connection.send({ type: "run", jobId: job.id, job: job.request })
-      .catch((error) => {
-        // Too large for this node's frames: nothing was sent, the link is
-        // fine, and only this job fails.
-        if (
-          error instanceof ProtocolError && error.code === "frame_too_large"
-        ) {
-          this.#take(job.id)?.result(blankResult(job.id, {
-            verdict: "rejected",
-            language: job.language,
-            reason:
-              `program too large for node "${this.name}" (its run message: ${error.message})`,
-          }));
-          return;
-        }
-        this.lose(`cannot send it a job: ${error.message}`);
-      });
+    // Posted: a write that fails later loses the link, and with it the node.
+    const refused = this.#connection.post({
+      type: "run",
+      jobId: job.id,
+      job: job.request,
+    });
+    if (refused === undefined) return;
+    // Told after start() returns, as a failed send always was.
+    queueMicrotask(() => {
+      // Too large for this node's frames: nothing was sent, the link is
+      // fine, and only this job fails.
+      if (
+        refused instanceof ProtocolError && refused.code === "frame_too_large"
+      ) {
+        this.#take(job.id)?.result(blankResult(job.id, {
+          verdict: "rejected",
+          language: job.language,
+          reason:
+            `program too large for node "${this.name}" (its run message: ${refused.message})`,
+        }));
+        return;
+      }
+      this.lose(`cannot send it a job: ${refused.message}`);
+    });
   }
 
   cancel(jobId: string): void {
     if (!this.#jobs.has(jobId)) return;
-    this.#connection.send({ type: "cancel", jobId }).catch(() => {});
+    this.#connection.post({ type: "cancel", jobId });
   }
 
   input(jobId: string, data: string, eof: boolean): void {
     if (!this.#jobs.has(jobId)) return;
-    this.#connection.send({ type: "stdin", jobId, data, eof }).catch(() => {});
+    this.#connection.post({ type: "stdin", jobId, data, eof });
   }
 
   markFailing(until: number): void {
@@ -383,7 +390,7 @@ export class RemoteWorker implements Worker {
   #giveUp(jobId: string, job: RemoteJob): void {
     if (this.#jobs.get(jobId) !== job) return; // Ended meanwhile.
     this.#take(jobId);
-    this.#connection.send({ type: "cancel", jobId }).catch(() => {});
+    this.#connection.post({ type: "cancel", jobId });
     this.markFailing(Date.now() + job.deadlineMs);
     job.events.failed(
       `node "${this.name}" did not finish it within ${job.deadlineMs} ms`,
