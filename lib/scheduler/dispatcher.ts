@@ -230,6 +230,11 @@ export class Dispatcher {
   /** Slots of the live workers that run each language, counted when first asked. */
   readonly #slots = new Map<string, number>();
   #closed = false;
+  /**
+   * The clients a dispatch's walk passes over (at their running quota);
+   * one Set for every walk, emptied after it.
+   */
+  readonly #atQuota = new Set<string>();
   /** A dispatch is under way: one asked for meanwhile runs after it. */
   #dispatching = false;
   #dispatchAgain = false;
@@ -547,20 +552,38 @@ export class Dispatcher {
     // The nodes that could take a job of each waiting language now. Loads
     // are read live: a worker hands out the same load until it changes, so
     // reading costs no copy, and a start shows in the next read.
+    // A language whose candidates all filled up keeps its (empty) list.
     const open = new Map<string, Worker[]>();
+    let languages = 0;
     for (const language of this.#waiting.keys()) {
       const candidates = this.#open.candidates(language, now);
-      if (candidates.length > 0) open.set(language, candidates);
+      if (candidates.length === 0) continue;
+      open.set(language, candidates);
+      languages++;
     }
-    if (open.size === 0) return;
+    if (languages === 0) return;
     // A client at its running quota keeps its place, without a turn now;
     // the walk passes over the rest of its jobs.
-    const atQuota = new Set<string>();
+    const atQuota = this.#atQuota;
+    try {
+      this.#walkQueue(open, languages, now);
+    } finally {
+      if (atQuota.size > 0) atQuota.clear();
+    }
+  }
+
+  /** The walk of {@linkcode Dispatcher.#dispatchPass}, over the candidates it found. */
+  #walkQueue(
+    open: Map<string, Worker[]>,
+    languages: number,
+    now: number,
+  ): void {
+    const atQuota = this.#atQuota;
     for (const job of this.#queue.values(atQuota)) {
       // Listeners of the jobs started so far may have ended this one.
       if (job.state !== "queued") continue;
       const candidates = open.get(job.language);
-      if (candidates === undefined) continue;
+      if (candidates === undefined || candidates.length === 0) continue;
       const quota = job.client.quota;
       if (
         quota &&
@@ -571,8 +594,8 @@ export class Dispatcher {
       }
       const worker = pick(candidates, job.language, now);
       if (worker === undefined) {
-        open.delete(job.language);
-        if (open.size === 0) break;
+        candidates.length = 0;
+        if (--languages === 0) break;
         continue;
       }
       // However its updates were coalesced, a job that waited hears it is
@@ -749,6 +772,9 @@ export class Dispatcher {
         this.#dispatch();
       },
     });
+    // Full now, most likely: off the list of workers with room at once, so
+    // that the next dispatch finds nothing to read.
+    this.#open.refresh(worker);
     // Stdin typed before this attempt began: every attempt gets all of it.
     for (const [i, data] of job.input.entries()) {
       const last = i === job.input.length - 1;
