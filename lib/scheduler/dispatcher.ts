@@ -45,6 +45,16 @@ const log = getLogger(["kiln", "master"]);
 /** Every job logs at `info` as it moves: records built only when kept. */
 const logsInfo = logsAt(log, "info");
 
+/**
+ * A walk of the queue tells the first this many positions at once; those
+ * further back are sent this many per turn of the event loop. A whole walk
+ * of 10,000 waiting jobs sent in one turn stalled the master for the time
+ * of 10,000 writes, and what those writes held (frames, promises) lived
+ * long enough to be copied by the garbage collector; a slice's are gone
+ * before the next.
+ */
+const TELL_AT_ONCE = 1024;
+
 /** How long a node that refused a job is passed over. */
 const FAILING_COOLDOWN_MS = 5000;
 
@@ -136,6 +146,11 @@ interface Job {
   cancelled: string | undefined;
   /** Last position the client was told (0: none yet), so only moves are sent. */
   position: number;
+  /**
+   * A position a walk of the queue found for it, still to be sent (0:
+   * none): see {@linkcode TELL_AT_ONCE}.
+   */
+  unsent: number;
   /** Stdin sent while the job waited or ran, replayed to each attempt. */
   input: string[];
   /** Bytes of `input` so far, held to {@linkcode MAX_INPUT_BYTES}. */
@@ -230,6 +245,17 @@ export class Dispatcher {
   /** Slots of the live workers that run each language, counted when first asked. */
   readonly #slots = new Map<string, number>();
   #closed = false;
+  /** Jobs whose position a walk found, to be sent a slice per turn. */
+  #unsent: Job[] = [];
+  /** How many of `#unsent` were sent. */
+  #unsentSent = 0;
+  /** Sends the next slice of `#unsent`; set while some wait. */
+  #unsentTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * The clients a dispatch's walk passes over (at their running quota);
+   * one Set for every walk, emptied after it.
+   */
+  readonly #atQuota = new Set<string>();
   /** A dispatch is under way: one asked for meanwhile runs after it. */
   #dispatching = false;
   #dispatchAgain = false;
@@ -253,7 +279,7 @@ export class Dispatcher {
     this.#nodeGraceMs = nodeGraceMs;
     this.#positions = new PositionAnnouncer({
       queue: this.#queue,
-      tell: (job, position) => this.#tell(job, position),
+      tell: (job, position) => this.#found(job, position),
       intervalMs: options.positionIntervalMs,
     });
   }
@@ -365,6 +391,7 @@ export class Dispatcher {
       startedAt: 0,
       cancelled: undefined,
       position: 0,
+      unsent: 0,
       input: [],
       inputBytes: 0,
       inputEnded: false,
@@ -547,20 +574,38 @@ export class Dispatcher {
     // The nodes that could take a job of each waiting language now. Loads
     // are read live: a worker hands out the same load until it changes, so
     // reading costs no copy, and a start shows in the next read.
+    // A language whose candidates all filled up keeps its (empty) list.
     const open = new Map<string, Worker[]>();
+    let languages = 0;
     for (const language of this.#waiting.keys()) {
       const candidates = this.#open.candidates(language, now);
-      if (candidates.length > 0) open.set(language, candidates);
+      if (candidates.length === 0) continue;
+      open.set(language, candidates);
+      languages++;
     }
-    if (open.size === 0) return;
+    if (languages === 0) return;
     // A client at its running quota keeps its place, without a turn now;
     // the walk passes over the rest of its jobs.
-    const atQuota = new Set<string>();
+    const atQuota = this.#atQuota;
+    try {
+      this.#walkQueue(open, languages, now);
+    } finally {
+      if (atQuota.size > 0) atQuota.clear();
+    }
+  }
+
+  /** The walk of {@linkcode Dispatcher.#dispatchPass}, over the candidates it found. */
+  #walkQueue(
+    open: Map<string, Worker[]>,
+    languages: number,
+    now: number,
+  ): void {
+    const atQuota = this.#atQuota;
     for (const job of this.#queue.values(atQuota)) {
       // Listeners of the jobs started so far may have ended this one.
       if (job.state !== "queued") continue;
       const candidates = open.get(job.language);
-      if (candidates === undefined) continue;
+      if (candidates === undefined || candidates.length === 0) continue;
       const quota = job.client.quota;
       if (
         quota &&
@@ -571,8 +616,8 @@ export class Dispatcher {
       }
       const worker = pick(candidates, job.language, now);
       if (worker === undefined) {
-        open.delete(job.language);
-        if (open.size === 0) break;
+        candidates.length = 0;
+        if (--languages === 0) break;
         continue;
       }
       // However its updates were coalesced, a job that waited hears it is
@@ -596,6 +641,9 @@ export class Dispatcher {
   async close(reason: string): Promise<void> {
     this.#closed = true;
     this.#positions.close();
+    clearTimeout(this.#unsentTimer);
+    this.#unsent = [];
+    this.#unsentSent = 0;
     for (const timer of this.#stranded.values()) clearTimeout(timer);
     this.#stranded.clear();
     for (const job of this.#queue.values()) {
@@ -749,6 +797,9 @@ export class Dispatcher {
         this.#dispatch();
       },
     });
+    // Full now, most likely: off the list of workers with room at once, so
+    // that the next dispatch finds nothing to read.
+    this.#open.refresh(worker);
     // Stdin typed before this attempt began: every attempt gets all of it.
     for (const [i, data] of job.input.entries()) {
       const last = i === job.input.length - 1;
@@ -888,11 +939,44 @@ export class Dispatcher {
   }
 
   /**
+   * A walk of the queue found a job at `position`: its client hears it at
+   * once near the front, within a few turns further back (in slices of
+   * {@linkcode TELL_AT_ONCE}). Whatever it is told meanwhile (it starts,
+   * restarts, another walk finds it elsewhere) wins over what waits.
+   */
+  #found(job: Job, position: number): void {
+    if (position <= TELL_AT_ONCE) return this.#tell(job, position);
+    if (job.state !== "queued") return;
+    if (job.unsent === 0) this.#unsent.push(job);
+    job.unsent = position;
+    this.#unsentTimer ??= setTimeout(() => this.#sendUnsent(), 0);
+  }
+
+  /** Sends a slice of the positions walks found, and sets a turn for the rest. */
+  #sendUnsent(): void {
+    this.#unsentTimer = undefined;
+    const unsent = this.#unsent;
+    const end = Math.min(this.#unsentSent + TELL_AT_ONCE, unsent.length);
+    while (this.#unsentSent < end) {
+      const job = unsent[this.#unsentSent++]!;
+      // 0: told since, which was newer.
+      if (job.unsent !== 0) this.#tell(job, job.unsent);
+    }
+    if (this.#unsentSent < unsent.length) {
+      this.#unsentTimer = setTimeout(() => this.#sendUnsent(), 0);
+    } else {
+      this.#unsent = [];
+      this.#unsentSent = 0;
+    }
+  }
+
+  /**
    * Tells a waiting job's client where it stands, and how long it may
    * wait, unless it heard that position last: the one place a position is
    * sent.
    */
   #tell(job: Job, position: number, estimatedWaitMs?: number): void {
+    job.unsent = 0;
     if (job.state !== "queued" || job.position === position) return;
     job.position = position;
     const update = {

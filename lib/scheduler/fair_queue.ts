@@ -95,12 +95,20 @@ interface Turn<T> {
   removed: boolean;
 }
 
+/**
+ * How many clients without a job keep their lane at least (see
+ * `FairQueue.#remove`).
+ */
+const IDLE_LANES_KEPT = 1024;
+
 export class FairQueue<T> implements JobQueue<T> {
   readonly #keyOf: (item: T) => string;
-  // Every queued job's link. Each client's jobs are a lane, present here
-  // exactly while it has jobs, and then in the rotation.
+  // Every queued job's link. Each client's jobs are a lane, in the
+  // rotation while it has jobs, and kept a while after.
   readonly #nodes = new Map<T, Node<T>>();
   readonly #lanes = new Map<string, Lane<T>>();
+  /** Lanes without a job in `#lanes`. */
+  #idleLanes = 0;
   // Clients with work, next first.
   readonly #rotation: Chain<Turn<T>> = chain();
   // Restarted jobs, in the order they came back.
@@ -133,10 +141,12 @@ export class FairQueue<T> implements JobQueue<T> {
     const key = this.#keyOf(item);
     let lane = this.#lanes.get(key);
     if (lane === undefined) {
-      // A client with nothing else waiting joins the back of the rotation:
-      // its job runs after the first job of every client ahead of it.
       lane = { ...chain<Node<T>>(), key, turn: undefined, walked: 0 };
       this.#lanes.set(key, lane);
+    } else if (lane.size === 0) this.#idleLanes--;
+    if (lane.size === 0) {
+      // A client with nothing else waiting joins the back of the rotation:
+      // its job runs after the first job of every client ahead of it.
       this.#add(lane, item);
       this.#enterRotation(lane);
       return this.#front.size + this.#rotation.size;
@@ -272,7 +282,14 @@ export class FairQueue<T> implements JobQueue<T> {
     this.#nodes.set(item, node);
   }
 
-  /** Unlinks a job; a lane left empty leaves the rotation and is forgotten. */
+  /**
+   * Unlinks a job. A lane left empty leaves the rotation but stays, so that
+   * a client cycling one job at a time (the usual client) reuses its lane
+   * instead of adding and deleting a key of a large Map per job; empty
+   * lanes are forgotten once there are more than
+   * {@linkcode IDLE_LANES_KEPT} and they are most of the lanes, which
+   * costs O(1) per job amortised.
+   */
   #remove(node: Node<T>): void {
     this.#nodes.delete(node.item);
     const lane = node.lane;
@@ -281,7 +298,15 @@ export class FairQueue<T> implements JobQueue<T> {
     if (lane.size > 0) return;
     unlink(this.#rotation, lane.turn!);
     lane.turn = undefined;
-    this.#lanes.delete(lane.key);
+    if (
+      ++this.#idleLanes > IDLE_LANES_KEPT &&
+      this.#idleLanes * 2 > this.#lanes.size
+    ) {
+      for (const [key, each] of this.#lanes) {
+        if (each.size === 0) this.#lanes.delete(key);
+      }
+      this.#idleLanes = 0;
+    }
   }
 
   /** Gives a lane a new turn, at the back of the rotation. */

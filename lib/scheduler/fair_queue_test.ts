@@ -359,3 +359,32 @@ Deno.test("FairQueue.entries() is live: a job removed before the walk reaches it
   queue.remove("a2");
   assert.deepEqual(walk.next().value, [3, "a3"]);
 });
+
+Deno.test("FairQueue keeps its order while thousands of one-job clients come and go", () => {
+  const keyOf = (job: string) => job.split("#")[0]!;
+  const queue = new FairQueue<string>(keyOf);
+  for (const job of ["a#1", "a#2", "a#3", "b#1", "b#2"]) queue.push(job);
+  // Each comes, is served and leaves: their empty lanes pile up and are
+  // forgotten on the way.
+  for (let i = 0; i < 3000; i++) {
+    assert.equal(queue.push(`c${i}#1`), 3);
+    if (i % 2 === 0) assert.equal(queue.take(`c${i}#1`), true);
+    else assert.equal(queue.remove(`c${i}#1`), true);
+  }
+  assert.equal(queue.length, 5);
+  // One of them comes back, and joins the back of the rotation.
+  assert.equal(queue.push("c7#2"), 3);
+  assert.equal(queue.push("c7#3"), 6);
+  // Those that stayed kept their lanes.
+  assert.equal(queue.push("a#4"), 8);
+  assert.deepEqual(drain(queue), [
+    "a#1",
+    "b#1",
+    "c7#2",
+    "a#2",
+    "b#2",
+    "c7#3",
+    "a#3",
+    "a#4",
+  ]);
+});
