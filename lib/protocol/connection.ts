@@ -167,6 +167,8 @@ export const MIN_READ_BUFFER_BYTES = 1024;
 /** The most a connection's read buffer grows to, in bytes, doubling whenever a read fills it. */
 export const MAX_READ_BUFFER_BYTES = 64 * 1024;
 const EMPTY = new Uint8Array(0);
+/** No decoded frame waiting; shared, never written to. */
+const NO_FRAMES: unknown[] = [];
 
 interface Waiter {
   resolve(message: Message): void;
@@ -292,7 +294,7 @@ export class Connection implements AsyncDisposable {
   #decoder: FrameDecoder;
   #buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
   /** Frames decoded from the last read and not yet handed out. */
-  #frames: unknown[] = [];
+  #frames: unknown[] = NO_FRAMES;
   #frameIndex = 0;
   #waiters: Waiter[] = [];
   #pumping = false;
@@ -488,7 +490,7 @@ export class Connection implements AsyncDisposable {
           throw this.#ended;
         }
         if (this.#frameIndex < this.#frames.length) {
-          yield this.#accept(this.#frames[this.#frameIndex++]);
+          yield this.#accept(this.#nextFrame());
           continue;
         }
         // The socket is awaited here, not through #read(): a read costs
@@ -626,7 +628,7 @@ export class Connection implements AsyncDisposable {
         if (this.#ended !== undefined) {
           this.#rejectAll(this.#ended);
         } else if (this.#frameIndex < this.#frames.length) {
-          this.#deliver(this.#frames[this.#frameIndex++]);
+          this.#deliver(this.#nextFrame());
         } else {
           await this.#read();
         }
@@ -639,6 +641,20 @@ export class Connection implements AsyncDisposable {
     } finally {
       this.#pumping = false;
     }
+  }
+
+  /**
+   * Takes the next decoded frame. Once the last of a read is taken the read's
+   * frames are let go: an idle connection would otherwise keep its last
+   * message (a cluster status of every node, say) for as long as it idles.
+   */
+  #nextFrame(): unknown {
+    const frame = this.#frames[this.#frameIndex++];
+    if (this.#frameIndex === this.#frames.length) {
+      this.#frames = NO_FRAMES;
+      this.#frameIndex = 0;
+    }
+    return frame;
   }
 
   /** Reads one chunk into `#frames`, or records why the stream ended. Never throws. */
