@@ -97,6 +97,7 @@ export {
   type SandboxStepOptions,
   SandboxUnavailableError,
   type StepLimits,
+  type WarmRequest,
 } from "./lib/sandbox/sandbox.ts";
 export {
   type Authentication,

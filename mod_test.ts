@@ -161,6 +161,7 @@ Deno.test("mod.ts exports exactly the curated types, each part of an exported si
     "UidRange",
     "UnavailableToolchain",
     "Verdict",
+    "WarmRequest",
   ]);
   const byName = new Map(symbols.map((s) => [s.name, s]));
   const reached = new Set<string>();
