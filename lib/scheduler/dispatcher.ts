@@ -48,10 +48,11 @@ const logsInfo = logsAt(log, "info");
 /**
  * A walk of the queue tells the first this many positions at once; those
  * further back are sent this many per turn of the event loop. A whole walk
- * of 10,000 waiting jobs sent in one turn stalled the master for the time
- * of 10,000 writes, and what those writes held (frames, promises) lived
- * long enough to be copied by the garbage collector; a slice's are gone
- * before the next.
+ * of 10,000 waiting jobs sent in one turn held the master for 10,000 sends
+ * in a row, every node's next job waiting behind them. Slicing does not
+ * make the sends cheaper: a whole walk still costs one send per waiting
+ * job, and the garbage collector still promotes some of what they
+ * allocate.
  */
 const TELL_AT_ONCE = 1024;
 
