@@ -3,21 +3,27 @@
  * and runs the jobs it is given, until SIGINT or SIGTERM. The first signal
  * drains it (no new job; the running ones finish, for up to
  * `--drain-timeout`), a second one stops it at once. Prints
- * `registered with HOST:PORT as NAME` each time the master accepts it.
+ * `registered with HOST:PORT as NAME` each time the master accepts it. A
+ * master silent for `--node-timeout` is taken for lost, as a closed link is.
  *
  * @module
  */
 // deno-lint-ignore-file no-console
 import { printable } from "./_terminal.ts";
 import { DEFAULT_PORT } from "../lib/address.ts";
+import { MAX_TIMER_MS } from "../lib/_timer.ts";
 import {
   DEFAULT_DRAIN_TIMEOUT_MS,
+  DEFAULT_MASTER_TIMEOUT_MS,
   MAX_DRAIN_TIMEOUT_MS,
   SecondaryNode,
 } from "../lib/nodes/secondary_node.ts";
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import { NODE_FLAGS, NODE_FLAGS_USAGE, readNodeFlags } from "./_node_flags.ts";
 import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
+
+/** A master pings every second: a shorter deadline would lose it between two pings. */
+const MIN_NODE_TIMEOUT_MS = 2000;
 
 const USAGE = `Usage: deno task secondary [options]
 
@@ -33,6 +39,9 @@ const USAGE = `Usage: deno task secondary [options]
                      for the running ones before stopping them; a second
                      signal stops at once (default ${DEFAULT_DRAIN_TIMEOUT_MS},
                      at most ${MAX_DRAIN_TIMEOUT_MS})
+  --node-timeout MS  a master that sends nothing this long (it pings every
+                     second) is lost: running jobs stop and the node dials
+                     again (default ${DEFAULT_MASTER_TIMEOUT_MS}, at least ${MIN_NODE_TIMEOUT_MS}, at most ${MAX_TIMER_MS})
 ${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
@@ -42,6 +51,7 @@ async function main(args: string[]): Promise<number> {
     name: { type: "string" },
     languages: { type: "string" },
     "drain-timeout": { type: "string" },
+    "node-timeout": { type: "string" },
     ...TLS_DIAL_FLAGS,
   });
   if (values.help) {
@@ -66,6 +76,12 @@ async function main(args: string[]): Promise<number> {
       }"`,
     );
   }
+  const masterTimeoutMs = integerFlag(
+    "node-timeout",
+    values["node-timeout"],
+    MIN_NODE_TIMEOUT_MS,
+    MAX_TIMER_MS,
+  );
 
   let secondary: SecondaryNode;
   try {
@@ -73,6 +89,7 @@ async function main(args: string[]): Promise<number> {
       ...node,
       master: values.master,
       ...drainTimeoutMs === undefined ? {} : { drainTimeoutMs },
+      ...masterTimeoutMs === undefined ? {} : { masterTimeoutMs },
       ...tls === undefined ? {} : { tls },
       ...values.name === undefined ? {} : { name: values.name },
       ...languages === undefined ? {} : { languages },

@@ -25,3 +25,38 @@ export async function countTimers(
   }
   return timers;
 }
+
+/** The intervals set and not yet cleared while {@linkcode trackIntervals} runs. */
+export interface TrackedIntervals extends Disposable {
+  /** How many intervals are set and not cleared. */
+  readonly live: number;
+}
+
+/**
+ * Counts the intervals code sets and clears until disposed, for tests that
+ * show an interval ends with what it served (Deno's test sanitizers do
+ * not report a leaked interval).
+ */
+export function trackIntervals(): TrackedIntervals {
+  const realSetInterval = globalThis.setInterval;
+  const realClearInterval = globalThis.clearInterval;
+  const live = new Set<unknown>();
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    const id = realSetInterval(...args);
+    live.add(id);
+    return id;
+  }) as typeof setInterval;
+  globalThis.clearInterval = ((id?: number) => {
+    live.delete(id);
+    realClearInterval(id);
+  }) as typeof clearInterval;
+  return {
+    get live() {
+      return live.size;
+    },
+    [Symbol.dispose]() {
+      globalThis.setInterval = realSetInterval;
+      globalThis.clearInterval = realClearInterval;
+    },
+  };
+}

@@ -1,7 +1,7 @@
 /**
  * The links between a master and its secondaries under stress: a master
- * whose event loop stalls past the node timeout, and secondaries that leave
- * gracefully.
+ * whose event loop stalls past the node timeout, a master process stopped
+ * for good, secondaries that leave gracefully, and the master's pings.
  */
 import assert from "node:assert/strict";
 import {
@@ -11,6 +11,19 @@ import {
   submitProgram,
 } from "../mod.ts";
 import type { NodeDetail } from "../lib/nodes/events.ts";
+import type { SecondaryNodeEventMap } from "../lib/nodes/secondary_node.ts";
+import {
+  PING_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../lib/protocol/messages.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { ProtocolError } from "../lib/protocol/errors.ts";
+import {
+  clientHandshake,
+  type VersionRange,
+} from "../lib/protocol/handshake.ts";
+import { startMasterProcess } from "../cli/_processes.ts";
+import { processesWithArg, processMarker } from "./_processes.ts";
 
 /** A secondary on its own thread (tests/_secondary_worker.ts). */
 async function threadSecondary(
@@ -263,4 +276,128 @@ Deno.test("links: a drain is bounded by its timeout, and a shutdown during it st
     assert.equal(result.verdict, "internal_error");
     assert.match(result.reason ?? "", /was lost|no live node runs bash/);
   }
+});
+
+/** Resolves with the detail of the secondary's next `type` event. */
+function nextOf<K extends keyof SecondaryNodeEventMap>(
+  node: SecondaryNode,
+  type: K,
+): Promise<SecondaryNodeEventMap[K]["detail"]> {
+  return new Promise((resolve) =>
+    node.addEventListener(type, (event) => resolve(event.detail), {
+      once: true,
+    })
+  );
+}
+
+Deno.test({
+  name:
+    "links: a secondary takes a master process stopped by SIGSTOP for lost within its timeout, stops its job, and registers again once it runs on",
+  // Masters ping from protocol 4 on; before, nothing tells a stopped one.
+  ignore: PROTOCOL_VERSION < PING_PROTOCOL_VERSION,
+  async fn() {
+    await using master = await startMasterProcess({
+      args: ["--slots", "0", "--log-level", "error"],
+      stderr: "null",
+    });
+    await using node = new SecondaryNode({
+      master: master.address,
+      name: "watchful",
+      slots: 1,
+      languages: ["bash"],
+      masterTimeoutMs: 2000,
+      reconnectMinMs: 50,
+      reconnectMaxMs: 200,
+    });
+    await nextOf(node, "registered");
+    const mark = processMarker();
+    const client = new AbortController();
+    const started = Promise.withResolvers<void>();
+    const job = submitProgram({
+      language: "bash",
+      files: [{
+        name: "main.sh",
+        content: '(exec -a "$1" sleep 600) & echo started; wait',
+      }],
+      args: [mark],
+    }, {
+      master: master.address,
+      signal: client.signal,
+      onEvent: (event) => event.type === "output" && started.resolve(),
+    }).catch(() => {}); // Given up below, with its master stopped.
+    await started.promise;
+    const disconnected = nextOf(node, "disconnected");
+    const aborted = nextOf(node, "jobcomplete");
+
+    Deno.kill(master.child.pid, "SIGSTOP");
+    try {
+      const { reason } = await disconnected;
+      assert.match(
+        reason,
+        /^the master sent nothing for \d+ ms, past the node timeout of 2000 ms$/,
+      );
+      const result = await aborted;
+      assert.equal(result.verdict, "internal_error");
+      assert.match(result.reason ?? "", /connection to the master was lost/);
+      assert.deepEqual(await processesWithArg(mark), [], "the job ran on");
+      assert.equal(node.registered, false);
+      client.abort();
+    } finally {
+      Deno.kill(master.child.pid, "SIGCONT");
+    }
+    // The master runs again: the node is back with it, by itself.
+    await nextOf(node, "registered");
+    await job;
+  },
+});
+
+Deno.test("links: a master pings the secondaries whose protocol has pings, and only those", async (t) => {
+  await using master = new MasterNode({
+    port: 0,
+    slots: 0,
+    heartbeatIntervalMs: 20,
+    nodeTimeoutMs: 60_000,
+    resourceLogIntervalMs: 0,
+  });
+  /** A secondary of these protocol versions, registered by hand. */
+  async function register(name: string, versions: VersionRange) {
+    const link = new Connection(
+      await Deno.connect({ hostname: "127.0.0.1", port: master.addr.port }),
+    );
+    await clientHandshake(link, { role: "secondary", token: "", versions });
+    await link.send({
+      type: "register",
+      id: crypto.randomUUID(),
+      name,
+      languages: [],
+      slots: 1,
+      maxCpu: 100,
+      maxRam: 100,
+    });
+    assert.equal((await link.receive()).type, "registered");
+    return link;
+  }
+
+  await t.step({
+    name: `protocol ${PING_PROTOCOL_VERSION}: pinged every heartbeat interval`,
+    ignore: PROTOCOL_VERSION < PING_PROTOCOL_VERSION,
+    fn: async () => {
+      await using link = await register("new", {
+        min: PING_PROTOCOL_VERSION,
+        max: PING_PROTOCOL_VERSION,
+      });
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await link.receive(), { type: "ping" });
+      }
+    },
+  });
+  await t.step("protocol 3: never pinged, which it would refuse", async () => {
+    await using link = await register("old", { min: 3, max: 3 });
+    // Ten heartbeat intervals without a message.
+    await assert.rejects(
+      link.receive({ timeoutMs: 200 }),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.code === "timeout",
+    );
+  });
 });

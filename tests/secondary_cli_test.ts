@@ -11,6 +11,10 @@ import {
   startSecondaryProcess,
 } from "../cli/_processes.ts";
 import { type JobEvent, MasterNode, submitProgram } from "../mod.ts";
+import {
+  PING_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../lib/protocol/messages.ts";
 
 const SECONDARY_CLI = fileURLToPath(
   new URL("../cli/secondary.ts", import.meta.url),
@@ -112,6 +116,14 @@ Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", as
       /--drain-timeout must be at most 86400000 \(a day\), got "86400001"/,
     ],
     [["--drain-timeout=-1"], /--drain-timeout must be an integer >= 0/],
+    [
+      ["--node-timeout", "1999"],
+      /--node-timeout must be an integer >= 2000, got "1999"/,
+    ],
+    [
+      ["--node-timeout", "2147483648"],
+      /--node-timeout must be at most 2147483647, got "2147483648"/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     const { code, stdout, stderr } = await runSecondary(...args);
@@ -125,6 +137,51 @@ Deno.test("CLI: a secondary refuses bad flags with one line and exit code 2", as
   const help = await runSecondary("--help");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--master HOST:PORT/);
+});
+
+Deno.test({
+  name:
+    "CLI: a secondary drops a master stopped past --node-timeout with a warning naming it, and registers again once the master runs on",
+  // Masters ping from protocol 4 on; before, nothing tells a stopped one.
+  ignore: PROTOCOL_VERSION < PING_PROTOCOL_VERSION,
+  async fn() {
+    await using master = await startMasterProcess({
+      token: TOKEN,
+      args: ["--slots", "0", "--log-level", "error"],
+      stderr: "null",
+    });
+    await using secondary = await startSecondaryProcess(master.address, {
+      token: TOKEN,
+      args: ["--languages", "bash", "--slots", "1", "--node-timeout", "2000"],
+      stderr: "piped",
+      timeoutMs: 30_000,
+    });
+    const lines = readLines(secondary.child.stderr);
+    const seen: string[] = [];
+    const lost =
+      /\[WRN\] kiln\.secondary: lost the master: "?the master sent nothing for \d+ ms, past the node timeout of 2000 ms"?; reconnecting in \d+ ms$/;
+    Deno.kill(master.child.pid, "SIGSTOP");
+    try {
+      for (
+        let line = await lines.next();
+        !line.done;
+        line = await lines.next()
+      ) {
+        seen.push(line.value);
+        if (lost.test(line.value)) break;
+      }
+    } finally {
+      Deno.kill(master.child.pid, "SIGCONT");
+    }
+    assert.ok(seen.some((line) => lost.test(line)), seen.join("\n"));
+    // Read to the end, so the secondary never blocks on a full pipe.
+    const drained = (async () => {
+      for await (const _ of lines);
+    })();
+    await secondary.waitForRegistrations(2);
+    assert.equal((await secondary.stop()).code, 0);
+    await drained;
+  },
 });
 
 /** Resolves with the master's next `type` event. */

@@ -6,6 +6,15 @@
  */
 import { timerDelay } from "../_timer.ts";
 
+/**
+ * The most time a node gives a silent peer past its deadline, in ms, to
+ * read what the peer sent while the node itself was paused (a stalled
+ * event loop, SIGSTOP, a VM pause): timers fire before the reader gets its
+ * turn. The master grants it to its secondaries, a secondary to its
+ * master, each capped at one heartbeat interval.
+ */
+export const DEFAULT_SILENCE_GRACE_MS = 1000;
+
 /** Bounds of {@linkcode backoffDelay}. */
 export interface BackoffOptions {
   /** The first delay, in milliseconds. */

@@ -1,7 +1,8 @@
 /**
  * {@linkcode IdleTimer}: notices a connection that has gone quiet with
  * nothing left to wait for, so the master can close it instead of holding
- * its socket and buffers forever.
+ * its socket and buffers forever, and a secondary notices a master that
+ * stopped speaking.
  *
  * @module
  */
@@ -29,6 +30,16 @@ export interface IdleTimerOptions {
    * @default {() => false}
    */
   isBusy?: () => boolean;
+  /**
+   * Once the timeout has passed, how much longer to wait before `onIdle`,
+   * in ms; a `touch()` meanwhile starts the countdown again. The owner may
+   * itself have been paused (a stalled event loop, SIGSTOP, a VM pause)
+   * while the peer's messages waited unread, and timers fire before the
+   * reader gets its turn: the grace lets it read them first.
+   *
+   * @default {0}
+   */
+  graceMs?: number;
   /** @default the real clock: `performance.now` and the global timers */
   clock?: IdleClock;
 }
@@ -82,9 +93,12 @@ export class IdleTimer implements Disposable {
   readonly #timeoutMs: number;
   readonly #onIdle: (idleMs: number) => void;
   readonly #isBusy: () => boolean;
+  readonly #graceMs: number;
   readonly #clock: IdleClock;
   #last: number;
   #timer: unknown;
+  /** Whether the timeout passed and the grace runs. */
+  #inGrace = false;
   #done = false;
 
   /** Starts counting now; `timeoutMs` 0 never calls `onIdle`. */
@@ -96,6 +110,13 @@ export class IdleTimer implements Disposable {
     this.#timeoutMs = checkIdleTimeout(timeoutMs);
     this.#onIdle = onIdle;
     this.#isBusy = options.isBusy ?? (() => false);
+    const graceMs = options.graceMs ?? 0;
+    if (!Number.isFinite(graceMs) || graceMs < 0) {
+      throw new RangeError(
+        `Cannot use idle grace ${graceMs}: expected milliseconds >= 0`,
+      );
+    }
+    this.#graceMs = graceMs;
     this.#clock = options.clock ?? REAL_CLOCK;
     this.#last = this.#clock.now();
     if (timeoutMs === 0) this.#done = true;
@@ -124,10 +145,18 @@ export class IdleTimer implements Disposable {
     const now = this.#clock.now();
     if (this.#isBusy()) {
       this.#last = now;
+      this.#inGrace = false;
       return this.#arm(this.#timeoutMs);
     }
     const idleMs = now - this.#last;
-    if (idleMs < this.#timeoutMs) return this.#arm(this.#timeoutMs - idleMs);
+    if (idleMs < this.#timeoutMs) {
+      this.#inGrace = false;
+      return this.#arm(this.#timeoutMs - idleMs);
+    }
+    if (!this.#inGrace && this.#graceMs > 0) {
+      this.#inGrace = true;
+      return this.#arm(this.#graceMs);
+    }
     this.#done = true;
     this.#onIdle(idleMs);
   }

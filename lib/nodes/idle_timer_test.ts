@@ -40,11 +40,12 @@ class ManualClock implements IdleClock {
   }
 }
 
-function watch(timeoutMs: number, isBusy = () => false) {
+function watch(timeoutMs: number, isBusy = () => false, graceMs = 0) {
   const clock = new ManualClock();
   const fired: number[] = [];
   const timer = new IdleTimer(timeoutMs, (idleMs) => fired.push(idleMs), {
     isBusy,
+    graceMs,
     clock,
   });
   return { clock, fired, timer };
@@ -85,6 +86,30 @@ Deno.test("IdleTimer waits while the peer is busy, then counts from its last tou
   assert.deepEqual(fired, []);
   clock.advance(1);
   assert.deepEqual(fired, [1000]);
+});
+
+Deno.test("IdleTimer gives a grace past the timeout, in which a touch starts the countdown again", () => {
+  const { clock, fired, timer } = watch(1000, () => false, 200);
+  clock.advance(1000);
+  assert.deepEqual(fired, [], "the grace has begun");
+  // What waited unread while the owner was paused is read in the grace.
+  clock.advance(100);
+  timer.touch();
+  clock.advance(100);
+  assert.deepEqual(fired, []);
+  clock.advance(899);
+  assert.deepEqual(fired, []);
+  clock.advance(1); // a whole timeout since the touch: the grace again
+  assert.deepEqual(fired, []);
+  clock.advance(199);
+  assert.deepEqual(fired, []);
+  clock.advance(1);
+  assert.deepEqual(fired, [1200]);
+  assert.equal(clock.pending, 0);
+  assert.throws(
+    () => new IdleTimer(1000, () => {}, { graceMs: -1 }),
+    RangeError,
+  );
 });
 
 Deno.test("IdleTimer never fires once disposed, nor with timeout 0", () => {

@@ -53,11 +53,13 @@ export interface MasterServices {
   status(): ClusterStatus;
   /**
    * A secondary's link, authenticated: its registration, then its messages
-   * until it is lost. A throw closes the link with the error.
+   * until it is lost. A throw closes the link with the error. `version` is
+   * the protocol version the handshake agreed on.
    */
   serveSecondary(
     connection: Connection,
     identity: string | undefined,
+    version: number,
   ): Promise<void>;
 }
 
@@ -292,7 +294,11 @@ export class MasterConnections {
         });
       }
       if (peer.role === "secondary") {
-        await this.#services.serveSecondary(connection, peer.identity);
+        await this.#services.serveSecondary(
+          connection,
+          peer.identity,
+          peer.version,
+        );
       } else await this.#serveClient(connection, peer.identity);
     } catch (error) {
       // The slot is free before the peer hears why: it may dial again at once.

@@ -45,6 +45,7 @@ import type {
   MessageOf,
   OfferedLanguage,
 } from "../protocol/messages.ts";
+import { PING_PROTOCOL_VERSION } from "../protocol/messages.ts";
 import {
   createDefaultRegistry,
   type RunnerRegistry,
@@ -165,7 +166,12 @@ export interface MasterNodeOptions {
   tls?: TlsListenOptions;
   /** Jobs that may wait for a slot; more are rejected with a retry hint. @default 1000 */
   maxQueue?: number;
-  /** How often secondaries report their load, in ms. @default 1000 */
+  /**
+   * How often secondaries report their load, in ms, and how often the
+   * master pings each of them (protocol 4 and later), so that a secondary
+   * notices a master gone silent within its own `masterTimeoutMs`.
+   * @default 1000
+   */
   heartbeatIntervalMs?: number;
   /**
    * A secondary silent for this long is lost, in ms: after a last grace of
@@ -348,8 +354,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         input: (session, jobId, data, eof) =>
           this.#jobs.input(session, jobId, data, eof),
         status: () => this.status(),
-        serveSecondary: (connection, identity) =>
-          this.#serveSecondary(connection, identity),
+        serveSecondary: (connection, identity, version) =>
+          this.#serveSecondary(connection, identity, version),
       },
     });
     this.addr = this.#links.addr;
@@ -593,10 +599,14 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     );
   }
 
-  /** A secondary: its registration, then its messages until it is lost. */
+  /**
+   * A secondary: its registration, then its messages until it is lost. It
+   * is pinged every heartbeat interval when its `version` has pings.
+   */
   async #serveSecondary(
     connection: Connection,
     identity: string | undefined,
+    version: number,
   ): Promise<void> {
     const registration = await connection.receive({
       timeoutMs: this.#handshakeTimeoutMs,
@@ -631,6 +641,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       connection,
       registration,
       nodeTimeoutMs: this.#nodeTimeoutMs,
+      // So that the node notices a master gone silent; an older node
+      // would refuse the pings, and warn of each.
+      pingIntervalMs: version >= PING_PROTOCOL_VERSION
+        ? this.#heartbeatIntervalMs
+        : undefined,
       // A heartbeat's worth, so that a stalled master reads before it judges.
       silenceGraceMs: Math.min(
         DEFAULT_SILENCE_GRACE_MS,

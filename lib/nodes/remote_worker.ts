@@ -3,11 +3,14 @@
  * messages over the secondary's one connection and come back as `output`,
  * `result` or `refused`, multiplexed by job id. A closed connection, or
  * silence past the deadline, loses the node and every job it had; a job
- * that cannot be sent (too large for the node's frames) fails alone.
+ * that cannot be sent (too large for the node's frames) fails alone. The
+ * master pings a node that speaks a protocol with pings, so that the node
+ * too notices a master that went silent.
  *
  * @module
  */
 import { timerDelay } from "../_timer.ts";
+import { DEFAULT_SILENCE_GRACE_MS } from "./_timing.ts";
 import { blankResult, effectiveLimits, type JobLimits } from "../job.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
@@ -40,6 +43,12 @@ export interface RemoteWorkerOptions {
    * @default {DEFAULT_SILENCE_GRACE_MS}
    */
   readonly silenceGraceMs?: number;
+  /**
+   * Send the node a `ping` this often, in ms, so that it notices a master
+   * gone silent; none when absent (a node whose protocol version predates
+   * `PING_PROTOCOL_VERSION` refuses them).
+   */
+  readonly pingIntervalMs?: number | undefined;
   /** Called once when the node is lost, before its jobs are failed. */
   readonly onLost: (worker: RemoteWorker, reason: string) => void;
   /** Called on every heartbeat: the node's load changed. */
@@ -72,7 +81,7 @@ interface RemoteJob {
 }
 
 /** The default of {@linkcode RemoteWorkerOptions.silenceGraceMs}, in ms. */
-export const DEFAULT_SILENCE_GRACE_MS = 1000;
+export { DEFAULT_SILENCE_GRACE_MS };
 
 /**
  * A secondary the master places jobs on. What a node sends is bounded per
@@ -112,6 +121,8 @@ export class RemoteWorker implements Worker {
   /** The last load built, handed out again while nothing in it changed. */
   #load: NodeLoad | undefined;
   #deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Sends the pings: one timer per link, whatever else it carries. */
+  #pings: ReturnType<typeof setInterval> | undefined;
   #lost: string | undefined;
 
   constructor(options: RemoteWorkerOptions) {
@@ -138,6 +149,7 @@ export class RemoteWorker implements Worker {
   /** Reads the secondary's messages until the node is lost. Never throws. */
   async serve(): Promise<void> {
     this.#armDeadline();
+    this.#startPings();
     try {
       for await (const message of this.#connection) {
         // The silence deadline reads this when it fires: no timer per message.
@@ -284,6 +296,7 @@ export class RemoteWorker implements Worker {
     this.#lost = reason;
     clearTimeout(this.#deadline);
     clearTimeout(this.#sweep);
+    clearInterval(this.#pings);
     this.#sweep = undefined;
     this.#connection.close().catch(() => {});
     // The master forgets the node first, so the jobs failed below are placed
@@ -398,6 +411,20 @@ export class RemoteWorker implements Worker {
     );
   }
 
+  /**
+   * Pings the node every `pingIntervalMs`. A ping that cannot be queued
+   * (the node reads nothing, and `slow_peer` closed the link) needs no
+   * handling here: the reader sees the link end and loses the node.
+   */
+  #startPings(): void {
+    const { pingIntervalMs } = this.#options;
+    if (pingIntervalMs === undefined || this.#lost !== undefined) return;
+    this.#pings = setInterval(
+      () => this.#connection.post(PING),
+      timerDelay(pingIntervalMs),
+    );
+  }
+
   /** Loses the node once it was silent for `nodeTimeoutMs`, and the grace after. */
   #armDeadline(): void {
     this.#deadline = setTimeout(
@@ -430,6 +457,8 @@ export class RemoteWorker implements Worker {
     return `node "${this.name}" was lost: ${this.#lost}`;
   }
 }
+
+const PING: MessageOf<"ping"> = { type: "ping" };
 
 function isHighSurrogate(unit: number): boolean {
   return unit >= 0xd800 && unit <= 0xdbff;

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { countTimers } from "../_timer_testing.ts";
+import { countTimers, trackIntervals } from "../_timer_testing.ts";
 import { blankResult, DEFAULT_LIMITS } from "../job.ts";
 import { MAX_TIMER_MS } from "../_timer.ts";
 import { socketPair } from "../protocol/_testing.ts";
 import { Connection } from "../protocol/connection.ts";
+import { ProtocolError } from "../protocol/errors.ts";
 import type { MessageOf } from "../protocol/messages.ts";
 import type { WorkerJobEvents } from "../scheduler/worker.ts";
 import { RemoteWorker } from "./remote_worker.ts";
@@ -280,4 +281,58 @@ Deno.test("RemoteWorker cuts a job's relayed output at the node's limit, or at t
   assert.deepEqual([...ended], [["plain", true], ["asks-less", true]]);
   await node.close();
   await serving;
+});
+
+Deno.test("RemoteWorker pings its node every pingIntervalMs until the node is lost, and never without it", async () => {
+  const { server, client } = await socketPair();
+  await using master = new Connection(server);
+  await using node = new Connection(client);
+  const lost = Promise.withResolvers<string>();
+  using intervals = trackIntervals();
+  const worker = new RemoteWorker({
+    connection: master,
+    registration: REGISTRATION,
+    nodeTimeoutMs: 60_000,
+    pingIntervalMs: 10,
+    onLost: (_, reason) => lost.resolve(reason),
+    onHeartbeat: () => {},
+  });
+  const serving = worker.serve();
+  assert.equal(intervals.live, 1, "one interval for the link");
+  for (let i = 0; i < 3; i++) {
+    assert.deepEqual(await node.receive(), { type: "ping" });
+  }
+  // Pings share the link with jobs: a run goes out among them.
+  worker.start({
+    id: "job-1",
+    request: { language: "bash", files: [{ name: "a.sh", content: "" }] },
+    language: "bash",
+  }, { output: () => {}, result: () => {}, failed: () => {} });
+  let message = await node.receive();
+  while (message.type === "ping") message = await node.receive();
+  assert.equal(message.type, "run");
+  worker.lose("the test is over");
+  assert.equal(await lost.promise, "the test is over");
+  await serving;
+  assert.equal(intervals.live, 0, "the pings outlived the node");
+
+  const quiet = await socketPair();
+  await using quietMaster = new Connection(quiet.server);
+  await using quietNode = new Connection(quiet.client);
+  const unpinged = new RemoteWorker({
+    connection: quietMaster,
+    registration: REGISTRATION,
+    nodeTimeoutMs: 60_000,
+    onLost: () => {},
+    onHeartbeat: () => {},
+  });
+  const quietServing = unpinged.serve();
+  assert.equal(intervals.live, 0);
+  await assert.rejects(
+    quietNode.receive({ timeoutMs: 200 }),
+    (error: unknown) =>
+      error instanceof ProtocolError && error.code === "timeout",
+  );
+  await quietNode.close();
+  await quietServing;
 });

@@ -4,7 +4,9 @@
  * gives it, streaming their output back over the same connection. When the
  * master goes away it aborts its jobs (the master places them again), then
  * dials again with capped exponential back-off until it is registered once
- * more, so a restarted master heals the cluster by itself. {@linkcode
+ * more, so a restarted master heals the cluster by itself. A master that
+ * says nothing for `masterTimeoutMs` (no ping, no job: stopped, or behind a
+ * dead network path) counts as gone too. {@linkcode
  * SecondaryNode.drain} leaves gracefully: no new job, the running ones
  * finish, then the node shuts down.
  *
@@ -15,6 +17,7 @@
  *   register {id, name, languages, slots, maxCpu, maxRam}  ->
  *             <-  registered {master, heartbeatIntervalMs}
  *   heartbeat {cpuPercent, ramPercent, ramUsedMb, running, draining?}  ->  (at once, then every interval)
+ *             <-  ping                          (every interval, protocol 4 and later)
  *             <-  run {jobId, job}
  *   refused {jobId, reason}  ->                 (full, invalid job, language not offered)
  *   output {jobId, stream, data}  ->            (or, once it runs: output..., then)
@@ -39,6 +42,7 @@ import {
   type ResourceSampler,
   sampleResources,
 } from "../monitor/resource_sampler.ts";
+import { MAX_TIMER_MS } from "../_timer.ts";
 import { Connection } from "../protocol/connection.ts";
 import { ConnectionError, ProtocolError } from "../protocol/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
@@ -49,6 +53,7 @@ import {
 import {
   type MessageOf,
   type OfferedLanguage,
+  PING_PROTOCOL_VERSION,
   resultMessage,
 } from "../protocol/messages.ts";
 import { offerOutput } from "../protocol/output_messages.ts";
@@ -60,8 +65,14 @@ import {
   type RunnerResolution,
 } from "../runners/registry.ts";
 import type { LanguageRunner } from "../runners/runner.ts";
-import { abortableDelay, backoffDelay, settledWithin } from "./_timing.ts";
+import {
+  abortableDelay,
+  backoffDelay,
+  DEFAULT_SILENCE_GRACE_MS,
+  settledWithin,
+} from "./_timing.ts";
 import { parseJob } from "./admission.ts";
+import { IdleTimer } from "./idle_timer.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
 import { logLanguage } from "./_log_languages.ts";
@@ -110,6 +121,16 @@ export interface SecondaryNodeOptions {
    * its `registered` answer sets the interval it expects. @default 1000
    */
   heartbeatIntervalMs?: number;
+  /**
+   * A master that sends nothing for this long (no ping, no job) is taken
+   * for lost, in ms, from 1 to 2^31 - 1: the link is closed, its jobs are
+   * stopped, and the node dials again. Masters ping every heartbeat
+   * interval, so a timeout under two of them is stretched to two (with a
+   * warning). A master of a protocol older than pings (before version 4)
+   * is not watched: it is lost only when its link breaks.
+   * @default {DEFAULT_MASTER_TIMEOUT_MS}
+   */
+  masterTimeoutMs?: number;
   /** First delay before dialing again after a failure, in ms. @default 100 */
   reconnectMinMs?: number;
   /** Longest delay between two dials, in ms. @default 5000 */
@@ -143,6 +164,12 @@ export interface SecondaryNodeOptions {
   /** Aborting it shuts the node down, like {@linkcode SecondaryNode.shutdown}. */
   signal?: AbortSignal;
 }
+
+/**
+ * The default of {@linkcode SecondaryNodeOptions.masterTimeoutMs}: five
+ * seconds, the master's own default for its secondaries.
+ */
+export const DEFAULT_MASTER_TIMEOUT_MS = 5000;
 
 /** The default of {@linkcode SecondaryNodeOptions.drainTimeoutMs}: a minute. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 60_000;
@@ -243,6 +270,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   readonly #allowed: ReadonlySet<LanguageRunner> | undefined;
   readonly #limits: LimitOverrides;
   readonly #heartbeatIntervalMs: number;
+  readonly #masterTimeoutMs: number;
   readonly #reconnectMinMs: number;
   readonly #reconnectMaxMs: number;
   readonly #sampler: ResourceSampler;
@@ -293,6 +321,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       languages,
       limits = {},
       heartbeatIntervalMs = 1000,
+      masterTimeoutMs = DEFAULT_MASTER_TIMEOUT_MS,
       reconnectMinMs = 100,
       reconnectMaxMs = 5000,
       sampleResources: sampler = sampleResources,
@@ -316,6 +345,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     checkRange("maxRam", maxRam, 0, 100);
     checkLimits(limits, "secondary limits");
     checkRange("heartbeatIntervalMs", heartbeatIntervalMs, 1, 2 ** 31 - 1);
+    checkRange("masterTimeoutMs", masterTimeoutMs, 1, MAX_TIMER_MS);
     checkRange("reconnectMinMs", reconnectMinMs, 1, 2 ** 31 - 1);
     checkRange("reconnectMaxMs", reconnectMaxMs, reconnectMinMs, 2 ** 31 - 1);
     checkRange(
@@ -337,6 +367,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       : allowedRunners(registry, languages);
     this.#limits = limits;
     this.#heartbeatIntervalMs = heartbeatIntervalMs;
+    this.#masterTimeoutMs = masterTimeoutMs;
     this.#reconnectMinMs = reconnectMinMs;
     this.#reconnectMaxMs = reconnectMaxMs;
     this.#sampler = sampler;
@@ -547,7 +578,9 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     this.#connection = connection;
     if (this.#closing) await connection.close();
     try {
-      const heartbeatIntervalMs = await this.#register(connection);
+      const { heartbeatIntervalMs, version } = await this.#register(
+        connection,
+      );
       const registeredAt = performance.now();
       this.#registered = true;
       log.info("registered with {master} as {name}", {
@@ -561,14 +594,21 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         heartbeatIntervalMs,
         linkDown.signal,
       );
+      let silence: ProtocolError | undefined;
+      const watch = this.#watchMaster(version, heartbeatIntervalMs, (error) => {
+        silence = error;
+        void connection.close(error);
+      });
       try {
-        const error = await this.#serve(connection);
+        const error = await this.#serve(connection, watch);
         return {
           registered: true,
           upMs: performance.now() - registeredAt,
-          error,
+          // The link closed because the master fell silent: say that.
+          error: silence ?? error,
         };
       } finally {
+        watch?.[Symbol.dispose]();
         this.#registered = false;
         linkDown.abort();
         await heartbeats;
@@ -588,15 +628,21 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     }
   }
 
-  /** Handshake and registration; resolves with the heartbeat interval the master wants. */
-  async #register(connection: Connection): Promise<number> {
+  /**
+   * Handshake and registration; resolves with the heartbeat interval the
+   * master wants and the protocol version agreed on.
+   */
+  async #register(
+    connection: Connection,
+  ): Promise<{ heartbeatIntervalMs: number; version: number }> {
+    let version: number;
     try {
-      await clientHandshake(connection, {
+      ({ version } = await clientHandshake(connection, {
         role: "secondary",
         token: this.#token,
         name: this.name,
         timeoutMs: this.#handshakeTimeoutMs,
-      });
+      }));
     } catch (error) {
       // Over TLS the master's hang-up means something else: let it speak.
       throw this.#tls === undefined ? hintTls(error) : error;
@@ -634,19 +680,74 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     }
     // Output and results must fit the master's frames, not only ours.
     connection.peerMaxFrameBytes = answer.maxFrameBytes;
-    return answer.heartbeatIntervalMs ?? this.#heartbeatIntervalMs;
+    return {
+      heartbeatIntervalMs: answer.heartbeatIntervalMs ??
+        this.#heartbeatIntervalMs,
+      version,
+    };
   }
 
-  /** Reads the master's messages until the connection ends; returns why it ended. */
-  async #serve(connection: Connection): Promise<Error> {
+  /**
+   * Watches a registered master's silence: `onSilent` is called once it
+   * has sent nothing (pings included) for `masterTimeoutMs`, with the
+   * error that says so. None for a master whose protocol predates pings.
+   * The master pings every `pingIntervalMs`; a stalled event loop here gets
+   * a grace to read what waited unread before the master is judged.
+   */
+  #watchMaster(
+    version: number,
+    pingIntervalMs: number,
+    onSilent: (error: ProtocolError) => void,
+  ): IdleTimer | undefined {
+    if (version < PING_PROTOCOL_VERSION) {
+      log.info(
+        "the master speaks protocol {version}, which has no pings: a master that goes silent without closing the link is not noticed",
+        { version },
+      );
+      return undefined;
+    }
+    let timeoutMs = this.#masterTimeoutMs;
+    if (timeoutMs < 2 * pingIntervalMs) {
+      timeoutMs = Math.min(2 * pingIntervalMs, MAX_TIMER_MS);
+      log.warn(
+        "the master pings every {interval} ms: waiting {timeout} ms for it before taking it for lost, not {configured} ms",
+        {
+          interval: pingIntervalMs,
+          timeout: timeoutMs,
+          configured: this.#masterTimeoutMs,
+        },
+      );
+    }
+    return new IdleTimer(timeoutMs, (silentMs) => {
+      onSilent(
+        new ProtocolError(
+          "timeout",
+          `the master sent nothing for ${
+            Math.round(silentMs)
+          } ms, past the node timeout of ${timeoutMs} ms`,
+        ),
+      );
+    }, { graceMs: Math.min(DEFAULT_SILENCE_GRACE_MS, pingIntervalMs) });
+  }
+
+  /**
+   * Reads the master's messages until the connection ends; returns why it
+   * ended. Every message, valid or not, tells `watch` the master is there.
+   */
+  async #serve(
+    connection: Connection,
+    watch: IdleTimer | undefined,
+  ): Promise<Error> {
     while (true) {
       let message;
       try {
         message = await connection.receive();
+        watch?.touch();
       } catch (error) {
         if (
           error instanceof ProtocolError && error.code === "invalid_message"
         ) {
+          watch?.touch();
           log.warn("ignoring an invalid message from the master: {message}", {
             message: error.message,
           });
@@ -667,6 +768,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
           if (message.eof) input?.end();
           break;
         }
+        case "ping": // Its whole point was to arrive.
+          break;
         default:
           log.warn('ignoring an unexpected "{type}" message from the master', {
             type: message.type,

@@ -11,8 +11,13 @@ import type { ResourceSample } from "../monitor/resource_sampler.ts";
 import { Connection } from "../protocol/connection.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { processesWithArg, processMarker } from "../../tests/_processes.ts";
-import { serverHandshake } from "../protocol/handshake.ts";
-import type { Message, MessageOf } from "../protocol/messages.ts";
+import { serverHandshake, type VersionRange } from "../protocol/handshake.ts";
+import {
+  type Message,
+  type MessageOf,
+  PING_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../protocol/messages.ts";
 import { BashRunner } from "../runners/bash_runner.ts";
 import { RunnerRegistry } from "../runners/registry.ts";
 import { Sandbox } from "../sandbox/sandbox.ts";
@@ -24,6 +29,11 @@ import {
 } from "./secondary_node.ts";
 
 const TOKEN = "secondary-test-token";
+/**
+ * Whether this build speaks a protocol with pings: until it does, the
+ * tests of a master's silence have nothing to watch and are skipped.
+ */
+const PINGS = PROTOCOL_VERSION >= PING_PROTOCOL_VERSION;
 const SAMPLE: ResourceSample = {
   cpuPercent: 12.5,
   ramPercent: 40,
@@ -121,12 +131,24 @@ class Link {
   }
 }
 
+/** How {@linkcode FakeMaster.accept} treats a secondary. */
+interface AcceptOptions {
+  /**
+   * Ping it every heartbeat interval, as a real master does, when the
+   * protocol version agreed on has pings. @default true
+   */
+  ping?: boolean;
+  /** The protocol versions this master speaks. @default the build's */
+  versions?: VersionRange;
+}
+
 /** A master that speaks just enough of the protocol to drive a secondary. */
 class FakeMaster implements AsyncDisposable {
   readonly listener: Deno.TcpListener;
   readonly address: string;
   readonly token: string;
   readonly #connections = new Set<Connection>();
+  readonly #pings = new Set<ReturnType<typeof setInterval>>();
 
   constructor(token = TOKEN, port = 0) {
     this.token = token;
@@ -134,14 +156,21 @@ class FakeMaster implements AsyncDisposable {
     this.address = `127.0.0.1:${this.listener.addr.port}`;
   }
 
-  /** Accepts the next secondary, reads its `register` and answers `registered`. */
-  async accept(heartbeatIntervalMs = 20): Promise<Link> {
+  /**
+   * Accepts the next secondary, reads its `register` and answers
+   * `registered`; then pings it, as a real master does.
+   */
+  async accept(
+    heartbeatIntervalMs = 20,
+    { ping = true, versions }: AcceptOptions = {},
+  ): Promise<Link> {
     const connection = new Connection(await this.listener.accept());
     this.#connections.add(connection);
-    await serverHandshake(connection, {
+    const { version } = await serverHandshake(connection, {
       token: this.token,
       node: "fake-master",
       roles: ["secondary"],
+      ...versions ? { versions } : {},
     });
     const registration = await connection.receive();
     assert.equal(registration.type, "register");
@@ -150,6 +179,14 @@ class FakeMaster implements AsyncDisposable {
       master: "fake-master",
       heartbeatIntervalMs,
     });
+    if (ping && version >= PING_PROTOCOL_VERSION) {
+      this.#pings.add(
+        setInterval(
+          () => connection.post({ type: "ping" }),
+          heartbeatIntervalMs,
+        ),
+      );
+    }
     return new Link(connection, registration as MessageOf<"register">);
   }
 
@@ -170,6 +207,7 @@ class FakeMaster implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    for (const pings of this.#pings) clearInterval(pings);
     this.listener.close();
     await Promise.all([...this.#connections].map((c) => c.close()));
   }
@@ -472,6 +510,145 @@ Deno.test("SecondaryNode aborts its jobs when the master goes away, then registe
   assert.equal((await second.outputAndResult("j2")).result.stdout, "again\n");
 });
 
+Deno.test({
+  name:
+    "SecondaryNode takes a master silent for masterTimeoutMs for lost: it stops its jobs, tells the master why and registers again",
+  ignore: !PINGS,
+  async fn() {
+    await using master = new FakeMaster();
+    await using secondary = startSecondary(master, { masterTimeoutMs: 300 });
+    // A master that stopped: the link stays open, and nothing comes.
+    const silent = await master.accept(20, { ping: false });
+    const mark = await startSleeper(silent, "j1");
+    const disconnected = nextEvent(secondary, "disconnected");
+    const aborted = nextEvent(secondary, "jobcomplete");
+    const registeredAgain = nextEvent(secondary, "registered");
+
+    const { reason } = await disconnected;
+    assert.match(
+      reason,
+      /^the master sent nothing for \d+ ms, past the node timeout of 300 ms$/,
+    );
+    const lastError = secondary.lastError;
+    assert.ok(lastError instanceof ProtocolError);
+    assert.equal(lastError.code, "timeout");
+    assert.equal(lastError.message, reason);
+    // Should the master wake up, it reads why the node left.
+    await assert.rejects(
+      silent.next("result", "j1"),
+      (error: unknown) =>
+        error instanceof ProtocolError && error.peerCode === "timeout" &&
+        error.message === `secondary "w1" said: ${reason}`,
+    );
+    const result = await aborted;
+    assert.equal(result.verdict, "internal_error");
+    assert.match(result.reason ?? "", /connection to the master was lost/);
+    assert.deepEqual(await processesWithArg(mark), [], "the job outlived it");
+
+    // It dials again, as after any lost link, and stays with a master
+    // that pings.
+    const second = await master.accept();
+    await registeredAgain;
+    assert.equal(second.registration.id, secondary.id);
+    await second.send({ type: "run", jobId: "j2", job: bash("echo again") });
+    assert.equal((await second.outputAndResult("j2")).result.stdout, "again\n");
+  },
+});
+
+Deno.test({
+  name:
+    "SecondaryNode stays with a master that pings, for many times its timeout, and the pings leave its jobs alone",
+  ignore: !PINGS,
+  async fn() {
+    await using master = new FakeMaster();
+    await using secondary = startSecondary(master, { masterTimeoutMs: 300 });
+    const lost: string[] = [];
+    secondary.addEventListener("disconnected", ({ detail }) => {
+      lost.push(detail.reason);
+    });
+    const link = await master.accept(20);
+    // About four timeouts long: pings are all the master sends meanwhile.
+    await link.send({
+      type: "run",
+      jobId: "j1",
+      job: bash('for i in 1 2 3 4; do echo "tick $i"; sleep 0.3; done'),
+    });
+    const { output, result } = await link.outputAndResult("j1");
+    assert.equal(result.verdict, "ok", result.reason);
+    assert.equal(result.stdout, "tick 1\ntick 2\ntick 3\ntick 4\n");
+    assert.equal(output.map((o) => o.data).join(""), result.stdout);
+    assert.deepEqual(lost, []);
+    assert.equal(secondary.registered, true);
+  },
+});
+
+Deno.test({
+  name:
+    "SecondaryNode stretches a master timeout shorter than two pings to two, saying so",
+  ignore: !PINGS,
+  async fn() {
+    const warnings: string[] = [];
+    await configure({
+      sinks: {
+        memory: (record: LogRecord) => {
+          if (record.level === "warning") {
+            warnings.push(record.message.map(String).join(""));
+          }
+        },
+      },
+      loggers: [
+        {
+          category: ["kiln", "secondary"],
+          lowestLevel: "warning",
+          sinks: ["memory"],
+        },
+        {
+          category: ["logtape", "meta"],
+          lowestLevel: "warning",
+          sinks: ["memory"],
+        },
+      ],
+      reset: true,
+    });
+    try {
+      await using master = new FakeMaster();
+      await using secondary = startSecondary(master, { masterTimeoutMs: 30 });
+      const registered = nextEvent(secondary, "registered");
+      await master.accept(100);
+      await registered;
+      assert.ok(
+        warnings.includes(
+          "the master pings every 100 ms: waiting 200 ms for it before taking it for lost, not 30 ms",
+        ),
+        warnings.join("\n"),
+      );
+    } finally {
+      await reset();
+    }
+  },
+});
+
+Deno.test("SecondaryNode does not watch the silence of a master of protocol 3, which never pings", async () => {
+  await using master = new FakeMaster();
+  await using secondary = startSecondary(master, { masterTimeoutMs: 50 });
+  const lost: string[] = [];
+  secondary.addEventListener("disconnected", ({ detail }) => {
+    lost.push(detail.reason);
+  });
+  const link = await master.accept(20, { versions: { min: 3, max: 3 } });
+  // Ten timeouts of silence, with a job running.
+  await link.send({
+    type: "run",
+    jobId: "j1",
+    job: bash("sleep 0.5; echo still here"),
+  });
+  const { result } = await link.outputAndResult("j1");
+  assert.equal(result.verdict, "ok", result.reason);
+  assert.equal(result.stdout, "still here\n");
+  assert.deepEqual(lost, []);
+  assert.equal(secondary.registered, true);
+});
+
 Deno.test("SecondaryNode with a wrong token logs an error on every attempt, exposes it, and keeps trying", async () => {
   const errors: string[] = [];
   await configure({
@@ -672,6 +849,13 @@ Deno.test("SecondaryNode rejects bad options at once", () => {
     RangeError,
   );
   assert.throws(() => new SecondaryNode({ ...base, name: "" }), RangeError);
+  for (const masterTimeoutMs of [0, 2 ** 31, Number.NaN]) {
+    assert.throws(() => new SecondaryNode({ ...base, masterTimeoutMs }), {
+      name: "RangeError",
+      message:
+        `Cannot start secondary: masterTimeoutMs must be a number from 1 to 2147483647, got ${masterTimeoutMs}`,
+    });
+  }
   assert.throws(
     () => new SecondaryNode({ ...base, limits: { wallTimeMs: 2 ** 31 } }),
     {

@@ -265,6 +265,10 @@ Deno.test("Connection rejects invalid messages readably and stays usable", async
       /^invalid message: ✖ Unrecognized key: "extra"$/,
     ],
     [
+      { type: "ping", jobId: "j1" },
+      /^invalid message: ✖ Unrecognized key: "jobId"$/,
+    ],
+    [
       [1, 2],
       /^invalid message: ✖ Invalid input: expected object, received array$/,
     ],
@@ -275,6 +279,8 @@ Deno.test("Connection rejects invalid messages readably and stays usable", async
   }
   await peer.write(encodeFrame(CANCEL));
   assert.deepEqual(await connection.receive(), CANCEL);
+  await peer.write(encodeFrame({ type: "ping" }));
+  assert.deepEqual(await connection.receive(), { type: "ping" });
   peer.close();
   await connection.close();
 });

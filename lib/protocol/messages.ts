@@ -5,6 +5,8 @@
  * A connection starts with the handshake (`hello`, `challenge`, `auth`,
  * `welcome`), then carries job traffic multiplexed by `jobId`. `error` may be
  * sent by either side at any time, just before it closes the connection.
+ * From protocol version {@linkcode PING_PROTOCOL_VERSION} on, the master
+ * also sends each secondary a `ping` every heartbeat interval.
  *
  * @module
  */
@@ -243,6 +245,25 @@ export const HeartbeatSchema = z.object({
   draining: z.boolean().optional(),
 }).strict();
 
+/**
+ * The first protocol version whose masters ping their secondaries: a
+ * secondary of an older one refuses `ping` as an invalid message (and warns
+ * of each), so a master pings only a link that negotiated this version or
+ * a later one, and a secondary waits for pings only then.
+ */
+export const PING_PROTOCOL_VERSION = 4;
+
+/**
+ * The master is still there: sent to each secondary every heartbeat
+ * interval, so that a secondary whose master went silent without closing
+ * the link (stopped, or behind a dead network path) notices within its node
+ * timeout. Nothing answers it: the secondary's heartbeats already flow the
+ * other way.
+ */
+export const PingSchema = z.object({
+  type: z.literal("ping"),
+}).strict();
+
 /** The master gives a secondary a job (already validated by the master). */
 export const RunSchema = z.object({
   type: z.literal("run"),
@@ -335,6 +356,7 @@ export const MessageSchema = z.discriminatedUnion("type", [
   RegisterSchema,
   RegisteredSchema,
   HeartbeatSchema,
+  PingSchema,
   RunSchema,
   RefusedSchema,
   GetStatusSchema,
