@@ -18,6 +18,7 @@ import {
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import { NODE_FLAGS, NODE_FLAGS_USAGE, readNodeFlags } from "./_node_flags.ts";
 import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
+import { NATS_FLAGS, NATS_FLAGS_USAGE, readNatsFlags } from "./_nats_flags.ts";
 
 const USAGE = `Usage: deno task secondary [options]
 
@@ -33,12 +34,13 @@ const USAGE = `Usage: deno task secondary [options]
                      for the running ones before stopping them; a second
                      signal stops at once (default ${DEFAULT_DRAIN_TIMEOUT_MS},
                      at most ${MAX_DRAIN_TIMEOUT_MS})
-${NODE_FLAGS_USAGE}`;
+${NATS_FLAGS_USAGE}${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     ...NODE_FLAGS,
-    master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
+    ...NATS_FLAGS,
+    master: { type: "string" },
     name: { type: "string" },
     languages: { type: "string" },
     "drain-timeout": { type: "string" },
@@ -49,7 +51,13 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const node = await readNodeFlags(values, 1);
+  if (values.nats !== undefined && values.master !== undefined) {
+    throw new CliError(
+      "--master and --nats do not go together: a secondary on NATS pulls its jobs from the cluster",
+    );
+  }
   const tls = await readTlsDialFlags(values);
+  const nats = await readNatsFlags(values);
   const languages = languagesFlag(values.languages);
   if (values.name !== undefined && values.name.trim() === "") {
     throw new CliError("--name must not be empty");
@@ -71,7 +79,9 @@ async function main(args: string[]): Promise<number> {
   try {
     secondary = new SecondaryNode({
       ...node,
-      master: values.master,
+      ...nats
+        ? { nats }
+        : { master: values.master ?? `127.0.0.1:${DEFAULT_PORT}` },
       ...drainTimeoutMs === undefined ? {} : { drainTimeoutMs },
       ...tls === undefined ? {} : { tls },
       ...values.name === undefined ? {} : { name: values.name },

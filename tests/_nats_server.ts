@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * Real `nats-server` processes for tests: JetStream on, loopback only,
  * random ports, a temporary store removed at the end. One server, or a
@@ -32,7 +33,12 @@ export interface NatsServerOptions {
   /** Largest message, in bytes. @default 8 MiB (kiln's largest frame) */
   maxPayload?: number;
   /** Join a cluster: this server's name and the route URLs of the others. */
-  cluster?: { name: string; serverName: string; routes: string[] };
+  cluster?: {
+    name: string;
+    serverName: string;
+    listenPort: number;
+    routes: string[];
+  };
   /** A store to reuse (a restarted server); made and removed by the server otherwise. */
   storeDir?: string;
 }
@@ -79,12 +85,14 @@ export class NatsServer implements AsyncDisposable {
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
     ];
     if (options.cluster) {
-      const { name, serverName, routes } = options.cluster;
+      const { name, serverName, listenPort, routes } = options.cluster;
       lines.push(
         `server_name: ${JSON.stringify(serverName)}`,
         `cluster { name: ${
           JSON.stringify(name)
-        }, listen: "127.0.0.1:-1", routes: ${JSON.stringify(routes)} }`,
+        }, listen: "127.0.0.1:${listenPort}", routes: ${
+          JSON.stringify(routes)
+        } }`,
       );
     }
     const config = `${storeDir}.conf`;
@@ -130,19 +138,20 @@ export class NatsServer implements AsyncDisposable {
  * seconds more: the first requests retry).
  */
 export async function startNatsCluster(size: number): Promise<NatsServer[]> {
+  // JetStream in a cluster needs its routes from the start, so the route
+  // ports are picked first (free now; a clash makes a server fail loudly).
+  const routePorts = Array.from({ length: size }, () => freePort());
+  const routes = routePorts.map((port) => `nats-route://127.0.0.1:${port}`);
   const servers: NatsServer[] = [];
   try {
-    const first = await NatsServer.start({
-      cluster: { name: "kiln-test", serverName: "n1", routes: [] },
-    });
-    servers.push(first);
-    for (let i = 2; i <= size; i++) {
+    for (let i = 0; i < size; i++) {
       servers.push(
         await NatsServer.start({
           cluster: {
             name: "kiln-test",
-            serverName: `n${i}`,
-            routes: servers.map((server) => server.routeUrl!),
+            serverName: `n${i + 1}`,
+            listenPort: routePorts[i]!,
+            routes: routes.filter((_, j) => j !== i),
           },
         }),
       );
@@ -152,6 +161,14 @@ export async function startNatsCluster(size: number): Promise<NatsServer[]> {
     await Promise.all(servers.map((server) => server.stop()));
     throw error;
   }
+}
+
+/** A loopback port free at this moment. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
 }
 
 /** Reads the server's log until it says where it listens; keeps draining it after. */
