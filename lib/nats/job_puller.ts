@@ -127,14 +127,18 @@ export class JobPuller {
   }
 
   /**
-   * Pulls no more; resolves once every pull loop ended and every job it
-   * handed out settled.
+   * Pulls no more; resolves once every job it handed out settled. A pull
+   * still waiting for a job ends with the connection ({@linkcode finished}).
    */
   async stop(): Promise<void> {
     this.#stopping.abort();
     this.wake();
-    await Promise.all(this.#loops);
     await Promise.all(this.#running);
+  }
+
+  /** Resolves once every pull loop ended: after {@linkcode stop}, and the connection closed. */
+  get finished(): Promise<void> {
+    return Promise.all(this.#loops).then(() => {});
   }
 
   #hasRoom(): boolean {
@@ -292,7 +296,8 @@ export class JobPuller {
           handBack: async () => {
             ended = true;
             message.nak();
-            await Promise.resolve();
+            // Out before the node closes its connection.
+            await cluster.connection.flush().catch(() => {});
           },
         });
         controls = ran.controls;

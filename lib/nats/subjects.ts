@@ -40,11 +40,14 @@ export function subjectToken(value: string, what: string): string {
 
 /**
  * A language's token: canonical names may hold characters a subject may not
- * (`c++`, `c#`), so anything else is written as `_` and its code in hex.
+ * (`c++`, `c#`), so anything else is written as `_` and its code point in
+ * six hex digits: a fixed width, so that two names never share a token.
  */
 export function languageToken(language: string): string {
   const token = [...language].map((char) =>
-    /[A-Za-z0-9-]/.test(char) ? char : `_${char.codePointAt(0)!.toString(16)}`
+    /[A-Za-z0-9-]/.test(char)
+      ? char
+      : `_${char.codePointAt(0)!.toString(16).padStart(6, "0")}`
   ).join("");
   return subjectToken(token, "language");
 }

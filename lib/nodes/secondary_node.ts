@@ -602,7 +602,10 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await this.#puller.stop();
     await heartbeats;
     await Promise.all(this.#unfinished);
-    await cluster.close();
+    // Closed, not drained: a pull still waiting would hold a drain until it
+    // expires. What must be out (results, acks, this node's removal) is.
+    await cluster.connection.close();
+    await this.#puller.finished;
   }
 
   /**
