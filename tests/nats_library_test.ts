@@ -13,9 +13,11 @@ import {
 } from "../mod.ts";
 import { InputChannel } from "../lib/sandbox/input_channel.ts";
 import { NatsCluster } from "../lib/nats/nats_cluster.ts";
-import { NatsServer, natsSkipReason } from "./_nats_server.ts";
+import { NatsServer, natsSkipReason } from "../cli/_nats_server.ts";
 
 const ignore = natsSkipReason !== undefined;
+// deno-lint-ignore no-console
+if (ignore) console.log(`skipping: ${natsSkipReason}`);
 
 function bash(content: string): JobRequest {
   return { language: "bash", files: [{ name: "main.sh", content }] };

@@ -20,7 +20,7 @@ import {
   NatsServer,
   natsSkipReason,
   startNatsCluster,
-} from "./_nats_server.ts";
+} from "../cli/_nats_server.ts";
 import {
   bash,
   killLeftovers,
@@ -30,6 +30,8 @@ import {
 } from "./_tracked_jobs.ts";
 
 const ignore = natsSkipReason !== undefined;
+// deno-lint-ignore no-console
+if (ignore) console.log(`skipping: ${natsSkipReason}`);
 
 /** A node silent this long loses its job to another: short, for tests. */
 const ACK_WAIT_MS = "1500";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { blankResult } from "../job.ts";
-import { NatsServer, natsSkipReason } from "../../tests/_nats_server.ts";
+import { NatsServer, natsSkipReason } from "../../cli/_nats_server.ts";
 import {
   claimRecord,
   endQueued,
@@ -11,6 +11,8 @@ import {
 import { NatsCluster } from "./nats_cluster.ts";
 
 const ignore = natsSkipReason !== undefined;
+// deno-lint-ignore no-console
+if (ignore) console.log(`skipping: ${natsSkipReason}`);
 
 async function withCluster(
   test: (cluster: NatsCluster) => Promise<void>,

@@ -1,8 +1,8 @@
-// deno-lint-ignore-file no-console
 /**
- * Real `nats-server` processes for tests: JetStream on, loopback only,
- * random ports, a temporary store removed at the end. One server, or a
- * cluster of several routed to each other.
+ * Real `nats-server` processes, for `deno task demo --nats`, the benches
+ * and the tests: JetStream on, loopback only, random ports, a temporary
+ * store removed at the end. One server, or a cluster of several routed to
+ * each other.
  *
  * @module
  */
@@ -10,12 +10,10 @@
 /** The `nats-server` binary, if this host has one. */
 export const NATS_SERVER_BINARY: string | undefined = findBinary();
 
-/** Why tests of kiln on NATS skip here, or undefined when they run. */
+/** Why kiln cannot start a NATS server here, or undefined when it can. */
 export const natsSkipReason: string | undefined = NATS_SERVER_BINARY
   ? undefined
   : "nats-server is not installed (apt-get install nats-server)";
-
-if (natsSkipReason) console.log(`skipping NATS tests: ${natsSkipReason}`);
 
 function findBinary(): string | undefined {
   for (const path of ["/usr/sbin/nats-server", "/usr/bin/nats-server"]) {
