@@ -19,6 +19,7 @@ import { benchHistory } from "./history_bench.ts";
 import { benchHop } from "./hop_bench.ts";
 import { benchPrewarm } from "./prewarm_bench.ts";
 import { benchHardening, benchSandbox } from "./sandbox_bench.ts";
+import { benchNats } from "./nats_bench.ts";
 import { benchScale } from "./scale_bench.ts";
 import { benchSpeed } from "./speed_bench.ts";
 import { type BenchSection, describeMachine } from "./_stats.ts";
@@ -39,6 +40,7 @@ const BENCHES: readonly (readonly [string, () => Promise<BenchSection>])[] = [
   ["prewarm", benchPrewarm],
   ["speed", () => benchSpeed(cluster?.throughput)],
   ["scale", () => benchScale()],
+  ["nats", benchNats],
 ];
 
 const known: readonly string[] = BENCHES.map(([name]) => name);

@@ -23,7 +23,14 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { readLines, startMasterProcess } from "../cli/_processes.ts";
+import { startMasterProcess } from "../cli/_processes.ts";
+import {
+  CLOCK_TICKS,
+  cpuTicks,
+  residentBytes,
+  settle,
+  spawnScript,
+} from "./_scripts.ts";
 import type { BenchSection } from "./_stats.ts";
 import type { Totals } from "./_scale_clients.ts";
 
@@ -32,8 +39,6 @@ const SLOTS_PER_NODE = 1;
 const WAITING = [10, 1000, 10_000];
 const WARMUP_MS = 1000;
 const MEASURE_MS = 5000;
-/** Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`; 100 on Linux). */
-const CLOCK_TICKS = 100;
 
 const NODES_SCRIPT = fileURLToPath(
   new URL("./_scale_nodes.ts", import.meta.url),
@@ -210,65 +215,6 @@ async function measure(waiting: number): Promise<ScaleRun> {
     lost,
     problems,
   };
-}
-
-/** A bench script as a child process, spoken to in lines. */
-function spawnScript(script: string, args: string[], token: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
-    env: { KILN_TOKEN: token, NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = readLines(child.stdout);
-  const writer = child.stdin.getWriter();
-  const encoder = new TextEncoder();
-  const write = (line: string) =>
-    void writer.write(encoder.encode(`${line}\n`));
-  /** The next line matching `pattern`; other lines are passed on to stderr. */
-  const expect = async (pattern: RegExp): Promise<string> => {
-    for (let line = await lines.next(); !line.done; line = await lines.next()) {
-      if (pattern.test(line.value)) return line.value;
-      await Deno.stderr.write(encoder.encode(`${line.value}\n`));
-    }
-    throw new Error(`${script} exited before printing ${pattern}`);
-  };
-  return {
-    pid: child.pid,
-    write,
-    expect,
-    send(line: string, pattern: RegExp): Promise<string> {
-      write(line);
-      return expect(pattern);
-    },
-    async [Symbol.asyncDispose]() {
-      await writer.close().catch(() => {});
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await child.status;
-      clearTimeout(timer);
-      for await (const _ of lines);
-    },
-  };
-}
-
-/** A pause for the master to finish what the last step started (timers, GC). */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 1000));
-}
-
-/** The resident set of `pid`, in bytes. */
-async function residentBytes(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) * 1024;
-}
-
-/** User plus system CPU time of `pid` so far, in clock ticks. */
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  // `pid (comm) state ...`: fields 14 and 15, counted after the comm.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
 }
 
 // Run alone with queue lengths of its own: `deno run -A bench/scale_bench.ts 10 1000`.

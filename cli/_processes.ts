@@ -125,8 +125,9 @@ const SECONDARY_CLI = fileURLToPath(
 );
 
 /**
- * Starts `cli/secondary.ts` against `master` (`host:port`) and waits for its
- * first `registered with` line.
+ * Starts `cli/secondary.ts` against `master` (`host:port`, or
+ * `nats://host:port[,...]` for a cluster on NATS) and waits for its first
+ * `registered with` line.
  */
 export async function startSecondaryProcess(
   master: string,
@@ -137,7 +138,8 @@ export async function startSecondaryProcess(
       "run",
       "-A",
       SECONDARY_CLI,
-      "--master",
+      // A NATS URL: the secondary pulls from that cluster instead.
+      master.startsWith("nats://") ? "--nats" : "--master",
       master,
       ...options.args ?? [],
     ],

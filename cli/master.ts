@@ -35,6 +35,7 @@ import {
   shutdownSignal,
 } from "./_node_flags.ts";
 import { readTlsListenFlags, TLS_LISTEN_FLAGS } from "./_tls_flags.ts";
+import { NATS_FLAGS, NATS_FLAGS_USAGE, readNatsFlags } from "./_nats_flags.ts";
 import {
   LIMIT_FLAGS,
   LIMIT_FLAGS_USAGE,
@@ -79,11 +80,12 @@ const USAGE = `Usage: deno task master [options]
   DEFAULT_HISTORY_MAX_AGE_MS / 86_400_000
 }d, at most ${MAX_HISTORY_MAX_AGE_MS / 86_400_000}d)
 ${LIMIT_FLAGS_USAGE}
-${NODE_FLAGS_USAGE}`;
+${NATS_FLAGS_USAGE}${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     ...NODE_FLAGS,
+    ...NATS_FLAGS,
     hostname: { type: "string", default: "127.0.0.1" },
     port: { type: "string", default: String(DEFAULT_PORT) },
     name: { type: "string", default: "master" },
@@ -108,6 +110,7 @@ async function main(args: string[]): Promise<number> {
   }
   const node = await readNodeFlags(values, 0);
   const tls = await readTlsListenFlags(values);
+  const nats = await readNatsFlags(values);
   const limits = readLimitFlags(values);
   const port = integerFlag("port", values.port, 0)!;
   if (port > 65535) throw new CliError(`--port must be 0-65535, got "${port}"`);
@@ -185,6 +188,7 @@ async function main(args: string[]): Promise<number> {
       ...limits,
       ...tls === undefined ? {} : { tls },
       ...credentials ? { credentials } : {},
+      ...nats ? { nats } : {},
       hostname: values.hostname,
       port,
       name: values.name,
@@ -214,7 +218,12 @@ async function main(args: string[]): Promise<number> {
     throw error;
   }
   if (values.auth !== undefined) reloadOnHangup(master, values.auth);
-  await master.ready;
+  try {
+    await master.ready;
+  } catch (error) {
+    await master.shutdown();
+    throw new CliError((error as Error).message, 1);
+  }
   console.log(`listening on ${formatHostPort(master.addr)}`);
   if (httpPort !== undefined) {
     // The API shuts down with the master; the history closes after it.

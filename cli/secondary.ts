@@ -21,6 +21,7 @@ import {
 import { CliError, integerFlag, parseFlags, runMain } from "./_cli.ts";
 import { NODE_FLAGS, NODE_FLAGS_USAGE, readNodeFlags } from "./_node_flags.ts";
 import { readTlsDialFlags, TLS_DIAL_FLAGS } from "./_tls_flags.ts";
+import { NATS_FLAGS, NATS_FLAGS_USAGE, readNatsFlags } from "./_nats_flags.ts";
 
 /** A master pings every second: a shorter deadline would lose it between two pings. */
 const MIN_NODE_TIMEOUT_MS = 2000;
@@ -42,12 +43,13 @@ const USAGE = `Usage: deno task secondary [options]
   --node-timeout MS  a master that sends nothing this long (it pings every
                      second) is lost: running jobs stop and the node dials
                      again (default ${DEFAULT_MASTER_TIMEOUT_MS}, at least ${MIN_NODE_TIMEOUT_MS}, at most ${MAX_TIMER_MS})
-${NODE_FLAGS_USAGE}`;
+${NATS_FLAGS_USAGE}${NODE_FLAGS_USAGE}`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseFlags(args, {
     ...NODE_FLAGS,
-    master: { type: "string", default: `127.0.0.1:${DEFAULT_PORT}` },
+    ...NATS_FLAGS,
+    master: { type: "string" },
     name: { type: "string" },
     languages: { type: "string" },
     "drain-timeout": { type: "string" },
@@ -59,7 +61,13 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const node = await readNodeFlags(values, 1);
+  if (values.nats !== undefined && values.master !== undefined) {
+    throw new CliError(
+      "--master and --nats do not go together: a secondary on NATS pulls its jobs from the cluster",
+    );
+  }
   const tls = await readTlsDialFlags(values);
+  const nats = await readNatsFlags(values);
   const languages = languagesFlag(values.languages);
   if (values.name !== undefined && values.name.trim() === "") {
     throw new CliError("--name must not be empty");
@@ -87,7 +95,9 @@ async function main(args: string[]): Promise<number> {
   try {
     secondary = new SecondaryNode({
       ...node,
-      master: values.master,
+      ...nats
+        ? { nats }
+        : { master: values.master ?? `127.0.0.1:${DEFAULT_PORT}` },
       ...drainTimeoutMs === undefined ? {} : { drainTimeoutMs },
       ...masterTimeoutMs === undefined ? {} : { masterTimeoutMs },
       ...tls === undefined ? {} : { tls },

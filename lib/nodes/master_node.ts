@@ -71,6 +71,9 @@ import { MasterConnections } from "./master_connections.ts";
 import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
+import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
+import { ClusterJobs } from "../nats/cluster_jobs.ts";
+import { NodeDirectory } from "../nats/node_directory.ts";
 
 const log = getLogger(["kiln", "master"]);
 
@@ -204,6 +207,12 @@ export interface MasterNodeOptions {
   sandbox?: Sandbox;
   /** Aborting it shuts the node down, like {@linkcode MasterNode.shutdown}. */
   signal?: AbortSignal;
+  /**
+   * Front a kiln cluster on NATS JetStream (`--nats`): jobs go into the
+   * cluster's stream, secondaries pull them, and any master can serve any
+   * client. Such a master runs no job itself (`slots` must be 0).
+   */
+  nats?: NatsOptions | undefined;
 }
 
 /**
@@ -248,6 +257,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #closing = false;
+  /** On NATS: the link, the jobs it follows, and the nodes it sees. */
+  #nats:
+    | { cluster: NatsCluster; jobs: ClusterJobs; directory: NodeDirectory }
+    | undefined;
   /** Whether {@linkcode MasterNode.ready} has resolved: submissions then go on at once. */
   #isReady = false;
   /** The start-up sweep of workdirs that dead kiln processes left. */
@@ -264,7 +277,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       hostname = "127.0.0.1",
       port = DEFAULT_PORT,
       name = "master",
-      slots = navigator.hardwareConcurrency,
+      nats,
+      slots = nats ? 0 : navigator.hardwareConcurrency,
       maxCpu = 100,
       maxRam = 95,
       token = "",
@@ -306,6 +320,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     if (!Number.isInteger(slots) || slots < 0) {
       throw new RangeError(
         `Cannot start master: slots must be an integer >= 0, got ${slots}`,
+      );
+    }
+    if (nats && slots > 0) {
+      throw new RangeError(
+        `Cannot start master: a master on NATS runs no job itself (its secondaries pull them), so slots must be 0, got ${slots}`,
       );
     }
     checkLimits(limits, "master limits");
@@ -361,16 +380,23 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     this.addr = this.#links.addr;
     warnAboutExposure(hostname, credentials);
     if (tls === undefined) warnAboutPlainText(hostname);
-    this.ready = (slots === 0 ? Promise.resolve() : this.#startLocalWorker({
-      slots,
-      maxCpu,
-      maxRam,
-      limits,
-      workRoot,
-      sandbox,
-    })).then(() => {
-      this.#isReady = true;
-    });
+    this.ready =
+      (nats
+        ? this.#startNats(nats)
+        : slots === 0
+        ? Promise.resolve()
+        : this.#startLocalWorker({
+          slots,
+          maxCpu,
+          maxRam,
+          limits,
+          workRoot,
+          sandbox,
+        })).then(() => {
+          this.#isReady = true;
+        });
+    // Whoever awaits `ready` sees its rejection (NATS out of reach); nobody has to.
+    this.ready.catch(() => {});
     this.#sweeping = sweepWorkRoots();
 
     // The master's own load: sampled often for placement, logged seldom.
@@ -536,7 +562,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     for (const timer of this.#timers) clearInterval(timer);
     this.#links.stopAccepting();
     // Toolchain probes are processes too: none may outlive the node.
-    await this.ready;
+    await this.ready.catch(() => {});
     // Every job ends with a result: the queued at once, the running once
     // cancelled. Secondaries' jobs end as their links are let go.
     const ending = this.#jobs.close("the master is shutting down");
@@ -546,6 +572,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       }
     }
     await ending;
+    if (this.#nats) {
+      this.#nats.directory.close();
+      this.#nats.jobs.close();
+      await this.#nats.cluster.close();
+    }
     // Results go out before their jobs' cleanup ends: that too, before the
     // work root goes.
     for (const worker of this.#jobs.workers) {
@@ -597,6 +628,55 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         sample: () => this.#sample,
       }),
     );
+  }
+
+  /**
+   * Fronts a NATS cluster: its nodes (from the nodes bucket) become the
+   * dispatcher's workers, windows onto the stream they pull from.
+   */
+  async #startNats(options: NatsOptions): Promise<void> {
+    const cluster = await NatsCluster.connect({
+      ...options,
+      name: `kiln master ${this.#name}`,
+    });
+    if (this.#closing) return await cluster.close();
+    const jobs = new ClusterJobs({ cluster });
+    const directory = new NodeDirectory({
+      cluster,
+      jobs,
+      nodeTimeoutMs: this.#nodeTimeoutMs,
+      joined: (worker) => {
+        this.#jobs.addWorker(worker);
+        log.info("node {name} joined on NATS: {slots} slots, {languages}", {
+          name: worker.name,
+          slots: worker.entry.slots,
+          languages: worker.languages.map((l) => `${l.name} (${l.version})`)
+            .join(", "),
+        });
+        this.emit("nodejoin", {
+          id: worker.id,
+          name: worker.name,
+          address: worker.address,
+        });
+      },
+      changed: (worker) => this.#jobs.loadChanged(worker),
+      left: (worker, reason) => {
+        log.warn("node {name} left: {reason}", { name: worker.name, reason });
+        this.emit("nodeleave", {
+          id: worker.id,
+          name: worker.name,
+          address: worker.address,
+          reason,
+        });
+        // Its jobs go on: they are in the stream, not on the window.
+        this.#jobs.removeWorker(worker, reason);
+      },
+    });
+    await directory.ready;
+    this.#nats = { cluster, jobs, directory };
+    log.info("fronting the kiln cluster on NATS at {servers}", {
+      servers: options.servers.join(", "),
+    });
   }
 
   /**

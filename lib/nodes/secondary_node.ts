@@ -36,6 +36,7 @@ import {
   type JobRequest,
   type JobResult,
   type LimitOverrides,
+  type OutputStream,
 } from "../job.ts";
 import {
   type ResourceSample,
@@ -79,6 +80,14 @@ import { logLanguage } from "./_log_languages.ts";
 import { InputChannel } from "../sandbox/input_channel.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { JobStartDetail } from "./events.ts";
+import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
+import {
+  JobPuller,
+  type JobPullerOptions,
+  type PulledJob,
+} from "../nats/job_puller.ts";
+import { NODES_BUCKET } from "../nats/subjects.ts";
+import type { NodeEntry } from "../nats/wire.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 
@@ -95,8 +104,22 @@ const MISCONFIGURED = new Set([
 
 /** Options of {@linkcode SecondaryNode}. */
 export interface SecondaryNodeOptions {
-  /** The master to dial, as `host:port` (`[::1]:7700`) or an address object. */
-  master: string | HostPort;
+  /**
+   * The master to dial, as `host:port` (`[::1]:7700`) or an address object.
+   * Not with `nats`, where the node pulls work from the cluster instead.
+   */
+  master?: string | HostPort | undefined;
+  /**
+   * Pull jobs from a kiln cluster on NATS JetStream instead of dialing a
+   * master (`--nats`): see `lib/nats/job_puller.ts`.
+   */
+  nats?: NatsOptions | undefined;
+  /**
+   * On NATS: times a job may start before a lost node ends it, counted in
+   * its record by every node alike, from 1 to 10.
+   * @default 3
+   */
+  maxAttempts?: number;
   /** Name reported to the master and as the `node` of jobs run here. @default Deno.hostname() */
   name?: string;
   /** Jobs run at once; the master is refused more. @default the number of CPUs */
@@ -219,6 +242,16 @@ interface SecondaryJob {
   readonly input: InputChannel | undefined;
 }
 
+/** Where a job's output and result go: the master's link, or NATS. */
+interface JobReport {
+  /** Streams a chunk; false once the receiver takes no more (the rest is dropped). */
+  output(stream: OutputStream, data: string): boolean;
+  /** Delivers the result; settles once it is out (or could not go). */
+  result(result: JobResult): Promise<unknown>;
+  /** The job cannot run here: the master (or the cluster) places it again. */
+  refuse(reason: string): void;
+}
+
 /**
  * A secondary node. It starts when constructed, like `Deno.serve`: it
  * detects its toolchains ({@linkcode ready}), then dials the master and
@@ -250,7 +283,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   readonly #secret: string = randomSecret();
   /** The name this node registers under and reports as the `node` of its jobs. */
   readonly name: string;
-  /** The master's address, `host:port`. */
+  /** The master's address, `host:port`; on NATS, the servers' URLs. */
   readonly master: string;
   /**
    * Resolves once the toolchains are detected and the node starts dialing;
@@ -260,7 +293,11 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   /** Resolves when the node has shut down. */
   readonly finished: Promise<void>;
 
-  readonly #address: HostPort;
+  readonly #address: HostPort | undefined;
+  readonly #nats: NatsOptions | undefined;
+  readonly #maxAttempts: number;
+  /** On NATS: wakes the puller when a slot frees. */
+  #puller: JobPuller | undefined;
   readonly #slots: number;
   readonly #maxCpu: number;
   readonly #maxRam: number;
@@ -312,6 +349,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     super();
     const {
       master,
+      nats,
+      maxAttempts = 3,
       name = Deno.hostname(),
       slots = navigator.hardwareConcurrency,
       maxCpu = 100,
@@ -333,8 +372,18 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS,
       signal,
     } = options;
+    if ((master === undefined) === (nats === undefined)) {
+      throw new TypeError(
+        "Cannot start secondary: give either a master to dial or nats to pull from, not both or neither",
+      );
+    }
     this.#address = typeof master === "string" ? parseHostPort(master) : master;
-    this.master = formatHostPort(this.#address);
+    this.#nats = nats;
+    this.master = this.#address
+      ? formatHostPort(this.#address)
+      : nats!.servers.join(",");
+    checkRange("maxAttempts", maxAttempts, 1, 10, true);
+    this.#maxAttempts = maxAttempts;
     if (name.length < 1 || name.length > 128) {
       throw new RangeError(
         `Cannot start secondary: name must be 1-128 characters, got "${name}"`,
@@ -488,6 +537,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       return;
     }
     this.#readiness.resolve();
+    if (this.#nats) {
+      await this.#serveNats(this.#nats);
+      await removeOwnWorkRoot();
+      log.info("secondary {name} stopped", { name: this.name });
+      return;
+    }
     let attempt = 0;
     while (!this.#closing) {
       const session = await this.#connectOnce();
@@ -517,6 +572,169 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     }
     await removeOwnWorkRoot();
     log.info("secondary {name} stopped", { name: this.name });
+  }
+
+  /**
+   * On NATS: connects (again, with back-off, until it can or the node
+   * stops), says it is alive in the nodes bucket on every heartbeat, and
+   * pulls jobs while it has room, until the node shuts down. Never rejects.
+   */
+  async #serveNats(options: NatsOptions): Promise<void> {
+    let cluster: NatsCluster | undefined;
+    for (let attempt = 0; !this.#closing && cluster === undefined;) {
+      try {
+        cluster = await NatsCluster.connect({
+          ...options,
+          name: `kiln secondary ${this.name}`,
+        });
+      } catch (error) {
+        const failure = error instanceof Error
+          ? error
+          : new Error(String(error));
+        this.#lastError = failure;
+        const retryInMs = backoffDelay(attempt++, {
+          minMs: this.#reconnectMinMs,
+          maxMs: this.#reconnectMaxMs,
+        });
+        log.warn("{reason}; retrying in {ms} ms", {
+          reason: failure.message,
+          ms: retryInMs,
+        });
+        this.emit("connectfailed", { error: failure, retryInMs });
+        await abortableDelay(retryInMs, this.#stopping.signal);
+      }
+    }
+    if (cluster === undefined) return;
+    const stop = this.#stopping.signal;
+    const heartbeats = this.#natsHeartbeats(cluster, stop);
+    this.#puller = new JobPuller({
+      cluster,
+      languages: this.#offered.map(({ runner }) => runner.name),
+      node: this.name,
+      maxAttempts: this.#maxAttempts,
+      hasRoom: () =>
+        !this.#closing && !this.#draining && this.#jobs.size < this.#slots &&
+        this.#lastSample.cpuPercent <= this.#maxCpu &&
+        this.#lastSample.ramPercent <= this.#maxRam,
+      run: (job) => this.#runPulled(job),
+    });
+    this.#registered = true;
+    log.info("pulling jobs from NATS at {servers} as {name}", {
+      servers: this.master,
+      name: this.name,
+    });
+    this.emit("registered", { master: this.master, name: this.name });
+    await new Promise<void>((resolve) => {
+      if (stop.aborted) return resolve();
+      stop.addEventListener("abort", () => resolve(), { once: true });
+    });
+    this.#registered = false;
+    // Jobs stopped by the shutdown are handed back, for another node.
+    await this.#puller.stop();
+    await heartbeats;
+    await Promise.all(this.#unfinished);
+    // Closed, not drained: a pull still waiting would hold a drain until it
+    // expires. What must be out (results, acks, this node's removal) is.
+    await cluster.connection.close();
+    await this.#puller.finished;
+  }
+
+  /**
+   * Runs a job pulled from NATS: takes its slot at once, and reports to the
+   * cluster. A job stopped because this node shuts down is handed back,
+   * not ended: another node runs it.
+   */
+  #runPulled(pulled: PulledJob): ReturnType<JobPullerOptions["run"]> {
+    const parsed = parseJob(pulled.request);
+    const job: SecondaryJob = {
+      abort: new AbortController(),
+      input: parsed.ok && parsed.request.interactive
+        ? new InputChannel()
+        : undefined,
+    };
+    const queuedMs = Math.max(0, Date.now() - pulled.acceptedAt);
+    const fail = (verdict: "rejected" | "internal_error", reason: string) =>
+      pulled.finish(blankResult(pulled.id, {
+        verdict,
+        client: pulled.client,
+        node: this.name,
+        queuedMs,
+        reason,
+      }));
+    let done: Promise<unknown>;
+    if (!parsed.ok) {
+      done = fail("rejected", parsed.reason);
+    } else {
+      this.#jobs.set(pulled.id, job);
+      done = this.#execute(pulled.id, parsed.request, job, {
+        output: (stream, data) => {
+          pulled.output(stream, data);
+          return true;
+        },
+        result: (result) =>
+          this.#closing
+            ? pulled.handBack()
+            : pulled.finish({ ...result, client: pulled.client, queuedMs }),
+        refuse: (reason) => void fail("internal_error", reason),
+      });
+    }
+    const settled = done.then(() => {}, () => {});
+    this.#unfinished.add(settled);
+    settled.finally(() => this.#unfinished.delete(settled));
+    return {
+      controls: {
+        cancel: (reason) => job.abort.abort(`cancelled: ${reason}`),
+        input: (data, eof) => {
+          job.input?.push(data);
+          if (eof) job.input?.end();
+        },
+      },
+      done: settled,
+    };
+  }
+
+  /**
+   * On NATS: the node's entry in the nodes bucket, written at once and then
+   * every heartbeat interval until `stop`; removed as the node leaves, so
+   * that masters stop counting it at once. Never rejects.
+   */
+  async #natsHeartbeats(
+    cluster: NatsCluster,
+    stop: AbortSignal,
+  ): Promise<void> {
+    const intervalMs = this.#heartbeatIntervalMs;
+    while (!stop.aborted) {
+      this.#sampling ??= this.#sampler().then(
+        (sample) => void (this.#lastSample = cleanSample(sample)),
+        (error) => log.warn("cannot sample resources: {error}", { error }),
+      ).finally(() => this.#sampling = undefined);
+      await settledWithin(this.#sampling, intervalMs, stop);
+      if (stop.aborted) break;
+      const entry: NodeEntry = {
+        id: this.id,
+        name: this.name,
+        address: Deno.hostname(),
+        slots: this.#slots,
+        ...this.#lastSample,
+        running: this.#jobs.size,
+        maxCpu: this.#maxCpu,
+        maxRam: this.#maxRam,
+        draining: this.#draining,
+        languages: this.languages,
+        sandbox: this.#sandbox?.report ?? null,
+        at: Date.now(),
+      };
+      await cluster.nodes.put(this.id, JSON.stringify(entry)).catch((error) =>
+        log.warn("cannot write this node to the {bucket} bucket: {error}", {
+          bucket: NODES_BUCKET,
+          error,
+        })
+      );
+      // The load may have dropped under the thresholds.
+      this.#puller?.wake();
+      await abortableDelay(intervalMs, stop);
+    }
+    await cluster.nodes.delete(this.id).catch(() => {});
   }
 
   /** Detects toolchains once and picks the languages to offer; throws when none is left. */
@@ -559,7 +777,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   > {
     let conn: Deno.Conn;
     try {
-      conn = await dial(this.#address, {
+      conn = await dial(this.#address!, {
         tls: this.#tls,
         signal: this.#stopping.signal,
         timeoutMs: this.#handshakeTimeoutMs,
@@ -807,7 +1025,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       input: parsed.request.interactive ? new InputChannel() : undefined,
     };
     this.#jobs.set(jobId, job);
-    const done = this.#execute(connection, jobId, parsed.request, job, refuse);
+    const done = this.#execute(jobId, parsed.request, job, {
+      output: (stream, data) =>
+        offerOutput(connection, { type: "output", jobId, stream, data }),
+      result: (result) => sendResult(connection, result),
+      refuse,
+    });
     // Until its cleanup is over, which may be after its slot was freed.
     this.#unfinished.add(done);
     done.finally(() => this.#unfinished.delete(done));
@@ -815,16 +1038,17 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
 
   /** Resolves the job's language and runs it, then sends its result. Never rejects. */
   async #execute(
-    connection: Connection,
     jobId: string,
     request: JobRequest,
     job: SecondaryJob,
-    refuse: (reason: string) => void,
+    report: JobReport,
   ): Promise<void> {
+    const { refuse } = report;
     try {
       const resolution = await this.#resolve(request.language);
       if (!resolution.ok) {
         this.#jobs.delete(jobId);
+        this.#puller?.wake();
         return refuse(resolution.reason);
       }
       const language = resolution.resolved.runner.name;
@@ -833,7 +1057,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       // Output the master does not take in time is dropped, not buffered:
       // the rest of it is not streamed, and the result says `truncated`.
       let outputLost = false;
-      let sent: Promise<void> | undefined;
+      let sent: Promise<unknown> | undefined;
       await executeJob(resolution.resolved, request, {
         jobId,
         nodeName: this.name,
@@ -843,12 +1067,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
         ...job.input ? { input: job.input } : {},
         onOutput: (stream, data) => {
           if (outputLost) return;
-          outputLost = !offerOutput(connection, {
-            type: "output",
-            jobId,
-            stream,
-            data,
-          });
+          outputLost = !report.output(stream, data);
         },
         ...this.#workRoot ? { workRoot: this.#workRoot } : {},
         // Told before the cleanup, which goes on after the slot is freed.
@@ -856,11 +1075,12 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
           const result = outputLost ? { ...ran, truncated: true } : ran;
           // The slot is free before the master hears of it, so it may reuse it at once.
           this.#jobs.delete(jobId);
+          this.#puller?.wake();
           log.info(
             "job {jobId} ({language}) finished: {verdict} in {timeMs} ms",
             { jobId, language, verdict: result.verdict, timeMs: result.timeMs },
           );
-          sent = sendResult(connection, result);
+          sent = report.result(result);
           this.emit("jobcomplete", result);
         },
       });
@@ -871,6 +1091,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
       // the master must hear of the job once: a refusal places it again
       // (and is ignored if its result already went out).
       this.#jobs.delete(jobId);
+      this.#puller?.wake();
       log.error("job {jobId} failed: {error}", { jobId, error });
       refuse(
         `internal error on "${this.name}": ${

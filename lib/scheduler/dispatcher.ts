@@ -732,16 +732,11 @@ export class Dispatcher {
     }
     job.state = "running";
     job.attempt++;
-    job.lastNode = worker.name;
     job.startedAt = performance.now();
     job.client.jobs.add(job.id);
     this.#setRunning(job, true);
-    job.client.send({ type: "started", jobId: job.id, node: worker.name });
-    this.#options.emit("jobstart", {
-      jobId: job.id,
-      node: worker.name,
-      language: job.language,
-    });
+    const deferred = worker.reportsStart === true;
+    if (!deferred) this.#announceStart(job, worker.name);
     if (logsInfo()) {
       log.info("job {jobId} ({language}) placed on {node}{retry}", {
         jobId: job.id,
@@ -764,7 +759,33 @@ export class Dispatcher {
     // spoke up) must not touch this one, even on the same worker.
     const attempt = job.attempt;
     const current = () => job.worker === worker && job.attempt === attempt;
-    worker.start({ id: job.id, request: job.request, language: job.language }, {
+    worker.start({
+      id: job.id,
+      request: job.request,
+      language: job.language,
+      client: job.client.client,
+    }, {
+      started: (node, nodeAttempt) => {
+        if (!deferred || !current()) return;
+        if (nodeAttempt > 1) {
+          const reason = `the node running it (${
+            job.lastNode ?? "unknown"
+          }) was lost`;
+          job.client.send({
+            type: "restarted",
+            jobId: job.id,
+            reason,
+            attempt: nodeAttempt,
+          });
+          this.#options.emit("jobrestart", {
+            jobId: job.id,
+            reason,
+            attempt: nodeAttempt,
+          });
+        }
+        job.startedAt = performance.now();
+        this.#announceStart(job, node);
+      },
       output: (stream, data) => {
         if (current()) {
           job.client.send({ type: "output", jobId: job.id, stream, data });
@@ -781,7 +802,7 @@ export class Dispatcher {
         this.#finish(job, {
           ...result,
           jobId: job.id,
-          node: worker.name,
+          node: deferred ? job.lastNode ?? result.node : worker.name,
           queuedMs: Math.round(job.startedAt - job.acceptedAt),
         });
         this.#dispatch();
@@ -806,6 +827,17 @@ export class Dispatcher {
       const last = i === job.input.length - 1;
       worker.input(job.id, data, last && job.inputEnded);
     }
+  }
+
+  /** Tells a job's client, and the listeners, that it started on `node`. */
+  #announceStart(job: Job, node: string): void {
+    job.lastNode = node;
+    job.client.send({ type: "started", jobId: job.id, node });
+    this.#options.emit("jobstart", {
+      jobId: job.id,
+      node,
+      language: job.language,
+    });
   }
 
   /** A job's node refused or lost it: start it again elsewhere, or end it. */

@@ -57,10 +57,17 @@ export interface WorkerJob {
   readonly request: JobRequest;
   /** The canonical language name the master resolved. */
   readonly language: string;
+  /** Who submitted it (its identity for fairness). */
+  readonly client?: string | undefined;
 }
 
 /** How a worker reports on a job it was given. Exactly one of `result` or `failed` ends it. */
 export interface WorkerJobEvents {
+  /**
+   * A node took the job (attempt `attempt`, above 1 after a lost node):
+   * only from a worker that {@linkcode Worker.reportsStart}.
+   */
+  started?(node: string, attempt: number): void;
   /** A chunk of the program's output. */
   output(stream: OutputStream, data: string): void;
   /** The job ran to an end, whatever its verdict. */
@@ -81,6 +88,12 @@ export interface Worker {
   readonly address: string;
   /** The languages it runs, with their toolchains. */
   readonly languages: readonly OfferedLanguage[];
+  /**
+   * The job starts later, on a node the worker reports through
+   * `events.started` (a window onto a NATS cluster, where nodes pull):
+   * clients hear `started` then, not when the job is placed.
+   */
+  readonly reportsStart?: boolean;
   /**
    * Its load for placement; `assigned` counts the jobs the master gave it.
    * Read on every dispatch: it may hand out the same object while the load

@@ -1,0 +1,189 @@
+/**
+ * kiln on NATS through the library, in one process: a MasterNode and a
+ * SecondaryNode given `nats`, a real `nats-server` on loopback. Stdin,
+ * cancels, limits and hostile messages on the cluster's subjects.
+ */
+import assert from "node:assert/strict";
+import {
+  type JobEvent,
+  type JobRequest,
+  MasterNode,
+  SecondaryNode,
+  submitProgram,
+} from "../mod.ts";
+import { InputChannel } from "../lib/sandbox/input_channel.ts";
+import { NatsCluster } from "../lib/nats/nats_cluster.ts";
+import { NatsServer, natsSkipReason } from "../cli/_nats_server.ts";
+
+const ignore = natsSkipReason !== undefined;
+// deno-lint-ignore no-console
+if (ignore) console.log(`skipping: ${natsSkipReason}`);
+
+function bash(content: string): JobRequest {
+  return { language: "bash", files: [{ name: "main.sh", content }] };
+}
+
+/** A NATS server, a master and one bash secondary, all ready. */
+async function natsCluster(serverOptions = {}) {
+  const server = await NatsServer.start(serverOptions);
+  const nats = { servers: [server.url], ackWaitMs: 1500 };
+  const master = new MasterNode({
+    port: 0,
+    nats,
+    nodeTimeoutMs: 3000,
+    resourceLogIntervalMs: 0,
+  });
+  await master.ready;
+  const joined = Promise.withResolvers<void>();
+  master.addEventListener("nodejoin", () => joined.resolve(), { once: true });
+  const secondary = new SecondaryNode({
+    nats,
+    name: "east",
+    slots: 2,
+    languages: ["bash"],
+  });
+  await joined.promise;
+  return {
+    server,
+    master,
+    secondary,
+    async [Symbol.asyncDispose]() {
+      await secondary.shutdown();
+      await master.shutdown();
+      await server.stop();
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "nats library: a line typed while the program runs reaches it through NATS",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    const input = new InputChannel();
+    const output: string[] = [];
+    const result = await submitProgram({
+      ...bash('echo "name?"; read -r name; echo "hello $name"; cat; echo bye'),
+      interactive: true,
+    }, {
+      master: cluster.master.addr,
+      input,
+      onEvent: (event) => {
+        if (event.type !== "output") return;
+        output.push(event.data);
+        const seen = output.join("");
+        if (seen === "name?\n") input.push("Ada\n");
+        if (seen === "name?\nhello Ada\n") input.end();
+      },
+    });
+    assert.equal(result.verdict, "ok", result.reason);
+    assert.equal(result.stdout, "name?\nhello Ada\nbye\n");
+    assert.equal(result.node, "east");
+  },
+});
+
+Deno.test({
+  name:
+    "nats library: a running job is cancelled on its node, and the slot is free again",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    const abort = new AbortController();
+    const events: JobEvent[] = [];
+    const result = await submitProgram(bash("echo up; sleep 600"), {
+      master: cluster.master.addr,
+      signal: abort.signal,
+      onEvent: (event) => {
+        events.push(event);
+        if (event.type === "output") abort.abort(new Error("enough"));
+      },
+    }).catch((error) => error);
+    assert.ok(result instanceof Error || result.verdict !== "ok");
+    // The node ran nothing more: a new job gets a slot at once.
+    const next = await submitProgram(bash("echo again"), {
+      master: cluster.master.addr,
+    });
+    assert.equal(next.verdict, "ok", next.reason);
+    while (cluster.secondary.running > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.ok(events.some((e) => e.type === "started"));
+  },
+});
+
+Deno.test({
+  name:
+    "nats library: a job larger than the servers' max_payload is rejected, naming both sizes",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster({ maxPayload: 64 * 1024 });
+    const result = await submitProgram(
+      bash(`echo ${"x".repeat(100 * 1024)}`),
+      { master: cluster.master.addr },
+    );
+    assert.equal(result.verdict, "rejected");
+    assert.match(
+      result.reason ?? "",
+      /takes \d+ bytes .* at most 65536 \(max_payload\)/,
+    );
+    const small = await submitProgram(bash("echo small"), {
+      master: cluster.master.addr,
+    });
+    assert.equal(small.verdict, "ok", small.reason);
+  },
+});
+
+Deno.test({
+  name:
+    "nats library: garbage on the cluster's subjects harms nothing, and a real job still runs",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    await using raw = await NatsCluster.connect({
+      servers: [cluster.server.url],
+    });
+    const id = crypto.randomUUID();
+    await raw.jetstream.publish(`kiln.jobs.bash.${id}`, "not json");
+    await raw.jetstream.publish(
+      `kiln.jobs.bash.${crypto.randomUUID()}`,
+      JSON.stringify({ id: "../../etc", client: 1 }),
+    );
+    raw.connection.publish(`kiln.events.${id}`, "{");
+    raw.connection.publish(
+      `kiln.events.${id}`,
+      JSON.stringify({ type: "result", attempt: 1, result: { stdout: 5 } }),
+    );
+    raw.connection.publish(`kiln.control.${id}`, "\u0000\u0001");
+    await raw.connection.flush();
+    const result = await submitProgram(bash("echo still here"), {
+      master: cluster.master.addr,
+    });
+    assert.equal(result.verdict, "ok", result.reason);
+    assert.equal(result.stdout, "still here\n");
+    // The garbage left the stream: dropped, not delivered again and again.
+    while (await raw.waiting() > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "nats library: every node shows in the master's status, and one that leaves is gone from it",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    const status = cluster.master.status();
+    assert.deepEqual(status.nodes.map((node) => node.name), ["east"]);
+    assert.equal(status.nodes[0]!.slots, 2);
+    assert.deepEqual(status.nodes[0]!.languages.map((l) => l.name), ["bash"]);
+    const left = Promise.withResolvers<void>();
+    cluster.master.addEventListener("nodeleave", () => left.resolve(), {
+      once: true,
+    });
+    await cluster.secondary.shutdown();
+    await left.promise;
+    assert.deepEqual(cluster.master.status().nodes, []);
+  },
+});
