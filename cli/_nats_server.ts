@@ -7,6 +7,10 @@
  * @module
  */
 
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { retrying } from "../lib/nats/_retry.ts";
+
 /** The `nats-server` binary, if this host has one. */
 export const NATS_SERVER_BINARY: string | undefined = findBinary();
 
@@ -154,10 +158,28 @@ export async function startNatsCluster(size: number): Promise<NatsServer[]> {
         }),
       );
     }
+    await jetStreamReady(servers[0]!.url);
     return servers;
   } catch (error) {
     await Promise.all(servers.map((server) => server.stop()));
     throw error;
+  }
+}
+
+/**
+ * Waits until the servers have elected their JetStream leaders and answer
+ * JetStream requests (a new cluster takes a few seconds): a test that
+ * kills a server before then tests the election, not kiln.
+ */
+async function jetStreamReady(url: string): Promise<void> {
+  const connection = await connect({ servers: url });
+  try {
+    await retrying(async () => {
+      const manager = await jetstreamManager(connection);
+      await manager.getAccountInfo();
+    }, { withinMs: 60_000 });
+  } finally {
+    await connection.close();
   }
 }
 

@@ -18,6 +18,7 @@ import { blankResult, type JobResult, type OutputStream } from "../job.ts";
 import type { WorkerJob } from "../scheduler/worker.ts";
 import { endQueued, readRecord, recordQueued } from "./job_record.ts";
 import type { NatsCluster } from "./nats_cluster.ts";
+import { retrying } from "./_retry.ts";
 import { controlSubject, eventSubject, jobSubject } from "./subjects.ts";
 import {
   type Control,
@@ -163,8 +164,9 @@ export class ClusterJobs {
    */
   async cancel(jobId: string, reason: string): Promise<void> {
     const result = blankResult(jobId, { reason: `cancelled: ${reason}` });
-    const endedHere = await endQueued(this.#cluster.jobs, jobId, result)
-      .catch(() => false);
+    const endedHere = await retrying(() =>
+      endQueued(this.#cluster.jobs, jobId, result)
+    ).catch(() => false);
     if (endedHere) {
       // Every master following it hears the end, this one included.
       this.#publishEvent(jobId, { type: "result", attempt: 0, result });
@@ -198,21 +200,27 @@ export class ClusterJobs {
     listener: JobListener,
   ): Promise<void> {
     try {
-      await this.#cluster.jetstream.publish(
-        jobSubject(job.language, job.id),
-        payload,
-        { msgID: job.id },
+      // Tried again through a failover of the servers: the message id
+      // makes a second copy of a job that did get in a no-op.
+      await retrying(() =>
+        this.#cluster.jetstream.publish(
+          jobSubject(job.language, job.id),
+          payload,
+          { msgID: job.id },
+        )
       );
-      await recordQueued(this.#cluster.jobs, {
-        id: job.id,
-        client: job.client,
-        language: job.language,
-        state: "queued",
-        attempt: 0,
-        node: null,
-        acceptedAt: streamed.acceptedAt,
-        startedAt: 0,
-      });
+      await retrying(() =>
+        recordQueued(this.#cluster.jobs, {
+          id: job.id,
+          client: job.client,
+          language: job.language,
+          state: "queued",
+          attempt: 0,
+          node: null,
+          acceptedAt: streamed.acceptedAt,
+          startedAt: 0,
+        })
+      );
     } catch (error) {
       if (follow.ended) return;
       const reason = `cannot put the job in the NATS stream: ${

@@ -21,6 +21,7 @@ import type { JobResult, OutputStream } from "../job.ts";
 import { abortableDelay } from "../nodes/_timing.ts";
 import { claimRecord, finishRecord } from "./job_record.ts";
 import type { NatsCluster } from "./nats_cluster.ts";
+import { retrying } from "./_retry.ts";
 import { controlSubject, eventSubject } from "./subjects.ts";
 import {
   type Control,
@@ -269,19 +270,16 @@ export class JobPuller {
           },
           finish: async (result) => {
             ended = true;
-            const won = await finishRecord(
-              cluster.jobs,
-              job.id,
-              attempt,
-              result,
-            )
-              .catch((error) => {
-                log.error("cannot write the result of job {jobId}: {error}", {
-                  jobId: job.id,
-                  error,
-                });
-                return false;
+            // Through a failover of the servers too: the job ran.
+            const won = await retrying(() =>
+              finishRecord(cluster.jobs, job.id, attempt, result)
+            ).catch((error) => {
+              log.error("cannot write the result of job {jobId}: {error}", {
+                jobId: job.id,
+                error,
               });
+              return false;
+            });
             if (!won) {
               log.warn(
                 "job {jobId}: attempt {attempt} ended after another began or the job ended; its result is dropped",

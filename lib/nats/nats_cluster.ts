@@ -23,6 +23,7 @@ import {
   StorageType,
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
+import { retrying } from "./_retry.ts";
 import {
   JOB_SUBJECT_PREFIX,
   JOBS_BUCKET,
@@ -168,7 +169,7 @@ export class NatsCluster implements AsyncDisposable {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
     });
-    try {
+    const setUp = async () => {
       const manager = await jetstreamManager(connection);
       await ensureStream(manager, replicas);
       const kvm = new Kvm(connection);
@@ -183,6 +184,11 @@ export class NatsCluster implements AsyncDisposable {
         history: 1,
       });
       return new NatsCluster(connection, manager, { jobs, nodes }, ackWaitMs);
+    };
+    try {
+      // A NATS cluster just started (or that just lost a server) elects its
+      // JetStream leaders for a few seconds, answering nothing meanwhile.
+      return await retrying(setUp);
     } catch (error) {
       await connection.close().catch(() => {});
       throw new Error(

@@ -77,6 +77,9 @@ import { NodeDirectory } from "../nats/node_directory.ts";
 
 const log = getLogger(["kiln", "master"]);
 
+/** How long a master on NATS keeps queued jobs when no node runs their language: one minute. */
+export const NATS_NODE_GRACE_MS = 60_000;
+
 /** Options of {@linkcode MasterNode}. */
 export interface MasterNodeOptions {
   /** Address to listen on. @default "127.0.0.1" */
@@ -191,9 +194,9 @@ export interface MasterNodeOptions {
    * once the last such node left, before they end with `internal_error`:
    * a node that rejoins meanwhile (say after the master was paused) runs
    * them. 0 ends them at once; at most 600000 (10 minutes).
-   * @default 10000
+   * @default 10000, or {@linkcode NATS_NODE_GRACE_MS} on NATS
    */
-  nodeGraceMs?: number;
+  nodeGraceMs?: number | undefined;
   /** Interval of the resource log line, in ms; 0 turns it off. @default 10000 */
   resourceLogIntervalMs?: number;
   /** Where the master's own load comes from. @default {@linkcode sampleResources} */
@@ -305,7 +308,9 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       heartbeatIntervalMs = 1000,
       nodeTimeoutMs = 5000,
       maxAttempts = 3,
-      nodeGraceMs,
+      // On NATS, heartbeats stop for as long as the servers fail over (a
+      // server lost: several seconds of elections); queued jobs wait that out.
+      nodeGraceMs = nats ? NATS_NODE_GRACE_MS : undefined,
       resourceLogIntervalMs = 10_000,
       sampleResources: sampler = sampleResources,
       workRoot,
