@@ -52,6 +52,9 @@ export {
   type SecondaryNodeOptions,
   type SecondaryRegisteredDetail,
 } from "./lib/nodes/secondary_node.ts";
+export type { NatsOptions } from "./lib/nats/nats_cluster.ts";
+export type { ClusterJobListener } from "./lib/nats/cluster_jobs.ts";
+export type { JobRecord, JobRecordState } from "./lib/nats/job_record.ts";
 export {
   getClusterStatus,
   type StatusOptions,

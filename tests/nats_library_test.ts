@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  HttpApi,
   type JobEvent,
   type JobRequest,
   MasterNode,
@@ -185,5 +186,79 @@ Deno.test({
     await cluster.secondary.shutdown();
     await left.promise;
     assert.deepEqual(cluster.master.status().nodes, []);
+  },
+});
+
+Deno.test({
+  name:
+    "nats library: a job submitted over HTTP to one master is found, and streamed to its result, on another",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    const nats = { servers: [cluster.server.url] };
+    await using other = new MasterNode({
+      port: 0,
+      name: "other",
+      nats,
+      resourceLogIntervalMs: 0,
+    });
+    await other.ready;
+    await using first = new HttpApi(cluster.master, { port: 0 });
+    await using second = new HttpApi(other, { port: 0 });
+    const response = await fetch(
+      `http://127.0.0.1:${first.addr.port}/api/v1/jobs`,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          ...bash("read -r go; echo $go done"),
+          interactive: true,
+          wait: false,
+        }),
+      },
+    );
+    assert.equal(response.status, 202);
+    const { jobId } = await response.json() as { jobId: string };
+    // The stream on the other master, while the job waits for its stdin.
+    const socket = new WebSocket(
+      `ws://127.0.0.1:${second.addr.port}/api/v1/jobs/${jobId}/stream`,
+    );
+    const messages: Record<string, unknown>[] = [];
+    const closed = Promise.withResolvers<void>();
+    socket.onmessage = (event) => {
+      const message = JSON.parse(String(event.data));
+      messages.push(message);
+      if (message.type === "started") {
+        // Typed on the first master's stream, which the job was submitted to.
+        const typing = new WebSocket(
+          `ws://127.0.0.1:${first.addr.port}/api/v1/jobs/${jobId}/stream`,
+        );
+        typing.onopen = () =>
+          typing.send(
+            JSON.stringify({ type: "stdin", data: "go\n", eof: true }),
+          );
+        typing.onmessage = (e) => {
+          if (JSON.parse(String(e.data)).type === "result") typing.close();
+        };
+      }
+    };
+    socket.onclose = () => closed.resolve();
+    await closed.promise;
+    assert.equal(messages[0]?.type, "started");
+    const last = messages.at(-1)!;
+    assert.equal(last.type, "result");
+    assert.equal((last.result as { stdout: string }).stdout, "go done\n");
+    const got = await fetch(
+      `http://127.0.0.1:${second.addr.port}/api/v1/jobs/${jobId}`,
+    );
+    const summary = await got.json() as Record<string, unknown>;
+    assert.equal(summary.state, "finished");
+    assert.equal(summary.node, "east");
+    assert.equal(summary.verdict, "ok");
+    const unknown = await fetch(
+      `http://127.0.0.1:${second.addr.port}/api/v1/jobs/${crypto.randomUUID()}`,
+    );
+    assert.equal(unknown.status, 404);
+    await unknown.body?.cancel();
   },
 });

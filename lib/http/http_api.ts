@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { MAX_TIMER_MS } from "../_timer.ts";
 import { JobHistory, type JobSummary } from "../history/job_history.ts";
+import type { JobRecord } from "../nats/job_record.ts";
 import type { JobResult } from "../job.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { ClusterMetrics } from "../monitor/cluster_metrics.ts";
@@ -445,7 +446,13 @@ export class HttpApi implements AsyncDisposable {
       if (path === "/api/v2/runtimes") {
         return jsonResponse(toPistonRuntimes(this.#master.offers()));
       }
-      if (jobPath && !this.#mayseeJob(caller, jobPath[1]!)) {
+      // On NATS, a job submitted to another master is in the cluster's records.
+      const elsewhere = jobPath && !this.#knows(jobPath[1]!)
+        ? await this.#master.clusterJob(jobPath[1]!)
+        : undefined;
+      if (
+        jobPath && !this.#mayseeJob(caller, jobPath[1]!, elsewhere?.client)
+      ) {
         return error(404, `no job ${jobPath[1]}`);
       }
       if (jobPath?.[2] !== undefined) {
@@ -454,8 +461,10 @@ export class HttpApi implements AsyncDisposable {
           jobPath[1]!,
           caller,
           this.#stillAuthorized(request, url, caller),
+          elsewhere,
         );
       }
+      if (jobPath && elsewhere) return jsonResponse(recordSummary(elsewhere));
       if (jobPath) return this.#getJob(jobPath[1]!);
     }
     if (method === "POST") {
@@ -598,11 +607,21 @@ export class HttpApi implements AsyncDisposable {
   }
 
   /** Whether `caller` may see the job: a named client only its own. */
-  #mayseeJob(caller: HttpCaller & { ok: true }, jobId: string): boolean {
+  #mayseeJob(
+    caller: HttpCaller & { ok: true },
+    jobId: string,
+    ownerElsewhere?: string,
+  ): boolean {
     if (caller.onlyJobsOf === undefined) return true;
     const owner = this.#tracker.summary(jobId)?.client ??
-      this.#history.summary(jobId)?.client;
+      this.#history.summary(jobId)?.client ?? ownerElsewhere;
     return owner === undefined || owner === caller.onlyJobsOf;
+  }
+
+  /** Whether this master saw the job: live, or in its history. */
+  #knows(jobId: string): boolean {
+    return this.#tracker.summary(jobId) !== undefined ||
+      this.#history.summary(jobId) !== undefined;
   }
 
   #listJobs(
@@ -794,11 +813,12 @@ export class HttpApi implements AsyncDisposable {
     jobId: string,
     caller: HttpCaller & { ok: true },
     stillAuthorized: () => boolean,
+    elsewhere?: JobRecord,
   ): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return error(426, "this is a WebSocket endpoint");
     }
-    if (!this.#tracker.summary(jobId) && !this.#history.summary(jobId)) {
+    if (!elsewhere && !this.#knows(jobId)) {
       return error(404, `no job ${jobId}`);
     }
     const { socket, response } = this.#server.upgradeWebSocket(request);
@@ -850,6 +870,23 @@ export class HttpApi implements AsyncDisposable {
       }
       this.#closers.set(close, stillAuthorized);
       this.#sockets.add(socket);
+      if (elsewhere) {
+        // Submitted to another master: followed through the cluster.
+        void this.#master.followClusterJob(jobId, {
+          started: (node) => send({ type: "started", jobId, node }),
+          output: (stream, data) =>
+            send({ type: "output", jobId, stream, data }),
+          result: (result) => {
+            send({ type: "result", jobId, result });
+            queueMicrotask(close);
+          },
+        }).then((stop) => {
+          if (stop === undefined) return close();
+          if (this.#sockets.has(socket)) unfollow = stop;
+          else stop();
+        });
+        return;
+      }
       unfollow = this.#tracker.follow(jobId, (event) => {
         send(event);
         if (event.type === "result") queueMicrotask(close);
@@ -955,4 +992,23 @@ function ownNames(hostname: string): string[] {
 function isJson(contentType: string | null): boolean {
   const type = contentType?.split(";")[0]?.trim().toLowerCase();
   return type === "application/json";
+}
+
+/** A job of a NATS cluster, from its record, as `GET /api/v1/jobs/:id` shows one. */
+function recordSummary(record: JobRecord): JobSummary & { result?: JobResult } {
+  const { result } = record;
+  return {
+    jobId: record.id,
+    client: record.client,
+    language: record.language,
+    state: record.state === "ended" ? "finished" : record.state,
+    ...record.node === null ? {} : { node: record.node },
+    ...result === undefined ? {} : {
+      verdict: result.verdict,
+      timeMs: result.timeMs,
+      queuedMs: result.queuedMs,
+      ...result.memoryKb === null ? {} : { memoryKb: result.memoryKb },
+      result,
+    },
+  };
 }

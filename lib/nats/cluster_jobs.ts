@@ -31,7 +31,7 @@ import {
 const log = getLogger(["kiln", "nats"]);
 
 /** Whoever waits on a job: the master's dispatcher, or a re-attached client. */
-export interface JobListener {
+export interface ClusterJobListener {
   /** A node started attempt `attempt` of it (again, after a lost node, when above 1). */
   started(node: string, attempt: number): void;
   /** A chunk of output of the current attempt. */
@@ -44,7 +44,7 @@ export interface JobListener {
 interface Follow {
   readonly id: string;
   readonly subscription: Subscription;
-  readonly listeners: Set<JobListener>;
+  readonly listeners: Set<ClusterJobListener>;
   /** The attempt whose output counts; earlier attempts' events are stale. */
   attempt: number;
   /** Stdin sent so far, sent again to each attempt as it starts. */
@@ -97,7 +97,7 @@ export class ClusterJobs {
    * servers' messages, or a stream that cannot be reached, ends it with a
    * result that says so.
    */
-  start(job: ClusterJob, listener: JobListener): void {
+  start(job: ClusterJob, listener: ClusterJobListener): void {
     const streamed: StreamedJob = {
       id: job.id,
       client: job.client,
@@ -130,7 +130,7 @@ export class ClusterJobs {
    * Resolves false, and listens to nothing, when no such job is known.
    * {@linkcode unfollow} stops it.
    */
-  async follow(jobId: string, listener: JobListener): Promise<boolean> {
+  async follow(jobId: string, listener: ClusterJobListener): Promise<boolean> {
     const follow = this.#follow(jobId);
     follow.listeners.add(listener);
     const found = await readRecord(this.#cluster.jobs, jobId).catch(() =>
@@ -151,7 +151,7 @@ export class ClusterJobs {
   }
 
   /** Stops telling `listener` about a job (a client that left). */
-  unfollow(jobId: string, listener: JobListener): void {
+  unfollow(jobId: string, listener: ClusterJobListener): void {
     const follow = this.#follows.get(jobId);
     if (follow === undefined) return;
     follow.listeners.delete(listener);
@@ -197,7 +197,7 @@ export class ClusterJobs {
     streamed: StreamedJob,
     payload: string,
     follow: Follow,
-    listener: JobListener,
+    listener: ClusterJobListener,
   ): Promise<void> {
     try {
       // Tried again through a failover of the servers: the message id

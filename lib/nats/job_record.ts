@@ -18,11 +18,13 @@ export type JobRecordState = "queued" | "running" | "ended";
 
 /** A job as every master and node of a NATS cluster sees it. */
 export interface JobRecord {
+  /** The id its master gave it. */
   readonly id: string;
   /** Who submitted it, for results and logs. */
   readonly client: string;
   /** Canonical language name. */
   readonly language: string;
+  /** Where it is: in the stream, on a node, or over. */
   readonly state: JobRecordState;
   /** How many times a node started it. */
   readonly attempt: number;

@@ -72,7 +72,9 @@ import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 
 import { TypedEventTarget } from "./typed_event_target.ts";
 import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
-import { ClusterJobs } from "../nats/cluster_jobs.ts";
+import { type ClusterJobListener, ClusterJobs } from "../nats/cluster_jobs.ts";
+import { type JobRecord, readRecord } from "../nats/job_record.ts";
+import { retrying } from "../nats/_retry.ts";
 import { NodeDirectory } from "../nats/node_directory.ts";
 
 const log = getLogger(["kiln", "master"]);
@@ -261,9 +263,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   #sample: ResourceSample = { cpuPercent: 0, ramPercent: 0, ramUsedMb: 0 };
   #closing = false;
   /** On NATS: the link, the jobs it follows, and the nodes it sees. */
-  #nats:
-    | { cluster: NatsCluster; jobs: ClusterJobs; directory: NodeDirectory }
-    | undefined;
+  #nats: NatsLink | undefined;
   /** Whether {@linkcode MasterNode.ready} has resolved: submissions then go on at once. */
   #isReady = false;
   /** The start-up sweep of workdirs that dead kiln processes left. */
@@ -558,6 +558,42 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       result: ended.promise,
       input: (data, eof = false) => this.#jobs.input(caller, jobId, data, eof),
     };
+  }
+
+  /**
+   * On NATS: a job of the cluster by id, whichever master it was submitted
+   * to, as its record holds it; undefined standalone, and for a job the
+   * cluster does not know (or forgot: records live `recordTtlMs`).
+   */
+  async clusterJob(jobId: string): Promise<JobRecord | undefined> {
+    const nats = await this.#natsReady();
+    if (nats === undefined) return undefined;
+    const found = await retrying(() => readRecord(nats.cluster.jobs, jobId), {
+      withinMs: 5_000,
+    }).catch(() => undefined);
+    return found?.record;
+  }
+
+  /**
+   * On NATS: follows a job of the cluster by id (whichever master it was
+   * submitted to): `listener` hears where it stands now, then the rest of
+   * its events, its result last. Resolves with the function that stops
+   * following, or undefined (standalone, or an unknown job).
+   */
+  async followClusterJob(
+    jobId: string,
+    listener: ClusterJobListener,
+  ): Promise<(() => void) | undefined> {
+    const nats = await this.#natsReady();
+    if (nats === undefined) return undefined;
+    const known = await nats.jobs.follow(jobId, listener);
+    return known ? () => nats.jobs.unfollow(jobId, listener) : undefined;
+  }
+
+  /** The NATS link once the node is ready; undefined standalone. */
+  async #natsReady(): Promise<NatsLink | undefined> {
+    if (!this.#isReady) await this.ready.catch(() => {});
+    return this.#nats;
   }
 
   /** Stops accepting, ends every job with a result, closes every connection. */
@@ -895,6 +931,13 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 interface Submitter extends Omit<JobClient, "send"> {
   /** Sends any message of the client protocol: `accepted`, then the job's updates. */
   send(message: Message): void;
+}
+
+/** A master's link to a NATS cluster. */
+interface NatsLink {
+  readonly cluster: NatsCluster;
+  readonly jobs: ClusterJobs;
+  readonly directory: NodeDirectory;
 }
 
 /** A job {@linkcode MasterNode.run} started. */
