@@ -684,6 +684,6 @@ Deno.test("CLI: submit marks where a job restarted on another node, on stderr", 
   assert.equal(run.stdout, "from the lost attempt\nfrom the second attempt\n");
   assert.match(
     run.stderr,
-    /^kiln: --- restarted on another node \(attempt 2\): node "doomed" was lost: .+; the output above is void ---$/m,
+    /^kiln: --- restarted \(attempt 2\): node "doomed" was lost: .+; the output above is void ---$/m,
   );
 });
