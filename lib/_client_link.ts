@@ -345,13 +345,16 @@ export class ClientLink {
    * protocol cannot attach, and is taken as one that does not know the job.
    */
   attach(job: ClientJob): void {
-    job.link = this;
     if (this.#version < ATTACH_PROTOCOL_VERSION) {
+      // Given up: this master never had it, so there is nothing to cancel.
+      if (job.ended) return;
+      job.link = this;
       return this.#submitAgain(
         job,
         `it speaks protocol version ${this.#version}, which cannot attach a job`,
       );
     }
+    job.link = this;
     const ref = String(++this.#refs);
     this.#byRef.set(ref, job);
     this.#write({ type: "attach", ref, jobId: job.jobId! }).catch(ignore);

@@ -720,6 +720,62 @@ Deno.test("KilnClient: a master of protocol 3 is not sent attach: the job is sub
   );
 });
 
+Deno.test("KilnClient: a job given up while its connection is down sends nothing to a master of protocol 3, which cannot have it", async () => {
+  const received: string[] = [];
+  await using master = fakeMaster(async (connection, index) => {
+    const message = await connection.receive();
+    received.push(`${index}:${message.type}`);
+    if (index > 0) {
+      await connection.send({
+        type: "cluster_status",
+        master: "fake",
+        nodes: [],
+        queued: 0,
+        running: 0,
+      });
+      return await untilHangUp(connection);
+    }
+    assert.equal(message.type, "submit");
+    await connection.send({ type: "accepted", ref: message.ref, jobId: "j" });
+  }, { min: 3, max: 3 });
+  await using client = connect(master);
+  const stop = new AbortController();
+  client.addEventListener(
+    "disconnected",
+    () => stop.abort(new Error("given up")),
+    { once: true },
+  );
+  const job = client.submit(bash("sleep 600"), { signal: stop.signal });
+  await assert.rejects(job, /^Error: given up$/);
+  // The next connection carries only what is asked of it after.
+  assert.equal((await client.status()).master, "fake");
+  assert.deepEqual(received, ["0:submit", "1:get_status"]);
+});
+
+Deno.test("KilnClient dials the next master first after a lost connection, though the lost one still listens", async () => {
+  await using a = fakeMaster(async (connection, index) => {
+    if (index > 0) return await untilHangUp(connection);
+    const submit = await connection.receive();
+    assert.equal(submit.type, "submit");
+    await connection.send({ type: "accepted", ref: submit.ref, jobId: "j" });
+  });
+  await using b = fakeMaster(async (connection) => {
+    const attach = await connection.receive();
+    assert.equal(attach.type, "attach");
+    await connection.send({ type: "accepted", ref: attach.ref, jobId: "j" });
+    await sendResult(connection, "j", "via b\n");
+    await untilHangUp(connection);
+  });
+  await using client = new KilnClient({
+    master: [a.addr, b.addr],
+    token: TOKEN,
+  });
+  const result = await client.submit(bash("true"));
+  assert.equal(result.stdout, "via b\n");
+  assert.equal(a.connections, 1);
+  assert.equal(b.connections, 1);
+});
+
 Deno.test("KilnClient passes over a master that refuses for the next, and says which it passed over", async () => {
   // A port nothing listens on: every dial is refused.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
