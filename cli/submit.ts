@@ -37,13 +37,16 @@ export const EXIT_CODES = {
   output_limit: 103,
   rejected: 104,
   internal_error: 105,
-  /** The master is unreachable, the token is wrong, or the link broke. */
+  /** No master is reachable, the token is wrong, or the link broke and could not be made again. */
   connection: 106,
 } as const;
 
 const USAGE = `Usage: deno task submit [options] FILE...
 
-  --master HOST:PORT  master to submit to (default 127.0.0.1:${DEFAULT_PORT})
+  --master HOST:PORT[,HOST:PORT...]
+                      master to submit to (default 127.0.0.1:${DEFAULT_PORT}); given
+                      several masters of one cluster, they are tried in turn,
+                      and a connection lost mid-job goes on through the next
   --token-file F      file holding the cluster token (default: $KILN_TOKEN)
   --ca FILE           speak TLS, trusting the CA certificate in FILE (PEM, as
                       deno task gen-certs makes)
@@ -62,7 +65,7 @@ const USAGE = `Usage: deno task submit [options] FILE...
 
 Exit code: the program's own; 128+N when signal N killed it; ${EXIT_CODES.compile_error} compile error,
 ${EXIT_CODES.time_limit} time limit, ${EXIT_CODES.memory_limit} memory limit, ${EXIT_CODES.output_limit} output limit, ${EXIT_CODES.rejected} rejected,
-${EXIT_CODES.internal_error} internal error, ${EXIT_CODES.connection} master unreachable or authentication failed, ${EXIT_USAGE} usage error.`;
+${EXIT_CODES.internal_error} internal error, ${EXIT_CODES.connection} no master reachable or authentication failed, ${EXIT_USAGE} usage error.`;
 
 async function main(args: string[]): Promise<number> {
   const { values, positionals: paths } = parseFlags(args, {
@@ -142,6 +145,9 @@ async function main(args: string[]): Promise<number> {
   return exitCodeOf(result);
 }
 
+/** Jobs accepted so far (one, unless it was submitted again). */
+const acceptedIds = new Set<string>();
+
 /** Writes live events: the program's output to our own streams, the rest as `kiln:` lines. */
 function streamEvent(event: JobEvent): void {
   if (event.type === "output") {
@@ -151,8 +157,17 @@ function streamEvent(event: JobEvent): void {
     // The output so far came from an attempt that was lost: what follows
     // starts over, and the reader must be able to tell where.
     console.error(
-      `kiln: --- restarted on another node (attempt ${event.attempt}): ${event.reason}; the output above is void ---`,
+      `kiln: --- restarted (attempt ${event.attempt}): ${event.reason}; the output above is void ---`,
     );
+  } else if (event.type === "accepted") {
+    // The same id again: the connection was lost and the job attached
+    // again on the next one; its output goes on where it was.
+    if (acceptedIds.has(event.jobId)) {
+      console.error(
+        `kiln: the connection was lost; job ${event.jobId} goes on over another`,
+      );
+    }
+    acceptedIds.add(event.jobId);
   } else if (event.type === "queued" && Deno.stderr.isTerminal()) {
     const seconds = Math.ceil(event.estimatedWaitMs / 1000);
     const wait = seconds > 0 ? ` (about ${seconds} s)` : "";

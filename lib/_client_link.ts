@@ -1,19 +1,27 @@
 /**
- * The inside of a `KilnClient` (`kiln_client.ts`): one connection to the master and
- * the jobs multiplexed on it ({@linkcode ClientLink}), and one job from its
- * submission to its one outcome ({@linkcode ClientJob}).
+ * The inside of a `KilnClient` (`kiln_client.ts`): one connection to a
+ * master and the jobs multiplexed on it ({@linkcode ClientLink}), and one
+ * job from its submission to its one outcome ({@linkcode ClientJob}).
  *
- * A job is matched to its `accepted` answer by the `ref` of its `submit`,
- * and to everything after by its `jobId`. When the connection drops, every
- * job on it fails at once with the reason: the master cancels the jobs of a
- * client that goes away, so none of them would ever get a result.
+ * A job is matched to its `accepted` answer by the `ref` of its `submit`
+ * (or `attach`), and to everything after by its `jobId`. When the
+ * connection drops, the jobs on it go back to the client, which sends them
+ * on its next connection: an accepted job is attached again by its id, and
+ * one the master there does not know is submitted again, a bounded number
+ * of times in all; one not yet accepted is simply submitted again.
  *
  * @module
  */
-import type { JobRequest, JobResult } from "./job.ts";
+import { blankResult, type JobRequest, type JobResult } from "./job.ts";
+import { JobInput } from "./_job_input.ts";
 import type { Connection } from "./protocol/connection.ts";
 import { ProtocolError } from "./protocol/errors.ts";
-import type { ClusterStatus, JobEvent, Message } from "./protocol/messages.ts";
+import {
+  ATTACH_PROTOCOL_VERSION,
+  type ClusterStatus,
+  type JobEvent,
+  type Message,
+} from "./protocol/messages.ts";
 
 /**
  * Bytes of submissions that may wait to be written on one connection
@@ -33,8 +41,8 @@ export interface ClientJobOptions {
 export interface OutboxItem {
   /** Sends it on `link`, which from then on answers it. */
   sendOn(link: ClientLink): void;
-  /** Ends it with `error`: it cannot be sent. */
-  fail(error: unknown): void;
+  /** Ends it with `error`: no connection could be made to send it on. */
+  cannotSend(error: unknown): void;
 }
 
 /**
@@ -54,11 +62,20 @@ export class ClientJob implements OutboxItem {
   /** Its result, or why it has none. */
   readonly outcome: Promise<JobResult>;
   /** Its stdin to come, for an interactive job. */
-  readonly input: AsyncIterable<string> | undefined;
-  /** The master's id for it, once `accepted` came. */
+  readonly input: JobInput | undefined;
+  /**
+   * The master's id for it, once `accepted` came; kept while it is attached
+   * again elsewhere, and cleared when it is submitted again.
+   */
   jobId: string | undefined;
   /** The connection it was sent on; none while it waits in the outbox. */
   link: ClientLink | undefined;
+  /** How many times its `submit` was sent. */
+  submits = 0;
+  /** How many connections ended with it on them before its result. */
+  losses = 0;
+  /** How its last connection ended before its result, if one did. */
+  lost: string | undefined;
   readonly #onEvent: ((event: JobEvent) => void) | undefined;
   #resolve!: (result: JobResult) => void;
   #reject!: (error: unknown) => void;
@@ -69,7 +86,7 @@ export class ClientJob implements OutboxItem {
   constructor(request: JobRequest, options: ClientJobOptions) {
     // Input typed while the job runs needs stdin kept open for it.
     this.request = options.input ? { ...request, interactive: true } : request;
-    this.input = options.input;
+    this.input = options.input ? new JobInput(options.input) : undefined;
     this.#onEvent = options.onEvent;
     this.outcome = new Promise((resolve, reject) => {
       this.#resolve = resolve;
@@ -93,8 +110,27 @@ export class ClientJob implements OutboxItem {
     else this.#onEnd = callback;
   }
 
+  /**
+   * Submits the job on `link`, or attaches it there when a master accepted
+   * it already. A job given up while its connection was down is attached
+   * only so that its master hears the cancel.
+   */
   sendOn(link: ClientLink): void {
-    link.submit(this);
+    if (this.jobId !== undefined) link.attach(this);
+    else if (!this.#ended) link.submit(this);
+  }
+
+  /** No connection could be made: a job lost with its last one says so too. */
+  cannotSend(error: unknown): void {
+    if (this.lost === undefined) return this.fail(error);
+    const why = error instanceof Error ? error.message : String(error);
+    this.fail(
+      new ProtocolError(
+        "closed",
+        `${this.lost}, and it could not be sent again: ${why}`,
+        { cause: error },
+      ),
+    );
   }
 
   /**
@@ -122,10 +158,18 @@ export class ClientJob implements OutboxItem {
     if (this.#end()) this.#reject(error);
   }
 
+  /** Ends the job with an `internal_error` result saying why, told as its last event. */
+  giveUp(reason: string): void {
+    const jobId = this.jobId ?? "";
+    const result = blankResult(jobId, { verdict: "internal_error", reason });
+    if (this.tell({ type: "result", jobId, result })) this.resolve(result);
+  }
+
   /** Marks the outcome as set; false when it already was. */
   #end(): boolean {
     if (this.#ended) return false;
     this.#ended = true;
+    this.input?.stop();
     const onEnd = this.#onEnd;
     this.#onEnd = undefined;
     onEnd?.();
@@ -142,7 +186,7 @@ export class ConnectRequest implements OutboxItem {
     this.#settle.resolve();
   }
 
-  fail(error: unknown): void {
+  cannotSend(error: unknown): void {
     this.#settle.reject(error);
   }
 }
@@ -173,20 +217,45 @@ export class StatusRequest implements OutboxItem {
     this.#settled = true;
     this.#settle.reject(error);
   }
+
+  cannotSend(error: unknown): void {
+    this.fail(error);
+  }
+}
+
+/** Where a link goes and what it may do: see {@linkcode ClientLink}. */
+export interface ClientLinkOptions {
+  /** The master's node name, from the handshake. */
+  readonly node: string;
+  /** The master's address as dialed, `host:port`. */
+  readonly address: string;
+  /** The protocol version agreed in the handshake. */
+  readonly version: number;
+  /**
+   * Times one job may be submitted in all, counting every connection; and
+   * times its connection may be lost before its result.
+   */
+  readonly maxSubmits: number;
 }
 
 /**
- * One connection to the master and the jobs on it. It reads until the
- * connection ends, routing each message to its job; then it fails every
- * job and status request still waiting, naming the reason.
+ * One connection to a master and the jobs on it. It reads until the
+ * connection ends, routing each message to its job; then it hands the jobs
+ * still without a result back to the client (to attach or submit on its
+ * next connection), or fails them when the client closed it, and fails
+ * every status request still waiting, naming the reason.
  */
 export class ClientLink {
   /** The master's node name, from the handshake. */
   readonly node: string;
-  /** Settles (never rejects) once the link has ended and everything on it has its outcome. */
+  /** The master's address as dialed, `host:port`. */
+  readonly address: string;
+  /** Settles (never rejects) once the link has ended and everything on it is handed on. */
   readonly done: Promise<void>;
   readonly #connection: Connection;
-  /** Jobs sent and not yet accepted, by the `ref` of their `submit`. */
+  readonly #version: number;
+  readonly #maxSubmits: number;
+  /** Jobs sent and not yet accepted, by the `ref` of their `submit` or `attach`. */
   readonly #byRef = new Map<string, ClientJob>();
   /** Accepted jobs without a result yet, by id. */
   readonly #byId = new Map<string, ClientJob>();
@@ -203,16 +272,22 @@ export class ClientLink {
   /** Set by {@linkcode close}: what the jobs still on the link are told. */
   #closeReason: ProtocolError | undefined;
 
-  /** Starts reading; `onEnd` hears why the link ended and how many jobs it took with it. */
+  /**
+   * Starts reading. `onEnd` hears why the link ended and gets the jobs it
+   * leaves without a result (none when the client closed it: they failed).
+   */
   constructor(
     connection: Connection,
-    node: string,
-    onEnd: (reason: ProtocolError, lostJobs: number) => void,
+    options: ClientLinkOptions,
+    onEnd: (reason: ProtocolError, orphans: ClientJob[]) => void,
   ) {
     this.#connection = connection;
-    this.node = node;
-    this.done = this.#serve().then(({ reason, lostJobs }) =>
-      onEnd(reason, lostJobs)
+    this.node = options.node;
+    this.address = options.address;
+    this.#version = options.version;
+    this.#maxSubmits = options.maxSubmits;
+    this.done = this.#serve().then(({ reason, orphans }) =>
+      onEnd(reason, orphans)
     );
   }
 
@@ -236,19 +311,53 @@ export class ClientLink {
     return this.#lastWrite.then(ignore, ignore);
   }
 
-  /** Sends the job's `submit`; its events and result then come here. */
+  /**
+   * Sends the job's `submit`; its events and result then come here. A job
+   * submitted as often as the client allows ends with `internal_error`.
+   */
   submit(job: ClientJob): void {
+    if (job.submits >= this.#maxSubmits) {
+      return job.giveUp(
+        `${job.lost}; not submitted again: submitted ${
+          times(job.submits)
+        } already, as many as the client allows (maxSubmits ${this.#maxSubmits})`,
+      );
+    }
+    job.submits++;
+    job.jobId = undefined;
     const ref = String(++this.#refs);
     job.link = this;
     this.#byRef.set(ref, job);
     this.#write({ type: "submit", ref, job: job.request }).catch((error) => {
       // Too large a frame fails this job alone; any other failure is the
-      // link's end, which fails every job on it.
+      // link's end, which hands every job on it back to the client.
       if (error instanceof ProtocolError && error.code === "frame_too_large") {
         this.#byRef.delete(ref);
         job.fail(error);
       }
     });
+  }
+
+  /**
+   * Asks the master for the rest of a job accepted over a connection that
+   * was lost: it answers `accepted` and the job goes on here, or
+   * `unknown_job` and the job is submitted again. A master of an older
+   * protocol cannot attach, and is taken as one that does not know the job.
+   */
+  attach(job: ClientJob): void {
+    if (this.#version < ATTACH_PROTOCOL_VERSION) {
+      // Given up: this master never had it, so there is nothing to cancel.
+      if (job.ended) return;
+      job.link = this;
+      return this.#submitAgain(
+        job,
+        `it speaks protocol version ${this.#version}, which cannot attach a job`,
+      );
+    }
+    job.link = this;
+    const ref = String(++this.#refs);
+    this.#byRef.set(ref, job);
+    this.#write({ type: "attach", ref, jobId: job.jobId! }).catch(ignore);
   }
 
   /** Sends `get_status`; the next `cluster_status` answers it. */
@@ -277,8 +386,13 @@ export class ClientLink {
     await this.done;
   }
 
-  /** Reads until the connection ends; then fails what is still waiting. Never rejects. */
-  async #serve(): Promise<{ reason: ProtocolError; lostJobs: number }> {
+  /** `master "name" at host:port`, for reasons. */
+  toString(): string {
+    return `master "${this.node}" at ${this.address}`;
+  }
+
+  /** Reads until the connection ends; then hands on what is still waiting. Never rejects. */
+  async #serve(): Promise<{ reason: ProtocolError; orphans: ClientJob[] }> {
     let reason: ProtocolError;
     try {
       for await (const message of this.#connection) this.#route(message);
@@ -294,9 +408,37 @@ export class ClientLink {
       await this.#connection.close(reason);
     }
     this.#endReason = this.#closeReason ?? reason;
-    const lostJobs = this.jobs;
-    this.#failAll(this.#endReason);
-    return { reason: this.#endReason, lostJobs };
+    for (const request of this.#statusRequests.splice(0)) {
+      request.fail(this.#endReason);
+    }
+    const jobs = [...this.#byRef.values(), ...this.#byId.values()];
+    this.#byRef.clear();
+    this.#byId.clear();
+    if (this.#closeReason !== undefined) {
+      for (const job of jobs) {
+        job.fail(closedBefore(this.#closeReason, job.jobId));
+      }
+      return { reason: this.#endReason, orphans: [] };
+    }
+    const orphans: ClientJob[] = [];
+    for (const job of jobs) {
+      if (job.ended) continue;
+      job.link = undefined;
+      job.input?.detach();
+      job.lost = `the connection to ${this} ended before the result of ${
+        job.jobId === undefined ? "a job not yet accepted" : `job ${job.jobId}`
+      }: ${reason.message}`;
+      // Masters that take the job and then drop the link, again and
+      // again, must not keep it going round for ever.
+      if (++job.losses > this.#maxSubmits) {
+        job.giveUp(
+          `${job.lost}; not sent again: its connection was lost ${
+            times(job.losses)
+          }, more than the client allows (maxSubmits ${this.#maxSubmits})`,
+        );
+      } else orphans.push(job);
+    }
+    return { reason, orphans };
   }
 
   /** Hands one message to the job or request it answers. */
@@ -305,15 +447,29 @@ export class ClientLink {
       case "accepted": {
         const job = this.#byRef.get(message.ref);
         if (job === undefined) {
-          throw unexpected(`an "accepted" for submission ${message.ref}`);
+          throw unexpected(`an "accepted" for request ${message.ref}`);
         }
         this.#byRef.delete(message.ref);
+        // A submit's answer, or an attach answered with another id: the
+        // master runs the job afresh, and its stdin starts over.
+        const fresh = job.jobId !== message.jobId;
         job.jobId = message.jobId;
         if (job.ended) return this.#cancel(message.jobId); // given up meanwhile
         this.#byId.set(message.jobId, job);
         if (!job.tell(message)) return this.abandon(job);
-        if (job.input) this.#sendInput(job, message.jobId, job.input);
+        job.input?.attach(this.#stdinSender(job, message.jobId), fresh);
         return;
+      }
+      case "unknown_job": {
+        const job = this.#byRef.get(message.ref);
+        // Only an attach is answered so; a job it leaves hanging goes back
+        // to the client with the link.
+        if (job?.jobId === undefined) {
+          throw unexpected(`an "unknown_job" for request ${message.ref}`);
+        }
+        this.#byRef.delete(message.ref);
+        if (job.ended) return; // given up meanwhile: nothing runs to cancel
+        return this.#submitAgain(job, message.reason);
       }
       case "queued":
       case "started":
@@ -343,6 +499,47 @@ export class ClientLink {
     }
   }
 
+  /**
+   * This master does not know a job that was accepted elsewhere (or here,
+   * over a connection that was lost): the caller hears `restarted`, and
+   * the job is submitted here again, if it may be.
+   */
+  #submitAgain(job: ClientJob, why: string): void {
+    job.lost = `${job.lost}; ${this} does not know job ${job.jobId}: ${why}`;
+    if (job.submits < this.#maxSubmits) {
+      const restarted = job.tell({
+        type: "restarted",
+        jobId: job.jobId!,
+        reason: `${job.lost}; submitted again to ${this}`,
+        attempt: job.submits + 1,
+      });
+      if (!restarted) return; // failed by its callback: nothing runs here yet
+    }
+    this.submit(job);
+  }
+
+  /** Sends a job's stdin over this link, as long as the job is on it. */
+  #stdinSender(
+    job: ClientJob,
+    jobId: string,
+  ): (data: string, eof: boolean) => Promise<boolean> {
+    return async (data, eof) => {
+      if (this.ended) return false;
+      try {
+        await this.#write({ type: "stdin", jobId, data, eof });
+        return true;
+      } catch (error) {
+        if (
+          !(error instanceof ProtocolError) || error.code !== "frame_too_large"
+        ) return false; // the link ended: sent again after the next attach
+        // A chunk no frame can carry fails its job alone.
+        job.fail(error);
+        this.abandon(job);
+        return true;
+      }
+    };
+  }
+
   #cancel(jobId: string): void {
     this.#write({ type: "cancel", jobId }).catch(() => {});
   }
@@ -356,60 +553,26 @@ export class ClientLink {
     this.#lastWrite = this.#connection.send(message);
     return this.#lastWrite;
   }
-
-  /**
-   * Sends each chunk of `input` as stdin of the job as it comes, then EOF.
-   * Never rejects: a link that broke ends the job anyway.
-   */
-  async #sendInput(
-    job: ClientJob,
-    jobId: string,
-    input: AsyncIterable<string>,
-  ): Promise<void> {
-    try {
-      for await (const data of input) {
-        if (job.ended) return; // leaving the loop returns the iterator
-        await this.#write({ type: "stdin", jobId, data });
-      }
-      if (!job.ended) {
-        await this.#write({ type: "stdin", jobId, data: "", eof: true });
-      }
-    } catch {
-      // The connection closed: the job's failure says why.
-    }
-  }
-
-  #failAll(reason: ProtocolError): void {
-    const closedHere = reason === this.#closeReason;
-    for (const job of [...this.#byRef.values(), ...this.#byId.values()]) {
-      job.fail(jobLost(reason, job.jobId, closedHere));
-    }
-    this.#byRef.clear();
-    this.#byId.clear();
-    for (const request of this.#statusRequests.splice(0)) request.fail(reason);
-  }
 }
 
 function ignore(): void {}
 
-/**
- * The failure of a job whose connection ended before its result. Named
- * `closed`, whatever ended it, so that a caller can tell "submit it again"
- * from "fix the request" by one code.
- */
-function jobLost(
+function times(count: number): string {
+  return count === 1 ? "once" : count === 2 ? "twice" : `${count} times`;
+}
+
+/** The failure of a job whose client closed its connection before the result. */
+function closedBefore(
   reason: ProtocolError,
   jobId: string | undefined,
-  closedHere: boolean,
 ): ProtocolError {
   const job = jobId === undefined ? "a job not yet accepted" : `job ${jobId}`;
   return new ProtocolError(
     "closed",
-    closedHere
-      ? `${reason.message} before the result of ${job}`
-      : `the connection to the master ended before the result of ${job}: ${reason.message} ` +
-        "(the master cancels a disconnected client's jobs; submit it again to run it)",
-    { cause: reason },
+    `${reason.message} before the result of ${job}`,
+    {
+      cause: reason,
+    },
   );
 }
 

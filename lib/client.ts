@@ -13,20 +13,29 @@ import {
   type ConnectOptions,
   type JobOptions,
   KilnClient,
+  type KilnClientOptions,
 } from "./kiln_client.ts";
 
 export { ConnectionError };
 
-/** Options of {@linkcode submitProgram}: where the master is, and the job's own. */
-export interface SubmitOptions extends ConnectOptions, JobOptions {}
+/**
+ * Options of {@linkcode submitProgram}: where the masters are, and the
+ * job's own.
+ */
+export interface SubmitOptions
+  extends ConnectOptions, JobOptions, Pick<KilnClientOptions, "maxSubmits"> {}
 
 /**
  * Runs a program on a kiln cluster and resolves with its result, over a
- * connection of its own: a one-shot {@linkcode KilnClient}. A job the
- * cluster refuses still resolves, with verdict `rejected` and a reason;
- * the promise rejects only when the master cannot be reached
- * ({@linkcode ConnectionError}, at the first failed dial), the handshake
- * fails or the link breaks ({@linkcode ProtocolError}), or `signal` aborts.
+ * connection of its own: a one-shot {@linkcode KilnClient}. Given several
+ * masters (`master: "a:7700,b:7700"`), it dials them in turn, once each,
+ * and when the connection drops before the result it goes on through the
+ * next master (see {@linkcode KilnClient}: the job is attached there, or
+ * submitted again up to `maxSubmits` times in all). A job the cluster
+ * refuses still resolves, with verdict `rejected` and a reason; the promise
+ * rejects only when no master can be reached ({@linkcode ConnectionError},
+ * after one dial of each), a handshake fails ({@linkcode ProtocolError}),
+ * or `signal` aborts.
  *
  * @example Running a program and watching its output live
  * ```ts ignore
@@ -78,10 +87,20 @@ export async function getClusterStatus(
   return await client.status(options);
 }
 
-/** A client for one call: a master that cannot be reached fails it at once. */
-function oneShot(options: ConnectOptions): KilnClient {
-  const { master, token, name, maxFrameBytes, handshakeTimeoutMs, tls } =
-    options;
+/**
+ * A client for one call: masters that cannot be reached, each dialed once
+ * in turn, fail it at once.
+ */
+function oneShot(options: SubmitOptions): KilnClient {
+  const {
+    master,
+    token,
+    name,
+    maxFrameBytes,
+    handshakeTimeoutMs,
+    tls,
+    maxSubmits,
+  } = options;
   return new KilnClient({
     master,
     token,
@@ -89,6 +108,7 @@ function oneShot(options: ConnectOptions): KilnClient {
     maxFrameBytes,
     handshakeTimeoutMs,
     tls,
+    maxSubmits,
     connectAttempts: 1,
   });
 }

@@ -93,3 +93,29 @@ Deno.test("getClusterStatus: a signal aborted during the handshake ends it at on
   abort.abort(new Error("no longer wanted"));
   await assert.rejects(asking, /no longer wanted/);
 });
+
+Deno.test("submitProgram dials the masters of a comma-separated list in turn, once each", async () => {
+  await using master = new MasterNode({
+    port: 0,
+    slots: 1,
+    resourceLogIntervalMs: 0,
+  });
+  const refused = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gone = `127.0.0.1:${refused.addr.port}`;
+  refused.close();
+  const result = await submitProgram(echo, {
+    master: `${gone},127.0.0.1:${master.addr.port}`,
+  });
+  assert.equal(result.verdict, "ok", result.reason);
+  assert.equal(result.stdout, "hi\n");
+  // Every master gone: one dial each, then the last one's error.
+  await assert.rejects(
+    submitProgram(echo, { master: `${gone},${gone}` }),
+    /connection refused/,
+  );
+  // Its own options reach the client it makes.
+  await assert.rejects(
+    submitProgram(echo, { master: master.addr, maxSubmits: 0 }),
+    /^RangeError: .*maxSubmits/,
+  );
+});

@@ -6,7 +6,12 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { DEFAULT_PORT, type HostPort, parseHostPort } from "./address.ts";
+import {
+  DEFAULT_PORT,
+  formatHostPort,
+  type HostPort,
+  parseHostPort,
+} from "./address.ts";
 import type { JobRequest, JobResult } from "./job.ts";
 import { positiveInteger } from "./_options.ts";
 import { MAX_TIMER_MS } from "./_timer.ts";
@@ -31,10 +36,25 @@ import {
 
 const log = getLogger(["kiln", "client"]);
 
-/** Where the master is and how to talk to it: what every client call needs. */
+/** The most masters one client is given. */
+export const MAX_MASTERS = 64;
+
+/** Where the masters are and how to talk to them: what every client call needs. */
 export interface ConnectOptions {
-  /** The master, as `host:port` or an address object. @default "127.0.0.1:7700" */
-  master?: string | HostPort | undefined;
+  /**
+   * The master, as `host:port` or an address object; or several masters of
+   * one cluster, as a comma-separated `"a:7700,b:7700"` or a list (at most
+   * {@linkcode MAX_MASTERS}). They are dialed in turn, from the first: a
+   * master that cannot be reached is passed over for the next, and after a
+   * connection is lost the next master is dialed first.
+   *
+   * @default "127.0.0.1:7700"
+   */
+  master?:
+    | string
+    | HostPort
+    | readonly (string | HostPort)[]
+    | undefined;
   /** Shared token of the cluster, or this client's credential token. @default "" */
   token?: string | undefined;
   /**
@@ -57,15 +77,29 @@ export interface ConnectOptions {
 /** Options of {@linkcode KilnClient}. */
 export interface KilnClientOptions extends ConnectOptions {
   /**
-   * Dials in a row, while submissions wait for a connection, before they
-   * fail with the last dial's error. Only a refused, reset or closed
-   * connection, or a master with too many connections from this address,
-   * is dialed again; a wrong token or protocol version fails at once.
-   * From 1 to 1000.
+   * Rounds of dials in a row, each round dialing every master once in
+   * turn, while submissions wait for a connection, before they fail with
+   * a dial's error. Only a refused, reset or closed connection, or a
+   * master with too many connections from this address, is dialed again
+   * in another round; a wrong token or protocol version is not (with one
+   * master, it fails at once). From 1 to 1000.
    *
    * @default 8
    */
   connectAttempts?: number | undefined;
+  /**
+   * Times one job may be submitted in all. A job whose connection was lost
+   * before its result is attached again by its id on the next connection;
+   * a master that does not know it (a standalone master always, as its
+   * jobs end with the connection that submitted them) has it submitted
+   * again, and the job's `onEvent` hears `restarted`. A job submitted this
+   * many times, or whose connection was lost more often, ends with
+   * `internal_error` instead, naming why. 1 never submits a job twice.
+   * From 1 to 100.
+   *
+   * @default 3
+   */
+  maxSubmits?: number | undefined;
   /** The first pause before dialing again, in ms; each next one doubles. @default 100 */
   reconnectMinMs?: number | undefined;
   /** The longest pause before dialing again, in ms. @default 5000 */
@@ -76,8 +110,11 @@ export interface KilnClientOptions extends ConnectOptions {
 export interface JobOptions {
   /**
    * Receives every event of the job as it happens: accepted, queued,
-   * started, output, restarted (output so far is void), result. If it
-   * throws, the job is cancelled and its promise rejects with what it threw.
+   * started, output, restarted (output so far is void), result. After its
+   * connection was lost, `accepted` comes again with the same id when the
+   * job is attached on the next one, or `restarted` then `accepted` with a
+   * new id when it is submitted again. If it throws, the job is cancelled
+   * and its promise rejects with what it threw.
    */
   onEvent?: ((event: JobEvent) => void) | undefined;
   /** Aborting it cancels the job on the master and rejects with the abort reason. */
@@ -99,7 +136,12 @@ export interface ClientConnectedDetail {
 export interface ClientDisconnectedDetail {
   /** Why, e.g. `the master closed the connection`. */
   readonly reason: string;
-  /** Jobs that were on it without a result: each rejected, naming the reason. */
+  /** The master's node name. */
+  readonly master: string;
+  /**
+   * Jobs that were on it without a result: each is attached again (or
+   * submitted again) on the next connection, which is dialed at once.
+   */
   readonly lostJobs: number;
 }
 
@@ -107,7 +149,9 @@ export interface ClientDisconnectedDetail {
 export interface ClientConnectFailedDetail {
   /** What went wrong: a {@linkcode ConnectionError} or a {@linkcode ProtocolError}. */
   readonly error: Error;
-  /** When the next attempt starts, in ms from now. */
+  /** The master that could not be reached, as `host:port`. */
+  readonly address: string;
+  /** When the next attempt starts, in ms from now: 0 when it dials the next master. */
   readonly retryInMs: number;
 }
 
@@ -115,7 +159,7 @@ export interface ClientConnectFailedDetail {
 export interface KilnClientEventMap {
   /** The client is connected to the master (again, after a disconnection). */
   connected: CustomEvent<ClientConnectedDetail>;
-  /** The connection to the master ended; the jobs on it were rejected. */
+  /** The connection to the master ended; the jobs on it go on over the next one. */
   disconnected: CustomEvent<ClientDisconnectedDetail>;
   /** A dial or handshake failed; another attempt follows. */
   connectfailed: CustomEvent<ClientConnectFailedDetail>;
@@ -123,11 +167,13 @@ export interface KilnClientEventMap {
 
 /** Options resolved: what the client dials with. */
 interface ResolvedOptions {
-  readonly address: HostPort;
+  /** The masters, in the order given. */
+  readonly addresses: readonly HostPort[];
   readonly connect: ConnectOptions;
   readonly connectAttempts: number;
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
+  readonly maxSubmits: number;
 }
 
 /**
@@ -136,23 +182,45 @@ interface ResolvedOptions {
  * one socket (and one of the master's per-address connections), and pays
  * the handshake once.
  *
- * It dials on the first request, and again on the next request after the
- * connection was lost, retrying a refused or dropped dial with capped
- * exponential back-off (`connectAttempts`, `reconnectMinMs`,
- * `reconnectMaxMs`). Requests made meanwhile wait for the connection.
+ * It dials on the first request, trying each master it was given in turn,
+ * and again after the connection was lost, the next master first,
+ * retrying refused or dropped dials with capped exponential back-off
+ * between rounds (`connectAttempts`, `reconnectMinMs`, `reconnectMaxMs`).
+ * Requests made meanwhile wait for the connection.
  *
- * **When the connection drops, every job on it rejects** with a
- * {@linkcode ProtocolError} `closed` that names the job and the reason; none
- * is sent again. The master cancels the jobs of a client that goes away,
- * so none of them will get a result; and a job may have run even when its
- * `accepted` never arrived (the answer was lost with the link), so only the
- * caller can know whether running it twice is safe. Submissions still
- * waiting for the connection, which the master never saw, are sent on the
- * next one.
+ * **When the connection drops, its jobs go on over the next one.** Each
+ * job with an id is attached again by it (`attach`): a master that still
+ * has the job (one of a cluster on NATS) sends `accepted` with the same id,
+ * then the rest of the job's events and its result. A master that does not
+ * know it (a standalone master never does: its jobs end with the
+ * connection that submitted them) answers `unknown_job`, and the job is
+ * submitted again, its `onEvent` hearing `restarted` first and then a new
+ * `accepted`; an interactive job's stdin is sent again from the start. A
+ * job not yet accepted is simply submitted again. At most `maxSubmits`
+ * submissions in all, and as many lost connections: then the job ends
+ * with an `internal_error` result naming why. A job may thus run more than once (it may have run even when
+ * its `accepted` was lost with the link): set `maxSubmits: 1` if running
+ * it twice is not safe. A cancel or stdin for a job whose connection is
+ * down waits for its next one. Only when no master can be reached does a
+ * job reject, with the dial's error.
  *
  * Close it (or use `await using`) when done: an open connection keeps the
  * process alive. Closing rejects the jobs still running; the master
  * cancels them.
+ *
+ * @example Two masters of one cluster: the second takes over
+ * ```ts ignore
+ * import { KilnClient } from "./kiln_client.ts";
+ *
+ * await using client = new KilnClient({ master: "10.0.0.1:7700,10.0.0.2:7700" });
+ * client.addEventListener("disconnected", ({ detail }) => {
+ *   console.log(`lost ${detail.master} with ${detail.lostJobs} jobs: they go on elsewhere`);
+ * });
+ * const result = await client.submit({
+ *   language: "bash",
+ *   files: [{ name: "main.sh", content: "echo hi" }],
+ * });
+ * ```
  *
  * @example Many jobs on one connection
  * ```ts
@@ -210,8 +278,13 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
    * none (a client process may hold thousands of clients).
    */
   #dialing: AbortController | undefined;
+  /** The index of the master dialed first at the next dial. */
+  #nextMaster = 0;
 
-  /** Checks the options (throws `RangeError`); dials nothing until the first request. */
+  /**
+   * Checks the options (throws `RangeError`, or `TypeError` for an address
+   * that does not parse); dials nothing until the first request.
+   */
   constructor(options: KilnClientOptions = {}) {
     super();
     const {
@@ -219,9 +292,11 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
       connectAttempts = 8,
       reconnectMinMs = 100,
       reconnectMaxMs = 5000,
+      maxSubmits = 3,
       ...connect
     } = options;
     positiveInteger("connectAttempts", connectAttempts, 1000);
+    positiveInteger("maxSubmits", maxSubmits, 100);
     positiveInteger("reconnectMinMs", reconnectMinMs, MAX_TIMER_MS);
     positiveInteger("reconnectMaxMs", reconnectMaxMs, MAX_TIMER_MS);
     if (reconnectMaxMs < reconnectMinMs) {
@@ -230,11 +305,12 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
       );
     }
     this.#options = {
-      address: typeof master === "string" ? parseHostPort(master) : master,
+      addresses: parseMasters(master),
       connect,
       connectAttempts,
       reconnectMinMs,
       reconnectMaxMs,
+      maxSubmits,
     };
   }
 
@@ -310,7 +386,9 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
     if (!this.#closed) {
       this.#closed = true;
       this.#dialing?.abort(clientClosed("the client was closed"));
-      for (const item of this.#outbox) item.fail(clientClosed("cannot send"));
+      for (const item of this.#outbox) {
+        item.cannotSend(clientClosed("cannot send"));
+      }
       this.#outbox.clear();
     }
     await this.#connecting?.catch(() => {});
@@ -336,12 +414,21 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
     this.#flush();
   }
 
-  /** The caller gave the job up: it rejects now, wherever it is. */
+  /**
+   * The caller gave the job up: it rejects now, wherever it is. A master
+   * that accepted it is told to cancel it: at once over a connection that
+   * is up; otherwise the job stays in the outbox, to be attached on the
+   * next connection only so that its cancel follows.
+   */
   #abandon(job: ClientJob, reason: unknown): void {
     if (job.ended) return;
-    this.#outbox.delete(job);
+    const link = job.link;
     job.fail(reason);
-    job.link?.abandon(job);
+    if (job.jobId === undefined) {
+      this.#outbox.delete(job);
+      link?.abandon(job); // cancelled when `accepted` comes, if it does
+    } else if (link !== undefined && !link.ended) link.abandon(job);
+    else if (!this.#closed) this.#post(job);
   }
 
   /**
@@ -359,7 +446,7 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
           try {
             link = await this.#connect();
           } catch (error) {
-            for (const item of this.#outbox) item.fail(error);
+            for (const item of this.#outbox) item.cannotSend(error);
             this.#outbox.clear();
             return;
           }
@@ -395,63 +482,168 @@ export class KilnClient extends TypedEventTarget<KilnClientEventMap>
   }
 
   /**
-   * Dials and shakes hands, again after a pause while the failure is one
-   * that passes (a master restarting, say) and someone still waits.
+   * Dials the masters in turn, from the one due first, and shakes hands.
+   * After a round in which every dial failed, pauses and goes round again
+   * while some failure is one that passes (a master restarting, say) and
+   * someone still waits.
    */
   async #dialWithRetries(signal: AbortSignal): Promise<ClientLink> {
-    const { connectAttempts, reconnectMinMs, reconnectMaxMs } = this.#options;
-    for (let attempt = 1;; attempt++) {
-      try {
-        const { connection, node } = await connectToMaster(
-          this.#options.address,
-          this.#options.connect,
-          signal,
-        );
-        const link = new ClientLink(
-          connection,
-          node,
-          (reason, lostJobs) => this.#ended(link, reason, lostJobs),
-        );
-        this.#link = link;
-        log.debug("connected to master {master}", { master: node });
-        this.emit("connected", { master: node });
-        return link;
-      } catch (error) {
-        if (this.#closed) throw clientClosed("the client was closed");
-        if (
-          attempt >= connectAttempts || !passes(error) ||
-          this.#outbox.size === 0
-        ) throw error;
-        const retryInMs = backoffDelay(attempt - 1, {
-          minMs: reconnectMinMs,
-          maxMs: reconnectMaxMs,
-        });
-        log.info(
-          "cannot reach the master: {reason}; dialing again in {ms} ms",
-          {
+    const { addresses, connectAttempts, reconnectMinMs, reconnectMaxMs } =
+      this.#options;
+    for (let round = 1;; round++) {
+      /** The first failure that would not pass: it says most of what is wrong. */
+      let lasting: unknown;
+      let last: unknown;
+      let lastAddress = "";
+      /** Whether some dial failed in a way that may pass. */
+      let passing = false;
+      for (let turn = 0; turn < addresses.length; turn++) {
+        const index = (this.#nextMaster + turn) % addresses.length;
+        const address = addresses[index]!;
+        try {
+          const peer = await connectToMaster(
+            address,
+            this.#options.connect,
+            signal,
+          );
+          return this.#linkUp(index, peer);
+        } catch (error) {
+          if (this.#closed) throw clientClosed("the client was closed");
+          last = error;
+          lastAddress = formatHostPort(address);
+          if (passes(error)) passing = true;
+          else lasting ??= error;
+          if (turn + 1 === addresses.length) break;
+          log.info("cannot reach master {address}: {reason}; dialing {next}", {
+            address: lastAddress,
             reason: (error as Error).message,
-            ms: retryInMs,
-          },
-        );
-        this.emit("connectfailed", { error: error as Error, retryInMs });
-        await abortableDelay(retryInMs, signal);
+            next: formatHostPort(addresses[(index + 1) % addresses.length]!),
+          });
+          this.emit("connectfailed", {
+            error: error as Error,
+            address: lastAddress,
+            retryInMs: 0,
+          });
+        }
       }
+      if (
+        round >= connectAttempts || !passing || this.#outbox.size === 0
+      ) throw lasting ?? last;
+      const retryInMs = backoffDelay(round - 1, {
+        minMs: reconnectMinMs,
+        maxMs: reconnectMaxMs,
+      });
+      log.info(
+        "cannot reach {masters}: {reason}; dialing again in {ms} ms",
+        {
+          masters: addresses.length === 1 ? "the master" : "any master",
+          reason: (last as Error).message,
+          ms: retryInMs,
+        },
+      );
+      this.emit("connectfailed", {
+        error: last as Error,
+        address: lastAddress,
+        retryInMs,
+      });
+      await abortableDelay(retryInMs, signal);
     }
   }
 
-  #ended(link: ClientLink, reason: ProtocolError, lostJobs: number): void {
+  /** A connection to master `index` is up: its link serves the client from now on. */
+  #linkUp(
+    index: number,
+    peer: { connection: Connection; node: string; version: number },
+  ): ClientLink {
+    const { connection, node, version } = peer;
+    const address = formatHostPort(this.#options.addresses[index]!);
+    const link = new ClientLink(
+      connection,
+      { node, address, version, maxSubmits: this.#options.maxSubmits },
+      (reason, orphans) => this.#ended(link, index, reason, orphans),
+    );
+    this.#link = link;
+    this.#nextMaster = index;
+    log.debug("connected to master {master} at {address}", {
+      master: node,
+      address,
+    });
+    this.emit("connected", { master: node });
+    return link;
+  }
+
+  /**
+   * A link ended: the jobs it leaves without a result go first in the
+   * outbox, and whatever waits there is sent on the next connection, to
+   * the next master first.
+   */
+  #ended(
+    link: ClientLink,
+    index: number,
+    reason: ProtocolError,
+    orphans: ClientJob[],
+  ): void {
     if (this.#link === link) this.#link = undefined;
-    if (this.#closed) return;
-    if (lostJobs > 0) {
-      log.warn("lost the master with {lostJobs} jobs on the link: {reason}", {
-        lostJobs,
-        reason: reason.message,
-      });
+    this.#nextMaster = (index + 1) % this.#options.addresses.length;
+    if (this.#closed) {
+      for (const job of orphans) {
+        job.cannotSend(clientClosed("the client was closed"));
+      }
+      return;
+    }
+    if (orphans.length > 0) {
+      log.warn(
+        "lost {link} with {lostJobs} jobs on it: {reason}; they go on over the next connection",
+        {
+          link: String(link),
+          lostJobs: orphans.length,
+          reason: reason.message,
+        },
+      );
+      // They were sent before anything still waiting: they go first.
+      const waiting = [...this.#outbox];
+      this.#outbox.clear();
+      for (const job of orphans) this.#outbox.add(job);
+      for (const item of waiting) this.#outbox.add(item);
     } else log.debug("connection ended: {reason}", { reason: reason.message });
-    this.emit("disconnected", { reason: reason.message, lostJobs });
-    // Requests made as it ended wait in the outbox for the next one.
+    this.emit("disconnected", {
+      reason: reason.message,
+      master: link.node,
+      lostJobs: orphans.length,
+    });
     if (this.#outbox.size > 0) this.#flush();
   }
+}
+
+/**
+ * The masters `master` names, in order: a comma-separated string, an
+ * address, or a list of either. Throws `TypeError` for an address that
+ * does not parse, `RangeError` for none or more than {@linkcode MAX_MASTERS}.
+ */
+function parseMasters(
+  master: NonNullable<ConnectOptions["master"]>,
+): HostPort[] {
+  const entries: readonly (string | HostPort)[] = Array.isArray(master)
+    ? master
+    : [master as string | HostPort];
+  const addresses = entries.flatMap((entry) =>
+    typeof entry === "string"
+      ? entry.split(",").map((text) => {
+        if (text.trim() === "") {
+          throw new TypeError(
+            `Cannot use master "${entry}": an address in the list is empty`,
+          );
+        }
+        return parseHostPort(text);
+      })
+      : [entry]
+  );
+  if (addresses.length === 0 || addresses.length > MAX_MASTERS) {
+    throw new RangeError(
+      `Cannot use ${addresses.length} masters: give from 1 to ${MAX_MASTERS}`,
+    );
+  }
+  return addresses;
 }
 
 /**
@@ -491,7 +683,7 @@ export async function connectToMaster(
   address: HostPort,
   options: ConnectOptions,
   signal?: AbortSignal,
-): Promise<{ connection: Connection; node: string }> {
+): Promise<{ connection: Connection; node: string; version: number }> {
   const {
     token = "",
     maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
@@ -511,14 +703,14 @@ export async function connectToMaster(
   }
   const connection = new Connection(conn, { maxFrameBytes });
   try {
-    const { node } = await clientHandshake(connection, {
+    const { node, version } = await clientHandshake(connection, {
       role: "client",
       token,
       timeoutMs: handshakeTimeoutMs,
       signal,
       ...options.name === undefined ? {} : { name: options.name },
     });
-    return { connection, node };
+    return { connection, node, version };
   } catch (error) {
     await connection.close();
     signal?.throwIfAborted();

@@ -15,7 +15,7 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { Connection } from "../lib/protocol/connection.ts";
-import { clientHandshake } from "../lib/protocol/handshake.ts";
+import { clientHandshake, serverHandshake } from "../lib/protocol/handshake.ts";
 
 const SUBMIT_CLI = fileURLToPath(new URL("../cli/submit.ts", import.meta.url));
 const TOKEN = "cli-test-token-0123456789";
@@ -684,6 +684,56 @@ Deno.test("CLI: submit marks where a job restarted on another node, on stderr", 
   assert.equal(run.stdout, "from the lost attempt\nfrom the second attempt\n");
   assert.match(
     run.stderr,
-    /^kiln: --- restarted on another node \(attempt 2\): node "doomed" was lost: .+; the output above is void ---$/m,
+    /^kiln: --- restarted \(attempt 2\): node "doomed" was lost: .+; the output above is void ---$/m,
+  );
+});
+
+Deno.test("CLI: submit --master A,B,C passes over a master that refuses, and goes on through the next when one is lost mid-job", async () => {
+  const refused = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gone = `127.0.0.1:${refused.addr.port}`;
+  refused.close();
+  // A master that takes the job, shows a line of it, and is lost.
+  const lost = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const connection = new Connection(await lost.accept());
+    try {
+      await serverHandshake(connection, { token: TOKEN, node: "lost" });
+      const submit = await connection.receive();
+      assert.equal(submit.type, "submit");
+      await connection.send({ type: "accepted", ref: submit.ref, jobId: "j0" });
+      await connection.send({
+        type: "output",
+        jobId: "j0",
+        stream: "stdout",
+        data: "from the lost master\n",
+      });
+    } finally {
+      await connection.close();
+      lost.close();
+    }
+  })();
+  await using survivor = new MasterNode({
+    port: 0,
+    name: "survivor",
+    slots: 1,
+    token: TOKEN,
+    resourceLogIntervalMs: 0,
+  });
+  const lostAddress = `127.0.0.1:${(lost.addr as Deno.NetAddr).port}`;
+  const survivorAddress = `127.0.0.1:${survivor.addr.port}`;
+  const run = await submitCli(
+    [gone, lostAddress, survivorAddress].join(","),
+    { "a.sh": "echo from the survivor" },
+  );
+  await served;
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout, "from the lost master\nfrom the survivor\n");
+  assert.match(
+    run.stderr,
+    new RegExp(
+      `^kiln: --- restarted \\(attempt 2\\): the connection to master "lost" at ${lostAddress} ended before the result of job j0: the master closed the connection; ` +
+        `master "survivor" at ${survivorAddress} does not know job j0: .+; submitted again to master "survivor" at ${survivorAddress}; the output above is void ---$`,
+      "m",
+    ),
   );
 });

@@ -49,6 +49,17 @@ export interface MasterServices {
     data: string,
     eof: boolean,
   ): void;
+  /**
+   * A client asks for the rest of a job it submitted on a connection that
+   * was lost (`attach`, protocol version 4): answered with `accepted` and
+   * then the job's remaining events and result, as a submit is, or with
+   * `unknown_job`. Awaited before the client's next message is read, so a
+   * `cancel` or `stdin` that follows finds the job attached.
+   */
+  attach(
+    session: ClientSession,
+    message: MessageOf<"attach">,
+  ): void | Promise<void>;
   /** The cluster as `get_status` reports it. */
   status(): ClusterStatus;
   /**
@@ -368,6 +379,8 @@ export class MasterConnections {
         } else if (message.type === "stdin") {
           const { jobId, data, eof = false } = message;
           this.#services.input(session, jobId, data, eof);
+        } else if (message.type === "attach") {
+          await this.#services.attach(session, message);
         } else if (message.type === "get_status") {
           session.send({ type: "cluster_status", ...this.#services.status() });
         } else {throw new ProtocolError(

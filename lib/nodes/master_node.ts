@@ -58,6 +58,7 @@ import {
   JOB_ENVELOPE_BYTES,
   parseJob,
 } from "./admission.ts";
+import type { ClientSession } from "./client_session.ts";
 import { checkIdleTimeout, DEFAULT_IDLE_TIMEOUT_MS } from "./idle_timer.ts";
 import { removeOwnWorkRoot, sweepWorkRoots } from "./_work_roots.ts";
 import { startSandbox } from "./_sandbox.ts";
@@ -377,6 +378,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
           this.#jobs.cancel(session, jobId, reason),
         input: (session, jobId, data, eof) =>
           this.#jobs.input(session, jobId, data, eof),
+        attach: (session, { ref, jobId }) => this.#attach(session, ref, jobId),
         status: () => this.status(),
         serveSecondary: (connection, identity, version) =>
           this.#serveSecondary(connection, identity, version),
@@ -897,6 +899,30 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       language: language.language,
       acceptedAt,
       signal,
+    });
+  }
+
+  /**
+   * A client asks for the rest of a job it submitted over a connection
+   * that was lost. Standalone, there is none to give: a job ends with the
+   * connection that submitted it (its jobs are cancelled as it leaves),
+   * and the node keeps no result once sent (the HTTP API's history does,
+   * outside the node, and would hold that cancellation). So the answer is
+   * `unknown_job`, and the client submits the job again. The NATS mode
+   * replaces this with the job's events and result from the cluster:
+   * `accepted` with the same `ref` and `jobId`, then the rest of the job.
+   */
+  #attach(
+    session: ClientSession,
+    ref: string,
+    jobId: string,
+  ): void | Promise<void> {
+    session.send({
+      type: "unknown_job",
+      ref,
+      jobId,
+      reason:
+        `master "${this.#name}" runs standalone, where a job ends with the connection that submitted it`,
     });
   }
 

@@ -149,8 +149,8 @@ const ALL_ROLES: readonly Role[] = ["client", "secondary"];
  *   serverHandshake(master, { token: "correct-horse-battery", node: "master-1" }),
  *   clientHandshake(client, { role: "client", token: "correct-horse-battery", name: "cli" }),
  * ]);
- * assert.deepEqual(peer, { role: "client", version: 3, name: "cli", identity: "cli", quota: undefined });
- * assert.deepEqual(session, { version: 3, node: "master-1" });
+ * assert.deepEqual(peer, { role: "client", version: 4, name: "cli", identity: "cli", quota: undefined });
+ * assert.deepEqual(session, { version: 4, node: "master-1" });
  * ```
  */
 export async function clientHandshake(

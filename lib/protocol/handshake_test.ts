@@ -9,6 +9,7 @@ import {
   type ServerHandshakeOptions,
   type ServerHandshakeResult,
 } from "./handshake.ts";
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "./messages.ts";
 import {
   dial,
   readFramesUntilEof,
@@ -61,11 +62,17 @@ Deno.test("handshake succeeds for both roles and names each peer", async () => {
     );
     assert.deepEqual(served, {
       status: "fulfilled",
-      value: { role, version: 3, name: "w1", identity: "w1", quota: undefined },
+      value: {
+        role,
+        version: PROTOCOL_VERSION,
+        name: "w1",
+        identity: "w1",
+        quota: undefined,
+      },
     });
     assert.deepEqual(dialed, {
       status: "fulfilled",
-      value: { version: 3, node: "master-1" },
+      value: { version: PROTOCOL_VERSION, node: "master-1" },
     });
     assert.equal(master.peerName, `${role} "w1"`);
     assert.equal(dialer.peerName, "master");
@@ -85,7 +92,7 @@ Deno.test("handshake works with an empty token, and without a name", async () =>
     status: "fulfilled",
     value: {
       role: "client",
-      version: 3,
+      version: PROTOCOL_VERSION,
       name: undefined,
       identity: undefined,
       quota: undefined,
@@ -177,10 +184,17 @@ Deno.test("the dialer refuses a master that cannot prove it knows the token", as
 Deno.test("a version mismatch is refused with both ranges named", async () => {
   const { master, dialer, served, dialed } = await handshake(
     { token: TOKEN, node: "m" },
-    { role: "client", token: TOKEN, versions: { min: 4, max: 5 } },
+    {
+      role: "client",
+      token: TOKEN,
+      versions: { min: PROTOCOL_VERSION + 1, max: PROTOCOL_VERSION + 2 },
+    },
   );
-  const message =
-    "protocol version mismatch: client speaks 4..5, master speaks 3..3";
+  const message = `protocol version mismatch: client speaks ${
+    PROTOCOL_VERSION + 1
+  }..${
+    PROTOCOL_VERSION + 2
+  }, master speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`;
   assertProtocolError(
     reason(served),
     "version_mismatch",
@@ -202,7 +216,9 @@ Deno.test("a client of protocol 2, whose strict schemas refuse queued.estimatedW
   assertProtocolError(
     reason(dialed),
     "version_mismatch",
-    /^master said: protocol version mismatch: client speaks 2\.\.2, master speaks 3\.\.3$/,
+    new RegExp(
+      `^master said: protocol version mismatch: client speaks 2\\.\\.2, master speaks ${MIN_PROTOCOL_VERSION}\\.\\.${PROTOCOL_VERSION}$`,
+    ),
   );
   assert.equal(served.status, "rejected");
   await Promise.all([master.closed, dialer.closed]);
@@ -466,13 +482,13 @@ Deno.test("the master keeps accepting after every kind of bad peer", async () =>
       token: TOKEN,
       name: "w9",
     }),
-    { version: 3, node: "m" },
+    { version: PROTOCOL_VERSION, node: "m" },
   );
   assert.deepEqual(await master.next(), {
     status: "fulfilled",
     value: {
       role: "secondary",
-      version: 3,
+      version: PROTOCOL_VERSION,
       name: "w9",
       identity: "w9",
       quota: undefined,

@@ -32,10 +32,16 @@ export type { NodeStatus, OfferedLanguage };
  * so a mixed cluster is refused at the handshake, naming both versions,
  * rather than failing on its first such message. Version 2 brought frame
  * sizes, node secrets and draining in `register` and `heartbeat`, and the
- * `seccomp` and `disk` layers; version 3 the `estimatedWaitMs` of `queued`.
+ * `seccomp` and `disk` layers; version 3 the `estimatedWaitMs` of `queued`;
+ * version 4 `attach` and `unknown_job`. Messages a version adds without
+ * changing an older one's keep that older version spoken: a client that
+ * agreed on version 3 never sends `attach`.
  */
-export const PROTOCOL_VERSION = 3;
-/** The oldest protocol version this build still speaks. */
+export const PROTOCOL_VERSION = 4;
+/**
+ * The oldest protocol version this build still speaks. Version 3 peers
+ * differ only in lacking what version 4 added.
+ */
 export const MIN_PROTOCOL_VERSION = 3;
 
 // Declared by security, which authenticates a role and sits below the protocol.
@@ -120,6 +126,42 @@ export const StdinSchema = z.object({
   jobId: JobId,
   data: z.string(),
   eof: z.boolean().optional(),
+}).strict();
+
+/**
+ * The first protocol version with `attach` and `unknown_job`: a client
+ * sends `attach` only on a link that agreed on this version or a later one,
+ * and treats an older master as one that does not know the job.
+ */
+export const ATTACH_PROTOCOL_VERSION = 4;
+
+/**
+ * A client asks for the rest of a job it submitted over a connection that
+ * was lost, perhaps to another master: answered with `accepted` (the same
+ * `jobId`) and then the job's remaining events and its result, as for a
+ * submit; or with `unknown_job` when this master cannot give them.
+ * Version 4 and later.
+ */
+export const AttachSchema = z.object({
+  type: z.literal("attach"),
+  /** Chosen by the client to match the answer to this request. */
+  ref: z.string().min(1).max(128),
+  /** The id the job was accepted with. */
+  jobId: JobId,
+}).strict();
+
+/**
+ * The master's answer to an `attach` it cannot serve: it does not know the
+ * job, or no longer has its events and result. The client may submit the
+ * job again. Version 4 and later.
+ */
+export const UnknownJobSchema = z.object({
+  type: z.literal("unknown_job"),
+  /** The `ref` of the client's `attach`. */
+  ref: z.string().max(128),
+  jobId: JobId,
+  /** Why, e.g. `this master runs standalone: ...`. */
+  reason: z.string().max(4096),
 }).strict();
 
 /** The master took a submission and gave it an id. */
@@ -347,6 +389,8 @@ export const MessageSchema = z.discriminatedUnion("type", [
   SubmitSchema,
   CancelSchema,
   StdinSchema,
+  AttachSchema,
+  UnknownJobSchema,
   AcceptedSchema,
   QueuedSchema,
   StartedSchema,

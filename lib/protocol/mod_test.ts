@@ -3,7 +3,9 @@ import * as protocol from "./mod.ts";
 
 Deno.test("mod.ts exports exactly the curated protocol API", () => {
   assert.deepEqual(Object.keys(protocol).sort(), [
+    "ATTACH_PROTOCOL_VERSION",
     "AcceptedSchema",
+    "AttachSchema",
     "AuthSchema",
     "CancelSchema",
     "ChallengeSchema",
@@ -39,6 +41,7 @@ Deno.test("mod.ts exports exactly the curated protocol API", () => {
     "StartedSchema",
     "StdinSchema",
     "SubmitSchema",
+    "UnknownJobSchema",
     "WelcomeSchema",
     "clientHandshake",
     "encodeFrame",
