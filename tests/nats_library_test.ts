@@ -13,6 +13,9 @@ import {
   submitProgram,
 } from "../mod.ts";
 import { InputChannel } from "../lib/sandbox/input_channel.ts";
+import { Connection } from "../lib/protocol/connection.ts";
+import { clientHandshake } from "../lib/protocol/handshake.ts";
+import type { Message } from "../lib/protocol/messages.ts";
 import { NatsCluster } from "../lib/nats/nats_cluster.ts";
 import { NatsServer, natsSkipReason } from "../cli/_nats_server.ts";
 
@@ -260,5 +263,58 @@ Deno.test({
     );
     assert.equal(unknown.status, 404);
     await unknown.body?.cancel();
+  },
+});
+
+/** A raw client link to a master, as `name`. */
+async function rawClient(master: MasterNode, name: string) {
+  const connection = new Connection(await Deno.connect(master.addr));
+  await clientHandshake(connection, { role: "client", token: "", name });
+  return connection;
+}
+
+/** The next message of `type` on a raw link, skipping the others. */
+async function next(connection: Connection, type: string): Promise<Message> {
+  while (true) {
+    const message = await connection.receive();
+    if (message.type === type) return message;
+  }
+}
+
+Deno.test({
+  name:
+    "nats library: a client that drops its link leaves its job running, and gets the result by attaching again",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    const first = await rawClient(cluster.master, "alice");
+    await first.send({
+      type: "submit",
+      ref: "r1",
+      // Long enough to outlive its client's link; were it cancelled, its
+      // result would say so and hold no output.
+      job: bash("sleep 1; echo survived"),
+    });
+    const accepted = await next(first, "accepted");
+    const jobId = accepted.type === "accepted" ? accepted.jobId : "";
+    await next(first, "started");
+    await first.close();
+    // Another client may not take it over by its id.
+    const mallory = await rawClient(cluster.master, "mallory");
+    await mallory.send({ type: "attach", ref: "m", jobId });
+    const refused = await next(mallory, "unknown_job");
+    assert.equal(refused.type === "unknown_job" && refused.jobId, jobId);
+    await mallory.close();
+    // The job was not cancelled: it runs to its end.
+    const again = await rawClient(cluster.master, "alice");
+    await again.send({ type: "attach", ref: "r2", jobId });
+    const reattached = await next(again, "accepted");
+    assert.deepEqual(reattached, { type: "accepted", ref: "r2", jobId });
+    const result = await next(again, "result");
+    assert.equal(
+      result.type === "result" && result.result.stdout,
+      "survived\n",
+    );
+    await again.close();
   },
 });

@@ -13,7 +13,12 @@ import {
   startMasterProcess,
   startSecondaryProcess,
 } from "../cli/_processes.ts";
-import { type JobResult, submitProgram } from "../mod.ts";
+import {
+  type JobEvent,
+  type JobResult,
+  KilnClient,
+  submitProgram,
+} from "../mod.ts";
 import { NatsCluster } from "../lib/nats/nats_cluster.ts";
 import { readRecord } from "../lib/nats/job_record.ts";
 import {
@@ -273,5 +278,61 @@ Deno.test({
     } finally {
       await Promise.all(servers.map((server) => server.stop()));
     }
+  },
+});
+
+Deno.test({
+  name:
+    "nats: a master SIGKILLed mid-burst of 200 jobs loses none: each ends with one result, through the other master",
+  ignore,
+  async fn() {
+    await using server = await NatsServer.start();
+    const doomed = await master(server.url, "--name", "doomed");
+    await using survivor = await master(server.url, "--name", "survivor");
+    await using _a = await secondary(server.url, "a", "--slots", "4");
+    await using _b = await secondary(server.url, "b", "--slots", "4");
+    await Promise.all([
+      nodesSeen(doomed.address, 2),
+      nodesSeen(survivor.address, 2),
+    ]);
+    // The doomed master first: every job is submitted to it.
+    await using client = new KilnClient({
+      master: [doomed.address, survivor.address],
+      name: "burst",
+    });
+    const events = new Map<number, JobEvent[]>();
+    let ended = 0;
+    const killedAt = Promise.withResolvers<void>();
+    const jobs = Array.from({ length: 200 }, (_, i) => {
+      events.set(i, []);
+      return client.submit(bash(`sleep 0.05; echo job ${i}`), {
+        onEvent: (event) => events.get(i)!.push(event),
+      }).then((result) => {
+        if (++ended === 20) killedAt.resolve();
+        return result;
+      });
+    });
+    await killedAt.promise;
+    doomed.child.kill("SIGKILL");
+    await doomed.child.status;
+    const results = await Promise.all(jobs);
+    results.forEach((result, i) => {
+      assert.equal(result.verdict, "ok", `job ${i}: ${result.reason}`);
+      assert.equal(result.stdout, `job ${i}\n`);
+    });
+    // Exactly one result each, and some came through the survivor: the
+    // jobs the doomed master had put in the stream were attached there.
+    for (const [i, seen] of events) {
+      assert.equal(
+        seen.filter((e) => e.type === "result").length,
+        1,
+        `job ${i}`,
+      );
+    }
+    const attached = [...events.values()].filter((seen) =>
+      seen.filter((e) => e.type === "accepted").length > 1
+    );
+    assert.ok(attached.length > 0, "no job was attached again");
+    assert.ok(ended >= 200);
   },
 });

@@ -40,8 +40,14 @@ const ACCEPT_BACKOFF_MAX_MS = 1000;
 export interface MasterServices {
   /** A client's submission: answered with `accepted`, then run. */
   submit(session: ClientSession, message: MessageOf<"submit">): Promise<void>;
-  /** A client cancels one of its jobs, or left while the job was pending. */
+  /** A client cancels one of its jobs. */
   cancel(session: ClientSession, jobId: string, reason: string): void;
+  /**
+   * A client's connection ended while this job of it was pending: the
+   * master cancels it, or (on NATS, where the client may attach again
+   * through any master) lets it run on.
+   */
+  left(session: ClientSession, jobId: string): void;
   /** More stdin from a client for one of its interactive jobs. */
   input(
     session: ClientSession,
@@ -390,9 +396,7 @@ export class MasterConnections {
       }
     } finally {
       idle[Symbol.dispose]();
-      for (const jobId of session.jobs) {
-        this.#services.cancel(session, jobId, "the client disconnected");
-      }
+      for (const jobId of session.jobs) this.#services.left(session, jobId);
     }
   }
 }

@@ -265,6 +265,11 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
   #closing = false;
   /** On NATS: the link, the jobs it follows, and the nodes it sees. */
   #nats: NatsLink | undefined;
+  /** On NATS: the jobs each client attached to by id, and their listeners. */
+  readonly #attached = new WeakMap<
+    ClientSession,
+    Map<string, ClusterJobListener>
+  >();
   /** Whether {@linkcode MasterNode.ready} has resolved: submissions then go on at once. */
   #isReady = false;
   /** The start-up sweep of workdirs that dead kiln processes left. */
@@ -374,10 +379,17 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       },
       services: {
         submit: (session, message) => this.#submit(session, message),
-        cancel: (session, jobId, reason) =>
-          this.#jobs.cancel(session, jobId, reason),
-        input: (session, jobId, data, eof) =>
-          this.#jobs.input(session, jobId, data, eof),
+        cancel: (session, jobId, reason) => {
+          if (this.#attachedTo(session, jobId)) {
+            void this.#nats?.jobs.cancel(jobId, reason);
+          } else this.#jobs.cancel(session, jobId, reason);
+        },
+        left: (session, jobId) => this.#left(session, jobId),
+        input: (session, jobId, data, eof) => {
+          if (this.#attachedTo(session, jobId)) {
+            this.#nats?.jobs.input(jobId, data, eof);
+          } else this.#jobs.input(session, jobId, data, eof);
+        },
         attach: (session, { ref, jobId }) => this.#attach(session, ref, jobId),
         status: () => this.status(),
         serveSecondary: (connection, identity, version) =>
@@ -904,26 +916,98 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
 
   /**
    * A client asks for the rest of a job it submitted over a connection
-   * that was lost. Standalone, there is none to give: a job ends with the
-   * connection that submitted it (its jobs are cancelled as it leaves),
-   * and the node keeps no result once sent (the HTTP API's history does,
-   * outside the node, and would hold that cancellation). So the answer is
-   * `unknown_job`, and the client submits the job again. The NATS mode
-   * replaces this with the job's events and result from the cluster:
-   * `accepted` with the same `ref` and `jobId`, then the rest of the job.
+   * that was lost. On NATS the job is in the cluster, whichever master
+   * took it: the client gets `accepted` (same `ref` and id), where the job
+   * stands, then the rest of its events and its result, as any master
+   * follows it (`lib/nats/cluster_jobs.ts`). A job of another client is as
+   * unknown as one that never reached the cluster (it waited in the fair
+   * queue of a master that died): the client submits it again.
+   *
+   * Standalone, there is none to give: a job ends with the connection that
+   * submitted it (its jobs are cancelled as it leaves), and the node keeps
+   * no result once sent (the HTTP API's history does, outside the node,
+   * and would hold that cancellation). So the answer is `unknown_job`, and
+   * the client submits the job again.
    */
-  #attach(
+  async #attach(
     session: ClientSession,
     ref: string,
     jobId: string,
-  ): void | Promise<void> {
-    session.send({
-      type: "unknown_job",
-      ref,
-      jobId,
-      reason:
+  ): Promise<void> {
+    const unknown = (reason: string) =>
+      session.send({ type: "unknown_job", ref, jobId, reason });
+    const nats = await this.#natsReady();
+    if (nats === undefined) {
+      return unknown(
         `master "${this.#name}" runs standalone, where a job ends with the connection that submitted it`,
-    });
+      );
+    }
+    const record = await this.clusterJob(jobId);
+    if (record === undefined || record.client !== session.client) {
+      return unknown(
+        `the cluster has no job ${jobId} of this client: it never reached the cluster (it waited at a master that was lost), or its record expired`,
+      );
+    }
+    session.send({ type: "accepted", ref, jobId });
+    session.jobs.add(jobId);
+    let attempt = 0;
+    const listener: ClusterJobListener = {
+      started: (node, nodeAttempt) => {
+        if (attempt > 0 && nodeAttempt > attempt) {
+          session.send({
+            type: "restarted",
+            jobId,
+            reason: "the node running it was lost",
+            attempt: nodeAttempt,
+          });
+        }
+        attempt = nodeAttempt;
+        session.send({ type: "started", jobId, node });
+      },
+      output: (stream, data) =>
+        session.send({ type: "output", jobId, stream, data }),
+      result: (result) => {
+        this.#attached.get(session)?.delete(jobId);
+        session.jobs.delete(jobId);
+        session.sendResult(result);
+      },
+    };
+    let attached = this.#attached.get(session);
+    if (attached === undefined) {
+      this.#attached.set(session, attached = new Map());
+    }
+    attached.set(jobId, listener);
+    if (!await nats.jobs.follow(jobId, listener)) {
+      // Its record expired between the two reads.
+      listener.result(blankResult(jobId, {
+        client: session.client,
+        reason: `job ${jobId} left the cluster's records while being attached`,
+      }));
+    }
+  }
+
+  /** Whether a job is one `session` attached to by id (on NATS). */
+  #attachedTo(session: ClientSession, jobId: string): boolean {
+    return this.#attached.get(session)?.has(jobId) ?? false;
+  }
+
+  /**
+   * A client's connection ended with a job pending. Standalone, the job is
+   * cancelled: nobody could hear its result. On NATS the client may attach
+   * again through any master, so a job in the cluster runs on (this master
+   * stops following it for that client); one still waiting in this
+   * master's fair queue, which no other master could find, is cancelled.
+   */
+  #left(session: ClientSession, jobId: string): void {
+    const attached = this.#attached.get(session);
+    const listener = attached?.get(jobId);
+    if (listener !== undefined) {
+      attached!.delete(jobId);
+      this.#nats?.jobs.unfollow(jobId, listener);
+      return;
+    }
+    if (this.#nats !== undefined && !this.#jobs.isWaiting(jobId)) return;
+    this.#jobs.cancel(session, jobId, "the client disconnected");
   }
 
   async #logResources(sample: ResourceSampler, slots: number): Promise<void> {

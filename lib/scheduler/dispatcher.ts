@@ -500,6 +500,11 @@ export class Dispatcher {
     if (this.#running.has(jobId)) job.worker?.input(jobId, data, eof);
   }
 
+  /** Whether a job waits in the queue (not yet placed on a worker). */
+  isWaiting(jobId: string): boolean {
+    return this.#queued.has(jobId);
+  }
+
   /** Its client gave up on a job: out of the queue, or stopped where it runs. */
   cancel(client: JobClient, jobId: string, reason: string): void {
     if (!client.jobs.has(jobId)) return; // Not this client's job, or already over.
