@@ -6,6 +6,11 @@
  * down. Languages whose toolchain this machine lacks are listed as skipped,
  * not failed.
  *
+ * `deno task demo --nats` does the same on NATS JetStream: a local
+ * `nats-server`, two masters and two secondaries; then it submits one more
+ * job to the first master, kills that master (SIGKILL) while the job runs,
+ * and shows the job's result arriving through the second.
+ *
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -17,8 +22,25 @@ import {
   type JobResult,
   submitProgram,
 } from "../mod.ts";
-import { runMain } from "./_cli.ts";
-import { startMasterProcess, startSecondaryProcess } from "./_processes.ts";
+import { parseFlags, runMain } from "./_cli.ts";
+import {
+  type MasterProcess,
+  type SecondaryProcess,
+  startMasterProcess,
+  startSecondaryProcess,
+} from "./_processes.ts";
+import { NatsServer, natsSkipReason } from "./_nats_server.ts";
+import { KilnClient } from "../lib/kiln_client.ts";
+
+const USAGE = `Usage: deno task demo [--nats]
+
+Starts a local cluster (a master and two secondaries, each a process of its
+own), runs every sample program in examples/programs/ on it, prints what each
+did, and stops the cluster.
+
+  --nats   the cluster on NATS JetStream instead: a local nats-server (it must
+           be installed), two masters and two secondaries; then a job survives
+           the loss (SIGKILL) of the master it was submitted to`;
 
 const PROGRAMS_DIR = fileURLToPath(
   new URL("../examples/programs/", import.meta.url),
@@ -37,37 +59,94 @@ interface Row {
   output: string;
 }
 
-async function main(): Promise<number> {
+/** The demo's cluster: masters, secondaries, and on NATS the server. */
+interface DemoCluster {
+  readonly masters: MasterProcess[];
+  readonly secondaries: SecondaryProcess[];
+  readonly server: NatsServer | undefined;
+  stop(): Promise<void>;
+}
+
+/** Starts the processes of the demo's cluster; on a failure, stops what started. */
+async function startCluster(
+  token: string,
+  nats: boolean,
+): Promise<DemoCluster> {
+  const server = nats ? await NatsServer.start() : undefined;
+  const natsArgs = server ? ["--nats", server.url] : [];
+  const masters: MasterProcess[] = [];
+  const secondaries: SecondaryProcess[] = [];
+  const stop = async () => {
+    await Promise.all(secondaries.map((secondary) => secondary.stop()));
+    await Promise.all(masters.map((master) => master.stop()));
+    await server?.stop();
+  };
+  try {
+    for (const name of server ? ["m1", "m2"] : ["master"]) {
+      masters.push(
+        await startMasterProcess({
+          token,
+          args: [
+            "--slots",
+            "0",
+            "--log-level",
+            "error",
+            "--name",
+            name,
+            ...natsArgs,
+          ],
+        }),
+      );
+    }
+    const started = await Promise.allSettled(
+      ["east", "west"].map((name) =>
+        startSecondaryProcess(server ? server.url : masters[0]!.address, {
+          token,
+          args: ["--name", name, "--slots", "2", "--log-level", "error"],
+        })
+      ),
+    );
+    for (const s of started) {
+      if (s.status === "fulfilled") secondaries.push(s.value);
+    }
+    const failure = started.find((s) => s.status === "rejected");
+    // Stop the one that did start too: it would otherwise redial forever.
+    if (failure) throw failure.reason;
+    return { masters, secondaries, server, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, {
+    nats: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (values.nats && natsSkipReason) {
+    console.error(`kiln demo: --nats needs a NATS server: ${natsSkipReason}`);
+    return 1;
+  }
   const token = crypto.randomUUID();
   const registry = createDefaultRegistry();
-  const [master, statuses, programs] = await Promise.all([
-    startMasterProcess({
-      token,
-      args: ["--slots", "0", "--log-level", "error"],
-    }),
+  const [cluster, statuses, programs] = await Promise.all([
+    startCluster(token, values.nats),
     registry.detect(),
     listPrograms(),
   ]);
-  const started = await Promise.allSettled(
-    ["east", "west"].map((name) =>
-      startSecondaryProcess(master.address, {
-        token,
-        args: ["--name", name, "--slots", "2", "--log-level", "error"],
-      })
-    ),
-  );
-  const secondaries = started.flatMap((s) =>
-    s.status === "fulfilled" ? [s.value] : []
-  );
-  const failure = started.find((s) => s.status === "rejected");
-  if (failure) {
-    // Stop the one that did start too: it would otherwise redial forever.
-    await Promise.all(secondaries.map((secondary) => secondary.stop()));
-    await master.stop();
-    throw failure.reason;
-  }
+  const { masters, secondaries, server } = cluster;
+  const addresses = masters.map((master) => master.address);
   console.log(
-    `kiln demo: master on ${master.address} with secondaries ${
+    `kiln demo: ${
+      server
+        ? `NATS at ${server.url}, masters ${addresses.join(" and ")}`
+        : `master on ${addresses[0]}`
+    } with secondaries ${
       secondaries.map((s) => s.name).join(" and ")
     }; ${programs.length} sample programs at once\n`,
   );
@@ -90,7 +169,7 @@ async function main(): Promise<number> {
         language: runner.name,
         files: [{ name: program, content: await Deno.readTextFile(path) }],
         ...stdin === undefined ? {} : { stdin },
-      }, { master: master.address, token, name: "demo" });
+      }, { master: addresses, token, name: "demo" });
       return row(
         runner.name,
         program + (stdin === undefined ? "" : " < stdin"),
@@ -106,11 +185,61 @@ async function main(): Promise<number> {
     console.log(
       `\n${ran} ran, ${failed.length} failed, ${rows.length - ran} skipped`,
     );
-    return failed.length === 0 ? 0 : 1;
+    const survived = server ? await survive(masters, token) : true;
+    return failed.length === 0 && survived ? 0 : 1;
   } finally {
-    await Promise.all(secondaries.map((secondary) => secondary.stop()));
-    await master.stop();
+    await cluster.stop();
   }
+}
+
+/**
+ * On NATS: a job submitted to the first master outlives it. The master is
+ * killed while the job runs; the client attaches to the job again through
+ * the second master and gets its result from there.
+ */
+async function survive(
+  masters: MasterProcess[],
+  token: string,
+): Promise<boolean> {
+  const [first, second] = masters as [MasterProcess, MasterProcess];
+  console.log(
+    `\nA job submitted to ${first.address}, which is killed (SIGKILL) while the job runs:`,
+  );
+  await using client = new KilnClient({
+    master: [first.address, second.address],
+    token,
+    name: "demo",
+  });
+  let killed = false;
+  const result = await client.submit({
+    language: "bash",
+    files: [{
+      name: "survivor.sh",
+      content: 'echo "working"; sleep 1; echo "still here"',
+    }],
+  }, {
+    onEvent: (event) => {
+      if (event.type === "started") {
+        console.log(`  started on ${printable(event.node)}`);
+        if (killed) return;
+        killed = true;
+        first.child.kill("SIGKILL");
+        console.log(`  master ${first.address} killed`);
+      }
+      if (event.type === "accepted") {
+        console.log(`  accepted as job ${event.jobId}`);
+      }
+      if (event.type === "restarted") {
+        console.log(`  restarted: ${printable(event.reason)}`);
+      }
+    },
+  });
+  console.log(
+    `  result through ${second.address}: ${result.verdict}, on ${
+      printable(result.node ?? "-")
+    }: ${printable(result.stdout.trim().split("\n").join(" / "))}`,
+  );
+  return result.verdict === "ok";
 }
 
 async function listPrograms(): Promise<string[]> {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Sandbox } from "../lib/sandbox/sandbox.ts";
+import { natsSkipReason } from "../cli/_nats_server.ts";
 
 Deno.test("deno task demo runs every sample program, sandboxed where the host allows", async () => {
   const output = await new Deno.Command(Deno.execPath(), {
@@ -29,4 +30,54 @@ Deno.test("deno task demo runs every sample program, sandboxed where the host al
   const ran = stdout.split("\n").filter((line) => / ok /.test(line));
   assert.equal(ran.length, Number(summary[1]), stdout);
   for (const line of ran) assert.ok(line.includes(` ${expected} `), line);
+});
+
+Deno.test({
+  name:
+    "deno task demo --nats runs the samples on NATS, and a job outlives the master it was submitted to",
+  ignore: natsSkipReason !== undefined,
+  async fn() {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../cli/demo.ts", import.meta.url).pathname,
+        "--nats",
+      ],
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, `${stdout}\n${stderr}`);
+    assert.match(
+      stdout,
+      /^kiln demo: NATS at nats:\/\/127\.0\.0\.1:\d+, masters /m,
+    );
+    const summary = /(\d+) ran, (\d+) failed, (\d+) skipped/.exec(stdout);
+    assert.equal(summary?.[2], "0", stdout);
+    const killed = /master (\S+) killed/.exec(stdout)?.[1];
+    assert.ok(killed, stdout);
+    const through = /result through (\S+): ok, on \S+: working \/ still here/
+      .exec(stdout)?.[1];
+    assert.ok(through, stdout);
+    assert.notEqual(through, killed);
+  },
+});
+
+Deno.test("deno task demo --help prints its usage and runs nothing", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli/demo.ts", import.meta.url).pathname,
+      "--help",
+    ],
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  assert.equal(output.code, 0);
+  const stdout = new TextDecoder().decode(output.stdout);
+  assert.match(stdout, /^Usage: deno task demo \[--nats\]/);
+  assert.doesNotMatch(stdout, /LANGUAGE/);
 });
