@@ -41,6 +41,8 @@ export interface NatsServerOptions {
     listenPort: number;
     routes: string[];
   };
+  /** A token clients must give. */
+  token?: string;
   /** A store to reuse (a restarted server); made and removed by the server otherwise. */
   storeDir?: string;
 }
@@ -85,6 +87,9 @@ export class NatsServer implements AsyncDisposable {
       `port: -1`,
       `max_payload: ${options.maxPayload ?? 8 * 1024 * 1024}`,
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+      ...options.token === undefined
+        ? []
+        : [`authorization { token: ${JSON.stringify(options.token)} }`],
     ];
     if (options.cluster) {
       const { name, serverName, listenPort, routes } = options.cluster;

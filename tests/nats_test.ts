@@ -336,3 +336,56 @@ Deno.test({
     assert.ok(ended >= 200);
   },
 });
+
+Deno.test({
+  name:
+    "nats: the NATS connection's own token comes from --nats-token-file; a wrong one is named at start",
+  ignore,
+  async fn() {
+    await using server = await NatsServer.start({ token: "nats-secret-token" });
+    const dir = await Deno.makeTempDir();
+    try {
+      const good = `${dir}/good`;
+      const bad = `${dir}/bad`;
+      await Deno.writeTextFile(good, "nats-secret-token\n", { mode: 0o600 });
+      await Deno.writeTextFile(bad, "wrong\n", { mode: 0o600 });
+      await using m = await master(server.url, "--nats-token-file", good);
+      await using _w = await secondary(
+        server.url,
+        "w",
+        "--nats-token-file",
+        good,
+      );
+      await nodesSeen(m.address, 1);
+      const result = await submitProgram(bash("echo authorized"), {
+        master: m.address,
+      });
+      assert.equal(result.stdout, "authorized\n");
+      // A master with the wrong token does not start, and says why.
+      const refused = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../cli/master.ts", import.meta.url).pathname,
+          "--port",
+          "0",
+          "--nats",
+          server.url,
+          "--nats-token-file",
+          bad,
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      assert.equal(refused.code, 1);
+      assert.match(
+        new TextDecoder().decode(refused.stderr),
+        /kiln master: Cannot connect to NATS \(nats:\/\/127\.0\.0\.1:\d+\): Authorization Violation/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

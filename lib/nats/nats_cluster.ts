@@ -24,6 +24,7 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import { retrying } from "./_retry.ts";
+import { guardStraySocketResets } from "./_stray_socket_errors.ts";
 import {
   JOB_SUBJECT_PREFIX,
   JOBS_BUCKET,
@@ -153,22 +154,33 @@ export class NatsCluster implements AsyncDisposable {
         );
       }
     }
-    const connection = await connect({
-      servers,
-      ...token !== undefined ? { token } : {},
-      ...credentials !== undefined
-        ? {
-          authenticator: credsAuthenticator(
-            new TextEncoder().encode(credentials),
-          ),
-        }
-        : {},
-      ...caCerts !== undefined ? { tls: { ca: caCerts } } : {},
-      ...name !== undefined ? { name } : {},
-      // A cluster outlives any one server: keep trying, never give up.
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-    });
+    guardStraySocketResets();
+    let connection: NatsConnection;
+    try {
+      connection = await connect({
+        servers,
+        ...token !== undefined ? { token } : {},
+        ...credentials !== undefined
+          ? {
+            authenticator: credsAuthenticator(
+              new TextEncoder().encode(credentials),
+            ),
+          }
+          : {},
+        ...caCerts !== undefined ? { tls: { ca: caCerts } } : {},
+        ...name !== undefined ? { name } : {},
+        // A cluster outlives any one server: keep trying, never give up.
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+      });
+    } catch (error) {
+      throw new Error(
+        `Cannot connect to NATS (${servers.join(", ")}): ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        { cause: error },
+      );
+    }
     const setUp = async () => {
       const manager = await jetstreamManager(connection);
       await ensureStream(manager, replicas);
