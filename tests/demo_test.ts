@@ -7,15 +7,28 @@ import assert from "node:assert/strict";
 import { Sandbox } from "../lib/sandbox/sandbox.ts";
 import { natsSkipReason } from "../cli/_nats_server.ts";
 
-Deno.test("deno task demo runs every sample program, sandboxed where the host allows", async () => {
+/** Runs `cli/demo.ts` with `args`; its exit code and what it printed. */
+async function runDemo(...args: string[]) {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../cli/demo.ts", import.meta.url).pathname],
+    args: [
+      "run",
+      "-A",
+      new URL("../cli/demo.ts", import.meta.url).pathname,
+      ...args,
+    ],
     env: { NO_COLOR: "1" },
     stdin: "null",
   }).output();
-  const stdout = new TextDecoder().decode(output.stdout);
-  const stderr = new TextDecoder().decode(output.stderr);
-  assert.equal(output.code, 0, `${stdout}\n${stderr}`);
+  return {
+    code: output.code,
+    stdout: new TextDecoder().decode(output.stdout),
+    stderr: new TextDecoder().decode(output.stderr),
+  };
+}
+
+Deno.test("deno task demo runs every sample program, sandboxed where the host allows", async () => {
+  const { code, stdout, stderr } = await runDemo();
+  assert.equal(code, 0, `${stdout}\n${stderr}`);
   assert.match(
     stdout,
     /^LANGUAGE +PROGRAM +VERDICT +TIME +MEMORY +NODE +SANDBOX +OUTPUT$/m,
@@ -37,19 +50,8 @@ Deno.test({
     "deno task demo --nats runs the samples on NATS, and a job outlives the master it was submitted to",
   ignore: natsSkipReason !== undefined,
   async fn() {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../cli/demo.ts", import.meta.url).pathname,
-        "--nats",
-      ],
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-    }).output();
-    const stdout = new TextDecoder().decode(output.stdout);
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 0, `${stdout}\n${stderr}`);
+    const { code, stdout, stderr } = await runDemo("--nats");
+    assert.equal(code, 0, `${stdout}\n${stderr}`);
     assert.match(
       stdout,
       /^kiln demo: NATS at nats:\/\/127\.0\.0\.1:\d+, masters /m,
@@ -66,18 +68,8 @@ Deno.test({
 });
 
 Deno.test("deno task demo --help prints its usage and runs nothing", async () => {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../cli/demo.ts", import.meta.url).pathname,
-      "--help",
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  assert.equal(output.code, 0);
-  const stdout = new TextDecoder().decode(output.stdout);
+  const { code, stdout } = await runDemo("--help");
+  assert.equal(code, 0);
   assert.match(stdout, /^Usage: deno task demo \[--nats\]/);
   assert.doesNotMatch(stdout, /LANGUAGE/);
 });

@@ -48,23 +48,28 @@ function master(nats: string, ...args: string[]): Promise<MasterProcess> {
   });
 }
 
+/** The flags of a test secondary on NATS: 2 slots, bash, a short ack wait. */
+function secondaryArgs(name: string, ...args: string[]): string[] {
+  return [
+    "--name",
+    name,
+    "--slots",
+    "2",
+    "--languages",
+    "bash",
+    "--nats-ack-wait",
+    ACK_WAIT_MS,
+    ...args,
+  ];
+}
+
 function secondary(
   nats: string,
   name: string,
   ...args: string[]
 ): Promise<SecondaryProcess> {
   return startSecondaryProcess(nats, {
-    args: [
-      "--name",
-      name,
-      "--slots",
-      "2",
-      "--languages",
-      "bash",
-      "--nats-ack-wait",
-      ACK_WAIT_MS,
-      ...args,
-    ],
+    args: secondaryArgs(name, ...args),
     stderr: "null",
   });
 }
@@ -142,17 +147,7 @@ Deno.test({
     await using server = await NatsServer.start();
     await using m = await master(server.url);
     const frozen = await startSecondaryProcess(server.url, {
-      args: [
-        "--name",
-        "frozen",
-        "--slots",
-        "2",
-        "--languages",
-        "bash",
-        "--nats-ack-wait",
-        ACK_WAIT_MS,
-        ...unsandboxed,
-      ],
+      args: secondaryArgs("frozen", ...unsandboxed),
       stderr: "piped",
     });
     const frozenLog = readLines(frozen.child.stderr!);

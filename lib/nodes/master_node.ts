@@ -76,7 +76,7 @@ import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
 import { type ClusterJobListener, ClusterJobs } from "../nats/cluster_jobs.ts";
 import { type JobRecord, readRecord } from "../nats/job_record.ts";
 import { retrying } from "../nats/_retry.ts";
-import { NodeDirectory } from "../nats/node_directory.ts";
+import { type NatsNodeWorker, NodeDirectory } from "../nats/node_directory.ts";
 
 const log = getLogger(["kiln", "master"]);
 
@@ -715,17 +715,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
         });
       },
       changed: (worker) => this.#jobs.loadChanged(worker),
-      left: (worker, reason) => {
-        log.warn("node {name} left: {reason}", { name: worker.name, reason });
-        this.emit("nodeleave", {
-          id: worker.id,
-          name: worker.name,
-          address: worker.address,
-          reason,
-        });
-        // Its jobs go on: they are in the stream, not on the window.
-        this.#jobs.removeWorker(worker, reason);
-      },
+      // Its jobs go on: they are in the stream, not on the window.
+      left: (worker, reason) => this.#nodeLost(worker, reason),
     });
     await directory.ready;
     this.#nats = { cluster, jobs, directory };
@@ -864,7 +855,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     }
   }
 
-  #nodeLost(worker: RemoteWorker, reason: string): void {
+  #nodeLost(worker: RemoteWorker | NatsNodeWorker, reason: string): void {
     log.warn("node {name} left: {reason}", { name: worker.name, reason });
     this.emit("nodeleave", {
       id: worker.id,

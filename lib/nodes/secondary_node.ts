@@ -704,11 +704,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
   ): Promise<void> {
     const intervalMs = this.#heartbeatIntervalMs;
     while (!stop.aborted) {
-      this.#sampling ??= this.#sampler().then(
-        (sample) => void (this.#lastSample = cleanSample(sample)),
-        (error) => log.warn("cannot sample resources: {error}", { error }),
-      ).finally(() => this.#sampling = undefined);
-      await settledWithin(this.#sampling, intervalMs, stop);
+      await this.#sample(intervalMs, stop);
       if (stop.aborted) break;
       const entry: NodeEntry = {
         id: this.id,
@@ -1125,6 +1121,19 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     return resolution;
   }
 
+  /**
+   * Samples the node's load for the next heartbeat. A slow sampler delays
+   * a heartbeat by at most `withinMs`: the last numbers go out instead, and
+   * samples never overlap. Never rejects.
+   */
+  async #sample(withinMs: number, stop: AbortSignal): Promise<void> {
+    this.#sampling ??= this.#sampler().then(
+      (sample) => void (this.#lastSample = cleanSample(sample)),
+      (error) => log.warn("cannot sample resources: {error}", { error }),
+    ).finally(() => this.#sampling = undefined);
+    await settledWithin(this.#sampling, withinMs, stop);
+  }
+
   /** Sends a heartbeat at once, then every interval, until `stop` aborts. Never rejects. */
   async #heartbeats(
     connection: Connection,
@@ -1132,13 +1141,7 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     stop: AbortSignal,
   ): Promise<void> {
     while (!stop.aborted) {
-      // A slow sampler delays a heartbeat by at most one interval: the last
-      // numbers go out instead, and samples never overlap.
-      this.#sampling ??= this.#sampler().then(
-        (sample) => void (this.#lastSample = cleanSample(sample)),
-        (error) => log.warn("cannot sample resources: {error}", { error }),
-      ).finally(() => this.#sampling = undefined);
-      await settledWithin(this.#sampling, intervalMs, stop);
+      await this.#sample(intervalMs, stop);
       if (stop.aborted) return;
       connection.post(this.#heartbeat());
       await abortableDelay(intervalMs, stop);
