@@ -318,3 +318,27 @@ Deno.test({
     await again.close();
   },
 });
+
+Deno.test({
+  name:
+    "nats library: an id no job could have is answered as unknown at once, by TCP and HTTP alike",
+  ignore,
+  async fn() {
+    await using cluster = await natsCluster();
+    await using api = new HttpApi(cluster.master, { port: 0 });
+    const link = await rawClient(cluster.master, "alice");
+    for (const jobId of ["kiln.>", "*", "a b", "../x", "x".repeat(128)]) {
+      await link.send({ type: "attach", ref: "r", jobId });
+      const answer = await next(link, "unknown_job");
+      assert.equal(answer.type === "unknown_job" && answer.jobId, jobId);
+      const response = await fetch(
+        `http://127.0.0.1:${api.addr.port}/api/v1/jobs/${
+          encodeURIComponent(jobId)
+        }`,
+      );
+      assert.equal(response.status, 404);
+      await response.body?.cancel();
+    }
+    await link.close();
+  },
+});

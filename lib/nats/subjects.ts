@@ -23,6 +23,15 @@ export const JOB_SUBJECT_PREFIX = "kiln.jobs";
 const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
 
 /**
+ * Whether `jobId` can name a job on NATS (a subject token and a key of the
+ * records bucket): an id a client or a URL gave is checked with this before
+ * it goes anywhere near NATS.
+ */
+export function isClusterJobId(jobId: string): boolean {
+  return TOKEN.test(jobId);
+}
+
+/**
  * Checks that `value` can stand as one token of a subject.
  *
  * @throws {TypeError} If it is empty, too long, or holds anything but letters, digits, `_` and `-`.

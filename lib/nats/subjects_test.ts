@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   controlSubject,
   eventSubject,
+  isClusterJobId,
   jobSubject,
   languageConsumer,
   languageFilter,
@@ -30,7 +31,9 @@ Deno.test("subjects: a language with characters a subject may not hold is encode
 });
 
 Deno.test("subjects: an id that could reach other subjects is refused", () => {
+  assert.equal(isClusterJobId(crypto.randomUUID()), true);
   for (const bad of ["", "a.b", "*", ">", "a b", "x".repeat(129)]) {
+    assert.equal(isClusterJobId(bad), false);
     assert.throws(() => subjectToken(bad, "job id"), TypeError);
     assert.throws(() => eventSubject(bad), TypeError);
   }

@@ -76,6 +76,7 @@ import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
 import { type ClusterJobListener, ClusterJobs } from "../nats/cluster_jobs.ts";
 import { type JobRecord, readRecord } from "../nats/job_record.ts";
 import { retrying } from "../nats/_retry.ts";
+import { isClusterJobId } from "../nats/subjects.ts";
 import { type NatsNodeWorker, NodeDirectory } from "../nats/node_directory.ts";
 
 const log = getLogger(["kiln", "master"]);
@@ -581,7 +582,8 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
    */
   async clusterJob(jobId: string): Promise<JobRecord | undefined> {
     const nats = await this.#natsReady();
-    if (nats === undefined) return undefined;
+    // An id no job could have (a client's, a URL's) never reaches NATS.
+    if (nats === undefined || !isClusterJobId(jobId)) return undefined;
     const found = await retrying(() => readRecord(nats.cluster.jobs, jobId), {
       withinMs: 5_000,
     }).catch(() => undefined);
@@ -599,7 +601,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     listener: ClusterJobListener,
   ): Promise<(() => void) | undefined> {
     const nats = await this.#natsReady();
-    if (nats === undefined) return undefined;
+    if (nats === undefined || !isClusterJobId(jobId)) return undefined;
     const known = await nats.jobs.follow(jobId, listener);
     return known ? () => nats.jobs.unfollow(jobId, listener) : undefined;
   }
