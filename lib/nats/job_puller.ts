@@ -234,6 +234,7 @@ export class JobPuller {
         return;
       }
       const { attempt } = claim.record;
+      const claimed = { record: claim.record, revision: claim.revision };
       const alive = setInterval(
         () => message.working(),
         Math.max(50, Math.floor(cluster.ackWaitMs / 3)),
@@ -272,7 +273,7 @@ export class JobPuller {
             ended = true;
             // Through a failover of the servers too: the job ran.
             const won = await retrying(() =>
-              finishRecord(cluster.jobs, job.id, attempt, result)
+              finishRecord(cluster.jobs, job.id, attempt, result, claimed)
             ).catch((error) => {
               log.error("cannot write the result of job {jobId}: {error}", {
                 jobId: job.id,
@@ -288,7 +289,9 @@ export class JobPuller {
               return false;
             }
             this.#publish(job.id, { type: "result", attempt, result });
-            await message.ackAck().catch(() => {});
+            // Not waited for: an ack that is lost delivers the job again,
+            // and its claim then finds it ended, and acks it.
+            message.ack();
             return true;
           },
           handBack: async () => {

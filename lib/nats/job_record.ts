@@ -40,7 +40,12 @@ export interface JobRecord {
 
 /** What a node's claim of a delivered job found. */
 export type Claim =
-  | { readonly kind: "claimed"; readonly record: JobRecord }
+  | {
+    readonly kind: "claimed";
+    readonly record: JobRecord;
+    /** The record's revision after the claim, for {@linkcode finishRecord}. */
+    readonly revision: number;
+  }
   | { readonly kind: "ended" }
   | { readonly kind: "exhausted"; readonly result: JobResult };
 
@@ -100,9 +105,8 @@ export async function claimRecord(
         node,
         startedAt: now,
       };
-      if (await tryWrite(bucket, record, 0)) {
-        return { kind: "claimed", record };
-      }
+      const written = await tryWrite(bucket, record, 0);
+      if (written > 0) return { kind: "claimed", record, revision: written };
       continue;
     }
     const { record, revision } = found;
@@ -116,7 +120,11 @@ export async function claimRecord(
           `the job's node was lost ${record.attempt} times (last "${record.node}"); it is not started again`,
       });
       if (
-        await tryWrite(bucket, { ...record, state: "ended", result }, revision)
+        await tryWrite(
+          bucket,
+          { ...record, state: "ended", result },
+          revision,
+        ) > 0
       ) {
         return { kind: "exhausted", result };
       }
@@ -129,8 +137,9 @@ export async function claimRecord(
       node,
       startedAt: now,
     };
-    if (await tryWrite(bucket, next, revision)) {
-      return { kind: "claimed", record: next };
+    const written = await tryWrite(bucket, next, revision);
+    if (written > 0) {
+      return { kind: "claimed", record: next, revision: written };
     }
   }
   throw new Error(
@@ -141,20 +150,28 @@ export async function claimRecord(
 /**
  * Ends a job with its result, if `attempt` is still the job's current one:
  * false when another attempt began since, or the job ended already.
+ * `claimed` (the claim's record and revision) saves a read when nothing
+ * changed the record since: the write is tried on it first.
  */
 export async function finishRecord(
   bucket: KV,
   id: string,
   attempt: number,
   result: JobResult,
+  claimed?: { record: JobRecord; revision: number },
 ): Promise<boolean> {
+  if (claimed !== undefined && claimed.record.attempt === attempt) {
+    const ended: JobRecord = { ...claimed.record, state: "ended", result };
+    if (await tryWrite(bucket, ended, claimed.revision) > 0) return true;
+  }
   for (let tries = 0; tries < CAS_TRIES; tries++) {
     const found = await readRecord(bucket, id);
     if (found === undefined) return false;
     const { record, revision } = found;
     if (record.state !== "running" || record.attempt !== attempt) return false;
     if (
-      await tryWrite(bucket, { ...record, state: "ended", result }, revision)
+      await tryWrite(bucket, { ...record, state: "ended", result }, revision) >
+        0
     ) {
       return true;
     }
@@ -175,26 +192,26 @@ export async function endQueued(
     const found = await readRecord(bucket, id);
     if (found === undefined || found.record.state !== "queued") return false;
     const ended: JobRecord = { ...found.record, state: "ended", result };
-    if (await tryWrite(bucket, ended, found.revision)) return true;
+    if (await tryWrite(bucket, ended, found.revision) > 0) return true;
   }
   return false;
 }
 
-/** One compare-and-set: false when the revision moved on (0: when it exists). */
+/**
+ * One compare-and-set on `revision` (0: only if there is no record): the
+ * record's new revision, or 0 when the revision moved on.
+ */
 async function tryWrite(
   bucket: KV,
   record: JobRecord,
   revision: number,
-): Promise<boolean> {
+): Promise<number> {
   try {
-    if (revision === 0) {
-      await bucket.create(record.id, JSON.stringify(record));
-    } else {
-      await bucket.update(record.id, JSON.stringify(record), revision);
-    }
-    return true;
+    return revision === 0
+      ? await bucket.create(record.id, JSON.stringify(record))
+      : await bucket.update(record.id, JSON.stringify(record), revision);
   } catch (error) {
-    if (isConflict(error)) return false;
+    if (isConflict(error)) return 0;
     throw error;
   }
 }

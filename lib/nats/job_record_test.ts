@@ -147,3 +147,33 @@ Deno.test({
       );
     }),
 });
+
+Deno.test({
+  name:
+    "job record: a result written on the claim's revision wins only while that revision holds",
+  ignore,
+  fn: () =>
+    withCluster(async ({ jobs }) => {
+      const job = delivered();
+      const first = await claimRecord(jobs, job, "frozen", 3);
+      assert.equal(first.kind, "claimed");
+      if (first.kind !== "claimed") return;
+      const second = await claimRecord(jobs, job, "survivor", 3);
+      assert.equal(second.kind, "claimed");
+      if (second.kind !== "claimed") return;
+      // The frozen node's revision is stale: its write fails, and so does
+      // the read that follows (another attempt runs).
+      assert.equal(
+        await finishRecord(jobs, job.id, 1, ok(job.id, "old"), first),
+        false,
+      );
+      assert.equal(
+        await finishRecord(jobs, job.id, 2, ok(job.id, "new"), second),
+        true,
+      );
+      assert.equal(
+        (await readRecord(jobs, job.id))?.record.result?.stdout,
+        "new",
+      );
+    }),
+});

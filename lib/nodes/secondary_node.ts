@@ -635,6 +635,8 @@ export class SecondaryNode extends TypedEventTarget<SecondaryNodeEventMap>
     await Promise.all(this.#unfinished);
     // Closed, not drained: a pull still waiting would hold a drain until it
     // expires. What must be out (results, acks, this node's removal) is.
+    // Acks and events not waited for go out first.
+    await cluster.connection.flush().catch(() => {});
     await cluster.connection.close();
     await this.#puller.finished;
   }
