@@ -26,6 +26,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { retrying } from "./_retry.ts";
 import { guardStraySocketResets } from "./_stray_socket_errors.ts";
 import {
+  CLIENTS_BUCKET,
   JOB_SUBJECT_PREFIX,
   JOBS_BUCKET,
   JOBS_STREAM,
@@ -81,6 +82,8 @@ export const DEFAULT_ACK_WAIT_MS = 10_000;
 export const DEFAULT_RECORD_TTL_MS = 3_600_000;
 /** How long a node's entry stays after its last heartbeat: one minute. */
 export const DEFAULT_NODE_TTL_MS = 60_000;
+/** How long a master's counts of a client stay without being written again: 30 s. */
+export const CLIENT_COUNTS_TTL_MS = 30_000;
 /** The longest ack wait, record TTL or node TTL: one day. */
 export const MAX_NATS_DURATION_MS = 86_400_000;
 
@@ -94,6 +97,8 @@ export class NatsCluster implements AsyncDisposable {
   readonly jobs: KV;
   /** Live nodes, one entry each, written on every heartbeat. */
   readonly nodes: KV;
+  /** Each client's jobs on each master (`lib/nats/cluster_counts.ts`). */
+  readonly clients: KV;
   /** How long a held job may go without a sign of life, in ms. */
   readonly ackWaitMs: number;
   readonly #manager: JetStreamManager;
@@ -102,7 +107,7 @@ export class NatsCluster implements AsyncDisposable {
   private constructor(
     connection: NatsConnection,
     manager: JetStreamManager,
-    buckets: { jobs: KV; nodes: KV },
+    buckets: { jobs: KV; nodes: KV; clients: KV },
     ackWaitMs: number,
   ) {
     this.connection = connection;
@@ -110,6 +115,7 @@ export class NatsCluster implements AsyncDisposable {
     this.jetstream = jetstream(connection);
     this.jobs = buckets.jobs;
     this.nodes = buckets.nodes;
+    this.clients = buckets.clients;
     this.ackWaitMs = ackWaitMs;
   }
 
@@ -195,7 +201,17 @@ export class NatsCluster implements AsyncDisposable {
         replicas,
         history: 1,
       });
-      return new NatsCluster(connection, manager, { jobs, nodes }, ackWaitMs);
+      const clients = await kvm.create(CLIENTS_BUCKET, {
+        ttl: CLIENT_COUNTS_TTL_MS,
+        replicas,
+        history: 1,
+      });
+      return new NatsCluster(
+        connection,
+        manager,
+        { jobs, nodes, clients },
+        ackWaitMs,
+      );
     };
     try {
       // A NATS cluster just started (or that just lost a server) elects its

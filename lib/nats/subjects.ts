@@ -16,6 +16,9 @@ export const JOBS_BUCKET = "kiln_jobs";
 /** The bucket of live nodes and their load, written on every heartbeat. */
 export const NODES_BUCKET = "kiln_nodes";
 
+/** The bucket of each client's jobs on each master, for quotas across masters. */
+export const CLIENTS_BUCKET = "kiln_clients";
+
 /** Every job's subject starts with this; the stream holds `kiln.jobs.>`. */
 export const JOB_SUBJECT_PREFIX = "kiln.jobs";
 

@@ -74,6 +74,7 @@ import { DEFAULT_SILENCE_GRACE_MS, RemoteWorker } from "./remote_worker.ts";
 import { TypedEventTarget } from "./typed_event_target.ts";
 import { NatsCluster, type NatsOptions } from "../nats/nats_cluster.ts";
 import { type ClusterJobListener, ClusterJobs } from "../nats/cluster_jobs.ts";
+import { ClusterCounts } from "../nats/cluster_counts.ts";
 import { type JobRecord, readRecord } from "../nats/job_record.ts";
 import { retrying } from "../nats/_retry.ts";
 import { isClusterJobId } from "../nats/subjects.ts";
@@ -357,6 +358,17 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       maxQueue,
       maxAttempts,
       nodeGraceMs,
+      // On NATS, quotas count a client's jobs on every master.
+      ...nats
+        ? {
+          shared: {
+            elsewhere: (client) =>
+              this.#nats?.counts.elsewhere(client) ?? NO_JOBS_ELSEWHERE,
+            changed: (client, counts) =>
+              this.#nats?.counts.changed(client, counts),
+          },
+        }
+        : {},
       emit: (type, detail) => this.emit(type, detail),
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -632,6 +644,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     if (this.#nats) {
       this.#nats.directory.close();
       this.#nats.jobs.close();
+      await this.#nats.counts.close();
       await this.#nats.cluster.close();
     }
     // Results go out before their jobs' cleanup ends: that too, before the
@@ -698,6 +711,10 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
     });
     if (this.#closing) return await cluster.close();
     const jobs = new ClusterJobs({ cluster });
+    const counts = new ClusterCounts({
+      cluster,
+      changed: () => this.#jobs.dispatch(),
+    });
     const directory = new NodeDirectory({
       cluster,
       jobs,
@@ -721,7 +738,7 @@ export class MasterNode extends TypedEventTarget<MasterNodeEventMap>
       left: (worker, reason) => this.#nodeLost(worker, reason),
     });
     await directory.ready;
-    this.#nats = { cluster, jobs, directory };
+    this.#nats = { cluster, jobs, directory, counts };
     log.info("fronting the kiln cluster on NATS at {servers}", {
       servers: options.servers.join(", "),
     });
@@ -1041,7 +1058,11 @@ interface NatsLink {
   readonly cluster: NatsCluster;
   readonly jobs: ClusterJobs;
   readonly directory: NodeDirectory;
+  readonly counts: ClusterCounts;
 }
+
+/** A client with no job on another master. */
+const NO_JOBS_ELSEWHERE = Object.freeze({ running: 0, queued: 0 });
 
 /** A job {@linkcode MasterNode.run} started. */
 export interface RunHandle {

@@ -72,9 +72,24 @@ export const MAX_NODE_GRACE_MS = 600_000;
 export { DEFAULT_POSITION_INTERVAL_MS, MAX_POSITION_INTERVAL_MS };
 
 /** How many jobs of one client run and wait now. */
-interface ClientCounts {
+export interface ClientCounts {
+  /** Jobs placed on a worker and not yet ended. */
   running: number;
+  /** Jobs waiting in the queue. */
   queued: number;
+}
+
+/**
+ * Quotas over several masters (a cluster on NATS): what the others hold
+ * of each client, and where this one says what it holds. A quota is then
+ * checked against the client's jobs on every master, as the others last
+ * said (within a fraction of a second).
+ */
+export interface SharedCounts {
+  /** The client's jobs on the other masters. */
+  elsewhere(client: string): Readonly<ClientCounts>;
+  /** This master's counts of a client that has a quota changed (the object is reused). */
+  changed(client: string, counts: Readonly<ClientCounts>): void;
 }
 
 /** The counts of a client with no job. */
@@ -187,6 +202,8 @@ export interface DispatcherOptions {
    * @default {DEFAULT_POSITION_INTERVAL_MS}
    */
   readonly positionIntervalMs?: number | undefined;
+  /** Quotas checked against every master's jobs, not only this one's. */
+  readonly shared?: SharedCounts | undefined;
   /** Where the job events go (the master dispatches them as its own). */
   readonly emit: <K extends keyof DispatcherEventMap>(
     type: K,
@@ -405,7 +422,7 @@ export class Dispatcher {
     // a dispatch (by a listener), it queues: the dispatch runs again.
     this.#dispatch();
     const quota = client.quota;
-    const counts = quota ? this.#countsOf(client.client) : NO_JOBS;
+    const counts = quota ? this.#totalOf(client.client) : NO_JOBS;
     const worker = this.#dispatching ||
         (quota && counts.running >= quota.maxRunning)
       ? undefined
@@ -615,7 +632,7 @@ export class Dispatcher {
       const quota = job.client.quota;
       if (
         quota &&
-        this.#countsOf(job.client.client).running >= quota.maxRunning
+        this.#totalOf(job.client.client).running >= quota.maxRunning
       ) {
         atQuota.add(job.client.client);
         continue;
@@ -675,6 +692,19 @@ export class Dispatcher {
     return this.#counts.get(client) ?? NO_JOBS;
   }
 
+  /** A client's jobs here and, with {@linkcode SharedCounts}, on the other masters. */
+  #totalOf(client: string): Readonly<ClientCounts> {
+    const here = this.#countsOf(client);
+    const shared = this.#options.shared;
+    if (shared === undefined) return here;
+    const there = shared.elsewhere(client);
+    if (there.running === 0 && there.queued === 0) return here;
+    return {
+      running: here.running + there.running,
+      queued: here.queued + there.queued,
+    };
+  }
+
   /**
    * Adds one to, or takes one from, a client's count of jobs running or
    * waiting. A client back at zero keeps its entry, so that one cycling a
@@ -683,7 +713,11 @@ export class Dispatcher {
    * are swept once there are more than {@linkcode IDLE_COUNTS_KEPT} and
    * they are most of the Map, which costs O(1) per change amortised.
    */
-  #count(client: string, which: "running" | "queued", delta: 1 | -1): void {
+  #count(
+    { client, quota }: JobClient,
+    which: "running" | "queued",
+    delta: 1 | -1,
+  ): void {
     let counts = this.#counts.get(client);
     if (counts === undefined) {
       counts = { running: 0, queued: 0 };
@@ -692,6 +726,7 @@ export class Dispatcher {
       this.#idleCounts--;
     }
     counts[which] += delta;
+    if (quota) this.#options.shared?.changed(client, counts);
     if (counts.running !== 0 || counts.queued !== 0) return;
     this.#idleCounts++;
     if (
@@ -709,9 +744,9 @@ export class Dispatcher {
   #setRunning(job: Job, running: boolean): void {
     if (running) {
       this.#running.set(job.id, job);
-      this.#count(job.client.client, "running", 1);
+      this.#count(job.client, "running", 1);
     } else if (this.#running.delete(job.id)) {
-      this.#count(job.client.client, "running", -1);
+      this.#count(job.client, "running", -1);
     }
   }
 
@@ -935,7 +970,7 @@ export class Dispatcher {
       : this.#queue.push(job);
     job.state = "queued";
     this.#queued.set(job.id, job);
-    this.#count(job.client.client, "queued", 1);
+    this.#count(job.client, "queued", 1);
     this.#waiting.set(job.language, (this.#waiting.get(job.language) ?? 0) + 1);
     // Jobs behind it moved back, unless it joined at the very end.
     this.#positions.changed(position < this.#queue.length);
@@ -951,7 +986,7 @@ export class Dispatcher {
     if (how === "served") this.#queue.take(job);
     else this.#queue.remove(job);
     this.#queued.delete(job.id);
-    this.#count(job.client.client, "queued", -1);
+    this.#count(job.client, "queued", -1);
     this.#positions.changed(this.#queue.length > 0);
     const left = (this.#waiting.get(job.language) ?? 1) - 1;
     if (left > 0) {

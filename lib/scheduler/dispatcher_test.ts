@@ -884,3 +884,39 @@ Deno.test("Dispatcher keeps each client's counts through cancels, restarts and e
     ["b5"],
   );
 });
+
+Deno.test("Dispatcher counts a client's jobs on other masters against its quota, and starts its jobs when they end", () => {
+  const elsewhere = new Map<string, { running: number; queued: number }>();
+  const told: [string, number, number][] = [];
+  const { dispatcher } = setup(3, {
+    shared: {
+      elsewhere: (name) => elsewhere.get(name) ?? { running: 0, queued: 0 },
+      changed: (name, counts) =>
+        told.push([name, counts.running, counts.queued]),
+    },
+  });
+  const worker = new FakeWorker("w", 4);
+  dispatcher.addWorker(worker);
+  const quota = { maxRunning: 1, maxQueued: 2 };
+  const alice = { ...client("alice"), quota };
+  // Another master runs one of alice's jobs: hers here waits, free slots or not.
+  elsewhere.set("alice", { running: 1, queued: 1 });
+  dispatcher.submit(alice, job("a1"));
+  assert.deepEqual(worker.started, []);
+  // One waiting here and one elsewhere fill her queue quota of 2.
+  dispatcher.submit(alice, job("a2"));
+  assert.equal(alice.results.at(-1)?.verdict, "rejected");
+  assert.match(
+    alice.results.at(-1)?.reason ?? "",
+    /2 jobs waiting and 1 running/,
+  );
+  // A client without a quota is neither counted nor told.
+  dispatcher.submit(client("bob"), job("b1"));
+  assert.deepEqual(worker.started, ["b1"]);
+  // The other master's job ended: hers starts on the next dispatch.
+  elsewhere.delete("alice");
+  dispatcher.dispatch();
+  assert.deepEqual(worker.started, ["b1", "a1"]);
+  // This master told the others each change of alice's counts, and only hers.
+  assert.deepEqual(told, [["alice", 0, 1], ["alice", 0, 0], ["alice", 1, 0]]);
+});
