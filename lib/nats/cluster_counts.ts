@@ -16,7 +16,8 @@
  */
 import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
-import type { KvWatchEntry } from "@nats-io/kv";
+import type { KvEntry } from "@nats-io/kv";
+import { followBucket } from "./_bucket_watch.ts";
 import type { ClientCounts, SharedCounts } from "../scheduler/dispatcher.ts";
 import { CLIENT_COUNTS_TTL_MS, type NatsCluster } from "./nats_cluster.ts";
 
@@ -150,21 +151,17 @@ export class ClusterCounts implements SharedCounts {
   }
 
   async #watch(): Promise<void> {
-    try {
-      const watcher = await this.#cluster.clients.watch();
-      this.#stopWatching = () => watcher.stop();
-      if (this.#closed) watcher.stop();
-      for await (const entry of watcher) this.#onEntry(entry);
-    } catch (error) {
-      if (!this.#closed) {
-        log.error("stopped watching other masters' counts: {error}", {
-          error,
-        });
-      }
-    }
+    const stop = new AbortController();
+    this.#stopWatching = () => stop.abort();
+    if (this.#closed) stop.abort();
+    await followBucket(this.#cluster.clients, (entry) => this.#onEntry(entry), {
+      name: "client counts",
+      quietMs: CLIENT_COUNTS_TTL_MS / 3,
+      signal: stop.signal,
+    });
   }
 
-  #onEntry(entry: KvWatchEntry): void {
+  #onEntry(entry: KvEntry): void {
     const dot = entry.key.indexOf(".");
     if (dot < 0) return;
     const client = entry.key.slice(0, dot);

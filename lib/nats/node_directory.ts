@@ -10,7 +10,8 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { KvWatchEntry } from "@nats-io/kv";
+import type { KvEntry } from "@nats-io/kv";
+import { followBucket } from "./_bucket_watch.ts";
 import type { NodeLoad } from "../scheduler/placement.ts";
 import type {
   NodeStatus,
@@ -197,17 +198,22 @@ export class NodeDirectory {
   }
 
   async #watch(): Promise<void> {
-    const watcher = await this.#options.cluster.nodes.watch();
-    this.#stopWatching = () => watcher.stop();
-    if (this.#closed) watcher.stop();
-    (async () => {
-      for await (const entry of watcher) this.#onEntry(entry);
-    })().catch((error) =>
-      log.error("stopped watching the nodes: {error}", { error })
+    const stop = new AbortController();
+    this.#stopWatching = () => stop.abort();
+    if (this.#closed) stop.abort();
+    void followBucket(
+      this.#options.cluster.nodes,
+      (entry) => this.#onEntry(entry),
+      {
+        name: "nodes",
+        quietMs: Math.max(500, Math.floor(this.#options.nodeTimeoutMs / 2)),
+        signal: stop.signal,
+      },
     );
+    await Promise.resolve();
   }
 
-  #onEntry(entry: KvWatchEntry): void {
+  #onEntry(entry: KvEntry): void {
     if (this.#closed) return;
     const existing = this.#workers.get(entry.key);
     if (entry.operation !== "PUT") {
