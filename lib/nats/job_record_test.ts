@@ -26,6 +26,20 @@ function delivered(id = crypto.randomUUID()) {
   return { id, client: "alice", language: "bash", acceptedAt: Date.now() };
 }
 
+/** The record a master writes as it puts `job` in the stream. */
+function putQueued(
+  jobs: NatsCluster["jobs"],
+  job: ReturnType<typeof delivered>,
+): Promise<void> {
+  return recordQueued(jobs, {
+    ...job,
+    state: "queued",
+    attempt: 0,
+    node: null,
+    startedAt: 0,
+  });
+}
+
 const ok = (id: string, stdout: string) =>
   blankResult(id, { verdict: "ok", stdout, exitCode: 0 });
 
@@ -36,13 +50,7 @@ Deno.test({
   fn: () =>
     withCluster(async ({ jobs }) => {
       const job = delivered();
-      await recordQueued(jobs, {
-        ...job,
-        state: "queued",
-        attempt: 0,
-        node: null,
-        startedAt: 0,
-      });
+      await putQueued(jobs, job);
       const first = await claimRecord(jobs, job, "frozen", 3);
       assert.equal(first.kind, "claimed");
       // The frozen node's ack wait passed: another node takes the job.
@@ -102,13 +110,7 @@ Deno.test({
   fn: () =>
     withCluster(async ({ jobs }) => {
       const job = delivered();
-      await recordQueued(jobs, {
-        ...job,
-        state: "queued",
-        attempt: 0,
-        node: null,
-        startedAt: 0,
-      });
+      await putQueued(jobs, job);
       const cancelled = blankResult(job.id, { reason: "cancelled: by test" });
       assert.equal(await endQueued(jobs, job.id, cancelled), true);
       assert.equal((await claimRecord(jobs, job, "w1", 3)).kind, "ended");

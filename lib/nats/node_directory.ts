@@ -20,7 +20,6 @@ import type {
   WorkerJob,
   WorkerJobEvents,
 } from "../scheduler/worker.ts";
-import type { SandboxReport } from "../sandbox/sandbox.ts";
 import type { ClusterJobs } from "./cluster_jobs.ts";
 import type { NatsCluster } from "./nats_cluster.ts";
 import { decode, type NodeEntry, NodeEntrySchema } from "./wire.ts";
@@ -133,7 +132,7 @@ export class NatsNodeWorker implements Worker {
       slots: entry.slots,
       languages: this.languages.map(({ name, version }) => ({ name, version })),
       lastSeenMs: Math.round(this.silentMs),
-      sandbox: (entry.sandbox ?? null) as SandboxReport | null,
+      sandbox: entry.sandbox,
     };
   }
 

@@ -7,6 +7,10 @@
  */
 import { z } from "zod";
 import { JobResultSchema } from "../job.ts";
+import {
+  OfferedLanguageSchema,
+  SandboxReportSchema,
+} from "../protocol/messages.ts";
 
 /** Job ids are the master's UUIDs, or anything a subject token allows. */
 const JobIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,128}$/);
@@ -71,13 +75,8 @@ export const NodeEntrySchema = z.object({
   maxCpu: z.number().min(0).max(100),
   maxRam: z.number().min(0).max(100),
   draining: z.boolean(),
-  languages: z.array(z.object({
-    name: z.string().max(64),
-    version: z.string().max(256),
-    aliases: z.array(z.string().max(64)).max(32),
-    extensions: z.array(z.string().max(32)).max(32),
-  })).max(256),
-  sandbox: z.unknown(),
+  languages: z.array(OfferedLanguageSchema).max(256),
+  sandbox: SandboxReportSchema.nullable(),
   /** When the node wrote it, epoch ms by its own clock. */
   at: z.number().finite(),
 });
